@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# cowvol: build, test, install.
+#   make              build build/libcowvol.so, build/cowvol, build/cowvold
+#   make check        every test (unit under ASan/UBSan, CLI, kernel in a VM);
+#                     ends with one line "N passed, N failed"
+#   make run          the main job: a short tour on the embedded default
+#   make bench        benchmarks (ratios against baselines run beside them)
+#   make install      PREFIX=/usr/local DESTDIR=
+VERSION := 0.1.0
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR ?=
+
+B ?= build
+CC ?= cc
+SAN ?=
+
+WARN := -Wall -Wextra -Wshadow -Werror -Wmissing-prototypes -Werror=implicit-function-declaration \
+        -Werror=missing-prototypes -Wformat=2 -Werror=format=2
+HARDEN := -fstack-protector-strong
+ifeq ($(SAN),)
+OPT := -O2 -D_FORTIFY_SOURCE=2
+else
+OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+endif
+PKGS := json-c
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS ?= -g
+ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) $(HARDEN) -fvisibility=hidden -D_GNU_SOURCE \
+              -DCOWVOL_VERSION=\"$(VERSION)\" -Ilib $(CFLAGS)
+SAN_FLAGS := -fsanitize=address,undefined
+ALL_LDFLAGS := -Wl,-z,relro,-z,now $(if $(SAN),$(SAN_FLAGS)) $(LDFLAGS)
+
+LIB_SRCS := $(wildcard lib/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
+CLI_OBJS := $(patsubst %.c,$(B)/%.o,$(wildcard cli/*.c))
+DAEMON_OBJS := $(patsubst %.c,$(B)/%.o,$(wildcard daemon/*.c))
+UNIT_OBJS := $(patsubst %.c,$(B)/%.o,$(wildcard tests/unit/*.c))
+BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+HELPER_BINS := $(patsubst tests/helpers/%.c,$(B)/tests/%,$(wildcard tests/helpers/*.c))
+DEPS_STAMP := build/.deps-build
+
+.PHONY: all deps deps-test check unit cli-tests kernel-tests run bench install uninstall clean
+all: $(B)/libcowvol.so $(B)/libcowvol.a $(B)/cowvol $(B)/cowvold $(HELPER_BINS)
+
+# Dependencies first: installed when root on Debian, else named and refused.
+$(DEPS_STAMP): tools/deps.sh
+	@tools/deps.sh build
+	@mkdir -p $(@D) && touch $@
+deps: $(DEPS_STAMP)
+deps-test: deps
+	@tools/deps.sh test
+
+$(B)/%.o: %.c $(wildcard lib/*.h cli/*.h) | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fPIC $(PKG_CFLAGS) -MMD -c -o $@ $<
+
+$(B)/libcowvol.so: $(LIB_OBJS) lib/libcowvol.sym
+	$(CC) -shared -Wl,-soname,libcowvol.so.0 -Wl,--version-script=lib/libcowvol.sym \
+	  $(ALL_LDFLAGS) -o $@ $(LIB_OBJS)
+	ln -sf libcowvol.so $(B)/libcowvol.so.0
+
+$(B)/libcowvol.a: $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+# Binaries find the library beside them in build/, and in LIBDIR once installed.
+RPATH := -Wl,-rpath,'$$ORIGIN:$(LIBDIR)'
+$(B)/cowvol: $(CLI_OBJS) $(B)/libcowvol.so
+	$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(CLI_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
+
+$(B)/cowvold: $(DAEMON_OBJS) $(B)/libcowvol.so
+	$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(DAEMON_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
+
+$(B)/tests/%: tests/helpers/%.c $(B)/libcowvol.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
+
+$(B)/unit-tests: $(UNIT_OBJS) $(B)/libcowvol.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJS) $(B)/libcowvol.a $(PKG_LIBS) -lcriterion
+
+$(B)/bench/%: bench/%.c $(B)/libcowvol.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
+
+# --- tests ---------------------------------------------------------------
+# tests/run.sh runs each suite and prints the one summary line.
+check: all deps-test
+	$(MAKE) --no-print-directory B=build/san SAN=1 all build/san/unit-tests
+	tests/run.sh
+
+unit: deps-test
+	$(MAKE) --no-print-directory B=build/san SAN=1 all build/san/unit-tests
+	tests/run.sh unit
+
+kernel-tests: all deps-test
+	tests/run.sh kernel
+
+run: all
+	tests/tour.sh
+
+bench: all $(BENCH_BINS)
+	bench/run.sh
+
+# --- install ---------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) \
+	  $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(B)/cowvol $(DESTDIR)$(BINDIR)/cowvol
+	install -m 0755 $(B)/cowvold $(DESTDIR)$(SBINDIR)/cowvold
+	install -m 0755 $(B)/libcowvol.so $(DESTDIR)$(LIBDIR)/libcowvol.so.0
+	ln -sf libcowvol.so.0 $(DESTDIR)$(LIBDIR)/libcowvol.so
+	install -m 0644 lib/cowvol.h $(DESTDIR)$(INCLUDEDIR)/cowvol.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	  -e 's|@VERSION@|$(VERSION)|' lib/cowvol.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc
+	install -m 0644 doc/cowvol.8 $(DESTDIR)$(MANDIR)/man8/cowvol.8
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cowvol $(DESTDIR)$(SBINDIR)/cowvold $(DESTDIR)$(LIBDIR)/libcowvol.so* \
+	  $(DESTDIR)$(INCLUDEDIR)/cowvol.h $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc $(DESTDIR)$(MANDIR)/man8/cowvol.8
+
+clean:
+	rm -rf build/*.o build/lib build/cli build/daemon build/tests build/san build/bench \
+	  build/cowvol build/cowvold build/libcowvol.* build/unit-tests
+
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(UNIT_OBJS:.o=.d)

@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libcowvol: the public interface.
+ *
+ * The exception store is the Linux kernel's persistent snapshot store
+ * (drivers/md/dm-snap-persistent.c), byte for byte.  Every function that can
+ * fail returns 0 (or a count) on success and a negative errno on failure;
+ * output parameters are written only on success.  The library never prints:
+ * details of a failure go to the log callback (cowvol_set_log_callback).
+ */
+#ifndef COWVOL_H
+#define COWVOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define COWVOL_SECTOR_SIZE 512u
+/* The kernel's store: magic "SnAp" (le32 0x70416e53), version 1. */
+#define COWVOL_STORE_MAGIC 0x70416e53u
+#define COWVOL_STORE_VERSION 1u
+/* Chunk sizes a new store may use (LVM2's range), in bytes. */
+#define COWVOL_CHUNK_MIN 4096u
+#define COWVOL_CHUNK_MAX (512u * 1024u)
+#define COWVOL_CHUNK_DEFAULT 4096u
+/* A new store holds at least the header, one metadata area and one data chunk. */
+#define COWVOL_STORE_MIN_CHUNKS 3u
+
+/** The library's version string, "MAJOR.MINOR.PATCH". */
+const char *cowvol_version(void);
+
+enum cowvol_log_level {
+        COWVOL_LOG_ERROR = 0,
+        COWVOL_LOG_WARNING = 1,
+        COWVOL_LOG_INFO = 2,
+        COWVOL_LOG_DEBUG = 3,
+};
+
+typedef void (*cowvol_log_fn)(int level, const char *msg, void *userdata);
+
+/**
+ * Route the library's messages to @fn (NULL: drop them).  Messages of level
+ * DEBUG are passed only when the environment has COWVOL_DEBUG set.
+ * Process-wide; set it once before using the library.
+ */
+void cowvol_set_log_callback(cowvol_log_fn fn, void *userdata);
+
+/**
+ * Parse a size: a decimal number with an optional suffix K, M, G, T
+ * (powers of 1024), alone or followed by "iB" or "B" ("4K", "4KiB", "1G").
+ * A plain number is bytes.  Returns -EINVAL for anything else and
+ * -ERANGE when the value does not fit in 64 bits.
+ */
+int cowvol_parse_size(const char *s, uint64_t *ret_bytes);
+
+/** Format @bytes for people ("4.0 KiB", "1.5 GiB") into @buf. */
+const char *cowvol_format_size(uint64_t bytes, char *buf, size_t len);
+
+typedef struct cowvol_store cowvol_store;
+
+enum cowvol_store_flags {
+        COWVOL_STORE_RDONLY = 1u << 0, /* open: never write */
+        COWVOL_STORE_FORCE = 1u << 1,  /* create: overwrite an existing store */
+};
+
+/**
+ * Create a new, empty store on @path (a regular file or a block device):
+ * area 0 zeroed and flushed first, then the header the kernel writes for a
+ * new store (valid=1, version 1, chunk size in sectors), flushed.
+ * @chunk_bytes: a power of two from COWVOL_CHUNK_MIN to COWVOL_CHUNK_MAX.
+ * @size_bytes: for a file, its new size (0: keep the present size; a file
+ *   that does not exist is created); must be 0 for a block device.
+ * A path that already holds a store is refused with -EEXIST unless
+ * COWVOL_STORE_FORCE.  On success *ret (if not NULL) is the open store.
+ */
+int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_t size_bytes,
+                        unsigned flags, cowvol_store **ret);
+
+/**
+ * Open an existing store, whoever wrote it, and validate it: header, every
+ * exception (inside the store, not on a metadata chunk, no origin chunk or
+ * store chunk twice).  The first fault fails the open with -EUCLEAN (corrupt
+ * content), -EPROTONOSUPPORT (version) or -ENODATA (an all-zero header: a
+ * store the kernel has not initialised yet); the log callback names it.
+ * Opening writes nothing.  A store whose header says valid=0 opens (its
+ * exceptions are not read, as in the kernel); see cowvol_store_is_valid().
+ */
+int cowvol_store_open(const char *path, unsigned flags, cowvol_store **ret);
+
+/** Flush pending exceptions (if writable) and free.  Accepts NULL; returns NULL. */
+cowvol_store *cowvol_store_close(cowvol_store *s);
+
+/** One fault of a store, as cowvol_store_check() reports it. */
+struct cowvol_fault {
+        const char *what;  /* e.g. "duplicate origin chunk" */
+        int64_t area;      /* metadata area, or -1 when not about an entry */
+        int64_t slot;      /* slot in that area, or -1 */
+        char message[256]; /* the whole sentence, naming where */
+};
+
+typedef void (*cowvol_fault_fn)(const struct cowvol_fault *f, void *userdata);
+
+/**
+ * Check the store on @path without changing it; call @fn for every fault
+ * found (not only the first).  Returns the number of faults (0: sound), or a
+ * negative errno when the path cannot be read at all.
+ */
+int cowvol_store_check(const char *path, cowvol_fault_fn fn, void *userdata);
+
+/** Chunk size in bytes. */
+uint32_t cowvol_store_chunk_size(const cowvol_store *s);
+/** Exceptions per metadata area: chunk_size / 16. */
+uint32_t cowvol_store_exceptions_per_area(const cowvol_store *s);
+/** Number of exceptions committed or pending. */
+uint64_t cowvol_store_count(const cowvol_store *s);
+/** Store size in chunks (whole chunks only). */
+uint64_t cowvol_store_chunks(const cowvol_store *s);
+/** False when the header says valid=0. */
+bool cowvol_store_is_valid(const cowvol_store *s);
+/** How many data chunks the store can hold in all (so many exceptions). */
+uint64_t cowvol_store_capacity(const cowvol_store *s);
+/** True when no further data chunk can be allocated. */
+bool cowvol_store_is_full(const cowvol_store *s);
+/** Memory held by the in-memory index, in bytes. */
+size_t cowvol_store_index_bytes(const cowvol_store *s);
+
+/** The figures of the kernel's status line for this store. */
+struct cowvol_store_usage {
+        uint64_t allocated_sectors; /* next_free * chunk sectors */
+        uint64_t total_sectors;     /* size of the store in sectors */
+        uint64_t metadata_sectors;  /* (current area + 2) * chunk sectors */
+};
+
+/** Fill @ret with the figures `dmsetup status` would print for this store. */
+int cowvol_store_usage(const cowvol_store *s, struct cowvol_store_usage *ret);
+
+/**
+ * Format the kernel's status text: "Invalid" or "A/T M".  Returns @buf.
+ */
+const char *cowvol_store_status_line(const cowvol_store *s, char *buf, size_t len);
+
+/**
+ * Look up origin chunk @old.  Returns 1 and sets *ret_new when the store has
+ * an exception for it (committed or pending), 0 when it has none.
+ */
+int cowvol_store_lookup(const cowvol_store *s, uint64_t old, uint64_t *ret_new);
+
+/**
+ * Reserve the next free data chunk (skipping metadata chunks, as the
+ * kernel).  -ENOSPC when the store is full, -EROFS on a read-only or
+ * invalid store.  The chunk is used only once an exception names it.
+ */
+int cowvol_store_allocate(cowvol_store *s, uint64_t *ret_new);
+
+/** Write one whole chunk of data into store chunk @new_chunk. */
+int cowvol_store_write_chunk(cowvol_store *s, uint64_t new_chunk, const void *buf);
+/** Read one whole chunk of data from store chunk @new_chunk. */
+int cowvol_store_read_chunk(const cowvol_store *s, uint64_t new_chunk, void *buf);
+
+/**
+ * Record exception @old -> @new in memory (pending).  @new must come from
+ * cowvol_store_allocate() and its data be written.  -EEXIST when @old has an
+ * exception already.  Nothing is durable until cowvol_store_commit().
+ */
+int cowvol_store_add(cowvol_store *s, uint64_t old, uint64_t new_chunk);
+
+/**
+ * Make every pending exception durable, in the kernel's order: flush the
+ * data, zero the next area before an area fills, write each touched
+ * metadata area, flush.  All pending exceptions go in one write per area.
+ * Returns the number of exceptions committed.  On an I/O error the store is
+ * marked invalid (as the kernel does) and the error returned.
+ */
+int cowvol_store_commit(cowvol_store *s);
+
+/** Mark the store invalid: rewrite the header with valid=0 and flush. */
+int cowvol_store_invalidate(cowvol_store *s);
+
+/**
+ * Re-read the size of the file or device: a grown store uses the new space.
+ * Returns the size in chunks.  Shrinking below what is in use: -EFBIG.
+ */
+int64_t cowvol_store_refresh_size(cowvol_store *s);
+
+/**
+ * Grow a store file to @size_bytes (never shrinks) and use the new space.
+ * -ENOTTY on a block device (grow the device, then refresh).
+ */
+int cowvol_store_grow(cowvol_store *s, uint64_t size_bytes);
+
+/**
+ * Merge step 1, as the kernel's prepare_merge: find the last exception and
+ * the run before it whose origin and store chunks both step down by one.
+ * Returns the run length n (0 when nothing is left) and sets *ret_old and
+ * *ret_new to the FIRST (lowest) chunks of the run: the caller copies store
+ * chunks [new, new+n) onto origin chunks [old, old+n), flushes the origin,
+ * then calls cowvol_store_merge_commit(s, n).
+ */
+int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint64_t *ret_new);
+
+/** Merge step 2: drop the last @n exceptions; write the area, flushed. */
+int cowvol_store_merge_commit(cowvol_store *s, int n);
+
+/** One exception, as stored: slot @slot of metadata area @area. */
+struct cowvol_exception {
+        uint64_t old_chunk;
+        uint64_t new_chunk;
+        uint64_t area;
+        uint32_t slot;
+};
+
+typedef int (*cowvol_exception_fn)(const struct cowvol_exception *e, void *userdata);
+
+/**
+ * Call @fn for each committed exception in store order (area by area, slot
+ * by slot), read from the disk.  A non-zero return from @fn stops the walk
+ * and is returned.
+ */
+int cowvol_store_foreach(const cowvol_store *s, cowvol_exception_fn fn, void *userdata);
+
+/**
+ * Write the snapshot's content to @output: @origin overlaid by the store's
+ * exceptions, what the kernel's snapshot device shows.  @output is created
+ * or truncated when it is a file; holes of the origin stay holes.
+ */
+int cowvol_store_view(const cowvol_store *s, const char *origin, const char *output);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

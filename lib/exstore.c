@@ -1,0 +1,1087 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The exception store: the Linux kernel's persistent snapshot store
+ * (drivers/md/dm-snap-persistent.c), byte for byte.
+ *
+ * Layout, in chunks of chunk_size sectors, all little-endian:
+ *   chunk 0      header {le32 magic "SnAp", le32 valid, le32 version 1,
+ *                le32 chunk_size in sectors}, the rest zero;
+ *   chunk 1      metadata area 0: epa = chunk_bytes / 16 slots of
+ *                {le64 old_chunk, le64 new_chunk};
+ *   chunks 2..   area 0's epa data chunks, then area 1's metadata chunk at
+ *                1 + (epa + 1), and so on: area i at 1 + (epa + 1) * i.
+ * The table is read area by area, slot by slot, up to the first entry whose
+ * new_chunk is 0 (it would name the header); a full area continues into the
+ * next.  next_free is max(new_chunk) + 1, stepping over metadata chunks.
+ *
+ * Crash order of a commit (the kernel's):
+ *   1. the data chunks are written (cowvol_store_write_chunk) and flushed;
+ *   2. if an area is about to fill, the next area is zeroed and flushed, so
+ *      that a reader going on past a full area stops there;
+ *   3. the whole metadata area is written and flushed;
+ *   4. only then may the caller let the origin write go.
+ * A cut anywhere leaves a table whose every entry points at flushed data:
+ * either the area write landed (whole sectors) or the old area stands.
+ *
+ * Merging consumes entries from the end of the table, as the kernel's
+ * snapshot-merge: the caller copies a run back and flushes the origin, then
+ * the entries are zeroed and the area written with a flush, so a crash
+ * resumes at the first entry not yet cleared.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+struct disk_header {
+        uint32_t magic;
+        uint32_t valid;
+        uint32_t version;
+        uint32_t chunk_size;
+};
+
+struct disk_exception {
+        uint64_t old_chunk;
+        uint64_t new_chunk;
+};
+
+struct pending {
+        uint64_t old, new_chunk;
+};
+
+struct cowvol_store {
+        const struct store_io *io;
+        void *io_ctx;
+        bool rdonly;
+        bool merging;
+
+        uint32_t chunk_sectors, chunk_bytes, epa;
+        uint32_t valid, version;
+        uint64_t size_bytes, chunks;
+
+        uint64_t next_free;
+        uint64_t current_area;
+        uint32_t current_committed;
+        uint8_t *area; /* the current metadata area, as on disk */
+
+        struct pending *pending;
+        size_t n_pending, cap_pending;
+
+        struct cindex index;
+};
+
+/* --- the default I/O layer: a file descriptor --------------------------- */
+
+struct fd_ctx {
+        int fd;
+};
+
+static int fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+        return pread_full(((struct fd_ctx *)ctx)->fd, buf, len, off);
+}
+
+static int fd_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+        return pwrite_full(((struct fd_ctx *)ctx)->fd, buf, len, off);
+}
+
+static int fd_sync(void *ctx)
+{
+        return fdatasync(((struct fd_ctx *)ctx)->fd) < 0 ? -errno : 0;
+}
+
+static int fd_getsize(void *ctx, uint64_t *ret)
+{
+        return fd_size(((struct fd_ctx *)ctx)->fd, ret);
+}
+
+static int fd_resize(void *ctx, uint64_t size)
+{
+        struct stat st;
+        int fd = ((struct fd_ctx *)ctx)->fd;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -ENOTTY;
+        if (ftruncate(fd, (off_t)size) < 0)
+                return -errno;
+        return 0;
+}
+
+static void fd_free(void *ctx)
+{
+        struct fd_ctx *c = ctx;
+
+        if (c->fd >= 0)
+                close(c->fd);
+        free(c);
+}
+
+static const struct store_io fd_io = {
+        .pread = fd_pread,
+        .pwrite = fd_pwrite,
+        .sync = fd_sync,
+        .size = fd_getsize,
+        .resize = fd_resize,
+        .free = fd_free,
+};
+
+/* --- geometry -------------------------------------------------------------- */
+
+static inline uint64_t area_location(const cowvol_store *s, uint64_t area)
+{
+        return 1 + ((uint64_t)s->epa + 1) * area;
+}
+
+static inline bool is_metadata_chunk(const cowvol_store *s, uint64_t chunk)
+{
+        return chunk >= 1 && (chunk - 1) % ((uint64_t)s->epa + 1) == 0;
+}
+
+static inline uint64_t chunk_offset(const cowvol_store *s, uint64_t chunk)
+{
+        return chunk * s->chunk_bytes;
+}
+
+static void skip_metadata(cowvol_store *s)
+{
+        if (s->next_free % ((uint64_t)s->epa + 1) == 1)
+                s->next_free++;
+}
+
+static bool chunk_bytes_ok(uint64_t bytes)
+{
+        return bytes >= COWVOL_CHUNK_MIN && bytes <= COWVOL_CHUNK_MAX && (bytes & (bytes - 1)) == 0;
+}
+
+/* Chunk sizes accepted in a header that someone else wrote: the kernel
+ * takes any power of two of at least one sector; we stop at 16 MiB. */
+#define OPEN_CHUNK_SECTORS_MAX 32768u
+
+static int set_geometry(cowvol_store *s, uint32_t chunk_sectors)
+{
+        s->chunk_sectors = chunk_sectors;
+        s->chunk_bytes = chunk_sectors * COWVOL_SECTOR_SIZE;
+        s->epa = s->chunk_bytes / (uint32_t)sizeof(struct disk_exception);
+        s->chunks = s->size_bytes / s->chunk_bytes;
+        free(s->area);
+        s->area = calloc(1, s->chunk_bytes);
+        return s->area ? 0 : -ENOMEM;
+}
+
+static void header_encode(const cowvol_store *s, uint8_t *buf)
+{
+        struct disk_header h = {
+                .magic = htole32(COWVOL_STORE_MAGIC),
+                .valid = htole32(s->valid),
+                .version = htole32(COWVOL_STORE_VERSION),
+                .chunk_size = htole32(s->chunk_sectors),
+        };
+
+        memset(buf, 0, s->chunk_bytes);
+        memcpy(buf, &h, sizeof(h));
+}
+
+static void area_get(const uint8_t *area, uint32_t slot, uint64_t *ret_old, uint64_t *ret_new)
+{
+        struct disk_exception e;
+
+        memcpy(&e, area + (size_t)slot * sizeof(e), sizeof(e));
+        *ret_old = le64toh(e.old_chunk);
+        *ret_new = le64toh(e.new_chunk);
+}
+
+static void area_set(uint8_t *area, uint32_t slot, uint64_t old, uint64_t new_chunk)
+{
+        struct disk_exception e = { htole64(old), htole64(new_chunk) };
+
+        memcpy(area + (size_t)slot * sizeof(e), &e, sizeof(e));
+}
+
+static cowvol_store *store_new(const struct store_io *io, void *ctx, unsigned flags)
+{
+        cowvol_store *s = calloc(1, sizeof(*s));
+
+        if (!s) {
+                if (io->free)
+                        io->free(ctx);
+                return NULL;
+        }
+        s->io = io;
+        s->io_ctx = ctx;
+        s->rdonly = flags & COWVOL_STORE_RDONLY;
+        cindex_init(&s->index);
+        return s;
+}
+
+static void store_free(cowvol_store *s)
+{
+        if (!s)
+                return;
+        if (s->io && s->io->free)
+                s->io->free(s->io_ctx);
+        cindex_done(&s->index);
+        free(s->pending);
+        free(s->area);
+        free(s);
+}
+
+/* --- faults ---------------------------------------------------------------- */
+
+struct scan {
+        cowvol_fault_fn fn;
+        void *userdata;
+        int faults;
+        bool stop_at_first;
+};
+
+_printf_(5, 6) static void fault(struct scan *sc, const char *what, int64_t area, int64_t slot,
+                                 const char *fmt, ...)
+{
+        struct cowvol_fault f = { .what = what, .area = area, .slot = slot };
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(f.message, sizeof(f.message), fmt, ap);
+        va_end(ap);
+        sc->faults++;
+        if (sc->fn)
+                sc->fn(&f, sc->userdata);
+}
+
+static void dup_old(uint64_t old, uint64_t a, uint64_t b, void *ud)
+{
+        fault(ud, "duplicate origin chunk", -1, -1,
+              "origin chunk %" PRIu64 " has two exceptions (store chunks %" PRIu64 " and %" PRIu64 ")",
+              old, a, b);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+        return x < y ? -1 : x > y;
+}
+
+/*
+ * Read the header and the table into @s, reporting each fault to @sc.
+ * Returns a negative errno for faults that stop the reading (and for I/O
+ * errors); faults in entries are counted in sc->faults and reading goes on
+ * unless sc->stop_at_first.
+ */
+static int store_load(cowvol_store *s, struct scan *sc)
+{
+        struct disk_header h;
+        uint8_t hbuf[COWVOL_SECTOR_SIZE];
+        uint32_t *seen = NULL;
+        size_t n_seen = 0, cap_seen = 0;
+        uint64_t area;
+        int r;
+
+        r = s->io->size(s->io_ctx, &s->size_bytes);
+        if (r < 0)
+                return log_err(r, "Cannot get the size of the store: %m");
+        if (s->size_bytes < sizeof(hbuf)) {
+                fault(sc, "truncated", -1, -1,
+                      "store is %" PRIu64 " bytes: too small to hold a header (%u bytes)", s->size_bytes,
+                      COWVOL_SECTOR_SIZE);
+                return -EUCLEAN;
+        }
+        r = s->io->pread(s->io_ctx, hbuf, sizeof(hbuf), 0);
+        if (r < 0)
+                return log_err(r, "Cannot read the store header: %m");
+        memcpy(&h, hbuf, sizeof(h));
+        h.magic = le32toh(h.magic);
+        h.valid = le32toh(h.valid);
+        h.version = le32toh(h.version);
+        h.chunk_size = le32toh(h.chunk_size);
+
+        if (h.magic == 0) {
+                fault(sc, "no header", -1, -1,
+                      "no store header: the first sector is zero (a new store the kernel has not "
+                      "initialised yet)");
+                return -ENODATA;
+        }
+        if (h.magic != COWVOL_STORE_MAGIC) {
+                fault(sc, "bad magic", -1, -1,
+                      "bad magic 0x%08" PRIx32 " at offset 0 (expected 0x%08x, \"SnAp\"): not a "
+                      "snapshot store, or a corrupt one",
+                      h.magic, COWVOL_STORE_MAGIC);
+                return -EUCLEAN;
+        }
+        if (h.version != COWVOL_STORE_VERSION) {
+                fault(sc, "unsupported version", -1, -1,
+                      "unsupported store version %" PRIu32 " at offset 8 (only version 1 exists)",
+                      h.version);
+                return -EPROTONOSUPPORT;
+        }
+        if (h.chunk_size == 0 || (h.chunk_size & (h.chunk_size - 1)) ||
+            h.chunk_size > OPEN_CHUNK_SECTORS_MAX) {
+                fault(sc, "bad chunk size", -1, -1,
+                      "bad chunk size %" PRIu32 " sectors at offset 12 (a power of two from 1 to %u)",
+                      h.chunk_size, OPEN_CHUNK_SECTORS_MAX);
+                return -EUCLEAN;
+        }
+        if (h.valid > 1)
+                fault(sc, "bad valid flag", -1, -1,
+                      "valid flag is %" PRIu32 " at offset 4 (0 or 1 expected)", h.valid);
+        s->valid = h.valid ? 1 : 0;
+        s->version = h.version;
+        r = set_geometry(s, h.chunk_size);
+        if (r < 0)
+                return r;
+        if (s->chunks < 2) {
+                fault(sc, "truncated", -1, -1,
+                      "store is %" PRIu64 " bytes: smaller than its header and first metadata area "
+                      "(2 chunks of %" PRIu32 " bytes)",
+                      s->size_bytes, s->chunk_bytes);
+                return -EUCLEAN;
+        }
+        if (s->chunks > CINDEX_MAX_NEW) {
+                fault(sc, "too large", -1, -1,
+                      "store has %" PRIu64 " chunks: more than 2^32 chunks is not supported", s->chunks);
+                return -EFBIG;
+        }
+
+        s->next_free = 2;
+        s->current_area = 0;
+        s->current_committed = 0;
+        if (!s->valid)
+                return 0; /* as the kernel: an invalid store's table is not read */
+
+        for (area = 0;; area++) {
+                uint64_t loc = area_location(s, area);
+                uint32_t slot;
+                bool full = true;
+
+                if (loc >= s->chunks) {
+                        fault(sc, "truncated", (int64_t)area, -1,
+                              "area %" PRIu64 " (chunk %" PRIu64 ") lies past the end of the store "
+                              "(%" PRIu64 " chunks), but area %" PRIu64 " before it is full",
+                              area, loc, s->chunks, area - 1);
+                        r = -EUCLEAN;
+                        goto out;
+                }
+                r = s->io->pread(s->io_ctx, s->area, s->chunk_bytes, chunk_offset(s, loc));
+                if (r < 0) {
+                        log_err(r, "Cannot read metadata area %" PRIu64 ": %m", area);
+                        goto out;
+                }
+                for (slot = 0; slot < s->epa; slot++) {
+                        uint64_t old, nw;
+
+                        area_get(s->area, slot, &old, &nw);
+                        if (nw == 0) {
+                                full = false;
+                                s->current_committed = slot;
+                                break;
+                        }
+                        if (nw >= s->chunks) {
+                                fault(sc, "entry out of range", (int64_t)area, slot,
+                                      "area %" PRIu64 " slot %" PRIu32 ": store chunk %" PRIu64
+                                      " lies past the end of the store (%" PRIu64 " chunks)",
+                                      area, slot, nw, s->chunks);
+                                continue;
+                        }
+                        if (is_metadata_chunk(s, nw)) {
+                                fault(sc, "entry on metadata", (int64_t)area, slot,
+                                      "area %" PRIu64 " slot %" PRIu32 ": store chunk %" PRIu64
+                                      " is a metadata chunk (area %" PRIu64 ")",
+                                      area, slot, nw, (nw - 1) / ((uint64_t)s->epa + 1));
+                                continue;
+                        }
+                        if (old > UINT64_MAX / s->chunk_bytes) {
+                                fault(sc, "entry out of range", (int64_t)area, slot,
+                                      "area %" PRIu64 " slot %" PRIu32 ": origin chunk %" PRIu64
+                                      " lies beyond any device (byte offset overflows 64 bits)",
+                                      area, slot, old);
+                                continue;
+                        }
+                        if (s->next_free <= nw)
+                                s->next_free = nw + 1;
+                        r = cindex_bulk_append(&s->index, old, nw);
+                        if (r < 0)
+                                goto out;
+                        if (n_seen == cap_seen) {
+                                size_t cap = cap_seen ? cap_seen * 2 : 1024;
+                                uint32_t *p = realloc(seen, cap * sizeof(*p));
+                                if (!p) {
+                                        r = -ENOMEM;
+                                        goto out;
+                                }
+                                seen = p;
+                                cap_seen = cap;
+                        }
+                        seen[n_seen++] = (uint32_t)nw;
+                }
+                if (sc->stop_at_first && sc->faults) {
+                        r = -EUCLEAN;
+                        goto out;
+                }
+                if (!full) {
+                        s->current_area = area;
+                        break;
+                }
+        }
+        skip_metadata(s);
+
+        r = cindex_bulk_finish(&s->index, dup_old, sc);
+        if (r < 0)
+                goto out;
+        qsort(seen, n_seen, sizeof(*seen), cmp_u32);
+        for (size_t i = 1; i < n_seen; i++)
+                if (seen[i] == seen[i - 1])
+                        fault(sc, "duplicate store chunk", -1, -1,
+                              "store chunk %" PRIu32 " holds the data of two exceptions", seen[i]);
+        r = sc->faults ? -EUCLEAN : 0;
+out:
+        free(seen);
+        return r;
+}
+
+/* --- open, create, close ----------------------------------------------------- */
+
+static void log_fault(const struct cowvol_fault *f, void *userdata)
+{
+        (void)userdata;
+        cowvol_log(COWVOL_LOG_ERROR, "%s", f->message);
+}
+
+int exstore_open_io(const struct store_io *io, void *ctx, unsigned flags, cowvol_store **ret)
+{
+        struct scan sc = { .fn = log_fault, .stop_at_first = true };
+        cowvol_store *s = store_new(io, ctx, flags);
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        r = store_load(s, &sc);
+        if (r < 0) {
+                store_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+int exstore_check_io(const struct store_io *io, void *ctx, cowvol_fault_fn fn, void *userdata)
+{
+        struct scan sc = { .fn = fn, .userdata = userdata };
+        cowvol_store *s = store_new(io, ctx, COWVOL_STORE_RDONLY);
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        r = store_load(s, &sc);
+        if (r >= 0 && !s->valid)
+                fault(&sc, "invalid", -1, -1,
+                      "store is marked invalid (valid=0): the snapshot overflowed or had an I/O "
+                      "error, its data is not usable");
+        store_free(s);
+        if (r < 0 && !sc.faults)
+                return r; /* could not read at all */
+        return sc.faults;
+}
+
+int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes, unsigned flags,
+                      cowvol_store **ret)
+{
+        cowvol_store *s;
+        uint8_t hbuf[COWVOL_SECTOR_SIZE];
+        int r;
+
+        if (!chunk_bytes_ok(chunk_bytes)) {
+                if (io->free)
+                        io->free(ctx);
+                return log_err(-EINVAL,
+                               "Chunk size %" PRIu32 " is not a power of two from 4 KiB to 512 KiB",
+                               chunk_bytes);
+        }
+        s = store_new(io, ctx, flags & ~COWVOL_STORE_RDONLY);
+        if (!s)
+                return -ENOMEM;
+        r = io->size(ctx, &s->size_bytes);
+        if (r < 0) {
+                log_err(r, "Cannot get the size of the store: %m");
+                goto fail;
+        }
+        if (s->size_bytes >= sizeof(hbuf) && !(flags & COWVOL_STORE_FORCE)) {
+                uint32_t magic;
+                r = io->pread(ctx, hbuf, sizeof(hbuf), 0);
+                if (r < 0) {
+                        log_err(r, "Cannot read the start of the store: %m");
+                        goto fail;
+                }
+                memcpy(&magic, hbuf, sizeof(magic));
+                if (le32toh(magic) == COWVOL_STORE_MAGIC) {
+                        r = log_err(-EEXIST, "It already holds a snapshot store (force to overwrite it)");
+                        goto fail;
+                }
+        }
+        s->valid = 1;
+        s->version = COWVOL_STORE_VERSION;
+        r = set_geometry(s, chunk_bytes / COWVOL_SECTOR_SIZE);
+        if (r < 0)
+                goto fail;
+        if (s->chunks < COWVOL_STORE_MIN_CHUNKS) {
+                r = log_err(-ENOSPC,
+                            "Store of %" PRIu64 " bytes is too small: it needs at least %u chunks "
+                            "of %" PRIu32 " bytes",
+                            s->size_bytes, COWVOL_STORE_MIN_CHUNKS, chunk_bytes);
+                goto fail;
+        }
+        if (s->chunks > CINDEX_MAX_NEW) {
+                r = log_err(-EFBIG, "Store of %" PRIu64 " chunks: more than 2^32 chunks is not supported",
+                            s->chunks);
+                goto fail;
+        }
+        /* area 0 zeroed and flushed before a header says the store is valid */
+        r = io->pwrite(ctx, s->area, s->chunk_bytes, chunk_offset(s, 1));
+        if (r >= 0)
+                r = io->sync(ctx);
+        if (r >= 0) {
+                uint8_t *buf = malloc(s->chunk_bytes);
+                if (!buf) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                header_encode(s, buf);
+                r = io->pwrite(ctx, buf, s->chunk_bytes, 0);
+                free(buf);
+        }
+        if (r >= 0)
+                r = io->sync(ctx);
+        if (r < 0) {
+                log_err(r, "Cannot write the new store: %m");
+                goto fail;
+        }
+        s->next_free = 2;
+        if (ret)
+                *ret = s;
+        else
+                store_free(s);
+        return 0;
+fail:
+        store_free(s);
+        return r;
+}
+
+static int open_path(const char *path, int oflags, struct fd_ctx **ret)
+{
+        struct fd_ctx *c = malloc(sizeof(*c));
+        struct stat st;
+
+        if (!c)
+                return -ENOMEM;
+        c->fd = open(path, oflags | O_CLOEXEC, 0600);
+        if (c->fd < 0 && errno == EBUSY)
+                return free(c), log_err(-EBUSY, "Cannot open %s: the device is in use", path);
+        if (c->fd < 0) {
+                int r = -errno;
+                free(c);
+                return log_err(r, "Cannot open %s: %m", path);
+        }
+        if (fstat(c->fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+                fd_free(c);
+                return log_err(-ENOTBLK, "%s is neither a regular file nor a block device", path);
+        }
+        *ret = c;
+        return 0;
+}
+
+static bool path_is_blockdev(const char *path)
+{
+        struct stat st;
+
+        return stat(path, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+_public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_t size_bytes,
+                                 unsigned flags, cowvol_store **ret)
+{
+        struct fd_ctx *c;
+        bool blk = path_is_blockdev(path), created = false;
+        struct stat st;
+        int r;
+
+        if (!path)
+                return -EINVAL;
+        if (blk && size_bytes)
+                return log_err(-EINVAL, "%s is a block device: its size is the device's, give no size",
+                               path);
+        if (!blk && stat(path, &st) < 0) {
+                if (errno != ENOENT)
+                        return log_err(-errno, "Cannot stat %s: %m", path);
+                if (!size_bytes)
+                        return log_err(-EINVAL, "%s does not exist: give a size to create it", path);
+                created = true;
+        }
+        /* O_EXCL on a block device: refuse one that is mounted or held */
+        r = open_path(path, O_RDWR | (blk ? O_EXCL : O_CREAT), &c);
+        if (r < 0)
+                return r;
+        if (size_bytes) {
+                r = fd_resize(c, size_bytes);
+                if (r < 0) {
+                        fd_free(c);
+                        if (created)
+                                unlink(path);
+                        return log_err(r, "Cannot set the size of %s: %m", path);
+                }
+        }
+        r = exstore_create_io(&fd_io, c, chunk_bytes, flags, ret);
+        if (r < 0 && created)
+                unlink(path);
+        return r;
+}
+
+_public_ int cowvol_store_open(const char *path, unsigned flags, cowvol_store **ret)
+{
+        struct fd_ctx *c;
+        bool rdonly = flags & COWVOL_STORE_RDONLY;
+        int r;
+
+        if (!path || !ret)
+                return -EINVAL;
+        r = open_path(path, rdonly ? O_RDONLY : (O_RDWR | (path_is_blockdev(path) ? O_EXCL : 0)), &c);
+        if (r < 0)
+                return r;
+        return exstore_open_io(&fd_io, c, flags, ret);
+}
+
+_public_ int cowvol_store_check(const char *path, cowvol_fault_fn fn, void *userdata)
+{
+        struct fd_ctx *c;
+        int r;
+
+        if (!path)
+                return -EINVAL;
+        r = open_path(path, O_RDONLY, &c);
+        if (r < 0)
+                return r;
+        return exstore_check_io(&fd_io, c, fn, userdata);
+}
+
+_public_ cowvol_store *cowvol_store_close(cowvol_store *s)
+{
+        if (!s)
+                return NULL;
+        if (s->n_pending)
+                (void)cowvol_store_commit(s);
+        store_free(s);
+        return NULL;
+}
+
+/* --- queries ----------------------------------------------------------------- */
+
+_public_ uint32_t cowvol_store_chunk_size(const cowvol_store *s)
+{
+        return s->chunk_bytes;
+}
+
+_public_ uint32_t cowvol_store_exceptions_per_area(const cowvol_store *s)
+{
+        return s->epa;
+}
+
+_public_ uint64_t cowvol_store_count(const cowvol_store *s)
+{
+        return cindex_count(&s->index);
+}
+
+_public_ uint64_t cowvol_store_chunks(const cowvol_store *s)
+{
+        return s->chunks;
+}
+
+_public_ bool cowvol_store_is_valid(const cowvol_store *s)
+{
+        return s->valid;
+}
+
+_public_ size_t cowvol_store_index_bytes(const cowvol_store *s)
+{
+        return cindex_bytes(&s->index);
+}
+
+/* Chunks an allocation of next_free needs: the chunk itself and, when it is
+ * the last data chunk of its area, the metadata chunk after it, which the
+ * commit that fills the area has to zero. */
+static bool can_allocate(const cowvol_store *s)
+{
+        uint64_t need = s->next_free + 1;
+
+        if ((s->next_free + 1) % ((uint64_t)s->epa + 1) == 1)
+                need++;
+        return need <= s->chunks;
+}
+
+_public_ uint64_t cowvol_store_capacity(const cowvol_store *s)
+{
+        uint64_t stride = (uint64_t)s->epa + 1, meta, data;
+
+        if (s->chunks < 3)
+                return 0;
+        meta = (s->chunks - 2) / stride + 1; /* metadata chunks below s->chunks */
+        data = s->chunks - 1 - meta;
+        /* the last chunk cannot be allocated if the area after it has no room */
+        if (s->chunks % stride == 1)
+                data--;
+        return data;
+}
+
+_public_ bool cowvol_store_is_full(const cowvol_store *s)
+{
+        return !can_allocate(s);
+}
+
+_public_ int cowvol_store_usage(const cowvol_store *s, struct cowvol_store_usage *ret)
+{
+        if (!s || !ret)
+                return -EINVAL;
+        ret->allocated_sectors = s->next_free * s->chunk_sectors;
+        ret->total_sectors = s->size_bytes / COWVOL_SECTOR_SIZE;
+        ret->metadata_sectors = (s->current_area + 2) * s->chunk_sectors;
+        return 0;
+}
+
+_public_ const char *cowvol_store_status_line(const cowvol_store *s, char *buf, size_t len)
+{
+        struct cowvol_store_usage u;
+
+        if (!s->valid) {
+                snprintf(buf, len, "Invalid");
+                return buf;
+        }
+        cowvol_store_usage(s, &u);
+        snprintf(buf, len, "%" PRIu64 "/%" PRIu64 " %" PRIu64, u.allocated_sectors, u.total_sectors,
+                 u.metadata_sectors);
+        return buf;
+}
+
+_public_ int cowvol_store_lookup(const cowvol_store *s, uint64_t old, uint64_t *ret_new)
+{
+        return cindex_lookup(&s->index, old, ret_new);
+}
+
+/* --- writing ------------------------------------------------------------------ */
+
+static int writable(const cowvol_store *s)
+{
+        if (s->rdonly)
+                return -EROFS;
+        if (!s->valid)
+                return -ESTALE;
+        return 0;
+}
+
+_public_ int cowvol_store_allocate(cowvol_store *s, uint64_t *ret_new)
+{
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (s->merging)
+                return -EBUSY;
+        if (!can_allocate(s))
+                return -ENOSPC;
+        *ret_new = s->next_free++;
+        skip_metadata(s);
+        return 0;
+}
+
+static int check_data_chunk(const cowvol_store *s, uint64_t chunk)
+{
+        if (chunk < 2 || chunk >= s->chunks || is_metadata_chunk(s, chunk))
+                return -ERANGE;
+        return 0;
+}
+
+_public_ int cowvol_store_write_chunk(cowvol_store *s, uint64_t new_chunk, const void *buf)
+{
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        r = check_data_chunk(s, new_chunk);
+        if (r < 0)
+                return r;
+        return s->io->pwrite(s->io_ctx, buf, s->chunk_bytes, chunk_offset(s, new_chunk));
+}
+
+_public_ int cowvol_store_read_chunk(const cowvol_store *s, uint64_t new_chunk, void *buf)
+{
+        int r = check_data_chunk(s, new_chunk);
+
+        if (r < 0)
+                return r;
+        return s->io->pread(s->io_ctx, buf, s->chunk_bytes, chunk_offset(s, new_chunk));
+}
+
+_public_ int cowvol_store_add(cowvol_store *s, uint64_t old, uint64_t new_chunk)
+{
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (s->merging)
+                return -EBUSY;
+        r = check_data_chunk(s, new_chunk);
+        if (r < 0 || new_chunk >= s->next_free)
+                return -ERANGE; /* not allocated */
+        if (old > UINT64_MAX / s->chunk_bytes)
+                return -ERANGE;
+        if (s->n_pending == s->cap_pending) {
+                size_t cap = s->cap_pending ? s->cap_pending * 2 : 64;
+                struct pending *p = realloc(s->pending, cap * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                s->pending = p;
+                s->cap_pending = cap;
+        }
+        r = cindex_insert(&s->index, old, new_chunk);
+        if (r < 0)
+                return r;
+        s->pending[s->n_pending++] = (struct pending){ old, new_chunk };
+        return 0;
+}
+
+static int write_header(cowvol_store *s)
+{
+        uint8_t *buf = malloc(s->chunk_bytes);
+        int r;
+
+        if (!buf)
+                return -ENOMEM;
+        header_encode(s, buf);
+        r = s->io->pwrite(s->io_ctx, buf, s->chunk_bytes, 0);
+        free(buf);
+        if (r >= 0)
+                r = s->io->sync(s->io_ctx);
+        return r;
+}
+
+_public_ int cowvol_store_invalidate(cowvol_store *s)
+{
+        if (s->rdonly)
+                return -EROFS;
+        s->valid = 0;
+        return write_header(s);
+}
+
+static int area_write(cowvol_store *s)
+{
+        return s->io->pwrite(s->io_ctx, s->area, s->chunk_bytes, chunk_offset(s, area_location(s, s->current_area)));
+}
+
+_public_ int cowvol_store_commit(cowvol_store *s)
+{
+        size_t i = 0, n = s->n_pending;
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return 0;
+        /* 1: the data of every pending exception is durable first */
+        r = s->io->sync(s->io_ctx);
+        while (r >= 0 && i < n) {
+                bool fills;
+
+                while (i < n && s->current_committed < s->epa) {
+                        area_set(s->area, s->current_committed++, s->pending[i].old,
+                                 s->pending[i].new_chunk);
+                        i++;
+                }
+                fills = s->current_committed == s->epa;
+                if (fills) {
+                        /* 2: a reader going past this full area must find zeros */
+                        uint64_t next = area_location(s, s->current_area + 1);
+                        uint8_t *zero;
+
+                        if (next >= s->chunks) {
+                                r = -ENOSPC;
+                                break;
+                        }
+                        zero = calloc(1, s->chunk_bytes);
+                        if (!zero) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        r = s->io->pwrite(s->io_ctx, zero, s->chunk_bytes, chunk_offset(s, next));
+                        free(zero);
+                        if (r >= 0)
+                                r = s->io->sync(s->io_ctx);
+                        if (r < 0)
+                                break;
+                }
+                /* 3: the whole area */
+                r = area_write(s);
+                if (r < 0)
+                        break;
+                if (fills) {
+                        s->current_area++;
+                        s->current_committed = 0;
+                        memset(s->area, 0, s->chunk_bytes);
+                }
+        }
+        if (r >= 0)
+                r = s->io->sync(s->io_ctx);
+        s->n_pending = 0;
+        if (r < 0) {
+                /* as the kernel: an exception that cannot be recorded invalidates */
+                log_err(r, "Cannot commit exceptions, the snapshot is now invalid: %m");
+                s->valid = 0;
+                (void)write_header(s);
+                return r;
+        }
+        return (int)(n > INT32_MAX ? INT32_MAX : n);
+}
+
+/* --- size ----------------------------------------------------------------------- */
+
+_public_ int64_t cowvol_store_refresh_size(cowvol_store *s)
+{
+        uint64_t size;
+        int r = s->io->size(s->io_ctx, &size);
+
+        if (r < 0)
+                return r;
+        if (size / s->chunk_bytes < s->next_free)
+                return log_err(-EFBIG, "The store shrank below what it uses (%" PRIu64 " chunks)",
+                               s->next_free);
+        if (size / s->chunk_bytes > CINDEX_MAX_NEW)
+                return log_err(-EFBIG, "Store of more than 2^32 chunks is not supported");
+        s->size_bytes = size;
+        s->chunks = size / s->chunk_bytes;
+        return (int64_t)s->chunks;
+}
+
+_public_ int cowvol_store_grow(cowvol_store *s, uint64_t size_bytes)
+{
+        int64_t c;
+        int r;
+
+        if (s->rdonly)
+                return -EROFS;
+        if (size_bytes / s->chunk_bytes > CINDEX_MAX_NEW)
+                return log_err(-EFBIG, "Store of more than 2^32 chunks is not supported");
+        if (size_bytes <= s->size_bytes)
+                return 0;
+        if (!s->io->resize)
+                return -ENOTTY;
+        r = s->io->resize(s->io_ctx, size_bytes);
+        if (r < 0)
+                return r;
+        c = cowvol_store_refresh_size(s);
+        return c < 0 ? (int)c : 0;
+}
+
+/* --- merging -------------------------------------------------------------------- */
+
+_public_ int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint64_t *ret_new)
+{
+        uint64_t last_old, last_new;
+        uint32_t n;
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (s->n_pending)
+                return -EBUSY;
+        s->merging = true;
+        if (s->current_committed == 0) {
+                if (s->current_area == 0)
+                        return 0; /* nothing left */
+                s->current_area--;
+                r = s->io->pread(s->io_ctx, s->area, s->chunk_bytes,
+                                 chunk_offset(s, area_location(s, s->current_area)));
+                if (r < 0)
+                        return r;
+                s->current_committed = s->epa;
+        }
+        area_get(s->area, s->current_committed - 1, &last_old, &last_new);
+        for (n = 1; n < s->current_committed; n++) {
+                uint64_t o, w;
+                area_get(s->area, s->current_committed - 1 - n, &o, &w);
+                if (o != last_old - n || w != last_new - n)
+                        break;
+        }
+        *ret_old = last_old + 1 - n;
+        *ret_new = last_new + 1 - n;
+        return (int)n;
+}
+
+_public_ int cowvol_store_merge_commit(cowvol_store *s, int n)
+{
+        int i, r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (!s->merging || n <= 0 || (uint32_t)n > s->current_committed)
+                return -EINVAL;
+        for (i = 0; i < n; i++) {
+                uint64_t o, w;
+                uint32_t slot = s->current_committed - 1 - (uint32_t)i;
+                area_get(s->area, slot, &o, &w);
+                (void)cindex_remove(&s->index, o);
+                area_set(s->area, slot, 0, 0);
+        }
+        /* the caller flushed the origin; the cleared entries go with a flush */
+        r = s->io->sync(s->io_ctx);
+        if (r >= 0)
+                r = area_write(s);
+        if (r >= 0)
+                r = s->io->sync(s->io_ctx);
+        if (r < 0)
+                return log_err(r, "Cannot write the merged area: %m");
+        s->current_committed -= (uint32_t)n;
+        s->next_free = area_location(s, s->current_area) + s->current_committed + 1;
+        return 0;
+}
+
+/* --- walking the table ----------------------------------------------------------- */
+
+_public_ int cowvol_store_foreach(const cowvol_store *s, cowvol_exception_fn fn, void *userdata)
+{
+        uint8_t *buf;
+        uint64_t area;
+        int r = 0;
+
+        if (!s->valid)
+                return 0;
+        buf = malloc(s->chunk_bytes);
+        if (!buf)
+                return -ENOMEM;
+        for (area = 0; area <= s->current_area && r == 0; area++) {
+                uint32_t slot;
+
+                if (area == s->current_area) {
+                        memcpy(buf, s->area, s->chunk_bytes);
+                        /* pending entries are not in the table yet */
+                        memset(buf + (size_t)s->current_committed * sizeof(struct disk_exception), 0,
+                               (size_t)(s->epa - s->current_committed) * sizeof(struct disk_exception));
+                } else {
+                        r = s->io->pread(s->io_ctx, buf, s->chunk_bytes,
+                                         chunk_offset(s, area_location(s, area)));
+                        if (r < 0)
+                                break;
+                }
+                for (slot = 0; slot < s->epa; slot++) {
+                        struct cowvol_exception e = { .area = area, .slot = slot };
+                        area_get(buf, slot, &e.old_chunk, &e.new_chunk);
+                        if (e.new_chunk == 0)
+                                break;
+                        r = fn(&e, userdata);
+                        if (r)
+                                break;
+                }
+        }
+        free(buf);
+        return r;
+}

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* libcowvol: declarations shared by the library's files, never installed. */
+#ifndef COWVOL_INTERNAL_H
+#define COWVOL_INTERNAL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "cowvol.h"
+
+#define _public_ __attribute__((visibility("default")))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+
+/* cleanup helpers (systemd's habit) */
+static inline void freep(void *p) { free(*(void **)p); }
+static inline void closep(int *fd) { if (*fd >= 0) { int e = errno; close(*fd); errno = e; } }
+#define _cleanup_free_ __attribute__((cleanup(freep)))
+#define _cleanup_close_ __attribute__((cleanup(closep)))
+
+/* log.c */
+void cowvol_log(int level, const char *fmt, ...) _printf_(2, 3);
+/* Log at ERROR and return @r (a negative errno): "return log_err(-EINVAL, ...)". */
+int cowvol_log_errno(int r, const char *fmt, ...) _printf_(2, 3);
+#define log_err(r, ...) cowvol_log_errno((r), __VA_ARGS__)
+#define log_debug(...) cowvol_log(COWVOL_LOG_DEBUG, __VA_ARGS__)
+
+/* util.c */
+/* Full pread/pwrite: -errno, or -EIO on a short transfer past the end. */
+int pread_full(int fd, void *buf, size_t len, uint64_t off);
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* Size of a regular file or block device. */
+int fd_size(int fd, uint64_t *ret);
+/* True when every byte of @buf is zero. */
+bool mem_is_zero(const void *buf, size_t len);
+
+/*
+ * The store's I/O layer.  The default goes to a file descriptor; tests plug
+ * in their own to record every write and flush and cut the sequence.
+ */
+struct store_io {
+        int (*pread)(void *ctx, void *buf, size_t len, uint64_t off);
+        int (*pwrite)(void *ctx, const void *buf, size_t len, uint64_t off);
+        int (*sync)(void *ctx);
+        int (*size)(void *ctx, uint64_t *ret);
+        int (*resize)(void *ctx, uint64_t size); /* NULL: cannot grow */
+        void (*free)(void *ctx);                 /* NULL: nothing to free */
+};
+
+/* exstore.c, over any I/O layer; the store takes ownership of ctx. */
+int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes,
+                      unsigned flags, cowvol_store **ret);
+int exstore_open_io(const struct store_io *io, void *ctx, unsigned flags, cowvol_store **ret);
+int exstore_check_io(const struct store_io *io, void *ctx, cowvol_fault_fn fn, void *userdata);
+
+/*
+ * chunk-index.c: origin chunk -> store chunk, 12 bytes an entry.
+ * A sorted array (binary search) plus a small hash of recent inserts that is
+ * merged into the array when it fills; removals leave tombstones.
+ */
+struct cindex_entry {
+        uint64_t old;
+        uint32_t new_chunk; /* 0: removed (chunk 0 is the header, never data) */
+} __attribute__((packed));
+
+struct cindex {
+        struct cindex_entry *main;
+        size_t n_main, cap_main, n_dead;
+        struct cindex_entry *tail; /* open addressing, new_chunk 0 = empty */
+        size_t n_tail, cap_tail;
+        bool bulk; /* main is unsorted until cindex_bulk_finish() */
+};
+
+#define CINDEX_MAX_NEW UINT32_MAX
+
+void cindex_init(struct cindex *x);
+void cindex_done(struct cindex *x);
+/* 1 and *ret_new if present, 0 if absent. */
+int cindex_lookup(const struct cindex *x, uint64_t old, uint64_t *ret_new);
+/* -EEXIST if present, -EFBIG if new_chunk does not fit, -ENOMEM. */
+int cindex_insert(struct cindex *x, uint64_t old, uint64_t new_chunk);
+/* 0 if removed, -ENOENT if absent. */
+int cindex_remove(struct cindex *x, uint64_t old);
+size_t cindex_count(const struct cindex *x);
+size_t cindex_bytes(const struct cindex *x);
+/* Loading many at once: append unsorted, then sort once. */
+int cindex_bulk_append(struct cindex *x, uint64_t old, uint64_t new_chunk);
+/* Sort; calls @dup for each origin chunk present twice (both store chunks). */
+int cindex_bulk_finish(struct cindex *x, void (*dup)(uint64_t old, uint64_t a, uint64_t b, void *ud),
+                       void *ud);
+/* Visit every entry in origin-chunk order. */
+int cindex_foreach(const struct cindex *x, int (*fn)(uint64_t old, uint64_t new_chunk, void *ud),
+                   void *ud);
+
+#endif

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The library never prints: messages go to the caller's log callback. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+static cowvol_log_fn log_fn;
+static void *log_userdata;
+
+_public_ void cowvol_set_log_callback(cowvol_log_fn fn, void *userdata)
+{
+        log_fn = fn;
+        log_userdata = userdata;
+}
+
+static void log_va(int level, const char *fmt, va_list ap)
+{
+        char buf[1024];
+
+        if (!log_fn)
+                return;
+        if (level >= COWVOL_LOG_DEBUG && !getenv("COWVOL_DEBUG"))
+                return;
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        log_fn(level, buf, log_userdata);
+}
+
+void cowvol_log(int level, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        log_va(level, fmt, ap);
+        va_end(ap);
+}
+
+int cowvol_log_errno(int r, const char *fmt, ...)
+{
+        va_list ap;
+        int saved = errno;
+
+        /* %m in the format means strerror(-r), as in systemd */
+        errno = r < 0 ? -r : r;
+        va_start(ap, fmt);
+        log_va(COWVOL_LOG_ERROR, fmt, ap);
+        va_end(ap);
+        errno = saved;
+        return r;
+}
+
+_public_ const char *cowvol_version(void)
+{
+        return COWVOL_VERSION;
+}

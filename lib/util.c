@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Small helpers: full-length I/O, sizes of files and devices, size strings. */
+#include <ctype.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+        uint8_t *p = buf;
+
+        while (len > 0) {
+                ssize_t n = pread(fd, p, len, (off_t)off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO; /* past the end */
+                p += n;
+                len -= (size_t)n;
+                off += (uint64_t)n;
+        }
+        return 0;
+}
+
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+        const uint8_t *p = buf;
+
+        while (len > 0) {
+                ssize_t n = pwrite(fd, p, len, (off_t)off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -ENOSPC;
+                p += n;
+                len -= (size_t)n;
+                off += (uint64_t)n;
+        }
+        return 0;
+}
+
+int fd_size(int fd, uint64_t *ret)
+{
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISBLK(st.st_mode)) {
+                uint64_t sz;
+                if (ioctl(fd, BLKGETSIZE64, &sz) < 0)
+                        return -errno;
+                *ret = sz;
+                return 0;
+        }
+        if (!S_ISREG(st.st_mode))
+                return -ENOTBLK;
+        *ret = (uint64_t)st.st_size;
+        return 0;
+}
+
+bool mem_is_zero(const void *buf, size_t len)
+{
+        const uint8_t *p = buf;
+
+        /* compare the buffer with itself shifted by one byte */
+        if (len == 0)
+                return true;
+        return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+_public_ int cowvol_parse_size(const char *s, uint64_t *ret_bytes)
+{
+        const char *p = s;
+        uint64_t v = 0;
+        unsigned shift = 0;
+
+        if (!s || !isdigit((unsigned char)*p))
+                return -EINVAL;
+        for (; isdigit((unsigned char)*p); p++) {
+                unsigned d = (unsigned)(*p - '0');
+                if (v > (UINT64_MAX - d) / 10)
+                        return -ERANGE;
+                v = v * 10 + d;
+        }
+        switch (toupper((unsigned char)*p)) {
+        case '\0':
+                break;
+        case 'K': shift = 10; p++; break;
+        case 'M': shift = 20; p++; break;
+        case 'G': shift = 30; p++; break;
+        case 'T': shift = 40; p++; break;
+        case 'B':
+                p++;
+                break;
+        default:
+                return -EINVAL;
+        }
+        if (shift && *p) {
+                /* "KiB", "KB", "K" */
+                if (strcmp(p, "iB") == 0 || strcmp(p, "ib") == 0 || strcmp(p, "B") == 0)
+                        p += strlen(p);
+        }
+        if (*p)
+                return -EINVAL;
+        if (shift && v > (UINT64_MAX >> shift))
+                return -ERANGE;
+        *ret_bytes = v << shift;
+        return 0;
+}
+
+_public_ const char *cowvol_format_size(uint64_t bytes, char *buf, size_t len)
+{
+        static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        unsigned u = 0;
+        double v = (double)bytes;
+
+        while (v >= 1024.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
+                v /= 1024.0;
+                u++;
+        }
+        if (u == 0)
+                snprintf(buf, len, "%" PRIu64 " B", bytes);
+        else
+                snprintf(buf, len, "%.1f %s", v, units[u]);
+        return buf;
+}

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The snapshot's content without a kernel: the origin, overlaid chunk by
+ * chunk by the store's exceptions.  This is what the kernel's snapshot
+ * device reads.  Holes of a sparse origin stay holes in a file output.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+#define COPY_BUF (1u << 20)
+
+/* Copy [off, off+len) from @in to @out; all-zero blocks are skipped when
+ * @out is a fresh file (they read back as zero). */
+static int copy_range(int in, int out, uint64_t off, uint64_t len, bool out_fresh, uint8_t *buf)
+{
+        while (len > 0) {
+                size_t n = len > COPY_BUF ? COPY_BUF : (size_t)len;
+                int r = pread_full(in, buf, n, off);
+                if (r < 0)
+                        return r;
+                if (!(out_fresh && mem_is_zero(buf, n))) {
+                        r = pwrite_full(out, buf, n, off);
+                        if (r < 0)
+                                return r;
+                }
+                off += n;
+                len -= n;
+        }
+        return 0;
+}
+
+/* Copy the origin's data extents (SEEK_DATA/SEEK_HOLE where it has them). */
+static int copy_origin(int in, int out, uint64_t size, bool out_fresh, uint8_t *buf)
+{
+        uint64_t pos = 0;
+
+        while (pos < size) {
+                off_t d = lseek(in, (off_t)pos, SEEK_DATA), h;
+                if (d < 0) {
+                        if (errno == ENXIO)
+                                return 0; /* only a hole is left */
+                        /* no SEEK_DATA here (a block device): copy it all */
+                        return copy_range(in, out, pos, size - pos, out_fresh, buf);
+                }
+                h = lseek(in, d, SEEK_HOLE);
+                if (h < 0 || (uint64_t)h > size)
+                        h = (off_t)size;
+                if ((uint64_t)d >= size)
+                        return 0;
+                int r = copy_range(in, out, (uint64_t)d, (uint64_t)(h - d), out_fresh, buf);
+                if (r < 0)
+                        return r;
+                pos = (uint64_t)h;
+        }
+        return 0;
+}
+
+struct overlay {
+        const cowvol_store *s;
+        int out;
+        uint64_t size;
+        uint8_t *buf;
+};
+
+static int overlay_one(const struct cowvol_exception *e, void *userdata)
+{
+        struct overlay *o = userdata;
+        uint64_t cb = cowvol_store_chunk_size(o->s), off = e->old_chunk * cb;
+        int r;
+
+        if (off >= o->size)
+                return 0; /* beyond the origin: the snapshot device does not show it */
+        r = cowvol_store_read_chunk(o->s, e->new_chunk, o->buf);
+        if (r < 0)
+                return log_err(r, "Cannot read store chunk %" PRIu64 ": %m", e->new_chunk);
+        r = pwrite_full(o->out, o->buf, (size_t)(o->size - off < cb ? o->size - off : cb), off);
+        if (r < 0)
+                return log_err(r, "Cannot write the view at offset %" PRIu64 ": %m", off);
+        return 0;
+}
+
+_public_ int cowvol_store_view(const cowvol_store *s, const char *origin, const char *output)
+{
+        _cleanup_close_ int in = -1, out = -1;
+        _cleanup_free_ uint8_t *buf = NULL;
+        struct stat st;
+        uint64_t size;
+        bool fresh;
+        int r;
+
+        if (!s || !origin || !output)
+                return -EINVAL;
+        if (!cowvol_store_is_valid(s))
+                return log_err(-ESTALE, "The store is marked invalid: the snapshot has no content to show");
+        in = open(origin, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+                return log_err(-errno, "Cannot open origin %s: %m", origin);
+        r = fd_size(in, &size);
+        if (r < 0)
+                return log_err(r, "Cannot get the size of origin %s: %m", origin);
+        if (stat(output, &st) == 0 && S_ISBLK(st.st_mode)) {
+                out = open(output, O_WRONLY | O_CLOEXEC | O_EXCL);
+                fresh = false;
+        } else {
+                out = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                fresh = true;
+        }
+        if (out < 0)
+                return log_err(-errno, "Cannot open output %s: %m", output);
+        if (fresh && ftruncate(out, (off_t)size) < 0)
+                return log_err(-errno, "Cannot size output %s: %m", output);
+        buf = malloc(COPY_BUF > cowvol_store_chunk_size(s) ? COPY_BUF : cowvol_store_chunk_size(s));
+        if (!buf)
+                return -ENOMEM;
+        r = copy_origin(in, out, size, fresh, buf);
+        if (r < 0)
+                return log_err(r, "Cannot copy origin %s: %m", origin);
+        r = cowvol_store_foreach(s, overlay_one, &(struct overlay){ s, out, size, buf });
+        if (r < 0)
+                return r;
+        if (fsync(out) < 0)
+                return log_err(-errno, "Cannot flush output %s: %m", output);
+        return 0;
+}

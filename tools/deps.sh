@@ -1,0 +1,45 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Check the build and test dependencies; install the missing ones with
+# apt-get when run as root on Debian, otherwise name them and fail.
+# Usage: tools/deps.sh build|test
+set -eu
+
+what=${1:-build}
+# pkg-config module -> Debian package
+build_pkgs="libdevmapper-dev:devmapper libblkid-dev:blkid uuid-dev:uuid libjson-c-dev:json-c libsystemd-dev:libsystemd libcriterion-dev:criterion"
+# command -> Debian package (test tools)
+test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind"
+
+missing=""
+command -v cc >/dev/null 2>&1 || missing="$missing gcc"
+command -v make >/dev/null 2>&1 || missing="$missing make"
+if ! command -v pkg-config >/dev/null 2>&1; then
+        missing="$missing pkg-config"
+        for p in $build_pkgs; do missing="$missing ${p%%:*}"; done
+else
+        for p in $build_pkgs; do
+                pkg-config --exists "${p#*:}" || missing="$missing ${p%%:*}"
+        done
+fi
+if [ "$what" = test ]; then
+        for c in $test_cmds; do
+                command -v "${c%%:*}" >/dev/null 2>&1 || [ -x "/bin/${c%%:*}" ] || missing="$missing ${c#*:}"
+        done
+fi
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "deps: installing$missing" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        # shellcheck disable=SC2086
+        if ! apt-get install -y --no-install-recommends $missing >&2; then
+                apt-get update >&2
+                # shellcheck disable=SC2086
+                apt-get install -y --no-install-recommends $missing >&2
+        fi
+        exit 0
+fi
+echo "deps: missing:$missing" >&2
+echo "deps: install them (Debian: apt-get install$missing) or run 'make' as root" >&2
+exit 1
