@@ -113,6 +113,11 @@ static int fd_resize(void *ctx, uint64_t size)
         return 0;
 }
 
+static int fd_is_hole(void *ctx, uint64_t off, uint64_t len)
+{
+        return fd_range_is_hole(((struct fd_ctx *)ctx)->fd, off, len);
+}
+
 static void fd_free(void *ctx)
 {
         struct fd_ctx *c = ctx;
@@ -128,6 +133,7 @@ static const struct store_io fd_io = {
         .sync = fd_sync,
         .size = fd_getsize,
         .resize = fd_resize,
+        .is_hole = fd_is_hole,
         .free = fd_free,
 };
 
@@ -821,6 +827,13 @@ _public_ int cowvol_store_read_chunk(const cowvol_store *s, uint64_t new_chunk, 
         if (r < 0)
                 return r;
         return s->io->pread(s->io_ctx, buf, s->chunk_bytes, chunk_offset(s, new_chunk));
+}
+
+int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk)
+{
+        if (!s->io->is_hole || check_data_chunk(s, chunk) < 0)
+                return 0;
+        return s->io->is_hole(s->io_ctx, chunk_offset(s, chunk), s->chunk_bytes);
 }
 
 _public_ int cowvol_store_add(cowvol_store *s, uint64_t old, uint64_t new_chunk)

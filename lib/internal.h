@@ -46,6 +46,8 @@ struct store_io {
         int (*sync)(void *ctx);
         int (*size)(void *ctx, uint64_t *ret);
         int (*resize)(void *ctx, uint64_t size); /* NULL: cannot grow */
+        /* 1 when [off, off+len) is a hole (reads as zeros), 0 when not or unknown */
+        int (*is_hole)(void *ctx, uint64_t off, uint64_t len);
         void (*free)(void *ctx);                 /* NULL: nothing to free */
 };
 
@@ -53,6 +55,10 @@ struct store_io {
 int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes,
                       unsigned flags, cowvol_store **ret);
 int exstore_open_io(const struct store_io *io, void *ctx, unsigned flags, cowvol_store **ret);
+/* 1 when store chunk @chunk is a hole of a sparse file (its data is zeros). */
+int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk);
+/* The same question about any file: 1 hole, 0 data or unknown. */
+int fd_range_is_hole(int fd, uint64_t off, uint64_t len);
 int exstore_check_io(const struct store_io *io, void *ctx, cowvol_fault_fn fn, void *userdata);
 
 /*

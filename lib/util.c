@@ -135,3 +135,12 @@ _public_ const char *cowvol_format_size(uint64_t bytes, char *buf, size_t len)
                 snprintf(buf, len, "%.1f %s", v, units[u]);
         return buf;
 }
+
+int fd_range_is_hole(int fd, uint64_t off, uint64_t len)
+{
+        off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+
+        if (d < 0)
+                return errno == ENXIO; /* ENXIO: no data after off at all */
+        return (uint64_t)d >= off + len;
+}

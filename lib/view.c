@@ -5,6 +5,7 @@
  * device reads.  Holes of a sparse origin stay holes in a file output.
  */
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <inttypes.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -64,20 +65,27 @@ struct overlay {
         int out;
         uint64_t size;
         uint8_t *buf;
+        bool fresh;
 };
 
 static int overlay_one(const struct cowvol_exception *e, void *userdata)
 {
         struct overlay *o = userdata;
-        uint64_t cb = cowvol_store_chunk_size(o->s), off = e->old_chunk * cb;
+        uint64_t cb = cowvol_store_chunk_size(o->s), off = e->old_chunk * cb, len;
         int r;
 
         if (off >= o->size)
                 return 0; /* beyond the origin: the snapshot device does not show it */
+        len = o->size - off < cb ? o->size - off : cb;
+        /* a sparse store's hole over a fresh file's hole: nothing to copy */
+        if (o->fresh && exstore_chunk_is_hole(o->s, e->new_chunk) &&
+            (fd_range_is_hole(o->out, off, len) ||
+             fallocate(o->out, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0))
+                return 0;
         r = cowvol_store_read_chunk(o->s, e->new_chunk, o->buf);
         if (r < 0)
                 return log_err(r, "Cannot read store chunk %" PRIu64 ": %m", e->new_chunk);
-        r = pwrite_full(o->out, o->buf, (size_t)(o->size - off < cb ? o->size - off : cb), off);
+        r = pwrite_full(o->out, o->buf, (size_t)len, off);
         if (r < 0)
                 return log_err(r, "Cannot write the view at offset %" PRIu64 ": %m", off);
         return 0;
@@ -119,7 +127,7 @@ _public_ int cowvol_store_view(const cowvol_store *s, const char *origin, const 
         r = copy_origin(in, out, size, fresh, buf);
         if (r < 0)
                 return log_err(r, "Cannot copy origin %s: %m", origin);
-        r = cowvol_store_foreach(s, overlay_one, &(struct overlay){ s, out, size, buf });
+        r = cowvol_store_foreach(s, overlay_one, &(struct overlay){ s, out, size, buf, fresh });
         if (r < 0)
                 return r;
         if (fsync(out) < 0)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # Helpers for scripts that tests/kernel/vm.sh runs in the guest. Source it:

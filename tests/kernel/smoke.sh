@@ -4,6 +4,7 @@
 # Guest script (run: tests/kernel/vm.sh tests/kernel/smoke.sh): proves that
 # the kernel's dm-snapshot works and writes the persistent store format that
 # cowvol's exception store follows.
+# shellcheck source=tests/kernel/guest-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
 
 head -c 16M /dev/urandom >/tmp/origin.img

@@ -91,19 +91,17 @@ missing_pkgs() {
 	command -v gzip >/dev/null || m+=(gzip)
 	command -v timeout >/dev/null || m+=(coreutils)
 	command -v dpkg-deb >/dev/null || m+=(dpkg)
-	printf '%s\n' "${m[@]}" | sort -u | grep . || true
+	[ ${#m[@]} = 0 ] || printf '%s\n' "${m[@]}" | sort -u | paste -sd' '
 }
 
 missing=$(missing_pkgs)
 if [ -n "$missing" ]; then
-	# shellcheck disable=SC2086 # word splitting of package names is wanted
-	can_apt || die "missing Debian packages: $(echo $missing)" \
-		"(install them as root: apt-get install $(echo $missing))"
-	# shellcheck disable=SC2086
+	can_apt || die "missing Debian packages: $missing" \
+		"(install them as root: apt-get install $missing)"
+	# shellcheck disable=SC2086 # one word per package
 	apt_install $missing
 	missing=$(missing_pkgs)
-	# shellcheck disable=SC2086
-	[ -z "$missing" ] || die "still missing after install: $(echo $missing)"
+	[ -z "$missing" ] || die "still missing after install: $missing"
 fi
 
 # --- kernel and initramfs (cached) ----------------------------------------
@@ -116,33 +114,45 @@ kernel_pkg() {
 exec 9>"$cache/.lock"
 flock 9
 
-kpkg=$(kernel_pkg)
-if [ -z "$kpkg" ] && can_apt; then
-	apt-get update >&2 || true
+# Sets kpkg, img: the kernel package apt names now and the image built from
+# it, this vm.sh (which holds the init) and busybox.
+resolve() {
 	kpkg=$(kernel_pkg)
-fi
-if [ -z "$kpkg" ]; then
-	# No apt lists (e.g. not root): fall back to a kernel already cached.
-	deb=$(ls -t "$cache"/linux-image-*-amd64_*.deb 2>/dev/null | head -n1 || true)
-	[ -n "$deb" ] || die "cannot find the kernel package: 'apt-cache depends" \
-		"linux-image-amd64' names none (run apt-get update as root)"
-	kpkg=$(basename "$deb"); kpkg=${kpkg%%_*}
-fi
+	if [ -z "$kpkg" ]; then
+		# No apt lists (e.g. not root): fall back to a kernel already cached.
+		kpkg=$(ls -t "$cache"/linux-image-*-amd64_*.deb 2>/dev/null | head -n1 || true)
+		kpkg=${kpkg##*/}; kpkg=${kpkg%%_*}
+	fi
+	local key
+	key=$( { echo "$kpkg"; cat "$self"; sha256sum /bin/busybox; } | sha256sum | cut -c1-16)
+	img=$cache/img-$key
+}
 
-key=$( { echo "$kpkg"; cat "$self"; sha256sum /bin/busybox; } | sha256sum | cut -c1-16)
-img=$cache/img-$key
+download() {
+	[ -n "$kpkg" ] || return 1
+	deb=$(ls "$cache/${kpkg}"_*.deb 2>/dev/null | head -n1 || true)
+	[ -z "$deb" ] || return 0
+	# As root, apt's _apt sandbox user may not write here: skip it.
+	local dl=(apt-get download)
+	is_root && dl+=(-o APT::Sandbox::User=root)
+	(cd "$cache" && "${dl[@]}" "$kpkg") || return 1
+	deb=$(ls "$cache/${kpkg}"_*.deb | head -n1)
+}
+
+resolve
+if [ ! -f "$img/initrd.gz" ]; then
+	if ! download; then
+		# Missing or stale apt lists: refresh them, the name may change.
+		can_apt || die "cannot get the kernel package ('${kpkg:-none}');" \
+			"run apt-get update as root, or check 'apt-cache depends linux-image-amd64'"
+		apt-get update >&2 || true
+		resolve
+		[ -f "$img/initrd.gz" ] || download || die "apt-get download ${kpkg:-linux-image} failed"
+	fi
+fi
 
 if [ ! -f "$img/initrd.gz" ]; then
 	log "building kernel image $img ($kpkg)"
-	deb=$(ls "$cache/${kpkg}"_*.deb 2>/dev/null | head -n1 || true)
-	if [ -z "$deb" ]; then
-		# As root, apt's _apt sandbox user may not write here: skip it.
-		dl=(apt-get download); is_root && dl+=(-o APT::Sandbox::User=root)
-		(cd "$cache" && "${dl[@]}" "$kpkg") ||
-			{ can_apt && apt-get update >&2 && (cd "$cache" && "${dl[@]}" "$kpkg"); } ||
-			die "apt-get download $kpkg failed"
-		deb=$(ls "$cache/${kpkg}"_*.deb | head -n1)
-	fi
 	rm -rf "$cache"/tmp.* "$cache"/img-*
 	tmp=$(mktemp -d "$cache/tmp.XXXXXX")
 	dpkg-deb -x "$deb" "$tmp/deb"
@@ -156,9 +166,13 @@ if [ ! -f "$img/initrd.gz" ]; then
 	mkdir -p "$root"/{bin,dev,proc,sys,mnt/work,newroot,modules}
 	cp /bin/busybox "$root/bin/busybox"
 	for m in $MODULES; do
-		f=$(find "$moddir/kernel" -name "$m.ko" | head -n1)
+		f=$(find "$moddir/kernel" -name "$m.ko" -o -name "$m.ko.xz" | head -n1)
 		if [ -n "$f" ]; then
-			cp "$f" "$root/modules/"
+			# busybox insmod wants plain .ko (newer Debian kernels use .ko.xz).
+			case "$f" in
+			*.xz) xz -dc "$f" >"$root/modules/$m.ko" ;;
+			*) cp "$f" "$root/modules/" ;;
+			esac
 			echo "$m" >>"$root/modules/order"
 		elif ! grep -q "/$m.ko\$" "$moddir/modules.builtin" 2>/dev/null; then
 			die "module $m.ko not found in $kpkg"
@@ -200,7 +214,8 @@ keep=
 n=0
 while read -r p; do
 	case "$p" in /tmp|/tmp/*|/run|/run/*) ;; *) continue ;; esac
-	n=$((n+1)); mkdir -p /mnt/keep$n
+	n=$((n+1))
+	if [ -d "$R$p" ]; then mkdir /mnt/keep$n; else touch /mnt/keep$n; fi
 	mount -o bind "$R$p" /mnt/keep$n && keep="$keep $n"
 	echo "$p" >/mnt/keep$n.path
 done <<KEEP
@@ -216,7 +231,9 @@ mount -t tmpfs -o mode=1777 tmpfs $R/tmp
 mount -t tmpfs -o mode=755 tmpfs $R/run
 for n in $keep; do
 	p=$(cat /mnt/keep$n.path)
-	mkdir -p "$R$p" && mount -o bind /mnt/keep$n "$R$p" || halt "cannot keep $p"
+	if [ -d /mnt/keep$n ]; then mkdir -p "$R$p"
+	else mkdir -p "$(dirname "$R$p")" && touch "$R$p"; fi
+	mount -o bind /mnt/keep$n "$R$p" || halt "cannot keep $p"
 done
 mkdir -p "$R$work" 2>/dev/null
 mount -t 9p -o $o work "$R$work" || halt "cannot mount the work share at $work"
@@ -235,6 +252,7 @@ EOF
 		gzip -1 >"$tmp/initrd.gz"
 	cp "$vmlinuz" "$tmp/vmlinuz"
 	rm -rf "$tmp/deb" "$tmp/root"
+	chmod 755 "$tmp"
 	mv "$tmp" "$img"
 	# Older kernel packages are dead weight once a newer one is built.
 	for d in "$cache"/linux-image-*.deb; do
@@ -260,7 +278,11 @@ trap cleanup EXIT
 mkdir "$work/.vm"
 echo "$work" >"$work/.vm/path"
 echo "$repo" >"$work/.vm/repo"
-dirname -- "$script" >"$work/.vm/keep"
+# The guest keeps this visible even under /tmp or /run (its own tmpfs there).
+case "$(dirname -- "$script")" in
+/tmp|/run) echo "$script" ;;
+*) dirname -- "$script" ;;
+esac >"$work/.vm/keep"
 {
 	echo "cd $(printf '%q' "$repo") || exit 125"
 	printf 'exec bash'
@@ -278,7 +300,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-kernel "$img/vmlinuz" -initrd "$img/initrd.gz" \
 	-append "console=ttyS0 quiet panic=-1 loop.max_loop=16" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-	-virtfs "local,path=$work,mount_tag=work,security_model=none,multidevs=remap" \
+	-virtfs "local,path=${work//,/,,},mount_tag=work,security_model=none,multidevs=remap" \
 	</dev/null |
 	sed -u -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' || qrc=$?
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# cowvol store create/info/check/dump/view, and their errors.
+. "$(dirname "$0")/lib.sh"
+cd "$T"
+
+expect 0 "create a 32M store" "$COWVOL" store create s.img --size 32M --chunk-size 64KiB
+expect_in out "chunk size 64.0 KiB" "create says the chunk size"
+expect 0 "info" "$COWVOL" store info s.img
+expect_in out "^Status: +256/65536 256$" "fresh 64K store status is 2 chunks allocated, 2 metadata"
+expect 0 "info --json" "$COWVOL" store info s.img --json
+expect_in out '"chunk_size":65536' "json has chunk_size"
+expect_in out '"exceptions":0' "json has no exceptions"
+expect 1 "create refuses to overwrite a store" "$COWVOL" store create s.img --size 32M
+expect_in err "already holds a snapshot store" "the refusal says why"
+expect 0 "create --force overwrites" "$COWVOL" store create s.img --size 16M --force
+expect 0 "check a sound store" "$COWVOL" store check s.img
+expect_in out "sound: 0 exceptions" "check says sound"
+
+# sizes and chunk sizes
+expect 2 "chunk size not a power of two" "$COWVOL" store create a.img --size 1M --chunk-size 12K
+expect_in err "power of two" "the error says power of two"
+expect 2 "chunk size too small" "$COWVOL" store create a.img --size 1M --chunk-size 2K
+expect 2 "chunk size too large" "$COWVOL" store create a.img --size 8M --chunk-size 1M
+expect 2 "size with a bad suffix" "$COWVOL" store create a.img --size 10X
+expect_in err "not a size" "the error says not a size"
+expect 2 "size 0" "$COWVOL" store create a.img --size 0
+expect 2 "size that overflows" "$COWVOL" store create a.img --size 99999999999T
+expect 1 "a store too small for 3 chunks" "$COWVOL" store create a.img --size 8K
+expect_in err "too small" "the error says too small"
+[ ! -e a.img ] && ok "a refused create leaves no file" || notok "a refused create leaves no file"
+expect 1 "create without a size of a missing file" "$COWVOL" store create b.img
+expect 0 "sizes with iB" "$COWVOL" store create c.img --size 1MiB --chunk-size 4KiB
+expect 2 "unknown option" "$COWVOL" store info s.img --bogus
+expect 2 "missing argument" "$COWVOL" store info
+expect 2 "too many arguments" "$COWVOL" store info s.img s.img
+expect 2 "unknown subcommand" "$COWVOL" store frobnicate
+expect 2 "unknown command" "$COWVOL" frobnicate
+expect 0 "--help" "$COWVOL" --help
+expect_in out "store view ORIGIN STORE OUTPUT" "help names store view"
+expect 0 "--version" "$COWVOL" --version
+
+# a filled store: dump, view
+"$COWTOOL" pattern o.img 8M 1 && cp o.img before.img
+"$COWVOL" store create f.img --size 8M >/dev/null
+"$COWTOOL" fill o.img f.img 300 3 10
+expect 0 "dump" "$COWVOL" store dump f.img
+[ "$(wc -l <out)" = 300 ] && ok "dump lists 300 exceptions" || notok "dump lists 300 exceptions ($(wc -l <out))"
+awk 'NF != 2 || $2 < 2 || $2 == 258 { bad = 1 } END { exit bad }' out && ok "dump lines are 'origin store' with data chunks" || notok "dump lines are 'origin store'"
+expect 0 "dump --json" "$COWVOL" store dump f.img --json
+expect_in out '"origin_chunk":' "json dump has origin_chunk"
+expect 0 "info of a filled store" "$COWVOL" store info f.img
+expect_in out "Exceptions: +300 " "info counts 300"
+expect_in out "2 area\(s\) in use" "info counts 2 areas"
+expect 0 "view" "$COWVOL" store view o.img f.img v.img
+cmp -s v.img before.img && ok "view equals the origin before the writes" || notok "view equals the origin before the writes"
+cmp -s o.img before.img && notok "the fill changed the origin" || ok "the fill changed the origin"
+expect 1 "view of a missing origin" "$COWVOL" store view nope.img f.img v2.img
+expect 2 "view with two arguments" "$COWVOL" store view o.img f.img
+
+# corrupt stores: clear errors, nothing changed
+cp f.img bad.img
+printf 'XXXX' | dd of=bad.img conv=notrunc status=none
+sum1=$(md5sum <bad.img)
+expect 1 "info of a store with bad magic" "$COWVOL" store info bad.img
+expect_in err "bad magic" "the error names the bad magic"
+expect 1 "check of a store with bad magic" "$COWVOL" store check bad.img
+expect_in out "bad magic" "check names the bad magic"
+[ "$sum1" = "$(md5sum <bad.img)" ] && ok "a failed open changes nothing" || notok "a failed open changes nothing"
+cp f.img dup.img
+# slot 1 of area 0 gets slot 0's origin chunk: a duplicate
+dd if=f.img of=dup.img bs=1 skip=4096 seek=4112 count=8 conv=notrunc status=none
+# slot 5 points at metadata chunk 258
+printf '\002\001\000\000\000\000\000\000' | dd of=dup.img bs=1 seek=$((4096 + 5 * 16 + 8)) conv=notrunc status=none
+expect 1 "check of a store with two faults" "$COWVOL" store check dup.img
+expect_in out "area 0 slot 5: store chunk 258 is a metadata chunk" "check names the metadata entry and its place"
+expect_in out "has two exceptions" "check names the duplicate origin chunk"
+expect_in out "2 faults found" "check counts every fault"
+head -c 100 f.img >trunc.img
+expect 1 "check of a truncated store" "$COWVOL" store check trunc.img
+expect_in out "too small" "check says truncated"
+truncate -s 4096 zero.img
+expect 1 "info of an all-zero store" "$COWVOL" store info zero.img
+expect_in err "no store header" "the error says there is no header"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Run the test suites and end with one line for all: "N passed, N failed".
+#   tests/run.sh [unit] [cli] [kernel]     (default: all three)
+# unit:   Criterion unit tests, built with ASan/UBSan (build/san)
+# cli:    tests/cli/*.sh against the sanitizer build of the cowvol CLI
+# kernel: tests/kernel/t-*.sh in a VM with Debian's kernel (dm-snapshot);
+#         never skipped: without qemu and a kernel they fail loudly
+set -uo pipefail
+cd "$(dirname "$0")/.."
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(unit cli kernel)
+passed=0 failed=0
+failures=()
+
+count() { # NAME RC
+	if [ "$2" = 0 ]; then
+		passed=$((passed + 1))
+		echo "PASS: $1"
+	else
+		failed=$((failed + 1))
+		failures+=("$1")
+		echo "FAIL: $1 (exit $2)"
+	fi
+}
+
+run_unit() {
+	local out line t p f c
+	out=$(mktemp)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		build/san/unit-tests --jobs 2 2>&1 | tee "$out"
+	line=$(grep -a 'Synthesis: Tested:' "$out" | tail -1)
+	rm -f "$out"
+	if [[ $line =~ Tested:\ [^0-9]*([0-9]+).*Passing:\ [^0-9]*([0-9]+).*Failing:\ [^0-9]*([0-9]+).*Crashing:\ [^0-9]*([0-9]+) ]]; then
+		t=${BASH_REMATCH[1]} p=${BASH_REMATCH[2]} f=${BASH_REMATCH[3]} c=${BASH_REMATCH[4]}
+		passed=$((passed + p))
+		failed=$((failed + t - p))
+		[ $((f + c)) = 0 ] || failures+=("unit tests ($f failing, $c crashing)")
+	else
+		failed=$((failed + 1))
+		failures+=("unit tests (no Criterion summary: the binary crashed?)")
+	fi
+}
+
+# cli scripts print one "ok - ..." or "not ok - ..." line per check
+run_cli() {
+	local t out rc ok bad
+	for t in tests/cli/t-*.sh; do
+		out=$(mktemp)
+		COWVOL_BUILD=build/san timeout 300 bash "$t" 2>&1 | tee "$out"
+		rc=${PIPESTATUS[0]}
+		ok=$(grep -c '^ok - ' "$out") bad=$(grep -c '^not ok - ' "$out")
+		rm -f "$out"
+		passed=$((passed + ok))
+		failed=$((failed + bad))
+		[ "$bad" = 0 ] || failures+=("$t ($bad checks)")
+		if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then
+			failed=$((failed + 1))
+			failures+=("$t (exit $rc)")
+		fi
+	done
+}
+
+run_kernel() {
+	local t
+	for t in tests/kernel/smoke.sh tests/kernel/t-*.sh; do
+		tests/kernel/vm.sh --mem 4096 --timeout 1200 "$t"
+		count "$t (kernel VM)" $?
+	done
+}
+
+for s in "${suites[@]}"; do
+	case $s in
+	unit | cli | kernel) echo "=== $s tests"; "run_$s" ;;
+	*) echo "unknown suite '$s' (unit, cli, kernel)" >&2; exit 2 ;;
+	esac
+done
+for f in "${failures[@]}"; do echo "failed: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
