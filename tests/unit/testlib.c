@@ -51,6 +51,11 @@ static int md_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
                 d->n_refused++;
                 return -EROFS;
         }
+        if (d->write_hook) {
+                int r = d->write_hook(d, off, len);
+                if (r < 0)
+                        return r;
+        }
         d->n_pwrite++;
         if (off > d->size || len > d->size - off)
                 return -ENOSPC; /* a device does not grow */

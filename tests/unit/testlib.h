@@ -27,6 +27,8 @@ struct memdisk {
         bool rdonly;          /* pwrite fails with -EROFS (and is counted) */
         bool record;          /* append every pwrite and sync to ops[] */
         bool can_resize;      /* resize() allowed */
+        /* when set, called before each pwrite: a negative errno fails it */
+        int (*write_hook)(struct memdisk *d, uint64_t off, size_t len);
         unsigned n_pread, n_pwrite, n_sync, n_refused;
         struct md_op *ops;
         size_t n_ops, cap_ops;
