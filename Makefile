@@ -17,6 +17,9 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 DESTDIR ?=
 
 B ?= build
+# V=1 shows whole command lines
+Q := $(if $(V),,@)
+say = $(if $(V),,@printf '  %-6s %s\n' $(1) $(2);)
 CC ?= cc
 SAN ?=
 
@@ -59,34 +62,34 @@ deps-test: deps
 
 $(B)/%.o: %.c $(wildcard lib/*.h cli/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -fPIC $(PKG_CFLAGS) -MMD -c -o $@ $<
+	$(call say,CC,$@)$(CC) $(ALL_CFLAGS) -fPIC $(PKG_CFLAGS) -MMD -c -o $@ $<
 
 $(B)/libcowvol.so: $(LIB_OBJS) lib/libcowvol.sym
-	$(CC) -shared -Wl,-soname,libcowvol.so.0 -Wl,--version-script=lib/libcowvol.sym \
+	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libcowvol.so.0 -Wl,--version-script=lib/libcowvol.sym \
 	  $(ALL_LDFLAGS) -o $@ $(LIB_OBJS)
-	ln -sf libcowvol.so $(B)/libcowvol.so.0
+	$(Q)ln -sf libcowvol.so $(B)/libcowvol.so.0
 
 $(B)/libcowvol.a: $(LIB_OBJS)
-	rm -f $@ && ar rcs $@ $^
+	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
 
 # Binaries find the library beside them in build/, and in LIBDIR once installed.
 RPATH := -Wl,-rpath,'$$ORIGIN:$(LIBDIR)'
 $(B)/cowvol: $(CLI_OBJS) $(B)/libcowvol.so
-	$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(CLI_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
+	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(CLI_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
 
 $(B)/cowvold: $(DAEMON_OBJS) $(B)/libcowvol.so
-	$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(DAEMON_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
+	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(DAEMON_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
 
 $(B)/tests/%: tests/helpers/%.c $(B)/libcowvol.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
+	$(call say,CCLD,$@)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
 
 $(B)/unit-tests: $(UNIT_OBJS) $(B)/libcowvol.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJS) $(B)/libcowvol.a $(PKG_LIBS) -lcriterion
+	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJS) $(B)/libcowvol.a $(PKG_LIBS) -lcriterion
 
 $(B)/bench/%: bench/%.c $(B)/libcowvol.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
+	$(call say,CCLD,$@)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
 
 # --- tests ---------------------------------------------------------------
 # tests/run.sh runs each suite and prints the one summary line.
@@ -102,7 +105,7 @@ kernel-tests: all deps-test
 	tests/run.sh kernel
 
 run: all
-	tests/tour.sh
+	tools/tour.sh
 
 bench: all $(BENCH_BINS)
 	bench/run.sh

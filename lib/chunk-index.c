@@ -348,6 +348,14 @@ int cindex_bulk_finish(struct cindex *x, void (*dup)(uint64_t old, uint64_t a, u
         if (r < 0)
                 return r;
         x->bulk = false;
+        /* a loaded index has no slack: growth comes later, 1/8 at a time */
+        if (x->n_main && x->n_main < x->cap_main) {
+                struct cindex_entry *m = realloc(x->main, x->n_main * sizeof(*m));
+                if (m) {
+                        x->main = m;
+                        x->cap_main = x->n_main;
+                }
+        }
         for (i = 1; i < x->n_main; i++)
                 if (x->main[i].old == x->main[i - 1].old && dup)
                         dup(x->main[i].old, x->main[i - 1].new_chunk, x->main[i].new_chunk, ud);

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Run the benchmarks; each prints its figures as ratios to a baseline
+# measured in the same run.  BENCH_DIR picks the folder for scratch files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${BENCH_DIR:-/var/tmp}
+echo "=== store: index memory and open time (1M exceptions)"
+build/bench/store-bench "$dir" "${BENCH_EXCEPTIONS:-1000000}"
