@@ -12,6 +12,10 @@
 #define EXIT_USAGE 2
 
 extern const char *program_name;
+/* The library's messages are printed as "cowvol: CONTEXT: message". */
+extern const char *log_context;
+/* Set when the library printed an error since it was last cleared. */
+extern bool lib_logged;
 
 /* Print "cowvol: MSG" to stderr; returns EXIT_FAILURE. */
 int log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

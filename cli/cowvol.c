@@ -9,6 +9,8 @@
 #include "cli.h"
 
 const char *program_name = "cowvol";
+const char *log_context;
+bool lib_logged;
 
 int log_error(const char *fmt, ...)
 {
@@ -49,7 +51,10 @@ int parse_size_arg(const char *cmd, const char *opt, const char *arg, uint64_t *
 static void lib_log(int level, const char *msg, void *userdata)
 {
         (void)userdata;
-        fprintf(stderr, "%s: %s%s\n", program_name, level == COWVOL_LOG_WARNING ? "warning: " : "", msg);
+        if (level == COWVOL_LOG_ERROR)
+                lib_logged = true;
+        fprintf(stderr, "%s: %s%s%s%s\n", program_name, log_context ? log_context : "",
+                log_context ? ": " : "", level == COWVOL_LOG_WARNING ? "warning: " : "", msg);
 }
 
 static void help(void)

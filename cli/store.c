@@ -103,11 +103,17 @@ static void print_json(json_object *o)
 
 static int open_store(const char *path, unsigned flags, cowvol_store **ret)
 {
-        int r = cowvol_store_open(path, flags, ret);
+        int r;
 
-        if (r < 0)
-                return log_error("%s: not a usable store (%s)", path, strerror(-r));
-        return 0;
+        log_context = path;
+        lib_logged = false;
+        r = cowvol_store_open(path, flags, ret);
+        if (r == -EUCLEAN)
+                return log_error("%s: not a usable store; 'cowvol store check %s' lists every fault", path,
+                                 path);
+        if (r < 0 && !lib_logged)
+                return log_error("%s: cannot open the store: %s", path, strerror(-r));
+        return r < 0 ? EXIT_FAILURE : 0;
 }
 
 static int store_create(int argc, char **argv)
@@ -128,10 +134,13 @@ static int store_create(int argc, char **argv)
                 return usage_error("store create ",
                                    "--chunk-size must be a power of two from 4K to 512K, not %" PRIu64,
                                    o.chunk_size);
+        log_context = argv[i];
         r = cowvol_store_create(argv[i], (uint32_t)o.chunk_size, o.size, o.force ? COWVOL_STORE_FORCE : 0,
                                 &s);
-        if (r < 0)
+        if (r < 0 && !lib_logged)
                 return log_error("cannot create a store on %s: %s", argv[i], strerror(-r));
+        if (r < 0)
+                return EXIT_FAILURE;
         printf("Created store %s: %s, chunk size %s, room for %" PRIu64 " exceptions\n", argv[i],
                cowvol_format_size(cowvol_store_chunks(s) * cowvol_store_chunk_size(s), a, sizeof(a)),
                cowvol_format_size(cowvol_store_chunk_size(s), b, sizeof(b)),
@@ -313,8 +322,12 @@ static int store_view(int argc, char **argv)
         r = open_store(argv[i + 1], COWVOL_STORE_RDONLY, &s);
         if (r)
                 return r;
+        lib_logged = false;
+        log_context = NULL;
         r = cowvol_store_view(s, argv[i], argv[i + 2]);
         cowvol_store_close(s);
+        if (r < 0 && lib_logged)
+                return EXIT_FAILURE;
         if (r < 0)
                 return log_error("cannot write the view to %s: %s", argv[i + 2], strerror(-r));
         return EXIT_SUCCESS;

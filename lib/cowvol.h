@@ -43,7 +43,8 @@ enum cowvol_log_level {
 typedef void (*cowvol_log_fn)(int level, const char *msg, void *userdata);
 
 /**
- * Route the library's messages to @fn (NULL: drop them).  Messages of level
+ * Route the library's messages to @fn (NULL: drop them).  Messages do not
+ * name the file or device they are about: the caller knows it and adds it.  Messages of level
  * DEBUG are passed only when the environment has COWVOL_DEBUG set.
  * Process-wide; set it once before using the library.
  */

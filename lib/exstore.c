@@ -525,7 +525,7 @@ int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes
                 }
                 memcpy(&magic, hbuf, sizeof(magic));
                 if (le32toh(magic) == COWVOL_STORE_MAGIC) {
-                        r = log_err(-EEXIST, "It already holds a snapshot store (force to overwrite it)");
+                        r = log_err(-EEXIST, "Already holds a snapshot store (force to overwrite it)");
                         goto fail;
                 }
         }
@@ -586,15 +586,15 @@ static int open_path(const char *path, int oflags, struct fd_ctx **ret)
                 return -ENOMEM;
         c->fd = open(path, oflags | O_CLOEXEC, 0600);
         if (c->fd < 0 && errno == EBUSY)
-                return free(c), log_err(-EBUSY, "Cannot open %s: the device is in use", path);
+                return free(c), log_err(-EBUSY, "Cannot open it: the device is in use");
         if (c->fd < 0) {
                 int r = -errno;
                 free(c);
-                return log_err(r, "Cannot open %s: %m", path);
+                return log_err(r, "Cannot open it: %m");
         }
         if (fstat(c->fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
                 fd_free(c);
-                return log_err(-ENOTBLK, "%s is neither a regular file nor a block device", path);
+                return log_err(-ENOTBLK, "Neither a regular file nor a block device");
         }
         *ret = c;
         return 0;
@@ -618,13 +618,12 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
         if (!path)
                 return -EINVAL;
         if (blk && size_bytes)
-                return log_err(-EINVAL, "%s is a block device: its size is the device's, give no size",
-                               path);
+                return log_err(-EINVAL, "A block device: its size is the device's, give no size");
         if (!blk && stat(path, &st) < 0) {
                 if (errno != ENOENT)
-                        return log_err(-errno, "Cannot stat %s: %m", path);
+                        return log_err(-errno, "Cannot stat it: %m");
                 if (!size_bytes)
-                        return log_err(-EINVAL, "%s does not exist: give a size to create it", path);
+                        return log_err(-EINVAL, "Does not exist: give a size to create it");
                 created = true;
         }
         /* O_EXCL on a block device: refuse one that is mounted or held */
@@ -637,7 +636,7 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
                         fd_free(c);
                         if (created)
                                 unlink(path);
-                        return log_err(r, "Cannot set the size of %s: %m", path);
+                        return log_err(r, "Cannot set its size: %m");
                 }
         }
         r = exstore_create_io(&fd_io, c, chunk_bytes, flags, ret);

@@ -30,5 +30,5 @@ expect() {
 
 # grep_out FILE PATTERN DESC
 expect_in() {
-	if grep -qE -- "$2" "$T/$1"; then ok "$3"; else notok "$3 (no /$2/ in $1)"; sed 's/^/#   /' "$T/$1" | head -5; fi
+	if grep -qiE -- "$2" "$T/$1"; then ok "$3"; else notok "$3 (no /$2/ in $1)"; sed 's/^/#   /' "$T/$1" | head -5; fi
 }
