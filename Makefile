@@ -72,12 +72,18 @@ $(B)/libcowvol.so: $(LIB_OBJS) lib/libcowvol.sym
 $(B)/libcowvol.a: $(LIB_OBJS)
 	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
 
-# Binaries find the library beside them in build/, and in LIBDIR once installed.
+# Binaries find the library beside them in build/, and in LIBDIR once installed;
+# they are linked again when LIBDIR changes.
 RPATH := -Wl,-rpath,'$$ORIGIN:$(LIBDIR)'
-$(B)/cowvol: $(CLI_OBJS) $(B)/libcowvol.so
+LIBDIR_STAMP := $(B)/.libdir
+$(LIBDIR_STAMP): FORCE
+	@mkdir -p $(@D)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(LIBDIR)" ] || echo "$(LIBDIR)" > $@
+.PHONY: FORCE
+$(B)/cowvol: $(CLI_OBJS) $(B)/libcowvol.so $(LIBDIR_STAMP)
 	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(CLI_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
 
-$(B)/cowvold: $(DAEMON_OBJS) $(B)/libcowvol.so
+$(B)/cowvold: $(DAEMON_OBJS) $(B)/libcowvol.so $(LIBDIR_STAMP)
 	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) $(RPATH) -o $@ $(DAEMON_OBJS) -L$(B) -lcowvol $(PKG_LIBS)
 
 $(B)/tests/%: tests/helpers/%.c $(B)/libcowvol.a
