@@ -14,7 +14,8 @@
 # code.
 #
 # Environment: COWVOL_VM_CACHE (default <repo>/build/vm) holds the kernel and
-# initramfs; COWVOL_VM_KEEP=1 keeps the run's work folder.
+# initramfs; COWVOL_VM_KEEP=1 keeps the run's work folder; COWVOL_VM_OUT=DIR
+# receives what the script left in $VM_WORK/out.
 set -euo pipefail
 
 # Load order matters: busybox insmod does not resolve dependencies.
@@ -313,4 +314,9 @@ if [ ! -s "$work/.vm/rc" ]; then
 fi
 rc=$(cat "$work/.vm/rc")
 log "guest script exited $rc after $((SECONDS - start))s"
+# COWVOL_VM_OUT=DIR: what the script left in $VM_WORK/out is copied to DIR
+if [ -n "${COWVOL_VM_OUT:-}" ] && [ "$rc" = 0 ]; then
+	mkdir -p -- "$COWVOL_VM_OUT"
+	cp -r --sparse=always -- "$work/out/." "$COWVOL_VM_OUT/" || die "cannot copy the results to $COWVOL_VM_OUT"
+fi
 exit "$rc"
