@@ -32,6 +32,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "internal.h"
@@ -528,6 +529,11 @@ int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes
                         r = log_err(-EEXIST, "Already holds a snapshot store (force to overwrite it)");
                         goto fail;
                 }
+                /* anything else that is not zeros may be someone's data */
+                if (!mem_is_zero(hbuf, sizeof(hbuf))) {
+                        r = log_err(-EEXIST, "Holds data that is not a snapshot store (force to overwrite it)");
+                        goto fail;
+                }
         }
         s->valid = 1;
         s->version = COWVOL_STORE_VERSION;
@@ -639,6 +645,10 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
                         return log_err(r, "Cannot set its size: %m");
                 }
         }
+        if (flock(c->fd, LOCK_EX | LOCK_NB) < 0) {
+                fd_free(c);
+                return log_err(-EBUSY, "Cannot lock it: another process has it open for writing");
+        }
         r = exstore_create_io(&fd_io, c, chunk_bytes, flags, ret);
         if (r < 0 && created)
                 unlink(path);
@@ -656,6 +666,13 @@ _public_ int cowvol_store_open(const char *path, unsigned flags, cowvol_store **
         r = open_path(path, rdonly ? O_RDONLY : (O_RDWR | (path_is_blockdev(path) ? O_EXCL : 0)), &c);
         if (r < 0)
                 return r;
+        /* one writer at a time (a block device is already O_EXCL) */
+        if (!rdonly && flock(c->fd, LOCK_EX | LOCK_NB) < 0) {
+                r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                fd_free(c);
+                return log_err(r, "Cannot lock it for writing: %s",
+                               r == -EBUSY ? "another process has it open for writing" : strerror(-r));
+        }
         return exstore_open_io(&fd_io, c, flags, ret);
 }
 

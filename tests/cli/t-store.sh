@@ -82,3 +82,21 @@ expect_in out "too small" "check says truncated"
 truncate -s 4096 zero.img
 expect 1 "info of an all-zero store" "$COWVOL" store info zero.img
 expect_in err "no store header" "the error says there is no header"
+
+# someone's data is not overwritten by accident
+head -c 64K /dev/urandom >data.img
+sum=$(md5sum <data.img)
+expect 1 "create refuses a file holding other data" "$COWVOL" store create data.img
+expect_in err "holds data that is not a snapshot store" "the refusal says so"
+[ "$sum" = "$(md5sum <data.img)" ] && ok "the data is untouched" || notok "the data is untouched"
+expect 0 "create --force over other data" "$COWVOL" store create data.img --force
+
+# one writer at a time
+"$COWVOL" store create lk.img --size 1M >/dev/null
+flock -x lk.img sleep 30 &
+holder=$!
+sleep 0.3
+expect 1 "a second writer is refused" "$COWVOL" store create lk.img --force
+expect_in err "another process has it open" "the refusal names the other writer"
+expect 0 "readers are not blocked by a writer" "$COWVOL" store info lk.img
+kill $holder 2>/dev/null; wait $holder 2>/dev/null
