@@ -152,8 +152,9 @@ int cowvol_store_lookup(const cowvol_store *s, uint64_t old, uint64_t *ret_new);
 
 /**
  * Reserve the next free data chunk (skipping metadata chunks, as the
- * kernel).  -ENOSPC when the store is full, -EROFS on a read-only or
- * invalid store.  The chunk is used only once an exception names it.
+ * kernel).  -ENOSPC when the store is full, -EROFS on a read-only store,
+ * -ESTALE on an invalid one, -EBUSY while merging.  The chunk is used only
+ * once an exception names it (cowvol_store_add).
  */
 int cowvol_store_allocate(cowvol_store *s, uint64_t *ret_new);
 
@@ -164,8 +165,10 @@ int cowvol_store_read_chunk(const cowvol_store *s, uint64_t new_chunk, void *buf
 
 /**
  * Record exception @old -> @new in memory (pending).  @new must come from
- * cowvol_store_allocate() and its data be written.  -EEXIST when @old has an
- * exception already.  Nothing is durable until cowvol_store_commit().
+ * cowvol_store_allocate() and its data be written: -EINVAL for a chunk that
+ * was not handed out or is named by an exception already.  -EEXIST when
+ * @old has an exception already.  Nothing is durable until
+ * cowvol_store_commit().
  */
 int cowvol_store_add(cowvol_store *s, uint64_t old, uint64_t new_chunk);
 

@@ -71,6 +71,10 @@ struct cowvol_store {
         struct pending *pending;
         size_t n_pending, cap_pending;
 
+        /* chunks handed out by allocate and not yet named by an exception */
+        uint64_t *reserved;
+        size_t n_reserved, cap_reserved;
+
         struct cindex index;
 };
 
@@ -234,6 +238,7 @@ static void store_free(cowvol_store *s)
                 s->io->free(s->io_ctx);
         cindex_done(&s->index);
         free(s->pending);
+        free(s->reserved);
         free(s->area);
         free(s);
 }
@@ -261,11 +266,115 @@ _printf_(5, 6) static void fault(struct scan *sc, const char *what, int64_t area
                 sc->fn(&f, sc->userdata);
 }
 
+/* Duplicates are found after sorting, without their places; a second walk
+ * over the table (only for a faulty store) names where each one stands. */
+struct dup_key {
+        uint64_t key;
+        int64_t area, slot; /* first place seen, -1 before */
+        uint64_t other;     /* the other chunk of that first entry */
+};
+
+struct dups {
+        struct dup_key *old, *nw;
+        size_t n_old, n_new;
+        int err;
+};
+
+static void dup_push(struct dup_key **v, size_t *n, uint64_t key, int *err)
+{
+        struct dup_key *p = realloc(*v, (*n + 1) * sizeof(**v));
+
+        if (!p) {
+                *err = -ENOMEM;
+                return;
+        }
+        p[*n] = (struct dup_key){ key, -1, -1, 0 };
+        *v = p;
+        (*n)++;
+}
+
 static void dup_old(uint64_t old, uint64_t a, uint64_t b, void *ud)
 {
-        fault(ud, "duplicate origin chunk", -1, -1,
-              "origin chunk %" PRIu64 " has two exceptions (store chunks %" PRIu64 " and %" PRIu64 ")",
-              old, a, b);
+        struct dups *d = ud;
+
+        (void)a;
+        (void)b;
+        /* three or more of one key come as several pairs: keep it once */
+        if (d->n_old && d->old[d->n_old - 1].key == old)
+                return;
+        dup_push(&d->old, &d->n_old, old, &d->err);
+}
+
+static int cmp_dup(const void *a, const void *b)
+{
+        uint64_t x = ((const struct dup_key *)a)->key, y = ((const struct dup_key *)b)->key;
+
+        return x < y ? -1 : x > y;
+}
+
+static struct dup_key *dup_find(struct dup_key *v, size_t n, uint64_t key)
+{
+        struct dup_key k = { .key = key };
+
+        return n ? bsearch(&k, v, n, sizeof(*v), cmp_dup) : NULL;
+}
+
+static bool entry_usable(const cowvol_store *s, uint64_t old, uint64_t nw);
+
+static int locate_dups(cowvol_store *s, struct dups *d, struct scan *sc)
+{
+        uint8_t *buf = malloc(s->chunk_bytes);
+        uint64_t area;
+        int r = 0;
+
+        if (!buf)
+                return -ENOMEM;
+        if (d->n_new)
+                qsort(d->nw, d->n_new, sizeof(*d->nw), cmp_dup);
+        for (area = 0; area <= s->current_area; area++) {
+                r = s->io->pread(s->io_ctx, buf, s->chunk_bytes, chunk_offset(s, area_location(s, area)));
+                if (r < 0)
+                        break;
+                for (uint32_t slot = 0; slot < s->epa; slot++) {
+                        uint64_t old, nw;
+                        struct dup_key *k;
+
+                        area_get(buf, slot, &old, &nw);
+                        if (nw == 0)
+                                break;
+                        if (!entry_usable(s, old, nw))
+                                continue;
+                        if ((k = dup_find(d->old, d->n_old, old))) {
+                                if (k->area < 0)
+                                        *k = (struct dup_key){ old, (int64_t)area, slot, nw };
+                                else
+                                        fault(sc, "duplicate origin chunk", (int64_t)area, slot,
+                                              "area %" PRIu64 " slot %" PRIu32 ": origin chunk %" PRIu64
+                                              " has a second exception (store chunk %" PRIu64
+                                              "; the first is at area %" PRId64 " slot %" PRId64
+                                              ", store chunk %" PRIu64 ")",
+                                              area, slot, old, nw, k->area, k->slot, k->other);
+                        }
+                        if ((k = dup_find(d->nw, d->n_new, nw))) {
+                                if (k->area < 0)
+                                        *k = (struct dup_key){ nw, (int64_t)area, slot, old };
+                                else
+                                        fault(sc, "duplicate store chunk", (int64_t)area, slot,
+                                              "area %" PRIu64 " slot %" PRIu32 ": store chunk %" PRIu64
+                                              " already holds the data of origin chunk %" PRIu64
+                                              " (area %" PRId64 " slot %" PRId64 ")",
+                                              area, slot, nw, k->other, k->area, k->slot);
+                        }
+                }
+        }
+        free(buf);
+        return r;
+}
+
+/* The checks of one entry that need nothing but the geometry. */
+static bool entry_usable(const cowvol_store *s, uint64_t old, uint64_t nw)
+{
+        return nw < s->chunks && !is_metadata_chunk(s, nw) && old <= UINT64_MAX / s->chunk_bytes;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -287,6 +396,7 @@ static int store_load(cowvol_store *s, struct scan *sc)
         uint8_t hbuf[COWVOL_SECTOR_SIZE];
         uint32_t *seen = NULL;
         size_t n_seen = 0, cap_seen = 0;
+        struct dups d = {};
         uint64_t area;
         int r;
 
@@ -437,16 +547,22 @@ static int store_load(cowvol_store *s, struct scan *sc)
         }
         skip_metadata(s);
 
-        r = cindex_bulk_finish(&s->index, dup_old, sc);
+        r = cindex_bulk_finish(&s->index, dup_old, &d);
         if (r < 0)
                 goto out;
-        qsort(seen, n_seen, sizeof(*seen), cmp_u32);
+        if (n_seen)
+                qsort(seen, n_seen, sizeof(*seen), cmp_u32);
         for (size_t i = 1; i < n_seen; i++)
-                if (seen[i] == seen[i - 1])
-                        fault(sc, "duplicate store chunk", -1, -1,
-                              "store chunk %" PRIu32 " holds the data of two exceptions", seen[i]);
-        r = sc->faults ? -EUCLEAN : 0;
+                if (seen[i] == seen[i - 1] && (d.n_new == 0 || d.nw[d.n_new - 1].key != seen[i]))
+                        dup_push(&d.nw, &d.n_new, seen[i], &d.err);
+        r = d.err;
+        if (r >= 0 && (d.n_old || d.n_new))
+                r = locate_dups(s, &d, sc);
+        if (r >= 0)
+                r = sc->faults ? -EUCLEAN : 0;
 out:
+        free(d.old);
+        free(d.nw);
         free(seen);
         return r;
 }
@@ -812,6 +928,15 @@ _public_ int cowvol_store_allocate(cowvol_store *s, uint64_t *ret_new)
                 return -EBUSY;
         if (!can_allocate(s))
                 return -ENOSPC;
+        if (s->n_reserved == s->cap_reserved) {
+                size_t cap = s->cap_reserved ? s->cap_reserved * 2 : 16;
+                uint64_t *p = realloc(s->reserved, cap * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                s->reserved = p;
+                s->cap_reserved = cap;
+        }
+        s->reserved[s->n_reserved++] = s->next_free;
         *ret_new = s->next_free++;
         skip_metadata(s);
         return 0;
@@ -854,17 +979,22 @@ int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk)
 
 _public_ int cowvol_store_add(cowvol_store *s, uint64_t old, uint64_t new_chunk)
 {
+        size_t res;
         int r = writable(s);
 
         if (r < 0)
                 return r;
         if (s->merging)
                 return -EBUSY;
-        r = check_data_chunk(s, new_chunk);
-        if (r < 0 || new_chunk >= s->next_free)
-                return -ERANGE; /* not allocated */
         if (old > UINT64_MAX / s->chunk_bytes)
                 return -ERANGE;
+        /* the chunk must be one allocate handed out and nobody has named yet:
+         * two exceptions on one chunk make a store the kernel calls corrupt */
+        for (res = 0; res < s->n_reserved; res++)
+                if (s->reserved[res] == new_chunk)
+                        break;
+        if (res == s->n_reserved)
+                return -EINVAL;
         if (s->n_pending == s->cap_pending) {
                 size_t cap = s->cap_pending ? s->cap_pending * 2 : 64;
                 struct pending *p = realloc(s->pending, cap * sizeof(*p));
@@ -876,6 +1006,7 @@ _public_ int cowvol_store_add(cowvol_store *s, uint64_t old, uint64_t new_chunk)
         r = cindex_insert(&s->index, old, new_chunk);
         if (r < 0)
                 return r;
+        s->reserved[res] = s->reserved[--s->n_reserved];
         s->pending[s->n_pending++] = (struct pending){ old, new_chunk };
         return 0;
 }

@@ -293,7 +293,18 @@ static void check_header(uint32_t chunk)
         cr_assert_not_null(f);
         cr_assert_eq(fwrite(junk, 1, 4ull * chunk, f), 4ull * chunk);
         fclose(f);
-        cr_assert_eq(cowvol_store_create(p, chunk, 0, 0, &s), 0);
+        /* data that is not a store is not overwritten unless forced */
+        cr_assert_eq(cowvol_store_create(p, chunk, 0, 0, &s), -EEXIST);
+        buf = file_read_all(p, &len);
+        cr_assert_arr_eq(buf, junk, 4ull * chunk, "a refused create changed the file");
+        free(buf);
+        if (chunk == 4096) {
+                cr_assert_eq(cowvol_store_create(p, chunk, 0, COWVOL_STORE_FORCE, &s), 0);
+        } else {
+                /* LVM's way: the first 4 KiB zeroed, junk after it */
+                file_put_bytes(p, 0, (uint8_t[4096]){ 0 }, 4096);
+                cr_assert_eq(cowvol_store_create(p, chunk, 0, 0, &s), 0);
+        }
         cowvol_store_close(s);
 
         buf = file_read_all(p, &len);
@@ -482,4 +493,52 @@ Test(geometry, parse_size_bad)
         }
         uint64_t v;
         cr_assert_eq(cowvol_parse_size(NULL, &v), -EINVAL);
+}
+
+/*
+ * The kernel takes any power-of-two chunk size, down to one sector; a store
+ * it wrote with 512-byte chunks (epa 32: areas at chunks 1, 34, 67) opens
+ * and goes on.  Built here byte by byte from the format.
+ */
+Test(geometry, kernel_store_with_one_sector_chunks)
+{
+        struct memdisk *d = memdisk_new(100 * 512);
+        const uint32_t h[4] = { htole32(0x70416e53), htole32(1), htole32(1), htole32(1) };
+        cowvol_store *s;
+        char line[64];
+        uint64_t c;
+
+        memcpy(d->data, h, sizeof(h));
+        /* area 0 full: 32 entries on chunks 2..33; area 1 (chunk 34): one on 35 */
+        for (uint64_t i = 0; i < 32; i++) {
+                uint64_t e[2] = { htole64(500 + i), htole64(2 + i) };
+                memcpy(d->data + 512 + i * 16, e, 16);
+        }
+        uint64_t e1[2] = { htole64(900), htole64(35) };
+        memcpy(d->data + 34 * 512, e1, 16);
+
+        s = md_open(d);
+        cr_assert_eq(cowvol_store_chunk_size(s), 512);
+        cr_assert_eq(cowvol_store_exceptions_per_area(s), 32);
+        cr_assert_eq(cowvol_store_count(s), 33);
+        cr_assert_eq(cowvol_store_lookup(s, 531, &c), 1);
+        cr_assert_eq(c, 33);
+        cr_assert_eq(cowvol_store_lookup(s, 900, &c), 1);
+        cr_assert_eq(c, 35);
+        /* next_free 36 (1 sector each), area 1 current: metadata (1 + 2) * 1 */
+        cr_assert_str_eq(cowvol_store_status_line(s, line, sizeof(line)), "36/100 3");
+        cr_assert_eq(cowvol_store_allocate(s, &c), 0);
+        cr_assert_eq(c, 36);
+        cr_assert_eq(cowvol_store_add(s, 901, c), 0);
+        cr_assert_eq(cowvol_store_commit(s), 1);
+        cowvol_store_close(s);
+        /* area 1's second slot, in chunk 34 */
+        uint64_t e[2];
+        memcpy(e, d->data + 34 * 512 + 16, 16);
+        cr_assert_eq(le64toh(e[0]), 901);
+        cr_assert_eq(le64toh(e[1]), 36);
+        s = md_open(d);
+        cr_assert_eq(cowvol_store_count(s), 34);
+        cowvol_store_close(s);
+        memdisk_free(d);
 }

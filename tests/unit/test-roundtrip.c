@@ -575,7 +575,7 @@ Test(roundtrip, allocate_errors_as_documented)
         s = md_open(d, 0);
         cr_assert_eq(cowvol_store_invalidate(s), 0);
         int r = cowvol_store_allocate(s, &c);
-        cr_assert_eq(r, -EROFS, "allocate on an invalid store: %d (%s), cowvol.h documents -EROFS", r, strerror(-r));
+        cr_assert_eq(r, -ESTALE, "allocate on an invalid store: %d (%s), cowvol.h documents -ESTALE", r, strerror(-r));
         cowvol_store_close(s);
         memdisk_free(d);
 }
@@ -1111,5 +1111,29 @@ Test(roundtrip, view_overlays_the_origin)
         free(sp);
         free(op);
         free(vp);
+        tmpdir_remove(dir);
+}
+
+Test(roundtrip, one_writer_at_a_time)
+{
+        char *dir = tmpdir_make(), *p = path_in(dir, "store");
+        cowvol_store *s = NULL, *t = NULL;
+
+        cr_assert_eq(cowvol_store_create(p, CH, 20ull * CH, 0, &s), 0);
+        put(s, NULL, 1);
+        cr_assert_eq(cowvol_store_commit(s), 1);
+        /* the creator holds it: a second writer is refused, a reader is not */
+        cr_assert_eq(cowvol_store_open(p, 0, &t), -EBUSY);
+        cr_assert_null(t);
+        cr_assert_eq(cowvol_store_open(p, COWVOL_STORE_RDONLY, &t), 0);
+        cr_assert_eq(cowvol_store_count(t), 1);
+        cowvol_store_close(t);
+        cowvol_store_close(s);
+        cr_assert_eq(cowvol_store_open(p, 0, &s), 0);
+        cr_assert_eq(cowvol_store_open(p, 0, &t), -EBUSY);
+        cowvol_store_close(s);
+        cr_assert_eq(cowvol_store_open(p, 0, &s), 0);
+        cowvol_store_close(s);
+        free(p);
         tmpdir_remove(dir);
 }

@@ -144,6 +144,36 @@ void memdisk_free(struct memdisk *d)
 
 /* --- temp dirs ---------------------------------------------------------------- */
 
+/* dirs not yet removed: removed at exit, so that a failed assertion (which
+ * ends the test early) leaves nothing behind */
+static char *live_dirs[32];
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw);
+
+static void remove_live_dirs(void)
+{
+        for (size_t i = 0; i < sizeof(live_dirs) / sizeof(live_dirs[0]); i++)
+                if (live_dirs[i]) {
+                        nftw(live_dirs[i], rm_one, 16, FTW_DEPTH | FTW_PHYS);
+                        live_dirs[i] = NULL;
+                }
+}
+
+static void live_dir(char *dir, bool add)
+{
+        static bool registered;
+
+        if (!registered) {
+                atexit(remove_live_dirs);
+                registered = true;
+        }
+        for (size_t i = 0; i < sizeof(live_dirs) / sizeof(live_dirs[0]); i++)
+                if (add ? !live_dirs[i] : live_dirs[i] == dir) {
+                        live_dirs[i] = add ? dir : NULL;
+                        return;
+                }
+}
+
 char *tmpdir_make(void)
 {
         const char *bases[] = { getenv("TMPDIR"), "/dev/shm", "/tmp" };
@@ -154,8 +184,10 @@ char *tmpdir_make(void)
                         continue;
                 if (asprintf(&t, "%s/cowvol-unit.XXXXXX", bases[i]) < 0)
                         continue;
-                if (mkdtemp(t))
+                if (mkdtemp(t)) {
+                        live_dir(t, true);
                         return t;
+                }
                 free(t);
         }
         cr_assert_fail("cannot make a temp dir");
@@ -174,6 +206,7 @@ void tmpdir_remove(char *dir)
 {
         if (!dir)
                 return;
+        live_dir(dir, false);
         nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
         free(dir);
 }
