@@ -8,11 +8,13 @@ case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
 COWVOL=$BUILD/cowvol
 COWTOOL=$BUILD/tests/cowtool
 T=$(mktemp -d /tmp/cowvol-cli.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+NOTOK=0
+# the exit code says whether every check passed
+trap 'rm -rf "$T"; exit $((NOTOK > 0))' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 
 ok() { echo "ok - $*"; }
-notok() { echo "not ok - $*"; }
+notok() { echo "not ok - $*"; NOTOK=$((NOTOK + 1)); }
 
 # expect RC DESC CMD...: run CMD, want exit code RC; output in $T/out, $T/err
 expect() {
