@@ -49,7 +49,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 HELPER_BINS := $(patsubst tests/helpers/%.c,$(B)/tests/%,$(wildcard tests/helpers/*.c))
 DEPS_STAMP := build/.deps-build
 
-.PHONY: all deps deps-test check unit cli-tests kernel-tests run bench install uninstall clean
+.PHONY: all deps deps-test check unit cli-tests kernel-tests run bench install uninstall clean fuzz fuzz-build
 all: $(B)/libcowvol.so $(B)/libcowvol.a $(B)/cowvol $(B)/cowvold $(HELPER_BINS)
 
 # Dependencies first: installed when root on Debian, else named and refused.
@@ -97,9 +97,22 @@ $(B)/bench/%: bench/%.c $(B)/libcowvol.a
 	@mkdir -p $(@D)
 	$(call say,CCLD,$@)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
 
+# libFuzzer targets (clang), with ASan/UBSan: tests/fuzz/fuzz-*.c
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz-*.c))
+FUZZ_TIME ?= 300
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard lib/*.h) | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(call say,FUZZ,$@)clang -std=gnu11 -g -O1 -fno-omit-frame-pointer $(WARN) -Wno-unused-command-line-argument \
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
+	  -DCOWVOL_VERSION=\"$(VERSION)\" -Ilib -o $@ $< $(LIB_SRCS)
+fuzz-build: $(FUZZ_BINS)
+# the long run: FUZZ_TIME seconds a target, new inputs kept in build/fuzz/
+fuzz: deps-test $(FUZZ_BINS)
+	tests/run-fuzz.sh $(FUZZ_TIME)
+
 # --- tests ---------------------------------------------------------------
 # tests/run.sh runs each suite and prints the one summary line.
-check: all deps-test
+check: all deps-test fuzz-build
 	$(MAKE) --no-print-directory B=build/san SAN=1 all build/san/unit-tests
 	tests/run.sh
 
@@ -134,7 +147,7 @@ uninstall:
 	  $(DESTDIR)$(INCLUDEDIR)/cowvol.h $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc $(DESTDIR)$(MANDIR)/man8/cowvol.8
 
 clean:
-	rm -rf build/*.o build/lib build/cli build/daemon build/tests build/san build/bench \
+	rm -rf build/*.o build/lib build/cli build/daemon build/tests build/san build/bench build/fuzz \
 	  build/cowvol build/cowvold build/libcowvol.* build/unit-tests
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(UNIT_OBJS:.o=.d)

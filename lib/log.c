@@ -14,7 +14,7 @@ _public_ void cowvol_set_log_callback(cowvol_log_fn fn, void *userdata)
         log_userdata = userdata;
 }
 
-static void log_va(int level, const char *fmt, va_list ap)
+_printf_(2, 0) static void log_va(int level, const char *fmt, va_list ap)
 {
         char buf[1024];
 

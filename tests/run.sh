@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Run the test suites and end with one line for all: "N passed, N failed".
-#   tests/run.sh [unit] [cli] [kernel]     (default: all three)
+#   tests/run.sh [unit] [cli] [fuzz] [kernel]     (default: all four)
 # unit:   Criterion unit tests, built with ASan/UBSan (build/san)
 # cli:    tests/cli/*.sh against the sanitizer build of the cowvol CLI
+# fuzz:   each libFuzzer target for FUZZ_CHECK_TIME (15) seconds
 # kernel: tests/kernel/t-*.sh in a VM with Debian's kernel (dm-snapshot);
 #         never skipped: without qemu and a kernel they fail loudly
 set -uo pipefail
 cd "$(dirname "$0")/.."
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit cli kernel)
+[ ${#suites[@]} -gt 0 ] || suites=(unit cli fuzz kernel)
 passed=0 failed=0
 failures=()
 
@@ -61,6 +62,23 @@ run_cli() {
 	done
 }
 
+# each libFuzzer target briefly from its seed corpus (make fuzz: the long run)
+run_fuzz() {
+	local bin name n=0
+	for bin in build/fuzz/fuzz-*; do
+		[ -x "$bin" ] || continue
+		n=$((n + 1))
+		name=${bin##*/fuzz-}
+		# new inputs go to build/, never into the seed corpus in the tree
+		mkdir -p "build/fuzz/check-$name"
+		"$bin" -max_total_time="${FUZZ_CHECK_TIME:-15}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+			-artifact_prefix=build/fuzz/crash-"$name"- "build/fuzz/check-$name" "tests/fuzz/corpus/$name" \
+			2>&1 | grep -E 'DONE|Deadly|SUMMARY|ERROR' | tail -3
+		count "fuzz $name (${FUZZ_CHECK_TIME:-15}s)" "${PIPESTATUS[0]}"
+	done
+	[ "$n" -gt 0 ] || count "fuzz targets built (make fuzz-build)" 1
+}
+
 run_kernel() {
 	local t
 	for t in tests/kernel/smoke.sh tests/kernel/t-*.sh; do
@@ -71,8 +89,8 @@ run_kernel() {
 
 for s in "${suites[@]}"; do
 	case $s in
-	unit | cli | kernel) echo "=== $s tests"; "run_$s" ;;
-	*) echo "unknown suite '$s' (unit, cli, kernel)" >&2; exit 2 ;;
+	unit | cli | fuzz | kernel) echo "=== $s tests"; "run_$s" ;;
+	*) echo "unknown suite '$s' (unit, cli, fuzz, kernel)" >&2; exit 2 ;;
 	esac
 done
 for f in "${failures[@]}"; do echo "failed: $f"; done

@@ -9,7 +9,7 @@ what=${1:-build}
 # pkg-config module -> Debian package
 build_pkgs="libdevmapper-dev:devmapper libblkid-dev:blkid uuid-dev:uuid libjson-c-dev:json-c libsystemd-dev:libsystemd libcriterion-dev:criterion"
 # command -> Debian package (test tools)
-test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind"
+test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux"
 
 missing=""
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
@@ -26,6 +26,13 @@ if [ "$what" = test ]; then
         for c in $test_cmds; do
                 command -v "${c%%:*}" >/dev/null 2>&1 || [ -x "/bin/${c%%:*}" ] || missing="$missing ${c#*:}"
         done
+fi
+# libFuzzer's runtime comes apart from clang on Debian
+if [ "$what" = test ] && command -v clang >/dev/null 2>&1; then
+        probe=$(mktemp -d)
+        printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n);\nint LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' >"$probe/f.c"
+        clang -fsanitize=fuzzer "$probe/f.c" -o "$probe/f" >/dev/null 2>&1 || missing="$missing libclang-rt-14-dev"
+        rm -rf "$probe"
 fi
 [ -z "$missing" ] && exit 0
 
