@@ -58,6 +58,7 @@ struct cowvol_store {
         void *io_ctx;
         bool rdonly;
         bool merging;
+        bool merge_failed; /* as the kernel's: no retry after a merge I/O error */
 
         uint32_t chunk_sectors, chunk_bytes, epa;
         uint32_t valid, version;
@@ -445,8 +446,8 @@ static int store_load(cowvol_store *s, struct scan *sc)
                 return -EUCLEAN;
         }
         if (h.valid > 1)
-                fault(sc, "bad valid flag", -1, -1,
-                      "valid flag is %" PRIu32 " at offset 4 (0 or 1 expected)", h.valid);
+                cowvol_log(COWVOL_LOG_WARNING, "Valid flag is %" PRIu32 " (0 or 1 expected); read as valid, "
+                           "as the kernel does", h.valid);
         s->valid = h.valid ? 1 : 0;
         s->version = h.version;
         r = set_geometry(s, h.chunk_size);
@@ -542,6 +543,10 @@ static int store_load(cowvol_store *s, struct scan *sc)
                 }
                 if (!full) {
                         s->current_area = area;
+                        /* slots past the end may hold a torn write's leftovers:
+                         * a later commit must not bring them back */
+                        memset(s->area + (size_t)s->current_committed * sizeof(struct disk_exception), 0,
+                               (size_t)(s->epa - s->current_committed) * sizeof(struct disk_exception));
                         break;
                 }
         }
@@ -614,6 +619,12 @@ int exstore_check_io(const struct store_io *io, void *ctx, cowvol_fault_fn fn, v
 int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes, unsigned flags,
                       cowvol_store **ret)
 {
+        return exstore_create_sized_io(io, ctx, chunk_bytes, 0, flags, ret);
+}
+
+int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes, uint64_t size_bytes,
+                            unsigned flags, cowvol_store **ret)
+{
         cowvol_store *s;
         uint8_t hbuf[COWVOL_SECTOR_SIZE];
         int r;
@@ -650,6 +661,15 @@ int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes
                         r = log_err(-EEXIST, "Holds data that is not a snapshot store (force to overwrite it)");
                         goto fail;
                 }
+        }
+        /* only once nothing stands against it does the file change size */
+        if (size_bytes && size_bytes != s->size_bytes) {
+                r = io->resize ? io->resize(ctx, size_bytes) : -ENOTTY;
+                if (r < 0) {
+                        log_err(r, "Cannot set its size: %m");
+                        goto fail;
+                }
+                s->size_bytes = size_bytes;
         }
         s->valid = 1;
         s->version = COWVOL_STORE_VERSION;
@@ -733,12 +753,13 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
                                  unsigned flags, cowvol_store **ret)
 {
         struct fd_ctx *c;
-        bool blk = path_is_blockdev(path), created = false;
+        bool blk, created = false;
         struct stat st;
         int r;
 
         if (!path)
                 return -EINVAL;
+        blk = path_is_blockdev(path);
         if (blk && size_bytes)
                 return log_err(-EINVAL, "A block device: its size is the device's, give no size");
         if (!blk && stat(path, &st) < 0) {
@@ -752,20 +773,13 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
         r = open_path(path, O_RDWR | (blk ? O_EXCL : O_CREAT), &c);
         if (r < 0)
                 return r;
-        if (size_bytes) {
-                r = fd_resize(c, size_bytes);
-                if (r < 0) {
-                        fd_free(c);
-                        if (created)
-                                unlink(path);
-                        return log_err(r, "Cannot set its size: %m");
-                }
-        }
         if (flock(c->fd, LOCK_EX | LOCK_NB) < 0) {
                 fd_free(c);
+                if (created)
+                        unlink(path);
                 return log_err(-EBUSY, "Cannot lock it: another process has it open for writing");
         }
-        r = exstore_create_io(&fd_io, c, chunk_bytes, flags, ret);
+        r = exstore_create_sized_io(&fd_io, c, chunk_bytes, size_bytes, flags, ret);
         if (r < 0 && created)
                 unlink(path);
         return r;
@@ -809,8 +823,8 @@ _public_ cowvol_store *cowvol_store_close(cowvol_store *s)
 {
         if (!s)
                 return NULL;
-        if (s->n_pending)
-                (void)cowvol_store_commit(s);
+        if (s->n_pending && cowvol_store_commit(s) < 0)
+                cowvol_log(COWVOL_LOG_ERROR, "Pending exceptions were lost at close");
         store_free(s);
         return NULL;
 }
@@ -1152,17 +1166,23 @@ _public_ int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint
 
         if (r < 0)
                 return r;
+        if (s->merge_failed)
+                return -EIO;
         if (s->n_pending)
                 return -EBUSY;
         s->merging = true;
         if (s->current_committed == 0) {
                 if (s->current_area == 0)
                         return 0; /* nothing left */
-                s->current_area--;
+                /* step back only once the previous area is read */
                 r = s->io->pread(s->io_ctx, s->area, s->chunk_bytes,
-                                 chunk_offset(s, area_location(s, s->current_area)));
-                if (r < 0)
-                        return r;
+                                 chunk_offset(s, area_location(s, s->current_area - 1)));
+                if (r < 0) {
+                        s->merge_failed = true;
+                        return log_err(r, "Cannot read metadata area %" PRIu64 " to merge it: %m",
+                                       s->current_area - 1);
+                }
+                s->current_area--;
                 s->current_committed = s->epa;
         }
         area_get(s->area, s->current_committed - 1, &last_old, &last_new);
@@ -1183,6 +1203,8 @@ _public_ int cowvol_store_merge_commit(cowvol_store *s, int n)
 
         if (r < 0)
                 return r;
+        if (s->merge_failed)
+                return -EIO;
         if (!s->merging || n <= 0 || (uint32_t)n > s->current_committed)
                 return -EINVAL;
         for (i = 0; i < n; i++) {
@@ -1198,8 +1220,12 @@ _public_ int cowvol_store_merge_commit(cowvol_store *s, int n)
                 r = area_write(s);
         if (r >= 0)
                 r = s->io->sync(s->io_ctx);
-        if (r < 0)
+        if (r < 0) {
+                /* the area in memory no longer matches the disk: stop, as
+                 * the kernel's merge does; reopening resumes from the disk */
+                s->merge_failed = true;
                 return log_err(r, "Cannot write the merged area: %m");
+        }
         s->current_committed -= (uint32_t)n;
         s->next_free = area_location(s, s->current_area) + s->current_committed + 1;
         return 0;

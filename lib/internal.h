@@ -54,6 +54,9 @@ struct store_io {
 /* exstore.c, over any I/O layer; the store takes ownership of ctx. */
 int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes,
                       unsigned flags, cowvol_store **ret);
+/* The same, resizing the file to @size_bytes (0: keep) once the checks pass. */
+int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes, uint64_t size_bytes,
+                            unsigned flags, cowvol_store **ret);
 int exstore_open_io(const struct store_io *io, void *ctx, unsigned flags, cowvol_store **ret);
 /* 1 when store chunk @chunk is a hole of a sparse file (its data is zeros). */
 int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk);

@@ -34,10 +34,14 @@ static int copy_range(int in, int out, uint64_t off, uint64_t len, bool out_fres
         return 0;
 }
 
-/* Copy the origin's data extents (SEEK_DATA/SEEK_HOLE where it has them). */
+/* Copy the origin's data extents (SEEK_DATA/SEEK_HOLE where it has them);
+ * an output that is not a fresh file gets every byte, holes as zeros. */
 static int copy_origin(int in, int out, uint64_t size, bool out_fresh, uint8_t *buf)
 {
         uint64_t pos = 0;
+
+        if (!out_fresh)
+                return copy_range(in, out, 0, size, false, buf);
 
         while (pos < size) {
                 off_t d = lseek(in, (off_t)pos, SEEK_DATA), h;

@@ -29,6 +29,24 @@ run() {
 	same_status kw-snap $c
 	"$COWVOL" store view $o $c /tmp/kw-view.img
 	cmp /dev/mapper/kw-snap /tmp/kw-view.img || fail "$cs: store view differs from the kernel's snapshot device"
+	if [ "$cs" = 4K ]; then
+		# a view onto a block device full of old data: every byte is written
+		"$COWTOOL" pattern /tmp/kw-dev.img "$osize" 99
+		local ld
+		ld=$(make_loop /tmp/kw-dev.img "$osize")
+		"$COWVOL" store view $o $c "$ld"
+		cmp /dev/mapper/kw-snap "$ld" || fail "$cs: store view onto a block device differs from the kernel's snapshot"
+		ok "$cs: store view onto a block device = kernel snapshot"
+		# and from a sparse origin: its holes must reach the device as zeros
+		truncate -s "$osize" /tmp/kw-sparse.img
+		"$COWTOOL" tag /tmp/kw-sparse.img 4K 20 3
+		"$COWVOL" store create /tmp/kw-empty.cow --size 1M >/dev/null
+		"$COWVOL" store view /tmp/kw-sparse.img /tmp/kw-empty.cow "$ld"
+		cmp /tmp/kw-sparse.img "$ld" || fail "store view of a sparse origin onto a block device left old data"
+		ok "store view of a sparse origin onto a block device writes its holes as zeros"
+		losetup -d "$ld"
+		rm -f /tmp/kw-dev.img /tmp/kw-sparse.img /tmp/kw-empty.cow
+	fi
 	ok "$cs: $n kernel exceptions in $areas area(s): check passes, view = kernel snapshot"
 	dmsetup remove kw-origin kw-snap
 	: >"$_gl_state/dm"

@@ -37,6 +37,11 @@ static int md_pread(void *ctx, void *buf, size_t len, uint64_t off)
         struct memdisk *d = ctx;
 
         d->n_pread++;
+        if (d->read_hook) {
+                int r = d->read_hook(d, off, len);
+                if (r < 0)
+                        return r;
+        }
         if (off > d->size || len > d->size - off)
                 return -EIO;
         memcpy(buf, d->data + off, len);

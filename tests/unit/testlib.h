@@ -29,6 +29,8 @@ struct memdisk {
         bool can_resize;      /* resize() allowed */
         /* when set, called before each pwrite: a negative errno fails it */
         int (*write_hook)(struct memdisk *d, uint64_t off, size_t len);
+        /* the same before each pread */
+        int (*read_hook)(struct memdisk *d, uint64_t off, size_t len);
         unsigned n_pread, n_pwrite, n_sync, n_refused;
         struct md_op *ops;
         size_t n_ops, cap_ops;
