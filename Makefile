@@ -31,9 +31,9 @@ OPT := -O2 -D_FORTIFY_SOURCE=2
 else
 OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 endif
-PKGS := json-c
+PKGS := json-c libsystemd uuid
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 CFLAGS ?= -g
 ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) $(HARDEN) -fvisibility=hidden -D_GNU_SOURCE \
               -DCOWVOL_VERSION=\"$(VERSION)\" -Ilib $(CFLAGS)
@@ -66,7 +66,7 @@ $(B)/%.o: %.c $(wildcard lib/*.h cli/*.h) | $(DEPS_STAMP)
 
 $(B)/libcowvol.so: $(LIB_OBJS) lib/libcowvol.sym
 	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libcowvol.so.0 -Wl,--version-script=lib/libcowvol.sym \
-	  $(ALL_LDFLAGS) -o $@ $(LIB_OBJS)
+	  $(ALL_LDFLAGS) -o $@ $(LIB_OBJS) -lpthread
 	$(Q)ln -sf libcowvol.so $(B)/libcowvol.so.0
 
 $(B)/libcowvol.a: $(LIB_OBJS)

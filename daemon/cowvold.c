@@ -1,49 +1,484 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * cowvold: the daemon that owns volumes and snapshots.
- * This first cut answers --help and --version; serving the control socket
- * comes with the userspace engine.
+ * cowvold: the daemon that owns volumes and their snapshots.
+ *
+ * Start: read the config, open the catalogue in the state folder, open
+ * every volume with its snapshots and resume interrupted restores; then
+ * listen on the control socket (or take it from systemd, LISTEN_FDS) and
+ * tell systemd it is ready.  Each client gets a thread.  SIGTERM/SIGINT:
+ * stop accepting, let requests in flight finish, stop restores between
+ * steps (they resume at the next start), flush every volume, exit 0.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "cowvol.h"
+#include "daemon.h"
+
+struct daemon D = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .changed = PTHREAD_COND_INITIALIZER,
+};
+
+#define MAX_CLIENTS 1024
+static int client_fds[MAX_CLIENTS];
+
+void dlog(int prio, const char *fmt, ...)
+{
+        va_list ap;
+
+        /* "<N>" lets journald keep the priority of each line */
+        fprintf(stderr, "<%d>", prio);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+int dlog_errno(int r, const char *fmt, ...)
+{
+        va_list ap;
+        int saved = errno;
+
+        errno = r < 0 ? -r : r;
+        fprintf(stderr, "<%d>", LOG_ERR_);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        errno = saved;
+        return r;
+}
+
+static void lib_log(int level, const char *msg, void *ud)
+{
+        (void)ud;
+        dlog(level == COWVOL_LOG_ERROR ? LOG_ERR_ : level == COWVOL_LOG_WARNING ? LOG_WARN_ : LOG_INFO_, "%s", msg);
+}
+
+static double now_s(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void help(void)
 {
-        printf("Usage: cowvold [--state-dir DIR] [--socket PATH] [--config FILE] [--foreground]\n"
+        printf("Usage: cowvold [OPTIONS]\n"
                "\n"
-               "The cowvol daemon: owns volumes and their copy-on-write snapshots.\n"
+               "The cowvol daemon: owns volumes and their copy-on-write snapshots and\n"
+               "serves the cowvol command over a Unix socket.\n"
                "\n"
-               "  -h, --help      Show this help\n"
-               "  -V, --version   Show the version\n");
+               "  -s, --state-dir DIR   catalogue, volumes and stores (default /var/lib/cowvol)\n"
+               "  -S, --socket PATH     control socket (default /run/cowvol/cowvold.sock)\n"
+               "  -c, --config FILE     settings (default /etc/cowvol/cowvold.conf if present)\n"
+               "  -f, --foreground      stay in the foreground (it always does; for systemd)\n"
+               "  -h, --help            show this help\n"
+               "  -V, --version         show the version\n"
+               "\n"
+               "Settings in the config file, one 'key = value' a line:\n"
+               "  group = cowvol                   who may use volumes beside root\n"
+               "  autoextend_threshold = 70        grow a store when its use passes this %%\n"
+               "  autoextend_percent = 20          by this %% of its size (threshold 100: never)\n"
+               "  state_dir = /var/lib/cowvol\n"
+               "  socket = /run/cowvol/cowvold.sock\n");
+}
+
+static char *trim(char *s)
+{
+        char *e;
+
+        while (*s == ' ' || *s == '\t')
+                s++;
+        e = s + strlen(s);
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+                *--e = '\0';
+        return s;
+}
+
+static int parse_percent(const char *file, unsigned line, const char *key, const char *val, unsigned lo,
+                         unsigned hi, unsigned *ret)
+{
+        char *end;
+        unsigned long v = strtoul(val, &end, 10);
+
+        if (!*val || *end || v < lo || v > hi) {
+                fprintf(stderr, "cowvold: %s:%u: %s must be a whole number from %u to %u, not '%s'\n", file, line,
+                        key, lo, hi, val);
+                return -EINVAL;
+        }
+        *ret = (unsigned)v;
+        return 0;
+}
+
+/* key = value lines; '#' starts a comment.  Unknown keys are errors. */
+static int config_load(const char *file, bool must_exist, char **ret_state, char **ret_socket)
+{
+        FILE *f = fopen(file, "re");
+        char buf[1024];
+        unsigned line = 0;
+        int r = 0;
+
+        if (!f) {
+                if (errno == ENOENT && !must_exist)
+                        return 0;
+                fprintf(stderr, "cowvold: cannot read %s: %s\n", file, strerror(errno));
+                return -errno;
+        }
+        while (r == 0 && fgets(buf, sizeof(buf), f)) {
+                char *k, *v, *eq, *hash;
+                line++;
+                if ((hash = strchr(buf, '#')))
+                        *hash = '\0';
+                k = trim(buf);
+                if (!*k)
+                        continue;
+                eq = strchr(k, '=');
+                if (!eq) {
+                        fprintf(stderr, "cowvold: %s:%u: expected 'key = value'\n", file, line);
+                        r = -EINVAL;
+                        break;
+                }
+                *eq = '\0';
+                v = trim(eq + 1);
+                k = trim(k);
+                if (strcmp(k, "group") == 0) {
+                        free(D.cfg.group);
+                        D.cfg.group = strdup(v);
+                } else if (strcmp(k, "autoextend_threshold") == 0)
+                        r = parse_percent(file, line, k, v, 50, 100, &D.cfg.autoextend_threshold);
+                else if (strcmp(k, "autoextend_percent") == 0)
+                        r = parse_percent(file, line, k, v, 1, 1000, &D.cfg.autoextend_percent);
+                else if (strcmp(k, "state_dir") == 0) {
+                        free(*ret_state);
+                        *ret_state = strdup(v);
+                } else if (strcmp(k, "socket") == 0) {
+                        free(*ret_socket);
+                        *ret_socket = strdup(v);
+                } else {
+                        fprintf(stderr, "cowvold: %s:%u: unknown setting '%s'\n", file, line, k);
+                        r = -EINVAL;
+                }
+        }
+        fclose(f);
+        return r;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+        char buf[4096];
+
+        if (strlen(path) >= sizeof(buf))
+                return -ENAMETOOLONG;
+        strcpy(buf, path);
+        for (char *p = buf + 1; *p; p++)
+                if (*p == '/') {
+                        *p = '\0';
+                        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                                return -errno;
+                        *p = '/';
+                }
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static int listen_socket(const char *path)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        char dir[sizeof(sa.sun_path)];
+        int fd, r;
+
+        if (strlen(path) >= sizeof(sa.sun_path)) {
+                fprintf(stderr, "cowvold: socket path %s is longer than %zu bytes\n", path, sizeof(sa.sun_path) - 1);
+                return -ENAMETOOLONG;
+        }
+        strcpy(sa.sun_path, path);
+        snprintf(dir, sizeof(dir), "%s", path);
+        if (strrchr(dir, '/') && strrchr(dir, '/') != dir) {
+                *strrchr(dir, '/') = '\0';
+                r = mkdir_p(dir, 0755);
+                if (r < 0)
+                        return dlog_errno(r, "Cannot create %s: %m", dir);
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        /* a socket file that nobody answers on is a leftover of a crash */
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+                close(fd);
+                fprintf(stderr, "cowvold: another cowvold is serving %s\n", path);
+                return -EADDRINUSE;
+        }
+        close(fd);
+        unlink(path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+                r = -errno;
+                close(fd);
+                return dlog_errno(r, "Cannot listen on %s: %m", path);
+        }
+        /* 0660: root and the group may connect; others get status only */
+        if (chmod(path, 0660) < 0 || (D.cfg.have_gid && chown(path, 0, D.cfg.gid) < 0 && geteuid() == 0))
+                dlog(LOG_WARN_, "Cannot set the mode of %s: %s", path, strerror(errno));
+        return fd;
+}
+
+static void clients_add(int fd)
+{
+        for (int i = 0; i < MAX_CLIENTS; i++)
+                if (client_fds[i] < 0) {
+                        client_fds[i] = fd;
+                        return;
+                }
+}
+
+/* D.lock held: a session forgets its socket before closing it */
+void clients_forget(int fd)
+{
+        for (int i = 0; i < MAX_CLIENTS; i++)
+                if (client_fds[i] == fd)
+                        client_fds[i] = -1;
+}
+
+static void *session_start(void *arg)
+{
+        return session_main(arg);
+}
+
+static int serve(int lfd, int sfd)
+{
+        struct pollfd pf[2] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+
+        for (;;) {
+                int cfd, r;
+                pthread_t t;
+                pthread_attr_t attr;
+
+                if (poll(pf, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (pf[1].revents) {
+                        struct signalfd_siginfo si;
+                        if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                                dlog(LOG_INFO_, "Received %s, stopping", strsignal((int)si.ssi_signo));
+                        return 0;
+                }
+                if (!(pf[0].revents & POLLIN))
+                        continue;
+                cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (cfd < 0) {
+                        /* transient: a client gone before accept, fds short */
+                        if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
+                                dlog(LOG_WARN_, "accept: %s", strerror(errno));
+                        if (errno == EMFILE || errno == ENFILE)
+                                usleep(100000);
+                        continue;
+                }
+                pthread_mutex_lock(&D.lock);
+                if (D.clients >= MAX_CLIENTS) {
+                        pthread_mutex_unlock(&D.lock);
+                        dlog(LOG_WARN_, "Too many clients (%d); closing a new one", MAX_CLIENTS);
+                        close(cfd);
+                        continue;
+                }
+                clients_add(cfd);
+                D.clients++;
+                pthread_mutex_unlock(&D.lock);
+                pthread_attr_init(&attr);
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                r = pthread_create(&t, &attr, session_start, (void *)(intptr_t)cfd);
+                pthread_attr_destroy(&attr);
+                if (r) {
+                        dlog(LOG_WARN_, "Cannot start a client thread: %s", strerror(r));
+                        close(cfd);
+                        pthread_mutex_lock(&D.lock);
+                        D.clients--;
+                        pthread_mutex_unlock(&D.lock);
+                }
+        }
+}
+
+static int start_volumes(void)
+{
+        int failed = 0;
+
+        for (struct vol *v = D.vols; v; v = v->next) {
+                if (vol_activate(v) < 0) {
+                        failed++;
+                        continue;
+                }
+                if (v->restoring) {
+                        int r = restore_start(v);
+                        if (r < 0)
+                                dlog_errno(r, "Volume %s: cannot resume the restore from %s: %m", v->name,
+                                           v->restoring->name);
+                        else
+                                dlog(LOG_INFO_, "Volume %s: resuming the restore from %s (%llu chunks left)",
+                                     v->name, v->restoring->name, (unsigned long long)v->restore_left);
+                }
+        }
+        return failed;
 }
 
 int main(int argc, char **argv)
 {
         static const struct option longopts[] = {
+                { "state-dir", required_argument, NULL, 's' },
+                { "socket", required_argument, NULL, 'S' },
+                { "config", required_argument, NULL, 'c' },
+                { "foreground", no_argument, NULL, 'f' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
         };
-        int c;
+        char *state = NULL, *sock = NULL, *arg_state = NULL, *arg_sock = NULL;
+        const char *config = NULL;
+        sigset_t mask;
+        int c, lfd, sfd, n, r;
+        char path[4096];
 
-        while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "s:S:c:fhV", longopts, NULL)) >= 0) {
                 switch (c) {
-                case 'h':
-                        help();
-                        return EXIT_SUCCESS;
-                case 'V':
-                        printf("cowvold %s\n", cowvol_version());
-                        return EXIT_SUCCESS;
-                default:
-                        fprintf(stderr, "Try 'cowvold --help'.\n");
-                        return 2;
+                case 's': arg_state = optarg; break;
+                case 'S': arg_sock = optarg; break;
+                case 'c': config = optarg; break;
+                case 'f': D.cfg.foreground = true; break;
+                case 'h': help(); return EXIT_SUCCESS;
+                case 'V': printf("cowvold %s\n", cowvol_version()); return EXIT_SUCCESS;
+                default: fprintf(stderr, "Try 'cowvold --help'.\n"); return 2;
                 }
         }
-        fprintf(stderr, "cowvold: serving volumes is not available in this version (%s); "
-                        "use 'cowvol store' for offline store work\n",
-                cowvol_version());
-        return EXIT_FAILURE;
+        if (optind < argc) {
+                fprintf(stderr, "cowvold: unexpected argument '%s'\nTry 'cowvold --help'.\n", argv[optind]);
+                return 2;
+        }
+        for (int i = 0; i < MAX_CLIENTS; i++)
+                client_fds[i] = -1;
+        D.cfg.autoextend_threshold = 70;
+        D.cfg.autoextend_percent = 20;
+        D.cfg.group = strdup("cowvol");
+        r = config_load(config ? config : "/etc/cowvol/cowvold.conf", config != NULL, &state, &sock);
+        if (r < 0)
+                return EXIT_FAILURE;
+        D.cfg.state_dir = arg_state ? arg_state : state ? state : "/var/lib/cowvol";
+        D.cfg.socket_path = arg_sock ? arg_sock : sock ? sock : "/run/cowvol/cowvold.sock";
+        if (D.cfg.group && *D.cfg.group) {
+                struct group *g = getgrnam(D.cfg.group);
+                if (g) {
+                        D.cfg.gid = g->gr_gid;
+                        D.cfg.have_gid = true;
+                } else if (config || strcmp(D.cfg.group, "cowvol") != 0) {
+                        fprintf(stderr, "cowvold: group '%s' does not exist\n", D.cfg.group);
+                        return EXIT_FAILURE;
+                }
+        }
+        cowvol_set_log_callback(lib_log, NULL);
+        setvbuf(stderr, NULL, _IOLBF, 0);
+
+        /* the state folder: private, with its two subfolders */
+        static const char *const subs[] = { "", "/volumes", "/stores" };
+        for (size_t i = 0; i < 3; i++) {
+                snprintf(path, sizeof(path), "%s%s", D.cfg.state_dir, subs[i]);
+                r = mkdir_p(path, 0700);
+                if (r < 0) {
+                        fprintf(stderr, "cowvold: cannot create %s: %s\n", path, strerror(-r));
+                        return EXIT_FAILURE;
+                }
+        }
+        r = catalogue_load();
+        if (r < 0) {
+                fprintf(stderr, "cowvold: the catalogue in %s cannot be used; nothing was changed\n", D.cfg.state_dir);
+                return EXIT_FAILURE;
+        }
+        D.started = now_s();
+
+        /* signals arrive through a descriptor, never in a thread's way */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        if (sfd < 0) {
+                perror("cowvold: signalfd");
+                return EXIT_FAILURE;
+        }
+
+        n = start_volumes();
+        if (n)
+                dlog(LOG_WARN_, "%d volume(s) could not be opened; they are listed as unavailable", n);
+
+        n = sd_listen_fds(1);
+        if (n > 1) {
+                fprintf(stderr, "cowvold: systemd passed %d sockets; expected one\n", n);
+                return EXIT_FAILURE;
+        } else if (n == 1) {
+                lfd = SD_LISTEN_FDS_START;
+                if (sd_is_socket_unix(lfd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                        fprintf(stderr, "cowvold: the socket systemd passed is not a listening Unix stream socket\n");
+                        return EXIT_FAILURE;
+                }
+                fcntl(lfd, F_SETFD, FD_CLOEXEC);
+        } else {
+                lfd = listen_socket(D.cfg.socket_path);
+                if (lfd < 0)
+                        return EXIT_FAILURE;
+        }
+        dlog(LOG_INFO_, "cowvold %s serving %s, state in %s", cowvol_version(),
+             n == 1 ? "the socket from systemd" : D.cfg.socket_path, D.cfg.state_dir);
+        sd_notifyf(0, "READY=1\nSTATUS=Serving %s", n == 1 ? "the socket from systemd" : D.cfg.socket_path);
+
+        r = serve(lfd, sfd);
+        sd_notify(0, "STOPPING=1");
+
+        /* stop: no new clients; requests in flight finish */
+        close(lfd);
+        if (n != 1)
+                unlink(D.cfg.socket_path);
+        pthread_mutex_lock(&D.lock);
+        D.stopping = 1;
+        for (int i = 0; i < MAX_CLIENTS; i++)
+                if (client_fds[i] >= 0)
+                        shutdown(client_fds[i], SHUT_RD);
+        pthread_cond_broadcast(&D.changed);
+        while (D.clients > 0)
+                pthread_cond_wait(&D.changed, &D.lock);
+        restore_join_all();
+        for (struct vol *v = D.vols; v; v = v->next)
+                vol_deactivate(v); /* flushes the image and the stores */
+        catalogue_save();
+        while (D.vols) {
+                struct vol *x = D.vols->next;
+                vol_free(D.vols);
+                D.vols = x;
+        }
+        pthread_mutex_unlock(&D.lock);
+        free(D.cfg.group);
+        free(state);
+        free(sock);
+        close(sfd);
+        dlog(LOG_INFO_, "Stopped cleanly");
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -209,6 +209,25 @@ int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint64_t *ret
 /** Merge step 2: drop the last @n exceptions; write the area, flushed. */
 int cowvol_store_merge_commit(cowvol_store *s, int n);
 
+/** Flush the data written to the store (cowvol_store_pwrite) to stable storage. */
+int cowvol_store_sync(cowvol_store *s);
+
+/**
+ * Read or write part of store chunk @new_chunk: @len bytes at @off within it
+ * (off + len <= chunk size).  For writable snapshots, whose chunks that
+ * already have an exception are written in place.
+ */
+int cowvol_store_pread(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off);
+int cowvol_store_pwrite(cowvol_store *s, uint64_t new_chunk, const void *buf, size_t len, uint32_t off);
+
+/**
+ * Call @fn for each exception (committed or pending) in origin-chunk order,
+ * from memory.  A non-zero return from @fn stops the walk and is returned.
+ */
+int cowvol_store_foreach_sorted(const cowvol_store *s,
+                                int (*fn)(uint64_t old_chunk, uint64_t new_chunk, void *userdata),
+                                void *userdata);
+
 /** One exception, as stored: slot @slot of metadata area @area. */
 struct cowvol_exception {
         uint64_t old_chunk;
@@ -232,6 +251,101 @@ int cowvol_store_foreach(const cowvol_store *s, cowvol_exception_fn fn, void *us
  * or truncated when it is a file; holes of the origin stay holes.
  */
 int cowvol_store_view(const cowvol_store *s, const char *origin, const char *output);
+
+/* --- the userspace engine: volumes (image files) and their snapshots ------- */
+
+typedef struct cowvol_volume cowvol_volume;
+typedef struct cowvol_snap cowvol_snap;
+
+enum cowvol_event {
+        COWVOL_EVENT_EXTENDED, /* a store grew (autoextend) */
+        COWVOL_EVENT_WARNING,  /* a store passed 80 % and cannot grow */
+        COWVOL_EVENT_INVALID,  /* a snapshot became invalid (reason in the message) */
+};
+
+typedef void (*cowvol_event_fn)(cowvol_volume *v, cowvol_snap *sn, enum cowvol_event ev, const char *msg,
+                                void *userdata);
+
+/**
+ * Open the image file @path as a volume with chunks of @chunk_bytes (a power
+ * of two from 4 KiB to 512 KiB).  Its size is the file's.
+ */
+int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_volume **ret);
+
+/** Flush and close the volume and every snapshot attached.  Accepts NULL. */
+cowvol_volume *cowvol_volume_close(cowvol_volume *v);
+
+uint64_t cowvol_volume_size(const cowvol_volume *v);
+uint32_t cowvol_volume_chunk_size(const cowvol_volume *v);
+
+/**
+ * Grow stores as LVM's autoextend does: when a store's use passes
+ * @threshold percent (50..100; 100 turns growth off), grow it by @percent
+ * of its size.  Defaults: 70 and 20.
+ */
+int cowvol_volume_set_autoextend(cowvol_volume *v, unsigned threshold, unsigned percent);
+
+/** Be told of store growth, warnings and invalidation (called with the volume locked). */
+void cowvol_volume_set_event_callback(cowvol_volume *v, cowvol_event_fn fn, void *userdata);
+
+/**
+ * Take a snapshot now: create a new store file @store_path of @store_bytes
+ * (chunk size the volume's) and attach it.  From this call on, origin writes
+ * copy into it.  -EBUSY during a restore.
+ */
+int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_path, uint64_t store_bytes,
+                                  cowvol_snap **ret);
+
+/** Attach an existing store (after a restart).  Its chunk size must be the volume's. */
+int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snap **ret);
+
+/** Detach a snapshot: flush and close its store (the file stays). */
+int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snap *sn);
+
+struct cowvol_snap_info {
+        bool valid;
+        char reason[128];               /* why it is invalid, "" if valid */
+        uint64_t exceptions;
+        uint64_t store_bytes;
+        struct cowvol_store_usage usage; /* as the kernel's status line */
+};
+
+int cowvol_snap_info(cowvol_volume *v, cowvol_snap *sn, struct cowvol_snap_info *ret);
+
+/**
+ * Read or write @len bytes at @off of the volume (@sn NULL) or of snapshot
+ * @sn.  An origin write first copies each chunk it changes into every
+ * snapshot that has no exception for it, commits those exceptions (data,
+ * flush, metadata, flush), and only then writes.  A snapshot that cannot
+ * take its copy (store full, I/O error) is invalidated; the volume's write
+ * goes on.  -EINVAL past the end, -ESTALE reading an invalid snapshot,
+ * -EBUSY writing during a restore.
+ */
+int cowvol_volume_pread(cowvol_volume *v, cowvol_snap *sn, void *buf, size_t len, uint64_t off);
+int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void *buf, size_t len, uint64_t off);
+
+/** Make every acknowledged write durable: the image and every store. */
+int cowvol_volume_flush(cowvol_volume *v);
+
+/**
+ * Restore: the volume's content becomes @sn's.  merge_begin marks the merge
+ * (reads of the volume show @sn's content at once; writes get -EBUSY);
+ * merge_step merges one run of exceptions from the end of @sn's store
+ * (copying the origin's chunks into the other snapshots first) and returns
+ * 1 while more is left, 0 when done; merge_end ends it.  A crash at any
+ * point resumes with merge_begin on the same snapshot.
+ */
+int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn);
+int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left);
+int cowvol_volume_merge_end(cowvol_volume *v);
+
+/**
+ * The byte ranges of the volume that changed since @sn was taken (or were
+ * written in @sn): runs of consecutive chunks with an exception, clipped to
+ * the volume's size, in order.
+ */
+int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
+                     void *userdata);
 
 #ifdef __cplusplus
 }

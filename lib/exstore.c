@@ -984,6 +984,45 @@ _public_ int cowvol_store_read_chunk(const cowvol_store *s, uint64_t new_chunk, 
         return s->io->pread(s->io_ctx, buf, s->chunk_bytes, chunk_offset(s, new_chunk));
 }
 
+_public_ int cowvol_store_sync(cowvol_store *s)
+{
+        if (s->rdonly)
+                return -EROFS;
+        return s->io->sync(s->io_ctx);
+}
+
+_public_ int cowvol_store_pread(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off)
+{
+        int r = check_data_chunk(s, new_chunk);
+
+        if (r < 0)
+                return r;
+        if (off > s->chunk_bytes || len > s->chunk_bytes - off)
+                return -EINVAL;
+        return s->io->pread(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
+}
+
+_public_ int cowvol_store_pwrite(cowvol_store *s, uint64_t new_chunk, const void *buf, size_t len, uint32_t off)
+{
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        r = check_data_chunk(s, new_chunk);
+        if (r < 0)
+                return r;
+        if (off > s->chunk_bytes || len > s->chunk_bytes - off)
+                return -EINVAL;
+        return s->io->pwrite(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
+}
+
+_public_ int cowvol_store_foreach_sorted(const cowvol_store *s,
+                                         int (*fn)(uint64_t old_chunk, uint64_t new_chunk, void *userdata),
+                                         void *userdata)
+{
+        return cindex_foreach(&s->index, fn, userdata);
+}
+
 int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk)
 {
         if (!s->io->is_hole || check_data_chunk(s, chunk) < 0)

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The catalogue: every volume and snapshot, in STATE_DIR/catalogue.json.
+ * It is the truth after a restart.  Saves are atomic: the whole catalogue
+ * goes to a temporary file, which is flushed, renamed over the old one, and
+ * the folder flushed; a crash leaves either the old or the new catalogue.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "daemon.h"
+
+#define CATALOGUE "catalogue.json"
+
+void new_uuid(char out[UUID_LEN + 1])
+{
+        uuid_t u;
+
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, out);
+}
+
+struct vol *vol_find(const char *name)
+{
+        for (struct vol *v = D.vols; v; v = v->next)
+                if (strcmp(v->name, name) == 0)
+                        return v;
+        return NULL;
+}
+
+struct snap *snap_find(const struct vol *v, const char *name)
+{
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (strcmp(s->name, name) == 0)
+                        return s;
+        return NULL;
+}
+
+struct snap *snap_find_uuid(const struct vol *v, const char *uuid)
+{
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (strcmp(s->uuid, uuid) == 0)
+                        return s;
+        return NULL;
+}
+
+void snap_free_meta(struct snap *s)
+{
+        if (!s)
+                return;
+        free(s->store);
+        free(s->reason);
+        free(s);
+}
+
+void vol_free(struct vol *v)
+{
+        if (!v)
+                return;
+        while (v->snaps) {
+                struct snap *n = v->snaps->next;
+                snap_free_meta(v->snaps);
+                v->snaps = n;
+        }
+        free(v->path);
+        free(v);
+}
+
+bool name_valid(const char *s, char *why, size_t len)
+{
+        size_t n = strlen(s);
+
+        if (n == 0) {
+                snprintf(why, len, "a name cannot be empty");
+                return false;
+        }
+        if (n > NAME_MAX_LEN) {
+                snprintf(why, len, "name is %zu characters long; at most %d", n, NAME_MAX_LEN);
+                return false;
+        }
+        if (s[0] == '.' || s[0] == '-') {
+                snprintf(why, len, "name '%s' starts with '%c'", s, s[0]);
+                return false;
+        }
+        for (const char *p = s; *p; p++) {
+                unsigned char c = (unsigned char)*p;
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                      c == '.' || c == '+' || c == '-')) {
+                        if (c < 0x20 || c == 0x7f)
+                                snprintf(why, len, "name contains the control character 0x%02x", c);
+                        else
+                                snprintf(why, len, "name contains '%c' (allowed: letters, digits, _ . + -)", c);
+                        return false;
+                }
+        }
+        return true;
+}
+
+/* --- reading ---------------------------------------------------------------- */
+
+static const char *jstr(json_object *o, const char *k)
+{
+        json_object *x;
+
+        return json_object_object_get_ex(o, k, &x) && json_object_is_type(x, json_type_string)
+                       ? json_object_get_string(x)
+                       : NULL;
+}
+
+static bool jint(json_object *o, const char *k, int64_t *ret)
+{
+        json_object *x;
+
+        if (!json_object_object_get_ex(o, k, &x) || !json_object_is_type(x, json_type_int))
+                return false;
+        *ret = json_object_get_int64(x);
+        return true;
+}
+
+static int load_snap(struct vol *v, json_object *o)
+{
+        struct snap *s = calloc(1, sizeof(*s));
+        const char *name = jstr(o, "name"), *uuid = jstr(o, "uuid"), *store = jstr(o, "store"),
+                   *reason = jstr(o, "reason");
+        char why[128];
+
+        if (!s)
+                return -ENOMEM;
+        if (!name || !uuid || !store || strlen(uuid) != UUID_LEN || !name_valid(name, why, sizeof(why)) ||
+            !jint(o, "created", &s->created)) {
+                free(s);
+                return dlog_errno(-EINVAL, "Catalogue: a snapshot of volume %s is malformed", v->name);
+        }
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
+        s->store = strdup(store);
+        s->reason = reason ? strdup(reason) : NULL;
+        /* keep the order of the file: append */
+        struct snap **p = &v->snaps;
+        while (*p)
+                p = &(*p)->next;
+        *p = s;
+        return 0;
+}
+
+static int load_vol(json_object *o, struct vol ***tail)
+{
+        struct vol *v = calloc(1, sizeof(*v));
+        const char *name = jstr(o, "name"), *uuid = jstr(o, "uuid"), *path = jstr(o, "path");
+        json_object *snaps, *owned, *restore;
+        int64_t size, chunk;
+        char why[128];
+        int r;
+
+        if (!v)
+                return -ENOMEM;
+        if (!name || !uuid || !path || !name_valid(name, why, sizeof(why)) || strlen(uuid) != UUID_LEN ||
+            !jint(o, "size", &size) || !jint(o, "chunk_size", &chunk) || !jint(o, "created", &v->created) ||
+            size <= 0 || chunk < (int64_t)COWVOL_CHUNK_MIN || chunk > (int64_t)COWVOL_CHUNK_MAX) {
+                free(v);
+                return dlog_errno(-EINVAL, "Catalogue: a volume entry is malformed");
+        }
+        snprintf(v->name, sizeof(v->name), "%s", name);
+        snprintf(v->uuid, sizeof(v->uuid), "%s", uuid);
+        v->path = strdup(path);
+        v->size = (uint64_t)size;
+        v->chunk = (uint32_t)chunk;
+        v->owned = json_object_object_get_ex(o, "owned", &owned) && json_object_get_boolean(owned);
+        if (json_object_object_get_ex(o, "snapshots", &snaps) && json_object_is_type(snaps, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(snaps); i++) {
+                        r = load_snap(v, json_object_array_get_idx(snaps, i));
+                        if (r < 0) {
+                                vol_free(v);
+                                return r;
+                        }
+                }
+        if (json_object_object_get_ex(o, "restore", &restore) && json_object_is_type(restore, json_type_object)) {
+                const char *su = jstr(restore, "snapshot");
+                json_object *keep;
+                v->restoring = su ? snap_find_uuid(v, su) : NULL;
+                if (!v->restoring) {
+                        vol_free(v);
+                        return dlog_errno(-EINVAL, "Catalogue: volume %s restores from an unknown snapshot", name);
+                }
+                v->restore_keep = json_object_object_get_ex(restore, "keep", &keep) && json_object_get_boolean(keep);
+        }
+        **tail = v;
+        *tail = &v->next;
+        return 0;
+}
+
+int catalogue_load(void)
+{
+        char path[4096];
+        json_object *root, *vols;
+        struct vol **tail = &D.vols;
+        int64_t version;
+        int r = 0;
+
+        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
+        if (access(path, F_OK) < 0 && errno == ENOENT)
+                return 0; /* a new state folder */
+        root = json_object_from_file(path);
+        if (!root)
+                return dlog_errno(-EINVAL, "Cannot read the catalogue %s: %s", path, json_util_get_last_err());
+        if (!jint(root, "version", &version) || version != 1) {
+                json_object_put(root);
+                return dlog_errno(-EPROTONOSUPPORT, "Catalogue %s: unknown version", path);
+        }
+        if (json_object_object_get_ex(root, "volumes", &vols) && json_object_is_type(vols, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(vols) && r >= 0; i++)
+                        r = load_vol(json_object_array_get_idx(vols, i), &tail);
+        json_object_put(root);
+        return r;
+}
+
+/* --- writing ---------------------------------------------------------------- */
+
+static json_object *snap_json(const struct snap *s)
+{
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "name", json_object_new_string(s->name));
+        json_object_object_add(o, "uuid", json_object_new_string(s->uuid));
+        json_object_object_add(o, "store", json_object_new_string(s->store));
+        json_object_object_add(o, "created", json_object_new_int64(s->created));
+        if (s->reason)
+                json_object_object_add(o, "reason", json_object_new_string(s->reason));
+        return o;
+}
+
+static json_object *vol_json(const struct vol *v)
+{
+        json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+        json_object_object_add(o, "name", json_object_new_string(v->name));
+        json_object_object_add(o, "uuid", json_object_new_string(v->uuid));
+        json_object_object_add(o, "path", json_object_new_string(v->path));
+        json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
+        json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk));
+        json_object_object_add(o, "owned", json_object_new_boolean(v->owned));
+        json_object_object_add(o, "created", json_object_new_int64(v->created));
+        for (struct snap *s = v->snaps; s; s = s->next)
+                json_object_array_add(a, snap_json(s));
+        json_object_object_add(o, "snapshots", a);
+        if (v->restoring) {
+                json_object *r = json_object_new_object();
+                json_object_object_add(r, "snapshot", json_object_new_string(v->restoring->uuid));
+                json_object_object_add(r, "keep", json_object_new_boolean(v->restore_keep));
+                json_object_object_add(o, "restore", r);
+        }
+        return o;
+}
+
+int catalogue_save(void)
+{
+        char path[4096], tmp[4096];
+        json_object *root = json_object_new_object(), *a = json_object_new_array();
+        const char *text;
+        size_t len;
+        int fd, dfd, r = 0;
+
+        json_object_object_add(root, "version", json_object_new_int(1));
+        for (struct vol *v = D.vols; v; v = v->next)
+                json_object_array_add(a, vol_json(v));
+        json_object_object_add(root, "volumes", a);
+        text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        len = strlen(text);
+
+        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
+        snprintf(tmp, sizeof(tmp), "%s/." CATALOGUE ".tmp", D.cfg.state_dir);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                r = -errno;
+                goto out;
+        }
+        for (size_t off = 0; off < len;) {
+                ssize_t n = write(fd, text + off, len - off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        break;
+                }
+                off += (size_t)n;
+        }
+        if (r == 0 && (write(fd, "\n", 1) != 1 || fsync(fd) < 0))
+                r = -errno ? -errno : -EIO;
+        close(fd);
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0) {
+                unlink(tmp);
+                goto out;
+        }
+        dfd = open(D.cfg.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                if (fsync(dfd) < 0)
+                        r = -errno;
+                close(dfd);
+        }
+out:
+        json_object_put(root);
+        if (r < 0)
+                dlog_errno(r, "Cannot save the catalogue %s: %m", path);
+        return r;
+}

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* cowvold: what the daemon's files share. */
+#ifndef COWVOLD_H
+#define COWVOLD_H
+
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cowvol.h"
+
+#define NAME_MAX_LEN 64
+#define UUID_LEN 36
+#define PROTOCOL_VERSION 1
+#define LINE_MAX_BYTES (64 * 1024)
+
+struct snap {
+        char name[NAME_MAX_LEN + 1];
+        char uuid[UUID_LEN + 1];
+        char *store;   /* path of the store file */
+        int64_t created;
+        char *reason;  /* why invalid (persisted), or NULL */
+        cowvol_snap *eng;
+        unsigned refs; /* I/O in flight through it */
+        struct snap *next;
+};
+
+struct vol {
+        char name[NAME_MAX_LEN + 1];
+        char uuid[UUID_LEN + 1];
+        char *path; /* image file */
+        uint64_t size;
+        uint32_t chunk;
+        bool owned; /* made by create: rm deletes the image */
+        int64_t created;
+        struct snap *snaps;
+        cowvol_volume *eng;
+        unsigned refs;
+
+        /* a restore (persisted: snapshot uuid and keep) */
+        struct snap *restoring;
+        bool restore_keep;
+        uint64_t restore_total, restore_left;
+        bool restore_thread;
+        pthread_t restore_tid;
+
+        struct vol *next;
+};
+
+struct config {
+        const char *state_dir;
+        const char *socket_path;
+        const char *config_file;
+        char *group; /* may read and change volumes, beside root */
+        gid_t gid;
+        bool have_gid;
+        unsigned autoextend_threshold, autoextend_percent;
+        bool foreground;
+};
+
+struct daemon {
+        pthread_mutex_t lock; /* the catalogue and every struct vol/snap */
+        pthread_cond_t changed;
+        struct vol *vols;
+        struct config cfg;
+        double started;
+        unsigned clients;
+        volatile int stopping;
+};
+
+extern struct daemon D;
+
+/* log.c-like helpers in main.c */
+void dlog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define LOG_ERR_ 3
+#define LOG_WARN_ 4
+#define LOG_INFO_ 6
+int dlog_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* catalogue.c: the truth about volumes and snapshots, in state_dir */
+int catalogue_load(void);
+int catalogue_save(void); /* atomic: write, fsync, rename, fsync the folder */
+struct vol *vol_find(const char *name);
+struct snap *snap_find(const struct vol *v, const char *name);
+struct snap *snap_find_uuid(const struct vol *v, const char *uuid);
+void vol_free(struct vol *v);
+void snap_free_meta(struct snap *s);
+void new_uuid(char out[UUID_LEN + 1]);
+
+/* engine glue (volumes.c) */
+int vol_activate(struct vol *v);      /* open the engine and attach the snapshots */
+void vol_deactivate(struct vol *v);
+int restore_start(struct vol *v);     /* spawn the thread; D.lock held */
+void restore_join_all(void);
+
+/* cowvold.c */
+void clients_forget(int fd);
+
+/* session.c */
+void *session_main(void *arg);
+
+/* handlers.c */
+struct peer {
+        pid_t pid;
+        uid_t uid;
+        gid_t gid;
+        bool admin; /* root or the configured group */
+        int fd;     /* file descriptor passed with the request, or -1 */
+};
+
+/* Fill *ret_result, or set *ret_err to a negative errno and *ret_msg to a
+ * malloc'd sentence. */
+void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result, int *ret_err,
+                    char **ret_msg);
+
+bool name_valid(const char *s, char *why, size_t len);
+
+#endif

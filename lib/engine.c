@@ -1,0 +1,680 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The userspace engine: copy-on-write over an image file, with snapshots
+ * kept in stores of the kernel's format.
+ *
+ * Invariants:
+ *  - A snapshot's content is, chunk by chunk, its store's chunk when it has
+ *    an exception, else the origin's chunk.
+ *  - Before an origin chunk changes, every valid snapshot without an
+ *    exception for it receives the old chunk and commits the exception
+ *    (data, flush, metadata, flush); only then is the origin written.  A
+ *    chunk is copied once per snapshot: the copy and the check happen under
+ *    the volume's write lock, so racing writers cannot both copy.
+ *  - Readers take the read lock, writers the write lock: a reader never sees
+ *    an origin chunk between "no exception yet" and its copy.
+ *  - A restore (merge) of snapshot M consumes M's exceptions from the end,
+ *    as the kernel's snapshot-merge: for each run, copy the origin chunks
+ *    into the other snapshots that need them, copy M's chunks onto the
+ *    origin, flush the origin, then clear the entries (flushed).  A crash
+ *    resumes at the first entry not cleared; redoing a copy is harmless.
+ *    While it runs, volume reads of chunks M still holds come from M, and
+ *    writes are refused (-EBUSY).
+ *  - A snapshot whose store cannot take a copy (full, I/O error) is
+ *    invalidated (header valid=0, as the kernel does); the origin write
+ *    goes on: the volume is never harmed by a snapshot.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+struct cowvol_snap {
+        cowvol_store *store;
+        char *path;
+        char reason[128];
+        struct cowvol_snap *next;
+};
+
+struct cowvol_volume {
+        pthread_rwlock_t lock;
+        int fd;
+        uint64_t size;
+        uint32_t chunk;
+        unsigned threshold, percent;
+        cowvol_event_fn event_fn;
+        void *event_ud;
+        struct cowvol_snap *snaps;
+        struct cowvol_snap *merging;
+        uint64_t merge_total;
+        uint8_t *buf; /* one chunk, used under the write lock */
+};
+
+_public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_volume **ret)
+{
+        cowvol_volume *v;
+        struct stat st;
+        int fd, r;
+
+        if (!path || !ret)
+                return -EINVAL;
+        if (chunk_bytes < COWVOL_CHUNK_MIN || chunk_bytes > COWVOL_CHUNK_MAX || (chunk_bytes & (chunk_bytes - 1)))
+                return log_err(-EINVAL, "Chunk size %" PRIu32 " is not a power of two from 4 KiB to 512 KiB",
+                               chunk_bytes);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return log_err(-errno, "Cannot open the image: %m");
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                close(fd);
+                return log_err(-EINVAL, "Not a regular file: the userspace engine serves image files");
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                close(fd);
+                return log_err(-EBUSY, "The image is in use by another process");
+        }
+        v = calloc(1, sizeof(*v));
+        if (!v || !(v->buf = malloc(chunk_bytes))) {
+                if (v)
+                        free(v);
+                close(fd);
+                return -ENOMEM;
+        }
+        r = pthread_rwlock_init(&v->lock, NULL);
+        if (r) {
+                free(v->buf);
+                free(v);
+                close(fd);
+                return -r;
+        }
+        v->fd = fd;
+        v->size = (uint64_t)st.st_size;
+        v->chunk = chunk_bytes;
+        v->threshold = 70;
+        v->percent = 20;
+        *ret = v;
+        return 0;
+}
+
+static void snap_free(struct cowvol_snap *sn)
+{
+        if (!sn)
+                return;
+        cowvol_store_close(sn->store);
+        free(sn->path);
+        free(sn);
+}
+
+_public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
+{
+        if (!v)
+                return NULL;
+        (void)cowvol_volume_flush(v);
+        while (v->snaps) {
+                struct cowvol_snap *n = v->snaps->next;
+                snap_free(v->snaps);
+                v->snaps = n;
+        }
+        pthread_rwlock_destroy(&v->lock);
+        close(v->fd);
+        free(v->buf);
+        free(v);
+        return NULL;
+}
+
+_public_ uint64_t cowvol_volume_size(const cowvol_volume *v)
+{
+        return v->size;
+}
+
+_public_ uint32_t cowvol_volume_chunk_size(const cowvol_volume *v)
+{
+        return v->chunk;
+}
+
+_public_ int cowvol_volume_set_autoextend(cowvol_volume *v, unsigned threshold, unsigned percent)
+{
+        if (threshold < 50 || threshold > 100 || percent < 1 || percent > 1000)
+                return -EINVAL;
+        pthread_rwlock_wrlock(&v->lock);
+        v->threshold = threshold;
+        v->percent = percent;
+        pthread_rwlock_unlock(&v->lock);
+        return 0;
+}
+
+_public_ void cowvol_volume_set_event_callback(cowvol_volume *v, cowvol_event_fn fn, void *userdata)
+{
+        v->event_fn = fn;
+        v->event_ud = userdata;
+}
+
+_printf_(4, 5) static void event(cowvol_volume *v, cowvol_snap *sn, enum cowvol_event ev, const char *fmt, ...)
+{
+        char msg[256];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        if (v->event_fn)
+                v->event_fn(v, sn, ev, msg, v->event_ud);
+}
+
+static void snap_invalidate(cowvol_volume *v, struct cowvol_snap *sn, const char *reason)
+{
+        if (cowvol_store_is_valid(sn->store))
+                (void)cowvol_store_invalidate(sn->store);
+        if (!sn->reason[0]) {
+                snprintf(sn->reason, sizeof(sn->reason), "%s", reason);
+                event(v, sn, COWVOL_EVENT_INVALID, "%s", reason);
+        }
+}
+
+static int attach(cowvol_volume *v, cowvol_store *st, const char *path, cowvol_snap **ret)
+{
+        struct cowvol_snap *sn;
+
+        if (cowvol_store_chunk_size(st) != v->chunk) {
+                cowvol_store_close(st);
+                return log_err(-EINVAL, "The store's chunk size (%" PRIu32 ") is not the volume's (%" PRIu32 ")",
+                               cowvol_store_chunk_size(st), v->chunk);
+        }
+        sn = calloc(1, sizeof(*sn));
+        if (!sn || !(sn->path = strdup(path))) {
+                free(sn);
+                cowvol_store_close(st);
+                return -ENOMEM;
+        }
+        sn->store = st;
+        if (!cowvol_store_is_valid(st))
+                snprintf(sn->reason, sizeof(sn->reason), "invalidated (store full or I/O error)");
+        sn->next = v->snaps;
+        v->snaps = sn;
+        *ret = sn;
+        return 0;
+}
+
+_public_ int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_path, uint64_t store_bytes,
+                                           cowvol_snap **ret)
+{
+        cowvol_store *st;
+        int r;
+
+        if (!v || !store_path || !ret)
+                return -EINVAL;
+        pthread_rwlock_wrlock(&v->lock);
+        if (v->merging) {
+                r = log_err(-EBUSY, "A restore is running on this volume");
+                goto out;
+        }
+        /* the origin's acknowledged writes are on disk before the snapshot
+         * begins (an unflushed write must not be half in, half out) */
+        if (fdatasync(v->fd) < 0) {
+                r = log_err(-errno, "Cannot flush the volume: %m");
+                goto out;
+        }
+        r = cowvol_store_create(store_path, v->chunk, store_bytes, 0, &st);
+        if (r < 0)
+                goto out;
+        r = attach(v, st, store_path, ret);
+        if (r < 0)
+                unlink(store_path);
+out:
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snap **ret)
+{
+        cowvol_store *st;
+        int r;
+
+        if (!v || !store_path || !ret)
+                return -EINVAL;
+        r = cowvol_store_open(store_path, 0, &st);
+        if (r < 0)
+                return r;
+        pthread_rwlock_wrlock(&v->lock);
+        r = attach(v, st, store_path, ret);
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snap *sn)
+{
+        struct cowvol_snap **p;
+        int r = -ENOENT;
+
+        pthread_rwlock_wrlock(&v->lock);
+        if (v->merging == sn) {
+                r = -EBUSY;
+                goto out;
+        }
+        for (p = &v->snaps; *p; p = &(*p)->next)
+                if (*p == sn) {
+                        *p = sn->next;
+                        if (cowvol_store_is_valid(sn->store))
+                                (void)cowvol_store_sync(sn->store);
+                        snap_free(sn);
+                        r = 0;
+                        break;
+                }
+out:
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_snap_info(cowvol_volume *v, cowvol_snap *sn, struct cowvol_snap_info *ret)
+{
+        pthread_rwlock_rdlock(&v->lock);
+        memset(ret, 0, sizeof(*ret));
+        ret->valid = cowvol_store_is_valid(sn->store);
+        snprintf(ret->reason, sizeof(ret->reason), "%s", ret->valid ? "" : sn->reason);
+        ret->exceptions = ret->valid ? cowvol_store_count(sn->store) : 0;
+        cowvol_store_usage(sn->store, &ret->usage);
+        ret->store_bytes = ret->usage.total_sectors * COWVOL_SECTOR_SIZE;
+        pthread_rwlock_unlock(&v->lock);
+        return 0;
+}
+
+/* --- I/O ------------------------------------------------------------------- */
+
+/* Read origin chunk @c whole; past the end of the volume reads as zeros. */
+static int origin_read_chunk(cowvol_volume *v, uint64_t c, uint8_t *buf)
+{
+        uint64_t off = c * v->chunk;
+        size_t n = v->size - off < v->chunk ? (size_t)(v->size - off) : v->chunk;
+        int r = pread_full(v->fd, buf, n, off);
+
+        if (r >= 0 && n < v->chunk)
+                memset(buf + n, 0, v->chunk - n);
+        return r;
+}
+
+/* Grow @sn's store before it fills, as LVM's autoextend. */
+static void maybe_extend(cowvol_volume *v, struct cowvol_snap *sn)
+{
+        struct cowvol_store_usage u;
+        uint64_t size, grown;
+        char a[32], b[32];
+
+        cowvol_store_usage(sn->store, &u);
+        if (!u.total_sectors || u.allocated_sectors * 100 < u.total_sectors * v->threshold)
+                return;
+        size = u.total_sectors * COWVOL_SECTOR_SIZE;
+        if (v->threshold >= 100) {
+                return;
+        }
+        grown = size + (size * v->percent + 99) / 100;
+        grown = (grown + v->chunk - 1) / v->chunk * v->chunk;
+        if (cowvol_store_grow(sn->store, grown) == 0)
+                event(v, sn, COWVOL_EVENT_EXTENDED, "store grew from %s to %s (use passed %u%%)",
+                      cowvol_format_size(size, a, sizeof(a)), cowvol_format_size(grown, b, sizeof(b)),
+                      v->threshold);
+        else if (u.allocated_sectors * 100 >= u.total_sectors * 80)
+                event(v, sn, COWVOL_EVENT_WARNING, "store is %.0f%% full and cannot grow",
+                      100.0 * (double)u.allocated_sectors / (double)u.total_sectors);
+}
+
+/* Copy origin chunk @c into every valid snapshot (but @skip) that lacks it.
+ * Exceptions are added, not committed: the caller commits them together. */
+static int cow_chunk(cowvol_volume *v, uint64_t c, struct cowvol_snap *skip)
+{
+        struct cowvol_snap *sn;
+        bool loaded = false;
+        int r;
+
+        for (sn = v->snaps; sn; sn = sn->next) {
+                uint64_t nw;
+
+                if (sn == skip || !cowvol_store_is_valid(sn->store) || cowvol_store_lookup(sn->store, c, &nw))
+                        continue;
+                if (!loaded) {
+                        r = origin_read_chunk(v, c, v->buf);
+                        if (r < 0)
+                                return log_err(r, "Cannot read chunk %" PRIu64 " of the volume: %m", c);
+                        loaded = true;
+                }
+                maybe_extend(v, sn);
+                r = cowvol_store_allocate(sn->store, &nw);
+                if (r == -ENOSPC) {
+                        snap_invalidate(v, sn, "overflow: the store is full");
+                        continue;
+                }
+                if (r >= 0)
+                        r = cowvol_store_write_chunk(sn->store, nw, v->buf);
+                if (r >= 0)
+                        r = cowvol_store_add(sn->store, c, nw);
+                if (r < 0)
+                        snap_invalidate(v, sn, "I/O error writing the store");
+        }
+        return 0;
+}
+
+static void commit_all(cowvol_volume *v)
+{
+        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next)
+                if (cowvol_store_is_valid(sn->store) && cowvol_store_commit(sn->store) < 0)
+                        snap_invalidate(v, sn, "I/O error committing exceptions");
+}
+
+static int check_range(const cowvol_volume *v, size_t len, uint64_t off)
+{
+        if (off > v->size || len > v->size - off)
+                return -EINVAL;
+        return 0;
+}
+
+static bool snap_attached(const cowvol_volume *v, const struct cowvol_snap *sn)
+{
+        for (const struct cowvol_snap *p = v->snaps; p; p = p->next)
+                if (p == sn)
+                        return true;
+        return false;
+}
+
+/* Read [off, off+len) of chunk-aligned pieces through @sn (NULL: origin,
+ * redirected to the merging snapshot where it still holds chunks). */
+static int read_locked(cowvol_volume *v, struct cowvol_snap *sn, uint8_t *buf, size_t len, uint64_t off)
+{
+        struct cowvol_snap *from = sn ? sn : v->merging;
+
+        while (len > 0) {
+                uint64_t c = off / v->chunk, nw;
+                uint32_t in = (uint32_t)(off % v->chunk);
+                size_t n = v->chunk - in < len ? v->chunk - in : len;
+                int r;
+
+                if (from && cowvol_store_lookup(from->store, c, &nw) == 1)
+                        r = cowvol_store_pread(from->store, nw, buf, n, in);
+                else
+                        r = pread_full(v->fd, buf, n, off);
+                if (r < 0)
+                        return r;
+                buf += n;
+                off += n;
+                len -= n;
+        }
+        return 0;
+}
+
+_public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snap *sn, void *buf, size_t len, uint64_t off)
+{
+        int r = check_range(v, len, off);
+
+        if (r < 0)
+                return r;
+        pthread_rwlock_rdlock(&v->lock);
+        if (sn && !snap_attached(v, sn))
+                r = -ENOENT;
+        else if (sn && !cowvol_store_is_valid(sn->store))
+                r = -ESTALE;
+        else
+                r = read_locked(v, sn, buf, len, off);
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64_t off)
+{
+        uint64_t first = off / v->chunk, last = (off + len - 1) / v->chunk, c;
+        int r;
+
+        for (c = first; c <= last; c++) {
+                r = cow_chunk(v, c, NULL);
+                if (r < 0)
+                        return r;
+        }
+        /* every copy is committed before the origin changes */
+        commit_all(v);
+        return pwrite_full(v->fd, buf, len, off);
+}
+
+static int write_snapshot(cowvol_volume *v, struct cowvol_snap *sn, const uint8_t *buf, size_t len, uint64_t off)
+{
+        bool added = false;
+        int r = 0;
+
+        while (len > 0) {
+                uint64_t c = off / v->chunk, nw;
+                uint32_t in = (uint32_t)(off % v->chunk);
+                size_t n = v->chunk - in < len ? v->chunk - in : len;
+
+                if (cowvol_store_lookup(sn->store, c, &nw) == 1) {
+                        r = cowvol_store_pwrite(sn->store, nw, buf, n, in);
+                } else {
+                        /* a new exception: the origin's chunk with this write on it */
+                        maybe_extend(v, sn);
+                        r = origin_read_chunk(v, c, v->buf);
+                        if (r >= 0)
+                                r = cowvol_store_allocate(sn->store, &nw);
+                        if (r >= 0) {
+                                memcpy(v->buf + in, buf, n);
+                                r = cowvol_store_write_chunk(sn->store, nw, v->buf);
+                        }
+                        if (r >= 0)
+                                r = cowvol_store_add(sn->store, c, nw);
+                        added = added || r >= 0;
+                }
+                if (r < 0)
+                        break;
+                buf += n;
+                off += n;
+                len -= n;
+        }
+        if (added) {
+                int q = cowvol_store_commit(sn->store);
+                if (q < 0) {
+                        snap_invalidate(v, sn, "I/O error committing exceptions");
+                        if (r >= 0)
+                                r = q;
+                }
+        }
+        if (r == -ENOSPC)
+                snap_invalidate(v, sn, "overflow: the store is full");
+        else if (r < 0)
+                snap_invalidate(v, sn, "I/O error writing the store");
+        return r;
+}
+
+_public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void *buf, size_t len, uint64_t off)
+{
+        int r = check_range(v, len, off);
+
+        if (r < 0)
+                return r;
+        if (len == 0)
+                return 0;
+        pthread_rwlock_wrlock(&v->lock);
+        if (sn && !snap_attached(v, sn))
+                r = -ENOENT;
+        else if (v->merging)
+                r = -EBUSY;
+        else if (sn && !cowvol_store_is_valid(sn->store))
+                r = -ESTALE;
+        else if (sn)
+                r = write_snapshot(v, sn, buf, len, off);
+        else
+                r = write_origin(v, buf, len, off);
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_flush(cowvol_volume *v)
+{
+        int r = 0;
+
+        pthread_rwlock_rdlock(&v->lock);
+        if (fdatasync(v->fd) < 0)
+                r = -errno;
+        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next)
+                if (cowvol_store_is_valid(sn->store) && cowvol_store_sync(sn->store) < 0 && r == 0)
+                        r = -EIO;
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+/* --- restore ----------------------------------------------------------------- */
+
+_public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn)
+{
+        int r = 0;
+
+        pthread_rwlock_wrlock(&v->lock);
+        if (!snap_attached(v, sn))
+                r = -ENOENT;
+        else if (v->merging && v->merging != sn)
+                r = -EBUSY;
+        else if (!cowvol_store_is_valid(sn->store))
+                r = log_err(-ESTALE, "The snapshot is invalid: it cannot be restored");
+        else {
+                v->merging = sn;
+                v->merge_total = cowvol_store_count(sn->store);
+        }
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
+{
+        struct cowvol_snap *m;
+        uint64_t old, nw, i;
+        int n, r;
+
+        pthread_rwlock_wrlock(&v->lock);
+        m = v->merging;
+        if (!m) {
+                r = -EINVAL;
+                goto out;
+        }
+        n = cowvol_store_merge_prepare(m->store, &old, &nw);
+        if (n <= 0) {
+                r = n;
+                goto out;
+        }
+        /* the other snapshots keep the origin's chunks before they change */
+        for (i = 0; i < (uint64_t)n; i++) {
+                r = cow_chunk(v, old + i, m);
+                if (r < 0)
+                        goto out;
+        }
+        commit_all(v);
+        for (i = 0; i < (uint64_t)n; i++) {
+                uint64_t off = (old + i) * v->chunk;
+                if (off >= v->size)
+                        continue; /* beyond the volume: nothing to restore */
+                r = cowvol_store_read_chunk(m->store, nw + i, v->buf);
+                if (r >= 0)
+                        r = pwrite_full(v->fd, v->buf,
+                                        v->size - off < v->chunk ? (size_t)(v->size - off) : v->chunk, off);
+                if (r < 0) {
+                        log_err(r, "Cannot restore chunk %" PRIu64 ": %m", old + i);
+                        goto out;
+                }
+        }
+        /* the origin holds the run durably before the entries go */
+        if (fdatasync(v->fd) < 0) {
+                r = log_err(-errno, "Cannot flush the volume: %m");
+                goto out;
+        }
+        r = cowvol_store_merge_commit(m->store, n);
+        if (r < 0)
+                goto out;
+        r = cowvol_store_count(m->store) > 0 ? 1 : 0;
+out:
+        if (r >= 0 && ret_left && m)
+                *ret_left = cowvol_store_count(m->store);
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_merge_end(cowvol_volume *v)
+{
+        struct cowvol_snap *m;
+        cowvol_store *st;
+        int r = 0;
+
+        pthread_rwlock_wrlock(&v->lock);
+        m = v->merging;
+        v->merging = NULL;
+        /* the merged store is empty: reopen it so it serves as a snapshot
+         * of the restored content (restore --keep) */
+        if (m && cowvol_store_count(m->store) == 0) {
+                m->store = cowvol_store_close(m->store);
+                r = cowvol_store_open(m->path, 0, &st);
+                if (r >= 0)
+                        m->store = st;
+                else {
+                        /* keep a placeholder so the list stays whole */
+                        if (cowvol_store_open(m->path, COWVOL_STORE_RDONLY, &st) >= 0)
+                                m->store = st;
+                }
+        }
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+/* --- diff ------------------------------------------------------------------------ */
+
+struct diff_ctx {
+        const cowvol_volume *v;
+        uint64_t start, next; /* current run, in chunks; next == 0: none */
+        bool have;
+        int (*fn)(uint64_t off, uint64_t len, void *userdata);
+        void *ud;
+};
+
+static int diff_emit(struct diff_ctx *d)
+{
+        uint64_t off = d->start * d->v->chunk, end = d->next * d->v->chunk;
+
+        if (end > d->v->size)
+                end = d->v->size;
+        if (!d->have || off >= end)
+                return 0;
+        return d->fn(off, end - off, d->ud);
+}
+
+static int diff_one(uint64_t old, uint64_t nw, void *ud)
+{
+        struct diff_ctx *d = ud;
+        int r;
+
+        (void)nw;
+        if (d->have && old == d->next) {
+                d->next++;
+                return 0;
+        }
+        r = diff_emit(d);
+        if (r)
+                return r;
+        d->have = true;
+        d->start = old;
+        d->next = old + 1;
+        return 0;
+}
+
+_public_ int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
+                              void *userdata)
+{
+        struct diff_ctx d = { .v = v, .fn = fn, .ud = userdata };
+        int r;
+
+        pthread_rwlock_rdlock(&v->lock);
+        if (!snap_attached(v, sn))
+                r = -ENOENT;
+        else if (!cowvol_store_is_valid(sn->store))
+                r = -ESTALE;
+        else {
+                r = cowvol_store_foreach_sorted(sn->store, diff_one, &d);
+                if (r == 0)
+                        r = diff_emit(&d);
+        }
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
