@@ -13,6 +13,8 @@ SBINDIR ?= $(PREFIX)/sbin
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 DESTDIR ?=
 
@@ -141,10 +143,17 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	  -e 's|@VERSION@|$(VERSION)|' lib/cowvol.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc
 	install -m 0644 doc/cowvol.8 $(DESTDIR)$(MANDIR)/man8/cowvol.8
+	install -m 0644 doc/cowvold.8 $(DESTDIR)$(MANDIR)/man8/cowvold.8
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|' systemd/cowvold.service.in > $(DESTDIR)$(UNITDIR)/cowvold.service
+	install -m 0644 systemd/cowvold.socket $(DESTDIR)$(UNITDIR)/cowvold.socket
+	install -m 0644 systemd/cowvol-sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/cowvol.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cowvol $(DESTDIR)$(SBINDIR)/cowvold $(DESTDIR)$(LIBDIR)/libcowvol.so* \
-	  $(DESTDIR)$(INCLUDEDIR)/cowvol.h $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc $(DESTDIR)$(MANDIR)/man8/cowvol.8
+	  $(DESTDIR)$(INCLUDEDIR)/cowvol.h $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc $(DESTDIR)$(MANDIR)/man8/cowvol.8 \
+	  $(DESTDIR)$(MANDIR)/man8/cowvold.8 $(DESTDIR)$(UNITDIR)/cowvold.service $(DESTDIR)$(UNITDIR)/cowvold.socket \
+	  $(DESTDIR)$(SYSUSERSDIR)/cowvol.conf
 
 clean:
 	rm -rf build/*.o build/lib build/cli build/daemon build/tests build/san build/bench build/fuzz \
