@@ -87,6 +87,26 @@ int cindex_lookup(const struct cindex *x, uint64_t old, uint64_t *ret_new)
         return 0;
 }
 
+size_t cindex_lookup_run(const struct cindex *x, uint64_t old, size_t max, uint64_t *ret_new)
+{
+        struct cindex_entry *e = tail_slot(x, old);
+        size_t i, k;
+
+        if (e && e->new_chunk) {
+                *ret_new = e->new_chunk;
+                return 1;
+        }
+        i = main_lower_bound(x, old);
+        if (i >= x->n_main || x->main[i].old != old || !x->main[i].new_chunk)
+                return 0;
+        *ret_new = x->main[i].new_chunk;
+        /* neighbours in the sorted array: consecutive on both sides? */
+        for (k = 1; k < max && i + k < x->n_main; k++)
+                if (x->main[i + k].old != old + k || x->main[i + k].new_chunk != *ret_new + k)
+                        break;
+        return k;
+}
+
 static int cmp_entry(const void *a, const void *b)
 {
         const struct cindex_entry *x = a, *y = b;

@@ -66,6 +66,7 @@ typedef struct cowvol_store cowvol_store;
 enum cowvol_store_flags {
         COWVOL_STORE_RDONLY = 1u << 0, /* open: never write */
         COWVOL_STORE_FORCE = 1u << 1,  /* create: overwrite an existing store */
+        COWVOL_STORE_PREALLOCATE = 1u << 2, /* a file's new size gets its blocks (fallocate) */
 };
 
 /**
@@ -151,6 +152,13 @@ const char *cowvol_store_status_line(const cowvol_store *s, char *buf, size_t le
 int cowvol_store_lookup(const cowvol_store *s, uint64_t old, uint64_t *ret_new);
 
 /**
+ * As cowvol_store_lookup, for a run: returns how many origin chunks from
+ * @old on (at most @max) have exceptions at consecutive store chunks from
+ * *ret_new on; 0 when @old has no exception.  (It may stop a run early.)
+ */
+size_t cowvol_store_lookup_run(const cowvol_store *s, uint64_t old, size_t max, uint64_t *ret_new);
+
+/**
  * Reserve the next free data chunk (skipping metadata chunks, as the
  * kernel).  -ENOSPC when the store is full, -EROFS on a read-only store,
  * -ESTALE on an invalid one, -EBUSY while merging.  The chunk is used only
@@ -160,6 +168,8 @@ int cowvol_store_allocate(cowvol_store *s, uint64_t *ret_new);
 
 /** Write one whole chunk of data into store chunk @new_chunk. */
 int cowvol_store_write_chunk(cowvol_store *s, uint64_t new_chunk, const void *buf);
+/** Write @n whole chunks into consecutive data chunks from @first (no metadata chunk between). */
+int cowvol_store_write_chunks(cowvol_store *s, uint64_t first, uint64_t n, const void *buf);
 /** Read one whole chunk of data from store chunk @new_chunk. */
 int cowvol_store_read_chunk(const cowvol_store *s, uint64_t new_chunk, void *buf);
 
@@ -213,8 +223,9 @@ int cowvol_store_merge_commit(cowvol_store *s, int n);
 int cowvol_store_sync(cowvol_store *s);
 
 /**
- * Read or write part of store chunk @new_chunk: @len bytes at @off within it
- * (off + len <= chunk size).  For writable snapshots, whose chunks that
+ * Read or write @len bytes at @off within store chunk @new_chunk, going on
+ * into the data chunks after it when the span is longer (never across a
+ * metadata chunk: -ERANGE).  For writable snapshots, whose chunks that
  * already have an exception are written in place.
  */
 int cowvol_store_pread(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off);

@@ -20,6 +20,14 @@
  *    resumes at the first entry not cleared; redoing a copy is harmless.
  *    While it runs, volume reads of chunks M still holds come from M, and
  *    writes are refused (-EBUSY).
+ *  - Group commit: the copies a write makes are added as pending exceptions
+ *    and the new origin data waits in memory (the "deferred" chunks, which
+ *    reads are served from) until a commit: on flush, on snapshot changes,
+ *    or when 32 MiB wait.  A commit makes every store durable (data, flush,
+ *    metadata, flush) and only then writes the deferred chunks to the
+ *    image.  So the order above holds, and a write costs two flushes per
+ *    commit, not per request.  As with a disk's write cache, a write is
+ *    durable once a flush returns.
  *  - A snapshot whose store cannot take a copy (full, I/O error) is
  *    invalidated (header valid=0, as the kernel does); the origin write
  *    goes on: the volume is never harmed by a snapshot.
@@ -30,7 +38,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "internal.h"
 
@@ -53,7 +63,26 @@ struct cowvol_volume {
         struct cowvol_snap *merging;
         uint64_t merge_total;
         uint8_t *buf; /* one chunk, used under the write lock */
+
+        /* origin chunks written since the last commit whose copies are not
+         * committed yet: they wait here (and are read from here) until the
+         * exceptions are durable, then go to the image */
+        struct deferred **dtab;
+        size_t n_deferred;
+        uint8_t *big;       /* a request's worth of old chunks */
+        size_t big_chunks;
+        bool *copied;
 };
+
+struct deferred {
+        uint64_t chunk;
+        struct deferred *next;
+        uint8_t data[];
+};
+
+#define DTAB_SIZE 4096u
+/* how much may wait in memory before a group commit */
+#define DEFER_MAX_BYTES (32u << 20)
 
 _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_volume **ret)
 {
@@ -78,15 +107,18 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
                 return log_err(-EBUSY, "The image is in use by another process");
         }
         v = calloc(1, sizeof(*v));
-        if (!v || !(v->buf = malloc(chunk_bytes))) {
-                if (v)
+        if (!v || !(v->buf = malloc(chunk_bytes)) || !(v->dtab = calloc(DTAB_SIZE, sizeof(*v->dtab)))) {
+                if (v) {
+                        free(v->buf);
                         free(v);
+                }
                 close(fd);
                 return -ENOMEM;
         }
         r = pthread_rwlock_init(&v->lock, NULL);
         if (r) {
                 free(v->buf);
+                free(v->dtab);
                 free(v);
                 close(fd);
                 return -r;
@@ -99,6 +131,8 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
         *ret = v;
         return 0;
 }
+
+static int commit_deferred(cowvol_volume *v);
 
 static void snap_free(struct cowvol_snap *sn)
 {
@@ -122,6 +156,9 @@ _public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
         pthread_rwlock_destroy(&v->lock);
         close(v->fd);
         free(v->buf);
+        free(v->dtab);
+        free(v->big);
+        free(v->copied);
         free(v);
         return NULL;
 }
@@ -214,11 +251,14 @@ _public_ int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_p
         }
         /* the origin's acknowledged writes are on disk before the snapshot
          * begins (an unflushed write must not be half in, half out) */
+        r = commit_deferred(v);
+        if (r < 0)
+                goto out;
         if (fdatasync(v->fd) < 0) {
                 r = log_err(-errno, "Cannot flush the volume: %m");
                 goto out;
         }
-        r = cowvol_store_create(store_path, v->chunk, store_bytes, 0, &st);
+        r = cowvol_store_create(store_path, v->chunk, store_bytes, COWVOL_STORE_PREALLOCATE, &st);
         if (r < 0)
                 goto out;
         r = attach(v, st, store_path, ret);
@@ -236,7 +276,7 @@ _public_ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_p
 
         if (!v || !store_path || !ret)
                 return -EINVAL;
-        r = cowvol_store_open(store_path, 0, &st);
+        r = cowvol_store_open(store_path, COWVOL_STORE_PREALLOCATE, &st);
         if (r < 0)
                 return r;
         pthread_rwlock_wrlock(&v->lock);
@@ -255,6 +295,7 @@ _public_ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snap *sn)
                 r = -EBUSY;
                 goto out;
         }
+        (void)commit_deferred(v);
         for (p = &v->snaps; *p; p = &(*p)->next)
                 if (*p == sn) {
                         *p = sn->next;
@@ -321,41 +362,6 @@ static void maybe_extend(cowvol_volume *v, struct cowvol_snap *sn)
                       100.0 * (double)u.allocated_sectors / (double)u.total_sectors);
 }
 
-/* Copy origin chunk @c into every valid snapshot (but @skip) that lacks it.
- * Exceptions are added, not committed: the caller commits them together. */
-static int cow_chunk(cowvol_volume *v, uint64_t c, struct cowvol_snap *skip)
-{
-        struct cowvol_snap *sn;
-        bool loaded = false;
-        int r;
-
-        for (sn = v->snaps; sn; sn = sn->next) {
-                uint64_t nw;
-
-                if (sn == skip || !cowvol_store_is_valid(sn->store) || cowvol_store_lookup(sn->store, c, &nw))
-                        continue;
-                if (!loaded) {
-                        r = origin_read_chunk(v, c, v->buf);
-                        if (r < 0)
-                                return log_err(r, "Cannot read chunk %" PRIu64 " of the volume: %m", c);
-                        loaded = true;
-                }
-                maybe_extend(v, sn);
-                r = cowvol_store_allocate(sn->store, &nw);
-                if (r == -ENOSPC) {
-                        snap_invalidate(v, sn, "overflow: the store is full");
-                        continue;
-                }
-                if (r >= 0)
-                        r = cowvol_store_write_chunk(sn->store, nw, v->buf);
-                if (r >= 0)
-                        r = cowvol_store_add(sn->store, c, nw);
-                if (r < 0)
-                        snap_invalidate(v, sn, "I/O error writing the store");
-        }
-        return 0;
-}
-
 static void commit_all(cowvol_volume *v)
 {
         for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next)
@@ -378,28 +384,193 @@ static bool snap_attached(const cowvol_volume *v, const struct cowvol_snap *sn)
         return false;
 }
 
-/* Read [off, off+len) of chunk-aligned pieces through @sn (NULL: origin,
- * redirected to the merging snapshot where it still holds chunks). */
+/* --- deferred origin chunks ----------------------------------------------- */
+
+static struct deferred *deferred_find(const cowvol_volume *v, uint64_t c)
+{
+        for (struct deferred *d = v->dtab[c % DTAB_SIZE]; d; d = d->next)
+                if (d->chunk == c)
+                        return d;
+        return NULL;
+}
+
+static struct deferred *deferred_add(cowvol_volume *v, uint64_t c, const uint8_t *old)
+{
+        struct deferred *d = malloc(sizeof(*d) + v->chunk);
+
+        if (!d)
+                return NULL;
+        d->chunk = c;
+        memcpy(d->data, old, v->chunk);
+        d->next = v->dtab[c % DTAB_SIZE];
+        v->dtab[c % DTAB_SIZE] = d;
+        v->n_deferred++;
+        return d;
+}
+
+static int cmp_deferred(const void *a, const void *b)
+{
+        uint64_t x = (*(struct deferred *const *)a)->chunk, y = (*(struct deferred *const *)b)->chunk;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Write runs of consecutive deferred chunks with one pwritev each. */
+static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n)
+{
+        struct iovec iov[IOV_MAX];
+        int r = 0;
+
+        qsort(list, n, sizeof(*list), cmp_deferred);
+        for (size_t i = 0; i < n;) {
+                uint64_t off = list[i]->chunk * v->chunk, len = 0;
+                size_t k = 0;
+
+                while (i + k < n && k < IOV_MAX && list[i + k]->chunk == list[i]->chunk + k) {
+                        uint64_t co = list[i + k]->chunk * v->chunk;
+                        size_t cl = v->size - co < v->chunk ? (size_t)(v->size - co) : v->chunk;
+                        iov[k] = (struct iovec){ list[i + k]->data, cl };
+                        len += cl;
+                        k++;
+                }
+                for (size_t done = 0, j = 0; done < len;) {
+                        ssize_t w = pwritev(v->fd, iov + j, (int)(k - j), (off_t)(off + done));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0) {
+                                r = log_err(w < 0 ? -errno : -EIO, "Cannot write the volume at %" PRIu64 ": %m",
+                                            off + done);
+                                break;
+                        }
+                        done += (size_t)w;
+                        /* step over the iovecs written whole; trim a partial one */
+                        while (j < k && (size_t)w >= iov[j].iov_len) {
+                                w -= (ssize_t)iov[j].iov_len;
+                                j++;
+                        }
+                        if (j < k && w > 0) {
+                                iov[j].iov_base = (uint8_t *)iov[j].iov_base + w;
+                                iov[j].iov_len -= (size_t)w;
+                        }
+                }
+                if (r < 0)
+                        break;
+                /* the next flush must write these: start now */
+                (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+                i += k;
+        }
+        return r;
+}
+
+/* The group commit: every store durable, then the waiting origin chunks go
+ * to the image.  Write lock held. */
+static int commit_deferred(cowvol_volume *v)
+{
+        struct deferred **list;
+        size_t n = 0;
+        int r;
+
+        commit_all(v);
+        if (!v->n_deferred)
+                return 0;
+        list = malloc(v->n_deferred * sizeof(*list));
+        if (!list)
+                return -ENOMEM;
+        for (size_t i = 0; i < DTAB_SIZE; i++)
+                for (struct deferred *d = v->dtab[i]; d; d = d->next)
+                        list[n++] = d;
+        r = write_deferred(v, list, n);
+        for (size_t i = 0; i < n; i++)
+                free(list[i]);
+        free(list);
+        memset(v->dtab, 0, DTAB_SIZE * sizeof(*v->dtab));
+        v->n_deferred = 0;
+        return r;
+}
+
+/* --- reads ---------------------------------------------------------------------- */
+
+/* Read [off, off+len) through @sn (NULL: the origin, as the volume shows it:
+ * deferred chunks from memory, chunks a restore has not reached yet from
+ * the merging snapshot).  Runs of chunks read from the same file at
+ * consecutive places are read with one call. */
 static int read_locked(cowvol_volume *v, struct cowvol_snap *sn, uint8_t *buf, size_t len, uint64_t off)
 {
         struct cowvol_snap *from = sn ? sn : v->merging;
+        /* the pending run: from the image (store NULL) or a store */
+        cowvol_store *run_store = NULL;
+        uint64_t run_pos = 0; /* image offset, or store chunk */
+        uint32_t run_in = 0;  /* offset in the first store chunk */
+        uint8_t *run_buf = buf;
+        size_t run_len = 0;
+        int r;
+
+#define FLUSH_RUN()                                                                                        \
+        do {                                                                                               \
+                if (run_len) {                                                                             \
+                        r = run_store ? cowvol_store_pread(run_store, run_pos, run_buf, run_len, run_in)        \
+                                      : pread_full(v->fd, run_buf, run_len, run_pos);                     \
+                        if (r < 0)                                                                         \
+                                return r;                                                                  \
+                        run_len = 0;                                                                       \
+                }                                                                                          \
+        } while (0)
 
         while (len > 0) {
                 uint64_t c = off / v->chunk, nw;
                 uint32_t in = (uint32_t)(off % v->chunk);
                 size_t n = v->chunk - in < len ? v->chunk - in : len;
-                int r;
+                struct deferred *d = sn || !v->n_deferred ? NULL : deferred_find(v, c);
+                size_t k;
 
-                if (from && cowvol_store_lookup(from->store, c, &nw) == 1)
-                        r = cowvol_store_pread(from->store, nw, buf, n, in);
-                else
-                        r = pread_full(v->fd, buf, n, off);
-                if (r < 0)
-                        return r;
+                /* a snapshot read: whole runs of consecutive store chunks at once */
+                if (sn && in == 0 && len >= v->chunk &&
+                    (k = cowvol_store_lookup_run(sn->store, c, len / v->chunk, &nw)) > 1) {
+                        size_t bytes = k * v->chunk;
+                        if (!(run_len && run_store == sn->store && (run_in + run_len) % v->chunk == 0 &&
+                              run_pos + (run_in + run_len) / v->chunk == nw)) {
+                                FLUSH_RUN();
+                                run_store = sn->store;
+                                run_pos = nw;
+                                run_in = 0;
+                                run_buf = buf;
+                        }
+                        run_len += bytes;
+                        buf += bytes;
+                        off += bytes;
+                        len -= bytes;
+                        continue;
+                }
+                if (d) {
+                        FLUSH_RUN();
+                        memcpy(buf, d->data + in, n);
+                } else if (from && cowvol_store_lookup(from->store, c, &nw) == 1) {
+                        /* continue a store run when this chunk follows it there */
+                        if (!(run_len && run_store == from->store &&
+                              (run_in + run_len) % v->chunk == 0 && in == 0 &&
+                              run_pos + (run_in + run_len) / v->chunk == nw)) {
+                                FLUSH_RUN();
+                                run_store = from->store;
+                                run_pos = nw;
+                                run_in = in;
+                                run_buf = buf;
+                        }
+                        run_len += n;
+                } else {
+                        if (!(run_len && !run_store && run_pos + run_len == off)) {
+                                FLUSH_RUN();
+                                run_store = NULL;
+                                run_pos = off;
+                                run_buf = buf;
+                        }
+                        run_len += n;
+                }
                 buf += n;
                 off += n;
                 len -= n;
         }
+        FLUSH_RUN();
+#undef FLUSH_RUN
         return 0;
 }
 
@@ -420,19 +591,156 @@ _public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snap *sn, void *buf, s
         return r;
 }
 
+/* --- origin writes ---------------------------------------------------------------- */
+
+static int ensure_big(cowvol_volume *v, size_t chunks)
+{
+        if (chunks <= v->big_chunks)
+                return 0;
+        uint8_t *b = realloc(v->big, chunks * v->chunk);
+        bool *c = realloc(v->copied, chunks * sizeof(bool));
+        if (b)
+                v->big = b;
+        if (c)
+                v->copied = c;
+        if (!b || !c)
+                return -ENOMEM;
+        v->big_chunks = chunks;
+        return 0;
+}
+
+/* Copy the old chunks [first, first+n) (in v->big) into every snapshot but
+ * @skip that lacks them, as pending exceptions; runs that land at
+ * consecutive store chunks are written with one call.  v->copied[i] tells
+ * which chunks got a copy. */
+static void cow_range(cowvol_volume *v, uint64_t first, size_t n, struct cowvol_snap *skip)
+{
+        memset(v->copied, 0, n * sizeof(bool));
+        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next) {
+                uint64_t run_new = 0;
+                size_t run_i = 0, run_n = 0;
+                int r = 0;
+
+                if (sn == skip || !cowvol_store_is_valid(sn->store))
+                        continue;
+                for (size_t i = 0; i <= n && r >= 0; i++) {
+                        uint64_t c = first + i, nw = 0;
+                        bool need = i < n && !deferred_find(v, c) && cowvol_store_lookup(sn->store, c, &nw) == 0;
+
+                        if (need) {
+                                maybe_extend(v, sn);
+                                r = cowvol_store_allocate(sn->store, &nw);
+                                if (r == -ENOSPC) {
+                                        snap_invalidate(v, sn, "overflow: the store is full");
+                                        break;
+                                }
+                                if (r >= 0)
+                                        r = cowvol_store_add(sn->store, c, nw);
+                                if (r < 0)
+                                        break;
+                                v->copied[i] = true;
+                                if (run_n && nw == run_new + run_n && i == run_i + run_n) {
+                                        run_n++;
+                                        continue;
+                                }
+                        }
+                        if (run_n)
+                                r = cowvol_store_write_chunks(sn->store, run_new, run_n, v->big + run_i * v->chunk);
+                        run_n = 0;
+                        if (need) {
+                                run_new = nw;
+                                run_i = i;
+                                run_n = 1;
+                        }
+                }
+                if (r < 0 && cowvol_store_is_valid(sn->store))
+                        snap_invalidate(v, sn, "I/O error writing the store");
+        }
+}
+
+/* Read origin chunks [first, first+n) into v->big (zeros past the end). */
+static int origin_read_range(cowvol_volume *v, uint64_t first, size_t n)
+{
+        uint64_t off = first * v->chunk, want = (uint64_t)n * v->chunk;
+        size_t have = v->size - off < want ? (size_t)(v->size - off) : (size_t)want;
+        int r = pread_full(v->fd, v->big, have, off);
+
+        if (r >= 0 && have < want)
+                memset(v->big + have, 0, (size_t)(want - have));
+        return r;
+}
+
+static bool any_copy_needed(cowvol_volume *v, uint64_t first, size_t n)
+{
+        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next) {
+                if (!cowvol_store_is_valid(sn->store))
+                        continue;
+                for (size_t i = 0; i < n; i++) {
+                        uint64_t nw;
+                        if (!deferred_find(v, first + i) && cowvol_store_lookup(sn->store, first + i, &nw) == 0)
+                                return true;
+                }
+        }
+        return false;
+}
+
 static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64_t off)
 {
-        uint64_t first = off / v->chunk, last = (off + len - 1) / v->chunk, c;
+        uint64_t first = off / v->chunk, last = (off + len - 1) / v->chunk, end = off + len;
+        size_t n = (size_t)(last - first + 1);
+        uint64_t direct_off = 0;
+        size_t direct_len = 0;
+        bool did_cow = false;
         int r;
 
-        for (c = first; c <= last; c++) {
-                r = cow_chunk(v, c, NULL);
+        /* nothing to copy (re-writes): straight to the image, unless some
+         * chunk waits in memory */
+        if (!any_copy_needed(v, first, n)) {
+                if (!v->n_deferred)
+                        return pwrite_full(v->fd, buf, len, off);
+        } else {
+                r = ensure_big(v, n);
+                if (r < 0)
+                        return r;
+                r = origin_read_range(v, first, n);
+                if (r < 0)
+                        return log_err(r, "Cannot read the volume at %" PRIu64 ": %m", off);
+                cow_range(v, first, n, NULL);
+                did_cow = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+                uint64_t c = first + i, cs = c * v->chunk;
+                uint64_t lo = off > cs ? off : cs, hi = end < cs + v->chunk ? end : cs + v->chunk;
+                struct deferred *d = deferred_find(v, c);
+
+                if (!d && did_cow && v->copied[i]) {
+                        /* copied just now: the new data waits for the commit */
+                        d = deferred_add(v, c, v->big + i * v->chunk);
+                        if (!d)
+                                return -ENOMEM;
+                }
+                if (d) {
+                        if (direct_len) {
+                                r = pwrite_full(v->fd, buf + (direct_off - off), direct_len, direct_off);
+                                if (r < 0)
+                                        return r;
+                                direct_len = 0;
+                        }
+                        memcpy(d->data + (lo - cs), buf + (lo - off), (size_t)(hi - lo));
+                } else {
+                        if (!direct_len)
+                                direct_off = lo;
+                        direct_len += (size_t)(hi - lo);
+                }
+        }
+        if (direct_len) {
+                r = pwrite_full(v->fd, buf + (direct_off - off), direct_len, direct_off);
                 if (r < 0)
                         return r;
         }
-        /* every copy is committed before the origin changes */
-        commit_all(v);
-        return pwrite_full(v->fd, buf, len, off);
+        if (v->n_deferred * v->chunk >= DEFER_MAX_BYTES)
+                return commit_deferred(v);
+        return 0;
 }
 
 static int write_snapshot(cowvol_volume *v, struct cowvol_snap *sn, const uint8_t *buf, size_t len, uint64_t off)
@@ -507,10 +815,11 @@ _public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void 
 
 _public_ int cowvol_volume_flush(cowvol_volume *v)
 {
-        int r = 0;
+        int r;
 
-        pthread_rwlock_rdlock(&v->lock);
-        if (fdatasync(v->fd) < 0)
+        pthread_rwlock_wrlock(&v->lock);
+        r = commit_deferred(v);
+        if (fdatasync(v->fd) < 0 && r == 0)
                 r = -errno;
         for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next)
                 if (cowvol_store_is_valid(sn->store) && cowvol_store_sync(sn->store) < 0 && r == 0)
@@ -532,7 +841,7 @@ _public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn)
                 r = -EBUSY;
         else if (!cowvol_store_is_valid(sn->store))
                 r = log_err(-ESTALE, "The snapshot is invalid: it cannot be restored");
-        else {
+        else if ((r = commit_deferred(v)) >= 0) {
                 v->merging = sn;
                 v->merge_total = cowvol_store_count(sn->store);
         }
@@ -558,11 +867,12 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
                 goto out;
         }
         /* the other snapshots keep the origin's chunks before they change */
-        for (i = 0; i < (uint64_t)n; i++) {
-                r = cow_chunk(v, old + i, m);
-                if (r < 0)
-                        goto out;
-        }
+        r = ensure_big(v, (size_t)n);
+        if (r >= 0)
+                r = origin_read_range(v, old, (size_t)n);
+        if (r < 0)
+                goto out;
+        cow_range(v, old, (size_t)n, m);
         commit_all(v);
         for (i = 0; i < (uint64_t)n; i++) {
                 uint64_t off = (old + i) * v->chunk;
@@ -606,7 +916,7 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
          * of the restored content (restore --keep) */
         if (m && cowvol_store_count(m->store) == 0) {
                 m->store = cowvol_store_close(m->store);
-                r = cowvol_store_open(m->path, 0, &st);
+                r = cowvol_store_open(m->path, COWVOL_STORE_PREALLOCATE, &st);
                 if (r >= 0)
                         m->store = st;
                 else {

@@ -83,6 +83,7 @@ struct cowvol_store {
 
 struct fd_ctx {
         int fd;
+        bool prealloc; /* growing a file allocates its blocks */
 };
 
 static int fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
@@ -114,9 +115,22 @@ static int fd_resize(void *ctx, uint64_t size)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -ENOTTY;
+        /* allocated up front, as LVM's thick snapshots: a copy then never
+         * meets a full disk, and flushing it needs no block allocation */
+        if (((struct fd_ctx *)ctx)->prealloc && (uint64_t)st.st_size < size) {
+                if (fallocate(fd, 0, st.st_size, (off_t)(size - (uint64_t)st.st_size)) == 0)
+                        return 0;
+                if (errno != EOPNOTSUPP && errno != ENOSYS)
+                        return -errno;
+        }
         if (ftruncate(fd, (off_t)size) < 0)
                 return -errno;
         return 0;
+}
+
+static void fd_writeback(void *ctx, uint64_t off, uint64_t len)
+{
+        (void)sync_file_range(((struct fd_ctx *)ctx)->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
 }
 
 static int fd_is_hole(void *ctx, uint64_t off, uint64_t len)
@@ -140,6 +154,7 @@ static const struct store_io fd_io = {
         .size = fd_getsize,
         .resize = fd_resize,
         .is_hole = fd_is_hole,
+        .writeback = fd_writeback,
         .free = fd_free,
 };
 
@@ -726,6 +741,7 @@ static int open_path(const char *path, int oflags, struct fd_ctx **ret)
 
         if (!c)
                 return -ENOMEM;
+        c->prealloc = false;
         c->fd = open(path, oflags | O_CLOEXEC, 0600);
         if (c->fd < 0 && errno == EBUSY)
                 return free(c), log_err(-EBUSY, "Cannot open it: the device is in use");
@@ -779,6 +795,7 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
                         unlink(path);
                 return log_err(-EBUSY, "Cannot lock it: another process has it open for writing");
         }
+        c->prealloc = flags & COWVOL_STORE_PREALLOCATE;
         r = exstore_create_sized_io(&fd_io, c, chunk_bytes, size_bytes, flags, ret);
         if (r < 0 && created)
                 unlink(path);
@@ -797,6 +814,7 @@ _public_ int cowvol_store_open(const char *path, unsigned flags, cowvol_store **
         if (r < 0)
                 return r;
         /* one writer at a time (a block device is already O_EXCL) */
+        c->prealloc = flags & COWVOL_STORE_PREALLOCATE;
         if (!rdonly && flock(c->fd, LOCK_EX | LOCK_NB) < 0) {
                 r = errno == EWOULDBLOCK ? -EBUSY : -errno;
                 fd_free(c);
@@ -921,6 +939,11 @@ _public_ int cowvol_store_lookup(const cowvol_store *s, uint64_t old, uint64_t *
         return cindex_lookup(&s->index, old, ret_new);
 }
 
+_public_ size_t cowvol_store_lookup_run(const cowvol_store *s, uint64_t old, size_t max, uint64_t *ret_new)
+{
+        return cindex_lookup_run(&s->index, old, max ? max : 1, ret_new);
+}
+
 /* --- writing ------------------------------------------------------------------ */
 
 static int writable(const cowvol_store *s)
@@ -975,6 +998,24 @@ _public_ int cowvol_store_write_chunk(cowvol_store *s, uint64_t new_chunk, const
         return s->io->pwrite(s->io_ctx, buf, s->chunk_bytes, chunk_offset(s, new_chunk));
 }
 
+_public_ int cowvol_store_write_chunks(cowvol_store *s, uint64_t first, uint64_t n, const void *buf)
+{
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return 0;
+        if (check_data_chunk(s, first) < 0 || check_data_chunk(s, first + n - 1) < 0 ||
+            (first - 1) / ((uint64_t)s->epa + 1) != (first + n - 2) / ((uint64_t)s->epa + 1))
+                return -ERANGE; /* outside, or across a metadata chunk */
+        r = s->io->pwrite(s->io_ctx, buf, n * s->chunk_bytes, chunk_offset(s, first));
+        /* the commit will flush these: have the disk start on them now */
+        if (r >= 0 && s->io->writeback)
+                s->io->writeback(s->io_ctx, chunk_offset(s, first), n * s->chunk_bytes);
+        return r;
+}
+
 _public_ int cowvol_store_read_chunk(const cowvol_store *s, uint64_t new_chunk, void *buf)
 {
         int r = check_data_chunk(s, new_chunk);
@@ -991,14 +1032,27 @@ _public_ int cowvol_store_sync(cowvol_store *s)
         return s->io->sync(s->io_ctx);
 }
 
+/* [off, off+len) from the start of data chunk @first may go on into the
+ * chunks after it, as long as no metadata chunk lies between. */
+static int check_span(const cowvol_store *s, uint64_t first, size_t len, uint64_t off)
+{
+        uint64_t last;
+
+        if (len == 0 || off >= s->chunk_bytes)
+                return -EINVAL;
+        last = first + (off + len - 1) / s->chunk_bytes;
+        if (check_data_chunk(s, first) < 0 || check_data_chunk(s, last) < 0 ||
+            (first - 1) / ((uint64_t)s->epa + 1) != (last - 1) / ((uint64_t)s->epa + 1))
+                return -ERANGE;
+        return 0;
+}
+
 _public_ int cowvol_store_pread(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off)
 {
-        int r = check_data_chunk(s, new_chunk);
+        int r = check_span(s, new_chunk, len, off);
 
         if (r < 0)
                 return r;
-        if (off > s->chunk_bytes || len > s->chunk_bytes - off)
-                return -EINVAL;
         return s->io->pread(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
 }
 
@@ -1008,11 +1062,9 @@ _public_ int cowvol_store_pwrite(cowvol_store *s, uint64_t new_chunk, const void
 
         if (r < 0)
                 return r;
-        r = check_data_chunk(s, new_chunk);
+        r = check_span(s, new_chunk, len, off);
         if (r < 0)
                 return r;
-        if (off > s->chunk_bytes || len > s->chunk_bytes - off)
-                return -EINVAL;
         return s->io->pwrite(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
 }
 
@@ -1092,9 +1144,32 @@ static int area_write(cowvol_store *s)
         return s->io->pwrite(s->io_ctx, s->area, s->chunk_bytes, chunk_offset(s, area_location(s, s->current_area)));
 }
 
+/* Zero area @area on disk: -ENOSPC when it lies past the end. */
+static int zero_area(cowvol_store *s, uint64_t area, uint8_t *zero)
+{
+        uint64_t loc = area_location(s, area);
+
+        if (loc >= s->chunks)
+                return -ENOSPC;
+        memset(zero, 0, s->chunk_bytes);
+        return s->io->pwrite(s->io_ctx, zero, s->chunk_bytes, chunk_offset(s, loc));
+}
+
+/*
+ * A group commit touches the current area and, when it fills, the areas
+ * after it.  Order: (1) flush the data; (2) write the later areas, and zero
+ * the area after the last one if that one is full; flush; (3) write the
+ * current area; flush.  A reader stops at the first area that is not full,
+ * so until (3) lands it sees the old table; after it, areas that (2) made
+ * durable.  Three flushes however many areas, two when only one is touched.
+ */
 _public_ int cowvol_store_commit(cowvol_store *s)
 {
         size_t i = 0, n = s->n_pending;
+        uint64_t area;
+        uint32_t slot;
+        uint8_t *tmp = NULL;
+        bool later = false;
         int r = writable(s);
 
         if (r < 0)
@@ -1103,48 +1178,51 @@ _public_ int cowvol_store_commit(cowvol_store *s)
                 return 0;
         /* 1: the data of every pending exception is durable first */
         r = s->io->sync(s->io_ctx);
-        while (r >= 0 && i < n) {
-                bool fills;
-
-                while (i < n && s->current_committed < s->epa) {
-                        area_set(s->area, s->current_committed++, s->pending[i].old,
-                                 s->pending[i].new_chunk);
-                        i++;
-                }
-                fills = s->current_committed == s->epa;
-                if (fills) {
-                        /* 2: a reader going past this full area must find zeros */
-                        uint64_t next = area_location(s, s->current_area + 1);
-                        uint8_t *zero;
-
-                        if (next >= s->chunks) {
+        for (; i < n && s->current_committed < s->epa; i++)
+                area_set(s->area, s->current_committed++, s->pending[i].old, s->pending[i].new_chunk);
+        area = s->current_area;
+        slot = s->current_committed;
+        if (r >= 0 && slot == s->epa) {
+                /* 2: the areas after the current one */
+                tmp = malloc(s->chunk_bytes);
+                if (!tmp)
+                        r = -ENOMEM;
+                while (r >= 0 && i < n) {
+                        area++;
+                        if (area_location(s, area) >= s->chunks) {
                                 r = -ENOSPC;
                                 break;
                         }
-                        zero = calloc(1, s->chunk_bytes);
-                        if (!zero) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        r = s->io->pwrite(s->io_ctx, zero, s->chunk_bytes, chunk_offset(s, next));
-                        free(zero);
-                        if (r >= 0)
-                                r = s->io->sync(s->io_ctx);
-                        if (r < 0)
-                                break;
+                        memset(tmp, 0, s->chunk_bytes);
+                        for (slot = 0; i < n && slot < s->epa; i++)
+                                area_set(tmp, slot++, s->pending[i].old, s->pending[i].new_chunk);
+                        r = s->io->pwrite(s->io_ctx, tmp, s->chunk_bytes, chunk_offset(s, area_location(s, area)));
                 }
-                /* 3: the whole area */
-                r = area_write(s);
-                if (r < 0)
-                        break;
-                if (fills) {
-                        s->current_area++;
-                        s->current_committed = 0;
-                        memset(s->area, 0, s->chunk_bytes);
-                }
+                /* a reader going past the last full area must find zeros */
+                if (r >= 0 && slot == s->epa)
+                        r = zero_area(s, area + 1, tmp);
+                later = true;
+                if (r >= 0)
+                        r = s->io->sync(s->io_ctx);
         }
+        /* 3: the current area */
+        if (r >= 0)
+                r = area_write(s);
         if (r >= 0)
                 r = s->io->sync(s->io_ctx);
+        if (r >= 0 && later) {
+                /* the last area written becomes the current one */
+                if (slot == s->epa) {
+                        s->current_area = area + 1;
+                        s->current_committed = 0;
+                        memset(s->area, 0, s->chunk_bytes);
+                } else {
+                        s->current_area = area;
+                        s->current_committed = slot;
+                        memcpy(s->area, tmp, s->chunk_bytes);
+                }
+        }
+        free(tmp);
         s->n_pending = 0;
         if (r < 0) {
                 /* as the kernel: an exception that cannot be recorded invalidates */

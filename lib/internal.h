@@ -46,6 +46,9 @@ struct store_io {
         int (*sync)(void *ctx);
         int (*size)(void *ctx, uint64_t *ret);
         int (*resize)(void *ctx, uint64_t size); /* NULL: cannot grow */
+        /* start writing [off, off+len) back now, so that a later sync has
+         * less to wait for; NULL: nothing to do */
+        void (*writeback)(void *ctx, uint64_t off, uint64_t len);
         /* 1 when [off, off+len) is a hole (reads as zeros), 0 when not or unknown */
         int (*is_hole)(void *ctx, uint64_t off, uint64_t len);
         void (*free)(void *ctx);                 /* NULL: nothing to free */
@@ -88,6 +91,9 @@ void cindex_init(struct cindex *x);
 void cindex_done(struct cindex *x);
 /* 1 and *ret_new if present, 0 if absent. */
 int cindex_lookup(const struct cindex *x, uint64_t old, uint64_t *ret_new);
+/* As lookup; then how many chunks from @old on (at most @max) map to
+ * consecutive store chunks: 0 when @old has no entry. */
+size_t cindex_lookup_run(const struct cindex *x, uint64_t old, size_t max, uint64_t *ret_new);
 /* -EEXIST if present, -EFBIG if new_chunk does not fit, -ENOMEM. */
 int cindex_insert(struct cindex *x, uint64_t old, uint64_t new_chunk);
 /* 0 if removed, -ENOENT if absent. */
