@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* cowvol: the command line of cowvol.  Subcommands live in their own files. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,45 @@ int parse_size_arg(const char *cmd, const char *opt, const char *arg, uint64_t *
         return 0;
 }
 
+int parse_bytes_arg(const char *cmd, const char *opt, const char *arg, uint64_t *ret)
+{
+        uint64_t v;
+        int r = parse_size_arg(cmd, opt, arg, &v);
+
+        if (r)
+                return r;
+        if (v > INT64_MAX)
+                return usage_error(cmd, "%s '%s' is too large", opt, arg);
+        *ret = v;
+        return 0;
+}
+
+int getopt_error(const char *cmd, int c, char **argv)
+{
+        const char *a = argv[optind - 1], *eq;
+
+        if (c == ':')
+                return usage_error(cmd, "option '%s' needs a value", a);
+        if (strncmp(a, "--", 2) == 0) {
+                eq = strchr(a, '=');
+                /* getopt_long names the option in optopt when it got a value it takes none of */
+                if (eq && optopt)
+                        return usage_error(cmd, "option '%.*s' takes no value", (int)(eq - a), a);
+                return usage_error(cmd, "unknown option '%s'", a);
+        }
+        /* a short option inside a cluster ("-hx") is not the whole argument */
+        return usage_error(cmd, "unknown option '-%c'", optopt);
+}
+
+int check_arg_count(const char *cmd, int have, int want, const char *names)
+{
+        if (have < want)
+                return usage_error(cmd, "missing %s", names);
+        if (have > want)
+                return usage_error(cmd, "too many arguments (expected %s)", names);
+        return 0;
+}
+
 static void lib_log(int level, const char *msg, void *userdata)
 {
         (void)userdata;
@@ -59,9 +99,26 @@ static void lib_log(int level, const char *msg, void *userdata)
 
 static void help(void)
 {
-        printf("Usage: %s COMMAND [ARGS...]\n"
+        printf("Usage: %s [--socket PATH] COMMAND [ARGS...]\n"
                "\n"
                "Copy-on-write snapshots of volumes, in the kernel's dm-snapshot format.\n"
+               "\n"
+               "Volumes and snapshots (through the daemon, cowvold):\n"
+               "  create NAME --size SIZE [--chunk-size SIZE]\n"
+               "                                Make a new volume (a sparse image file)\n"
+               "  add PATH [--name NAME] [--chunk-size SIZE]\n"
+               "                                Adopt an existing image file as a volume\n"
+               "  snap VOLUME[@NAME] [--store-size SIZE]\n"
+               "                                Take a snapshot (NAME: a UTC timestamp if not given)\n"
+               "  list [VOLUME] [--json]        Volumes and their snapshots, with store use\n"
+               "  restore VOLUME@SNAP [--keep] [--no-wait]\n"
+               "                                Give the volume the snapshot's content\n"
+               "  rm TARGET [--recursive]       Remove a snapshot, or a volume\n"
+               "  cat TARGET [--offset BYTES] [--length BYTES]\n"
+               "                                Write a volume's or snapshot's content to stdout\n"
+               "  write TARGET [--offset BYTES] Write stdin into a volume at BYTES\n"
+               "  diff VOLUME@SNAP [--json]     Byte ranges changed since the snapshot\n"
+               "  status [--json]               The daemon's version, uptime and counts\n"
                "\n"
                "Offline store commands (no daemon needed; PATH is a file or a block device):\n"
                "  store create PATH [--chunk-size SIZE] [--size SIZE] [--force]\n"
@@ -73,28 +130,62 @@ static void help(void)
                "                                Write the snapshot's content (origin + exceptions)\n"
                "\n"
                "Options:\n"
+               "  --socket PATH   cowvold's socket (default: $COWVOL_SOCKET, else\n"
+               "                  %s)\n"
                "  -h, --help      Show this help\n"
                "  -V, --version   Show the version\n"
                "\n"
                "Sizes take the suffixes K, M, G, T (powers of 1024), with or without iB.\n"
-               "See cowvol(8).\n",
-               program_name);
+               "'%s COMMAND --help' tells more about one command.  See cowvol(8).\n",
+               program_name, COWVOL_SOCKET_DEFAULT, program_name);
 }
+
+static const struct {
+        const char *name;
+        int (*fn)(int argc, char **argv);
+} commands[] = {
+        { "create", cmd_create }, { "add", cmd_add },   { "snap", cmd_snap },   { "list", cmd_list },
+        { "restore", cmd_restore }, { "rm", cmd_rm },   { "cat", cmd_cat },     { "write", cmd_write },
+        { "diff", cmd_diff },     { "status", cmd_status }, { "store", cmd_store },
+};
 
 int main(int argc, char **argv)
 {
+        int i;
+
         cowvol_set_log_callback(lib_log, NULL);
-        if (argc < 2)
+        /* global options, before the command */
+        for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+                const char *a = argv[i];
+
+                if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+                        help();
+                        return EXIT_SUCCESS;
+                }
+                if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+                        printf("cowvol %s\n", cowvol_version());
+                        return EXIT_SUCCESS;
+                }
+                if (strcmp(a, "--socket") == 0) {
+                        if (i + 1 >= argc)
+                                return usage_error(NULL, "option '--socket' needs a value");
+                        arg_socket = argv[++i];
+                } else if (strncmp(a, "--socket=", 9) == 0) {
+                        arg_socket = a + 9;
+                } else {
+                        return usage_error(NULL, "unknown option '%s'", a);
+                }
+                if (!*arg_socket)
+                        return usage_error(NULL, "--socket needs a path, not an empty string");
+        }
+        if (i >= argc)
                 return usage_error(NULL, "no command given");
-        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        if (strcmp(argv[i], "help") == 0) {
                 help();
                 return EXIT_SUCCESS;
         }
-        if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
-                printf("cowvol %s\n", cowvol_version());
-                return EXIT_SUCCESS;
-        }
-        if (strcmp(argv[1], "store") == 0)
-                return cmd_store(argc - 1, argv + 1);
-        return usage_error(NULL, "unknown command '%s'", argv[1]);
+        for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+                if (strcmp(argv[i], commands[k].name) == 0)
+                        return commands[k].fn(argc - i, argv + i);
+        return usage_error(NULL, "unknown command '%s'", argv[i]);
 }
