@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Run the test suites and end with one line for all: "N passed, N failed".
-#   tests/run.sh [unit] [cli] [fuzz] [kernel]     (default: all four)
+#   tests/run.sh [unit] [cli] [integration] [fuzz] [kernel]   (default: all)
 # unit:   Criterion unit tests, built with ASan/UBSan (build/san)
 # cli:    tests/cli/*.sh against the sanitizer build of the cowvol CLI
+# integration: tests/integration/*.sh, the real cowvold and cowvol
 # fuzz:   each libFuzzer target for FUZZ_CHECK_TIME (15) seconds
 # kernel: tests/kernel/t-*.sh in a VM with Debian's kernel (dm-snapshot);
 #         never skipped: without qemu and a kernel they fail loudly
 set -uo pipefail
 cd "$(dirname "$0")/.."
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit cli fuzz kernel)
+[ ${#suites[@]} -gt 0 ] || suites=(unit cli integration fuzz kernel)
 passed=0 failed=0
 failures=()
 
@@ -62,6 +63,25 @@ run_cli() {
 	done
 }
 
+# integration: the real daemon and CLI (sanitizer builds), as cli
+run_integration() {
+	local t out rc ok bad
+	for t in tests/integration/t-*.sh; do
+		out=$(mktemp)
+		COWVOL_BUILD=build/san timeout 600 bash "$t" 2>&1 | tee "$out"
+		rc=${PIPESTATUS[0]}
+		ok=$(grep -c '^ok - ' "$out") bad=$(grep -c '^not ok - ' "$out")
+		rm -f "$out"
+		passed=$((passed + ok))
+		failed=$((failed + bad))
+		[ "$bad" = 0 ] || failures+=("$t ($bad checks)")
+		if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then
+			failed=$((failed + 1))
+			failures+=("$t (exit $rc)")
+		fi
+	done
+}
+
 # each libFuzzer target briefly from its seed corpus (make fuzz: the long run)
 run_fuzz() {
 	local bin name n=0
@@ -89,8 +109,8 @@ run_kernel() {
 
 for s in "${suites[@]}"; do
 	case $s in
-	unit | cli | fuzz | kernel) echo "=== $s tests"; "run_$s" ;;
-	*) echo "unknown suite '$s' (unit, cli, fuzz, kernel)" >&2; exit 2 ;;
+	unit | cli | integration | fuzz | kernel) echo "=== $s tests"; "run_$s" ;;
+	*) echo "unknown suite '$s' (unit, cli, integration, fuzz, kernel)" >&2; exit 2 ;;
 	esac
 done
 for f in "${failures[@]}"; do echo "failed: $f"; done

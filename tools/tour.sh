@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# The tour `make run` gives: an origin image, an exception store in the
-# kernel's format, copy-on-write of a few chunks through libcowvol (what the
-# userspace engine does on an origin write), then the offline commands.
+# The tour `make run` gives: cowvold on a local state folder, and the CLI
+# taking a volume through create, write, snap, overwrite, cat, diff,
+# restore. Everything lives in build/tour; the daemon stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${B:-build}
-dir=${TOUR_DIR:-$B/tour}
+dir=$PWD/${TOUR_DIR:-$B/tour}
 rm -rf "$dir" && mkdir -p "$dir"
+export COWVOL_SOCKET=$dir/cowvold.sock
 say() { printf '\n$ %s\n' "$*"; "$@"; }
+cowvol() { "$B/cowvol" "$@"; }
 
-echo "# An 8 MiB origin image with some data, and a copy of how it looks now"
-"$B/tests/cowtool" pattern "$dir/origin.img" 8M 1
-cp "$dir/origin.img" "$dir/before.img"
-say "$B/cowvol" store create "$dir/snap.cow" --size 4M --chunk-size 4K
+"$B/cowvold" --state-dir "$dir/state" --socket "$COWVOL_SOCKET" 2>"$dir/cowvold.log" &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do "$B/cowvol" status >/dev/null 2>&1 && break; sleep 0.05; done
+echo "# cowvold runs on $COWVOL_SOCKET (state in $dir/state, log in $dir/cowvold.log)"
+
+say cowvol status
+say cowvol create vm1 --size 64M
+printf '\n$ echo "version 1 of the data" | cowvol write vm1 --offset 0\n'
+echo "version 1 of the data" | cowvol write vm1 --offset 0
+say cowvol snap vm1@before-upgrade
+printf '\n$ echo "version 2, after the upgrade" | cowvol write vm1 --offset 0\n'
+echo "version 2, after the upgrade" | cowvol write vm1 --offset 0
+printf '\n$ cowvol cat vm1 --length 29\n'
+cowvol cat vm1 --length 29
+printf '\n$ cowvol cat vm1@before-upgrade --length 22\n'
+cowvol cat vm1@before-upgrade --length 22
+say cowvol diff vm1@before-upgrade
+say cowvol list
+say cowvol restore vm1@before-upgrade
+printf '\n$ cowvol cat vm1 --length 22\n'
+cowvol cat vm1 --length 22
+say cowvol list
 echo
-echo "# 300 origin chunks are overwritten; each old chunk is copied into the store"
-echo "# and its exception committed (data, flush, metadata, flush) before the write"
-"$B/tests/cowtool" fill "$dir/origin.img" "$dir/snap.cow" 300 7 16
-say "$B/cowvol" store info "$dir/snap.cow"
-say "$B/cowvol" store check "$dir/snap.cow"
-printf '\n$ %s | head -5\n' "$B/cowvol store dump $dir/snap.cow"
-"$B/cowvol" store dump "$dir/snap.cow" | head -5
-say "$B/cowvol" store view "$dir/origin.img" "$dir/snap.cow" "$dir/snapshot.img"
-printf '\n$ cmp %s %s && echo "the snapshot shows the origin as it was"\n' "$dir/snapshot.img" "$dir/before.img"
-cmp "$dir/snapshot.img" "$dir/before.img" && echo "the snapshot shows the origin as it was"
-echo
-echo "# The same store activates in the kernel: losetup it and the origin, then"
-echo "#   dmsetup create snap --table \"0 16384 snapshot /dev/loopO /dev/loopC P 8\""
+echo "# Stopping cowvold (SIGTERM: requests finish, stores are flushed)"
+kill -TERM $daemon
+wait $daemon
+trap - EXIT
+echo "# Done. Run it yourself: $B/cowvold --state-dir DIR --socket PATH, then COWVOL_SOCKET=PATH cowvol ..."

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# The main job end to end: create, write, snap, overwrite, cat the snapshot,
+# diff, list, restore (consuming and --keep), rm, status; each result checked.
+. "$(dirname "$0")/lib.sh"
+start_daemon || exit 1
+
+expect 0 "status" cv status
+expect_in out "engine userspace" "status names the engine"
+expect 0 "create a 4 MiB volume" cv create vm1 --size 4M
+expect_in out "Created volume vm1: 4.0 MiB" "create says what it made"
+check "the image is a 4 MiB file in the state folder" test "$(stat -c %s "$STATE/volumes/vm1.img")" = 4194304
+
+head -c 1M /dev/urandom >"$T/v1"
+expect 0 "write 1 MiB at 0" sh -c "$COWVOL write vm1 --offset 0 <'$T/v1'"
+expect 0 "snap vm1@s1" cv snap vm1@s1
+expect_in out "Created snapshot vm1@s1" "snap says what it made"
+head -c 10000 /dev/urandom >"$T/v2"
+expect 0 "overwrite 10000 bytes at 5000 (unaligned)" sh -c "$COWVOL write vm1 --offset 5000 <'$T/v2'"
+cv cat vm1@s1 --length 1048576 >"$T/snap.out"
+check "the snapshot still reads the old data" cmp -s "$T/snap.out" "$T/v1"
+cv cat vm1 --length 1048576 >"$T/vol.out"
+cp "$T/v1" "$T/model" && dd if="$T/v2" of="$T/model" bs=1 seek=5000 conv=notrunc status=none
+check "the volume reads the new data" cmp -s "$T/vol.out" "$T/model"
+expect 0 "diff" cv diff vm1@s1
+check "diff gives the changed chunks (bytes 5000..14999: chunks 1-3) as one run" grep -qx "4096 12288" "$T/out"
+expect_in out "total: 12288 bytes in 1 range" "diff sums it up"
+expect 0 "diff --json" cv diff vm1@s1 --json
+expect_in out '"bytes":12288' "diff --json has the total"
+expect 0 "list" cv list
+expect_in out "vm1@s1 +vm1" "list shows the snapshot under its volume"
+expect 0 "list --json" cv list --json
+expect_in out '"exceptions":3' "list --json counts the 3 chunks copied"
+expect_in out '"store":"[^"]*\.cow"' "list --json has the store's path"
+
+# a snapshot written to (LVM's snapshots are writable)
+printf 'snapshot-only data' >"$T/sw"
+expect 0 "write into the snapshot" sh -c "$COWVOL write vm1@s1 --offset 1048000 <'$T/sw'"
+cv cat vm1@s1 --offset 1048000 --length 18 >"$T/sw.out"
+check "the snapshot reads its own write" cmp -s "$T/sw.out" "$T/sw"
+cv cat vm1 --offset 1048000 --length 18 >"$T/vw.out"
+check "the volume does not see the snapshot's write" cmp -s "$T/vw.out" <(head -c 1048018 "$T/model" | tail -c 18)
+
+# restore with --keep: the volume becomes the snapshot, the snapshot stays
+cv cat vm1@s1 >"$T/s1.full"
+expect 0 "restore --keep" cv restore vm1@s1 --keep
+cv cat vm1 >"$T/vol.after"
+check "after restore the volume equals the snapshot" cmp -s "$T/vol.after" "$T/s1.full"
+cv cat vm1@s1 >"$T/s1.after"
+check "the kept snapshot still reads the same" cmp -s "$T/s1.after" "$T/s1.full"
+expect 0 "diff of the kept snapshot" cv diff vm1@s1
+expect_in out "total: 0 bytes in 0 ranges" "the kept snapshot and the volume are the same now"
+
+# restore consuming the snapshot, with --no-wait and list showing the end
+head -c 65536 /dev/urandom >"$T/v3"
+cv snap vm1@s2 >/dev/null
+sh -c "$COWVOL write vm1 --offset 0 <'$T/v3'"
+expect 0 "restore --no-wait" cv restore vm1@s2 --no-wait
+expect_in out "started" "restore --no-wait says it started"
+for _ in $(seq 1 100); do cv list --json | grep -q '"restore":null' && break; sleep 0.05; done
+cv cat vm1 >"$T/vol.after2"
+check "the consuming restore brought back the content" cmp -s "$T/vol.after2" "$T/s1.full"
+expect 0 "list after" cv list --json
+check "the consumed snapshot is gone" sh -c "! grep -q '\"name\":\"s2\"' '$T/out'"
+check "its store file is gone" sh -c "[ \$(ls '$STATE/stores' | wc -l) = 1 ]"
+
+# rm
+expect 1 "rm of a volume with snapshots is refused" cv rm vm1
+expect_in err "recursive" "the refusal says --recursive"
+expect 0 "rm a snapshot" cv rm vm1@s1
+expect 0 "rm the volume" cv rm vm1
+check "the image is gone" test ! -e "$STATE/volumes/vm1.img"
+expect 0 "list of nothing" cv list
+expect_in out "No volumes" "list says there are none"
+
+# add adopts an image where it is, and rm leaves it there
+head -c 2M /dev/urandom >"$T/disk.img"
+expect 0 "add an image file" cv add "$T/disk.img" --chunk-size 64K
+expect_in out "Added volume disk" "add names it after the file"
+cv cat disk >"$T/disk.out"
+check "the adopted volume reads the file" cmp -s "$T/disk.out" "$T/disk.img"
+expect 0 "rm the adopted volume" cv rm disk
+check "its image stays" test -s "$T/disk.img"
+
+expect 0 "SIGTERM stops the daemon with exit 0" stop_daemon
