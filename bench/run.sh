@@ -7,3 +7,6 @@ cd "$(dirname "$0")/.."
 dir=${BENCH_DIR:-/var/tmp}
 echo "=== store: index memory and open time (1M exceptions)"
 build/bench/store-bench "$dir" "${BENCH_EXCEPTIONS:-1000000}"
+echo
+echo "=== userspace engine: snapshot creation, first write, re-write, snapshot read"
+build/bench/engine-bench "$dir" "${BENCH_ENGINE_MIB:-256}" "${BENCH_ENGINE_BS:-1M}"

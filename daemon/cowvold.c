@@ -127,6 +127,8 @@ static int parse_percent(const char *file, unsigned line, const char *key, const
         return 0;
 }
 
+static bool group_named; /* the config names a group: it must exist */
+
 /* key = value lines; '#' starts a comment.  Unknown keys are errors. */
 static int config_load(const char *file, bool must_exist, char **ret_state, char **ret_socket)
 {
@@ -161,6 +163,7 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
                 if (strcmp(k, "group") == 0) {
                         free(D.cfg.group);
                         D.cfg.group = strdup(v);
+                        group_named = true;
                 } else if (strcmp(k, "autoextend_threshold") == 0)
                         r = parse_percent(file, line, k, v, 50, 100, &D.cfg.autoextend_threshold);
                 else if (strcmp(k, "autoextend_percent") == 0)
@@ -388,7 +391,7 @@ int main(int argc, char **argv)
                 if (g) {
                         D.cfg.gid = g->gr_gid;
                         D.cfg.have_gid = true;
-                } else if (config || strcmp(D.cfg.group, "cowvol") != 0) {
+                } else if (group_named) {
                         fprintf(stderr, "cowvold: group '%s' does not exist\n", D.cfg.group);
                         return EXIT_FAILURE;
                 }

@@ -31,7 +31,10 @@ check() { # DESC CMD...: ok when CMD succeeds
 }
 
 _cleanup() {
-	[ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
+	if [ -n "$DAEMON_PID" ]; then
+		disown "$DAEMON_PID" 2>/dev/null
+		kill -9 "$DAEMON_PID" 2>/dev/null
+	fi
 	wait 2>/dev/null
 	if [ "$NOTOK" -gt 0 ] && [ -f "$T/daemon.log" ]; then
 		echo "# daemon log:"
@@ -65,8 +68,9 @@ stop_daemon() {
 
 kill9_daemon() {
 	[ -n "$DAEMON_PID" ] || return 0
+	disown "$DAEMON_PID" 2>/dev/null
 	kill -9 "$DAEMON_PID"
-	wait "$DAEMON_PID" 2>/dev/null
+	while kill -0 "$DAEMON_PID" 2>/dev/null; do sleep 0.01; done
 	DAEMON_PID=
 }
 
