@@ -31,10 +31,7 @@ check() { # DESC CMD...: ok when CMD succeeds
 }
 
 _cleanup() {
-	if [ -n "$DAEMON_PID" ]; then
-		disown "$DAEMON_PID" 2>/dev/null
-		kill -9 "$DAEMON_PID" 2>/dev/null
-	fi
+	[ -n "$DAEMON_PID" ] && { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null
 	wait 2>/dev/null
 	if [ "$NOTOK" -gt 0 ] && [ -f "$T/daemon.log" ]; then
 		echo "# daemon log:"
@@ -68,9 +65,7 @@ stop_daemon() {
 
 kill9_daemon() {
 	[ -n "$DAEMON_PID" ] || return 0
-	disown "$DAEMON_PID" 2>/dev/null
-	kill -9 "$DAEMON_PID"
-	while kill -0 "$DAEMON_PID" 2>/dev/null; do sleep 0.01; done
+	{ kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null
 	DAEMON_PID=
 }
 
