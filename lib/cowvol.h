@@ -66,7 +66,7 @@ typedef struct cowvol_store cowvol_store;
 enum cowvol_store_flags {
         COWVOL_STORE_RDONLY = 1u << 0, /* open: never write */
         COWVOL_STORE_FORCE = 1u << 1,  /* create: overwrite an existing store */
-        COWVOL_STORE_PREALLOCATE = 1u << 2, /* a file's new size gets its blocks (fallocate) */
+        COWVOL_STORE_PREALLOCATE = 1u << 2, /* allocate blocks ahead of use (fallocate), 64 MiB at a time */
 };
 
 /**

@@ -65,6 +65,11 @@ struct cowvol_store {
         uint64_t size_bytes, chunks;
 
         uint64_t next_free;
+        /* COWVOL_STORE_PREALLOCATE: blocks are allocated ahead of next_free,
+         * a step at a time, so a flush of new chunks allocates nothing and
+         * creating a store costs the same whatever its size */
+        bool prealloc;
+        uint64_t prealloc_end; /* bytes */
         uint64_t current_area;
         uint32_t current_committed;
         uint8_t *area; /* the current metadata area, as on disk */
@@ -83,7 +88,6 @@ struct cowvol_store {
 
 struct fd_ctx {
         int fd;
-        bool prealloc; /* growing a file allocates its blocks */
 };
 
 static int fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
@@ -115,17 +119,14 @@ static int fd_resize(void *ctx, uint64_t size)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -ENOTTY;
-        /* allocated up front, as LVM's thick snapshots: a copy then never
-         * meets a full disk, and flushing it needs no block allocation */
-        if (((struct fd_ctx *)ctx)->prealloc && (uint64_t)st.st_size < size) {
-                if (fallocate(fd, 0, st.st_size, (off_t)(size - (uint64_t)st.st_size)) == 0)
-                        return 0;
-                if (errno != EOPNOTSUPP && errno != ENOSYS)
-                        return -errno;
-        }
         if (ftruncate(fd, (off_t)size) < 0)
                 return -errno;
         return 0;
+}
+
+static int fd_preallocate(void *ctx, uint64_t off, uint64_t len)
+{
+        return fallocate(((struct fd_ctx *)ctx)->fd, 0, (off_t)off, (off_t)len) < 0 ? -errno : 0;
 }
 
 static void fd_writeback(void *ctx, uint64_t off, uint64_t len)
@@ -155,6 +156,7 @@ static const struct store_io fd_io = {
         .resize = fd_resize,
         .is_hole = fd_is_hole,
         .writeback = fd_writeback,
+        .preallocate = fd_preallocate,
         .free = fd_free,
 };
 
@@ -174,6 +176,8 @@ static inline uint64_t chunk_offset(const cowvol_store *s, uint64_t chunk)
 {
         return chunk * s->chunk_bytes;
 }
+
+static void preallocate_ahead(cowvol_store *s);
 
 static void skip_metadata(cowvol_store *s)
 {
@@ -242,6 +246,7 @@ static cowvol_store *store_new(const struct store_io *io, void *ctx, unsigned fl
         s->io = io;
         s->io_ctx = ctx;
         s->rdonly = flags & COWVOL_STORE_RDONLY;
+        s->prealloc = (flags & COWVOL_STORE_PREALLOCATE) && !s->rdonly && io->preallocate;
         cindex_init(&s->index);
         return s;
 }
@@ -566,6 +571,7 @@ static int store_load(cowvol_store *s, struct scan *sc)
                 }
         }
         skip_metadata(s);
+        s->prealloc_end = s->next_free * s->chunk_bytes;
 
         r = cindex_bulk_finish(&s->index, dup_old, &d);
         if (r < 0)
@@ -724,6 +730,8 @@ int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk
                 goto fail;
         }
         s->next_free = 2;
+        s->prealloc_end = 2ull * s->chunk_bytes;
+        preallocate_ahead(s);
         if (ret)
                 *ret = s;
         else
@@ -741,7 +749,6 @@ static int open_path(const char *path, int oflags, struct fd_ctx **ret)
 
         if (!c)
                 return -ENOMEM;
-        c->prealloc = false;
         c->fd = open(path, oflags | O_CLOEXEC, 0600);
         if (c->fd < 0 && errno == EBUSY)
                 return free(c), log_err(-EBUSY, "Cannot open it: the device is in use");
@@ -795,7 +802,6 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
                         unlink(path);
                 return log_err(-EBUSY, "Cannot lock it: another process has it open for writing");
         }
-        c->prealloc = flags & COWVOL_STORE_PREALLOCATE;
         r = exstore_create_sized_io(&fd_io, c, chunk_bytes, size_bytes, flags, ret);
         if (r < 0 && created)
                 unlink(path);
@@ -814,7 +820,6 @@ _public_ int cowvol_store_open(const char *path, unsigned flags, cowvol_store **
         if (r < 0)
                 return r;
         /* one writer at a time (a block device is already O_EXCL) */
-        c->prealloc = flags & COWVOL_STORE_PREALLOCATE;
         if (!rdonly && flock(c->fd, LOCK_EX | LOCK_NB) < 0) {
                 r = errno == EWOULDBLOCK ? -EBUSY : -errno;
                 fd_free(c);
@@ -955,6 +960,24 @@ static int writable(const cowvol_store *s)
         return 0;
 }
 
+#define PREALLOC_STEP (64ull << 20)
+
+/* Keep the blocks ahead of next_free allocated.  A failure (a full disk)
+ * stops preallocating; the write that follows reports it. */
+static void preallocate_ahead(cowvol_store *s)
+{
+        uint64_t need = (s->next_free + 2) * s->chunk_bytes, len;
+
+        if (!s->prealloc || need <= s->prealloc_end || s->prealloc_end >= s->size_bytes)
+                return;
+        len = s->size_bytes - s->prealloc_end < PREALLOC_STEP ? s->size_bytes - s->prealloc_end : PREALLOC_STEP;
+        if (s->io->preallocate(s->io_ctx, s->prealloc_end, len) < 0) {
+                s->prealloc = false;
+                return;
+        }
+        s->prealloc_end += len;
+}
+
 _public_ int cowvol_store_allocate(cowvol_store *s, uint64_t *ret_new)
 {
         int r = writable(s);
@@ -965,6 +988,7 @@ _public_ int cowvol_store_allocate(cowvol_store *s, uint64_t *ret_new)
                 return -EBUSY;
         if (!can_allocate(s))
                 return -ENOSPC;
+        preallocate_ahead(s);
         if (s->n_reserved == s->cap_reserved) {
                 size_t cap = s->cap_reserved ? s->cap_reserved * 2 : 16;
                 uint64_t *p = realloc(s->reserved, cap * sizeof(*p));

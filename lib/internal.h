@@ -49,6 +49,8 @@ struct store_io {
         /* start writing [off, off+len) back now, so that a later sync has
          * less to wait for; NULL: nothing to do */
         void (*writeback)(void *ctx, uint64_t off, uint64_t len);
+        /* allocate the blocks of [off, off+len) (within the size); NULL: cannot */
+        int (*preallocate)(void *ctx, uint64_t off, uint64_t len);
         /* 1 when [off, off+len) is a hole (reads as zeros), 0 when not or unknown */
         int (*is_hole)(void *ctx, uint64_t off, uint64_t len);
         void (*free)(void *ctx);                 /* NULL: nothing to free */
