@@ -92,6 +92,9 @@ void new_uuid(char out[UUID_LEN + 1]);
 /* engine glue (volumes.c) */
 int vol_activate(struct vol *v);      /* open the engine and attach the snapshots */
 void vol_deactivate(struct vol *v);
+/* D.lock held: copy the engine's invalidation reasons into the catalogue;
+ * true when one was new (save the catalogue then) */
+bool vol_note_reasons(struct vol *v);
 int restore_start(struct vol *v);     /* spawn the thread; D.lock held */
 void restore_join_all(void);
 

@@ -810,8 +810,8 @@ static json_object *op_write(struct ctx *c)
         pthread_mutex_lock(&D.lock);
         hold(v, s, -1);
         free(buf);
-        if (r >= 0)
-                catalogue_save(); /* an invalidation's reason, if any */
+        if (vol_note_reasons(v))
+                catalogue_save();
         if (r == -EIO && done < (uint64_t)len)
                 return fail(c, r, "the input ended after %" PRIu64 " of %" PRId64 " bytes (all written)", done,
                             len), NULL;

@@ -30,11 +30,10 @@ static void on_event(cowvol_volume *ev, cowvol_snap *sn, enum cowvol_event e, co
                 dlog(LOG_WARN_, "%s@%s: %s", v->name, s ? s->name : "?", msg);
                 break;
         case COWVOL_EVENT_INVALID:
+                /* only logged here: this runs under the volume's lock, maybe
+                 * without D.lock; the engine keeps the reason, and
+                 * vol_note_reasons() copies it into the catalogue */
                 dlog(LOG_ERR_, "%s@%s is now invalid: %s", v->name, s ? s->name : "?", msg);
-                /* the reason is saved with the catalogue's next write; the
-                 * store's header (valid=0) already says invalid on disk */
-                if (s && !s->reason)
-                        s->reason = strdup(msg);
                 break;
         }
 }
@@ -61,6 +60,20 @@ int vol_activate(struct vol *v)
                 }
         }
         return 0;
+}
+
+bool vol_note_reasons(struct vol *v)
+{
+        bool changed = false;
+
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                struct cowvol_snap_info si;
+                if (s->reason || !s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || si.valid || !si.reason[0])
+                        continue;
+                s->reason = strdup(si.reason);
+                changed = true;
+        }
+        return changed;
 }
 
 void vol_deactivate(struct vol *v)
