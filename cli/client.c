@@ -9,6 +9,8 @@
  * after a response's newline stays in the buffer for the next response.
  */
 #include <errno.h>
+#include <grp.h>
+#include <sys/stat.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +78,15 @@ int client_open(client **ret)
         if (r < 0) {
                 int e = errno;
                 close(fd);
-                if (e == EACCES || e == EPERM)
-                        return log_error("permission denied: %s (needs root or the cowvol group)", path);
+                if (e == EACCES || e == EPERM) {
+                        /* name the group that may: the socket's own */
+                        struct stat st;
+                        struct group *g = stat(path, &st) == 0 ? getgrgid(st.st_gid) : NULL;
+                        if (g && st.st_gid != 0)
+                                return log_error("permission denied: %s (needs root or the %s group)", path,
+                                                 g->gr_name);
+                        return log_error("permission denied: %s (needs root)", path);
+                }
                 if (e == ENOENT || e == ECONNREFUSED)
                         return log_error("cannot reach cowvold at %s: %s (is the daemon running?)", path,
                                          strerror(e));

@@ -94,6 +94,9 @@ bool name_valid(const char *s, char *why, size_t len)
                       c == '.' || c == '+' || c == '-')) {
                         if (c < 0x20 || c == 0x7f)
                                 snprintf(why, len, "name contains the control character 0x%02x", c);
+                        else if (c >= 0x80)
+                                snprintf(why, len, "name contains the byte 0x%02x (allowed: ASCII letters, digits, "
+                                         "_ . + -)", c);
                         else
                                 snprintf(why, len, "name contains '%c' (allowed: letters, digits, _ . + -)", c);
                         return false;

@@ -23,6 +23,20 @@
 #define SIZE_MAX_BYTES (1ull << 50) /* 1 PiB: anything larger is a typo */
 #define IO_BUF (1u << 20)
 
+/* Copy @in for a message: printable ASCII kept, other bytes as '?', cut
+ * with "..." to fit: answers stay valid UTF-8 whatever came in. */
+static const char *ascii_safe(const char *in, char *out, size_t len)
+{
+        size_t i = 0;
+
+        for (; *in && i + 4 < len; in++)
+                out[i++] = (*in >= 0x20 && *in < 0x7f) ? *in : '?';
+        if (*in)
+                out[i++] = '.', out[i++] = '.', out[i++] = '.';
+        out[i] = '\0';
+        return out;
+}
+
 struct ctx {
         json_object *args;
         struct peer *peer;
@@ -59,13 +73,19 @@ static int check_args(struct ctx *c, const char *op, const struct argspec *spec)
                 for (a = spec; a->name; a++)
                         if (strcmp(a->name, key) == 0)
                                 break;
-                if (!a->name)
-                        return fail(c, -EINVAL, "%s: unknown argument '%s'", op, key);
+                if (!a->name) {
+                        char safe[72];
+                        return fail(c, -EINVAL, "%s: unknown argument '%s'", op, ascii_safe(key, safe, sizeof(safe)));
+                }
                 if (!json_object_is_type(val, a->type))
                         return fail(c, -EINVAL, "%s: argument '%s' must be %s", op, key,
                                     a->type == json_type_int       ? "an integer"
                                     : a->type == json_type_boolean ? "true or false"
                                                                    : "a string");
+                /* a C string ends at a NUL: "vm1\u0000x" must not pass as "vm1" */
+                if (a->type == json_type_string &&
+                    strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val))
+                        return fail(c, -EINVAL, "%s: argument '%s' contains the control character 0x00", op, key);
         }
         for (const struct argspec *a = spec; a->name; a++)
                 if (a->required && !json_object_object_get_ex(c->args, a->name, NULL))
@@ -123,8 +143,10 @@ static int find_target(struct ctx *c, const char *target, bool want_snap, struct
         struct vol *v;
         struct snap *s = NULL;
 
-        if (strlen(target) >= sizeof(vname))
-                return fail(c, -EINVAL, "bad name: '%.40s...' is too long", target);
+        if (strlen(target) >= sizeof(vname)) {
+                char safe[48];
+                return fail(c, -EINVAL, "bad name: '%s' is too long", ascii_safe(target, safe, sizeof(safe)));
+        }
         snprintf(vname, sizeof(vname), "%.*s", at ? (int)(at - target) : (int)strlen(target), target);
         if (check_name(c, "volume", vname) < 0)
                 return c->err;
@@ -143,6 +165,15 @@ static int find_target(struct ctx *c, const char *target, bool want_snap, struct
         *ret_vol = v;
         *ret_snap = s;
         return 0;
+}
+
+/* A snapshot or volume that could not be opened: say which, and why. */
+static int fail_unavailable(struct ctx *c, const struct vol *v, const struct snap *s)
+{
+        if (s)
+                return fail(c, -ESTALE, "snapshot %s@%s is invalid: %s", v->name, s->name,
+                            s->reason ? s->reason : "its store cannot be used");
+        return fail(c, -EIO, "volume '%s' is unavailable: its image %s could not be opened", v->name, v->path);
 }
 
 /* --- views ------------------------------------------------------------------- */
@@ -164,6 +195,12 @@ static json_object *snap_view(const struct vol *v, const struct snap *s)
         double pct = 0;
 
         snprintf(full, sizeof(full), "%s@%s", v->name, s->name);
+        if (!have) {
+                /* a store that cannot be opened still has a size on disk */
+                struct stat st;
+                if (stat(s->store, &st) == 0)
+                        si.store_bytes = (uint64_t)st.st_size;
+        }
         if (have && si.usage.total_sectors && si.usage.allocated_sectors != si.usage.metadata_sectors)
                 pct = 100.0 * (double)si.usage.allocated_sectors / (double)si.usage.total_sectors;
         if (v->restoring == s)
@@ -702,7 +739,7 @@ static json_object *op_cat(struct ctx *c)
         if (len < 0 || (uint64_t)len > v->size - (uint64_t)off)
                 len = (int64_t)(v->size - (uint64_t)off);
         if (!v->eng || (s && !s->eng))
-                return fail(c, -EIO, "%s is unavailable", s ? s->name : v->name), NULL;
+                return fail_unavailable(c, v, s && !s->eng ? s : NULL), NULL;
         if (!(buf = malloc(IO_BUF)))
                 return fail(c, -ENOMEM, "out of memory"), NULL;
         hold(v, s, 1);
@@ -781,7 +818,7 @@ static json_object *op_write(struct ctx *c)
         if (v->restoring)
                 return fail(c, -EBUSY, "volume '%s' is being restored; writes wait until it ends", v->name), NULL;
         if (!v->eng || (s && !s->eng))
-                return fail(c, -EIO, "%s is unavailable", s ? s->name : v->name), NULL;
+                return fail_unavailable(c, v, s && !s->eng ? s : NULL), NULL;
         if (!(buf = malloc(IO_BUF)))
                 return fail(c, -ENOMEM, "out of memory"), NULL;
         hold(v, s, 1);
@@ -844,7 +881,7 @@ static json_object *op_diff(struct ctx *c)
         if (check_args(c, "diff", spec) < 0 || find_target(c, arg_str(c, "target"), true, &v, &s) < 0)
                 return NULL;
         if (!s->eng)
-                return fail(c, -EIO, "snapshot %s@%s is unavailable", v->name, s->name), NULL;
+                return fail_unavailable(c, v, s), NULL;
         a = json_object_new_array();
         r = cowvol_snap_diff(v->eng, s->eng, diff_range, a);
         if (r < 0) {
@@ -897,7 +934,8 @@ void handle_request(const char *op, json_object *args, struct peer *p, json_obje
                 if (strcmp(ops[i].name, op) == 0)
                         break;
         if (i == sizeof(ops) / sizeof(ops[0])) {
-                fail(&c, -EINVAL, "unknown operation '%.64s'", op);
+                char safe[72];
+                fail(&c, -EINVAL, "unknown operation '%s'", ascii_safe(op, safe, sizeof(safe)));
         } else if (ops[i].admin && !p->admin) {
                 fail(&c, -EACCES, "permission denied: '%s' needs root or membership of group '%s'", op,
                      D.cfg.group ? D.cfg.group : "cowvol");

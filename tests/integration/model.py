@@ -1,0 +1,726 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The model test of cowvold (t-model.sh), and small helpers for t-restart.sh.
+
+  model.py run                      the model test; t-model.sh sets COWVOL,
+                                    COWVOLD, STATE, SOCK, T (COWVOL_MODEL_SEED,
+                                    COWVOL_MODEL_STEPS choose the run)
+  model.py gen SEED BYTES OUT       BYTES pseudo-random bytes made from SEED
+  model.py oldnew OLD NEW GOT [BS]  each BS-byte block (default 4096) of GOT
+                                    equals OLD's or NEW's; prints "old N new M"
+                                    (and the first bad block, exit 1)
+
+The model test drives the real cowvol CLI against the real cowvold: a seeded
+random sequence of origin writes, snapshots, snapshot writes, restores
+(waited or not, --keep or not), removals, parallel writes, clean restarts and
+kill -9 at rest, on three small volumes.  The model keeps each volume's and
+each snapshot's bytes, and each snapshot's set of chunks that were copied or
+written (its exceptions).  After every step every volume and snapshot must
+read back equal to the model, `cowvol diff` must list exactly the snapshot's
+exception chunks (so it covers every chunk where volume and snapshot differ),
+and `cowvol list --json` must agree.  The first failing step stops the run
+with the step, the tail of the history and the first differing offset.
+"""
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+MAX_SNAPS = 4  # per volume; more slows every step down
+
+
+class Failure(Exception):
+    pass
+
+
+def say(s):
+    print(s, flush=True)
+
+
+# --- the daemon and the CLI ---------------------------------------------------
+
+
+class Env:
+    def __init__(self):
+        self.cowvol = os.environ["COWVOL"]
+        self.cowvold = os.environ["COWVOLD"]
+        self.state = os.environ["STATE"]
+        self.sock = os.environ["SOCK"]
+        self.tmp = os.environ["T"]
+        self.log = os.path.join(self.tmp, "daemon.log")
+        self.pidfile = os.path.join(self.tmp, "model-daemon.pid")
+        self.daemon = None
+        self.nwrite = 0
+
+    def start(self):
+        with open(self.log, "ab") as log:
+            self.daemon = subprocess.Popen(
+                [self.cowvold, "--state-dir", self.state, "--socket", self.sock],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        with open(self.pidfile, "w") as f:
+            f.write(str(self.daemon.pid))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if os.path.exists(self.sock) and self.cv("status").returncode == 0:
+                return
+            if self.daemon.poll() is not None:
+                rc = self.daemon.returncode
+                self._reaped()
+                raise Failure(f"cowvold exited with {rc} while starting (daemon log below)")
+            time.sleep(0.05)
+        raise Failure("cowvold did not answer 'status' within 30 s of starting")
+
+    def _reaped(self):
+        self.daemon = None
+        try:
+            os.unlink(self.pidfile)
+        except FileNotFoundError:
+            pass
+
+    def stop(self):
+        """SIGTERM; the exit code, or 'hung' after 120 s (then killed)."""
+        d = self.daemon
+        d.send_signal(signal.SIGTERM)
+        try:
+            rc = d.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()
+            rc = "hung"
+        self._reaped()
+        return rc
+
+    def kill9(self):
+        self.daemon.kill()
+        self.daemon.wait()
+        self._reaped()
+
+    def cv(self, *args, stdin=subprocess.DEVNULL, data=None):
+        if data is not None:
+            return subprocess.run([self.cowvol, *args], input=data, capture_output=True)
+        return subprocess.run([self.cowvol, *args], stdin=stdin, capture_output=True)
+
+    def cv_ok(self, *args):
+        r = self.cv(*args)
+        if r.returncode != 0:
+            raise Failure(f"cowvol {' '.join(args)}: exit {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
+        return r.stdout.decode(errors="replace")
+
+    def cat(self, target, offset=None, length=None):
+        """`cowvol cat TARGET > file`, the file's bytes."""
+        path = os.path.join(self.tmp, "cat.out")
+        args = [self.cowvol, "cat", target]
+        if offset is not None:
+            args += ["--offset", str(offset)]
+        if length is not None:
+            args += ["--length", str(length)]
+        with open(path, "wb") as f:
+            r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.PIPE)
+        if r.returncode != 0:
+            raise Failure(f"cowvol cat {target}: exit {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_args(self, target, off, data, mode):
+        """Arguments for subprocess: stdin a regular file, or a pipe (the CLI fills a memfd)."""
+        args = [self.cowvol, "write", target, "--offset", str(off)]
+        if mode == "file":
+            self.nwrite += 1
+            path = os.path.join(self.tmp, f"w{self.nwrite % 64}.bin")
+            with open(path, "wb") as f:
+                f.write(data)
+            return args, path
+        return args, None
+
+    def write(self, target, off, data, mode):
+        args, path = self.write_args(target, off, data, mode)
+        if path:
+            with open(path, "rb") as f:
+                return subprocess.run(args, stdin=f, capture_output=True)
+        return subprocess.run(args, input=data, capture_output=True)
+
+    def list_json(self):
+        return json.loads(self.cv_ok("list", "--json"))
+
+    def diff_json(self, target):
+        return json.loads(self.cv_ok("diff", target, "--json"))
+
+
+# --- the model ----------------------------------------------------------------------
+
+
+def first_difference(want, got):
+    n = min(len(want), len(got))
+    if want[:n] == got[:n]:
+        return n  # one is a prefix of the other
+    lo, hi = 0, n  # binary search on equal prefixes (fast for big buffers)
+    while hi - lo > 4096:
+        mid = (lo + hi) // 2
+        if want[lo:mid] == got[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    for i in range(lo, hi):
+        if want[i] != got[i]:
+            return i
+    return hi
+
+
+def compare(what, want, got, chunk):
+    if want == got:
+        return
+    i = first_difference(want, got)
+    nbad = sum(1 for c in range((max(len(want), len(got)) + chunk - 1) // chunk)
+               if want[c * chunk:(c + 1) * chunk] != got[c * chunk:(c + 1) * chunk])
+    raise Failure(f"{what}: read back differs from the model: first differing byte at offset {i} "
+                  f"(chunk {i // chunk}, +{i % chunk}); want {bytes(want[i:i + 12]).hex()} got "
+                  f"{bytes(got[i:i + 12]).hex()}; {nbad} chunk(s) differ; length want {len(want)} got {len(got)}")
+
+
+def chunks_of(off, n, chunk):
+    return set(range(off // chunk, (off + n - 1) // chunk + 1)) if n > 0 else set()
+
+
+def chunk_set_text(s):
+    s = sorted(s)
+    return ",".join(map(str, s[:12])) + ("..." if len(s) > 12 else "")
+
+
+class Snap:
+    def __init__(self, name, data):
+        self.name = name
+        self.data = bytearray(data)
+        self.exc = set()  # chunks copied or written since the snapshot (its exceptions)
+
+
+class Vol:
+    def __init__(self, name, size, chunk, data):
+        self.name = name
+        self.size = size
+        self.chunk = chunk
+        self.data = bytearray(data)
+        self.snaps = {}
+
+    def origin_written(self, off, n):
+        cs = chunks_of(off, n, self.chunk)
+        for s in self.snaps.values():
+            s.exc |= cs
+
+
+class ModelTest:
+    def __init__(self, env, seed, steps):
+        self.env = env
+        self.seed = seed
+        self.steps = steps
+        self.rng = random.Random(seed)
+        self.vols = {}
+        self.hist = []
+        self.nsnap = 0
+        self.step = 0
+        self.counts = {}
+
+    def note(self, s):
+        self.hist.append(f"step {self.step}: {s}")
+
+    # --- checks --------------------------------------------------------------
+
+    def verify(self, full=True):
+        env = self.env
+        listed = {v["name"]: v for v in env.list_json()["volumes"]}
+        if set(listed) != set(self.vols):
+            raise Failure(f"list shows volumes {sorted(listed)}, the model has {sorted(self.vols)}")
+        nstores = 0
+        for v in self.vols.values():
+            lv = listed[v.name]
+            if lv["size"] != v.size or lv["chunk_size"] != v.chunk or lv["restore"] is not None \
+                    or lv["state"] != "active":
+                raise Failure(f"list --json for {v.name}: size {lv['size']} chunk {lv['chunk_size']} "
+                              f"restore {lv['restore']} state {lv['state']}; want {v.size} {v.chunk} None active")
+            ls = {s["name"]: s for s in lv["snapshots"]}
+            if set(ls) != set(v.snaps):
+                raise Failure(f"list shows snapshots {sorted(ls)} of {v.name}; the model has {sorted(v.snaps)}")
+            nstores += len(v.snaps)
+            compare(v.name, v.data, env.cat(v.name), v.chunk)
+            for s in v.snaps.values():
+                t = f"{v.name}@{s.name}"
+                if ls[s.name]["state"] != "active":
+                    raise Failure(f"{t} is {ls[s.name]['state']} ({ls[s.name]['reason']})")
+                compare(t, s.data, env.cat(t), v.chunk)
+                self.check_diff(v, s, ls[s.name])
+        stores = [f for f in os.listdir(os.path.join(env.state, "stores")) if not f.startswith(".")]
+        if len(stores) != nstores:
+            raise Failure(f"{len(stores)} files in the state's stores/ folder for {nstores} snapshots")
+        if full:
+            self.check_partial_read()
+
+    def check_diff(self, v, s, listed):
+        t = f"{v.name}@{s.name}"
+        d = self.env.diff_json(t)
+        got = set()
+        total = 0
+        prev_end = -1
+        for r in d["ranges"]:
+            off, n = r["offset"], r["length"]
+            end = off + n
+            if n <= 0 or off % v.chunk or (end % v.chunk and end != v.size) or end > v.size or off <= prev_end:
+                raise Failure(f"diff {t}: range {off}+{n} is not chunk-aligned, sorted, disjoint and "
+                              f"inside the volume (chunk {v.chunk}, size {v.size})")
+            prev_end = end
+            got |= chunks_of(off, n, v.chunk)
+            total += n
+        if d["bytes"] != total or d["chunk_size"] != v.chunk:
+            raise Failure(f"diff {t}: bytes {d['bytes']} (ranges sum to {total}), chunk_size {d['chunk_size']}")
+        differ = {c for c in range((v.size + v.chunk - 1) // v.chunk)
+                  if v.data[c * v.chunk:(c + 1) * v.chunk] != s.data[c * v.chunk:(c + 1) * v.chunk]}
+        if differ - got:
+            raise Failure(f"diff {t} misses chunks where volume and snapshot differ: {chunk_set_text(differ - got)}")
+        if got != s.exc:
+            raise Failure(f"diff {t} lists chunks {chunk_set_text(got)}; the chunks copied or written since "
+                          f"the snapshot are {chunk_set_text(s.exc)} (extra: {chunk_set_text(got - s.exc)}; "
+                          f"missing: {chunk_set_text(s.exc - got)})")
+        if listed["exceptions"] != len(s.exc):
+            raise Failure(f"list --json: {t} has {listed['exceptions']} exceptions; {len(s.exc)} chunks were "
+                          f"copied or written")
+
+    def check_partial_read(self):
+        """One unaligned `cat --offset --length` of a random target."""
+        rng = self.rng
+        v = rng.choice(list(self.vols.values()))
+        names = [None] + list(v.snaps)
+        sname = rng.choice(names)
+        data = v.data if sname is None else v.snaps[sname].data
+        t = v.name if sname is None else f"{v.name}@{sname}"
+        off = rng.randint(0, v.size)
+        length = rng.choice([rng.randint(0, 3 * v.chunk), rng.randint(0, v.size), v.size + 1000])
+        got = self.env.cat(t, off, length)
+        compare(f"cat {t} --offset {off} --length {length}", data[off:off + length], got, v.chunk)
+
+    # --- choices ---------------------------------------------------------------
+
+    def pick_range(self, size, chunk):
+        rng = self.rng
+        r = rng.random()
+        if r < 0.2:  # chunk-aligned
+            nch = (size + chunk - 1) // chunk
+            c = rng.randrange(nch)
+            k = rng.randint(1, min(4, nch - c))
+            off = c * chunk
+            return off, min(k * chunk, size - off)
+        if r < 0.45:
+            n = rng.randint(1, 512)
+        elif r < 0.75:
+            n = rng.randint(1, 3 * chunk)
+        elif r < 0.92:
+            n = rng.randint(1, size // 2)
+        else:
+            n = rng.randint(size // 2, size)
+        n = min(n, size)
+        if rng.random() < 0.5 and size > chunk:  # across a chunk boundary
+            b = chunk * rng.randint(1, (size - 1) // chunk)
+            off = b - rng.randint(1, min(n, b))
+            off = max(0, min(off, size - n))
+        else:
+            off = rng.randint(0, size - n)
+        return off, n
+
+    def pick_vol(self, need_snap=False, room=0):
+        vs = [v for v in self.vols.values()
+              if (not need_snap or v.snaps) and len(v.snaps) + room <= MAX_SNAPS]
+        return self.rng.choice(vs) if vs else None
+
+    # --- operations ------------------------------------------------------------
+
+    def do_write(self, v, sname=None):
+        off, n = self.pick_range(v.size, v.chunk)
+        data = self.rng.randbytes(n)
+        mode = self.rng.choice(["file", "pipe"])
+        t = v.name if sname is None else f"{v.name}@{sname}"
+        self.note(f"write {t} --offset {off} ({n} bytes from a {mode})")
+        r = self.env.write(t, off, data, mode)
+        if r.returncode != 0 or r.stdout:
+            raise Failure(f"cowvol write {t} --offset {off} ({n} bytes): exit {r.returncode}, "
+                          f"stdout {r.stdout[:80]!r}, stderr {r.stderr.decode(errors='replace').strip()}")
+        if sname is None:
+            v.data[off:off + n] = data
+            v.origin_written(off, n)
+        else:
+            s = v.snaps[sname]
+            s.data[off:off + n] = data
+            s.exc |= chunks_of(off, n, v.chunk)
+        return f"write {t} {off}+{n}"
+
+    def op_write(self):
+        return self.do_write(self.pick_vol())
+
+    def op_snap_write(self):
+        v = self.pick_vol(need_snap=True)
+        if not v:
+            return self.op_snap()
+        return self.do_write(v, self.rng.choice(list(v.snaps)))
+
+    def op_write_past_end(self):
+        v = self.pick_vol()
+        rng = self.rng
+        n = rng.randint(1, 2 * v.chunk)
+        off = rng.randint(max(0, v.size - n + 1), v.size + rng.choice([0, 0, 4096]))
+        targets = [v.name] + [f"{v.name}@{s}" for s in v.snaps]
+        t = rng.choice(targets)
+        self.note(f"write {t} --offset {off} ({n} bytes, past the end of {v.size})")
+        r = self.env.write(t, off, rng.randbytes(n), "pipe")
+        err = r.stderr.decode(errors="replace")
+        if r.returncode != 1 or "past the end" not in err:
+            raise Failure(f"a write past the end of {t} ({n} bytes at {off}, size {v.size}): exit "
+                          f"{r.returncode}, stderr {err.strip()!r}; want exit 1, 'past the end'")
+        return f"write past the end of {t} refused"
+
+    def snap(self, v, name=None, explicit=None):
+        """Take a snapshot; name None: the daemon's timestamp name."""
+        args = ["snap", v.name if name is None else f"{v.name}@{name}"]
+        if explicit:
+            args += ["--store-size", str(explicit)]
+        self.note("cowvol " + " ".join(args))
+        out = self.env.cv_ok(*args)
+        m = re.match(r"Created snapshot ([^@\s]+)@(\S+) \(store [^)]*\)", out)
+        if not m or m.group(1) != v.name or (name is not None and m.group(2) != name):
+            raise Failure(f"snap printed {out.strip()!r}")
+        if name is None:
+            name = m.group(2)
+            if not re.fullmatch(r"\d{8}T\d{6}Z", name):
+                raise Failure(f"the default snapshot name {name!r} is not a UTC timestamp YYYYMMDDTHHMMSSZ")
+        v.snaps[name] = Snap(name, v.data)
+        # the store's size: as asked, or 20 % of the volume, at least 1 MiB; whole chunks
+        want = explicit if explicit else max(v.size // 5, 1 << 20)
+        want = (want + v.chunk - 1) // v.chunk * v.chunk
+        lv = self.env.list_json()["volumes"]
+        got = [s for x in lv if x["name"] == v.name for s in x["snapshots"] if s["name"] == name]
+        if not got or got[0]["store_size"] != want or got[0]["exceptions"] != 0:
+            raise Failure(f"the new snapshot {v.name}@{name} lists as {got}; want store_size {want}, 0 exceptions")
+        return name
+
+    def op_snap(self):
+        v = self.pick_vol(room=1)
+        if not v:
+            return self.op_rm()
+        rng = self.rng
+        explicit = None
+        if rng.random() < 0.5:
+            # big enough for every chunk: header, metadata areas, data
+            nch = (v.size + v.chunk - 1) // v.chunk
+            epa = v.chunk // 16
+            need = (1 + (nch + epa - 1) // epa + nch) * v.chunk
+            explicit = rng.randint(need, 2 * need)
+        stamped = any(re.fullmatch(r"\d{8}T\d{6}Z", s) for s in v.snaps)
+        if not stamped and rng.random() < 0.15:
+            name = self.snap(v, None, explicit)
+        else:
+            self.nsnap += 1
+            name = self.snap(v, f"s{self.nsnap}", explicit)
+        return f"snap {v.name}@{name}" + (f" --store-size {explicit}" if explicit else "")
+
+    def op_rm(self):
+        v = self.pick_vol(need_snap=True)
+        if not v:
+            return self.op_write()
+        s = self.rng.choice(list(v.snaps))
+        self.note(f"rm {v.name}@{s}")
+        out = self.env.cv_ok("rm", f"{v.name}@{s}")
+        if out.strip() != f"Removed {v.name}@{s}":
+            raise Failure(f"rm printed {out.strip()!r}")
+        del v.snaps[s]
+        return f"rm {v.name}@{s}"
+
+    def wait_restore(self, v, what):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            lv = [x for x in self.env.list_json()["volumes"] if x["name"] == v.name][0]
+            if lv["restore"] is None:
+                return
+            time.sleep(0.05)
+        raise Failure(f"{what}: the restore of {v.name} did not end within 120 s")
+
+    def op_restore(self):
+        v = self.pick_vol(need_snap=True)
+        if not v:
+            return self.op_snap()
+        rng = self.rng
+        s = v.snaps[rng.choice(list(v.snaps))]
+        keep = rng.random() < 0.5
+        nowait = rng.random() < 0.35
+        t = f"{v.name}@{s.name}"
+        args = ["restore", t] + (["--keep"] if keep else []) + (["--no-wait"] if nowait else [])
+        self.note("cowvol " + " ".join(args))
+        out = self.env.cv_ok(*args)
+        if not nowait and out.strip() != f"Restored {v.name} from {t}":
+            raise Failure(f"restore printed {out.strip()!r}")
+        late_write = None
+        if nowait:
+            # while it may still run, the volume reads as the snapshot, the
+            # others as before; a write is refused, or goes after the end
+            compare(f"{v.name} during its restore from {t}", s.data, self.env.cat(v.name), v.chunk)
+            for o in v.snaps.values():
+                if o is not s:
+                    compare(f"{v.name}@{o.name} during the restore from {t}", o.data,
+                            self.env.cat(f"{v.name}@{o.name}"), v.chunk)
+            off, n = self.pick_range(v.size, v.chunk)
+            data = rng.randbytes(n)
+            r = self.env.write(v.name, off, data, "pipe")
+            err = r.stderr.decode(errors="replace")
+            if r.returncode == 0:
+                late_write = (off, n, data)
+                self.note(f"write {v.name} --offset {off} ({n} bytes) during the restore: accepted (it had ended)")
+            elif r.returncode == 1 and "being restored" in err:
+                self.note(f"write {v.name} --offset {off} ({n} bytes) during the restore: refused")
+            else:
+                raise Failure(f"a write during the restore from {t}: exit {r.returncode}, {err.strip()!r}")
+            self.wait_restore(v, "restore --no-wait")
+        for o in v.snaps.values():
+            if o is not s:
+                o.exc |= s.exc  # the chunks the restore changes are copied first
+        v.data = bytearray(s.data)
+        if keep:
+            s.exc = set()
+        else:
+            del v.snaps[s.name]
+        if late_write:
+            off, n, data = late_write
+            v.data[off:off + n] = data
+            v.origin_written(off, n)
+        return " ".join(args)
+
+    def check_stores_offline(self):
+        d = os.path.join(self.env.state, "stores")
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".cow"):
+                r = self.env.cv("store", "check", os.path.join(d, f))
+                if r.returncode != 0:
+                    raise Failure(f"cowvol store check {f} with the daemon stopped: exit {r.returncode}: "
+                                  f"{(r.stdout + r.stderr).decode(errors='replace').strip()}")
+
+    def op_restart(self):
+        before = self.env.list_json()
+        self.note("restart (SIGTERM, start)")
+        rc = self.env.stop()
+        if rc != 0:
+            raise Failure(f"cowvold exited with {rc} on SIGTERM; want 0")
+        self.check_stores_offline()
+        self.env.start()
+        after = self.env.list_json()
+        if after != before:
+            raise Failure(f"list --json after the restart differs:\n#   before {json.dumps(before)}\n"
+                          f"#   after  {json.dumps(after)}")
+        return "restart: exit 0, list --json unchanged"
+
+    def op_crash(self):
+        before = self.env.list_json()
+        self.note("kill -9 at rest, start")
+        self.env.kill9()
+        self.check_stores_offline()
+        self.env.start()
+        after = self.env.list_json()
+        if after != before:
+            raise Failure(f"list --json after kill -9 (nothing in flight) differs:\n#   before {json.dumps(before)}\n"
+                          f"#   after  {json.dumps(after)}")
+        return "kill -9 at rest: list --json unchanged"
+
+    def parallel_ranges(self, v, k):
+        """k byte-disjoint ranges; often packed into a few chunks so writers share chunks."""
+        rng = self.rng
+        if rng.random() < 0.5:
+            lo = rng.randint(0, max(0, v.size - 3 * v.chunk))
+            hi = min(v.size, lo + 3 * v.chunk)
+        else:
+            lo, hi = 0, v.size
+        pts = sorted(rng.sample(range(lo, hi + 1), 2 * k))
+        return [(pts[2 * i], pts[2 * i + 1] - pts[2 * i]) for i in range(k)]
+
+    def parallel_batch(self, v, k, watch):
+        """k writes at once, with a cat of the snapshot @watch beside them."""
+        rng = self.rng
+        ranges = self.parallel_ranges(v, k)
+        procs = []
+        files = []
+        for off, n in ranges:
+            data = rng.randbytes(n)
+            args, path = self.env.write_args(v.name, off, data, "file")
+            f = open(path, "rb")
+            files.append(f)
+            procs.append((subprocess.Popen(args, stdin=f, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+                          off, n, data))
+        wpath = os.path.join(self.env.tmp, "watch.out")
+        with open(wpath, "wb") as wf:
+            watcher = subprocess.Popen([self.env.cowvol, "cat", f"{v.name}@{watch.name}"], stdin=subprocess.DEVNULL,
+                                       stdout=wf, stderr=subprocess.PIPE)
+            werr = watcher.communicate()[1]
+        bad = []
+        for p, off, n, data in procs:
+            o, e = p.communicate()
+            if p.returncode != 0:
+                bad.append(f"{off}+{n}: exit {p.returncode} {e.decode(errors='replace').strip()}")
+        for f in files:
+            f.close()
+        self.note(f"{k} parallel writes to {v.name}: " + " ".join(f"{o}+{n}" for _, o, n, _ in procs))
+        if bad:
+            raise Failure("parallel writes failed: " + "; ".join(bad))
+        if watcher.returncode != 0:
+            raise Failure(f"cat {v.name}@{watch.name} beside the writes: exit {watcher.returncode} {werr!r}")
+        with open(wpath, "rb") as f:
+            compare(f"{v.name}@{watch.name} read while parallel writes ran", watch.data, f.read(), v.chunk)
+        written = set()
+        for _, off, n, data in procs:
+            v.data[off:off + n] = data
+            v.origin_written(off, n)
+            written |= chunks_of(off, n, v.chunk)
+        return written
+
+    def op_parallel(self):
+        v = self.pick_vol(room=2)
+        if not v:
+            return self.op_rm()
+        rng = self.rng
+        self.nsnap += 1
+        a = v.snaps[self.snap(v, f"p{self.nsnap}a")]
+        w1 = self.parallel_batch(v, rng.randint(3, 8), a)
+        b = v.snaps[self.snap(v, f"p{self.nsnap}b")]
+        w2 = self.parallel_batch(v, rng.randint(3, 8), b)
+        ls = {s["name"]: s for x in self.env.list_json()["volumes"] if x["name"] == v.name for s in x["snapshots"]}
+        for s, w in ((a, w1 | w2), (b, w2)):
+            if ls[s.name]["exceptions"] != len(w):
+                raise Failure(f"{v.name}@{s.name}: {ls[s.name]['exceptions']} exceptions after parallel writes "
+                              f"to {len(w)} distinct chunks: each chunk must be copied once")
+        return f"parallel writes to {v.name}: snap {a.name}, {len(w1)} chunks, snap {b.name}, {len(w2)} chunks"
+
+    # --- the run ------------------------------------------------------------------
+
+    def setup(self):
+        rng = self.rng
+        env = self.env
+        # a: created, 4K chunks, a size in 512-byte sectors (the last chunk may be partial)
+        size = rng.randint(512, 2048) * 512
+        env.cv_ok("create", "a", "--size", str(size), "--chunk-size", "4K")
+        self.vols["a"] = Vol("a", size, 4096, bytes(size))
+        # b: created, 64K chunks
+        size = rng.randint(4, 16) * 65536
+        env.cv_ok("create", "b", "--size", str(size), "--chunk-size", "64K")
+        self.vols["b"] = Vol("b", size, 65536, bytes(size))
+        # c: an adopted image with content, 64K chunks, not a whole number of chunks
+        size = rng.randint(512, 2048) * 512
+        if size % 65536 == 0:
+            size -= 512
+        data = rng.randbytes(size)
+        path = os.path.join(env.tmp, "c.img")
+        with open(path, "wb") as f:
+            f.write(data)
+        out = env.cv_ok("add", path, "--chunk-size", "64K")
+        if not out.startswith("Added volume c:"):
+            raise Failure(f"add printed {out.strip()!r}")
+        self.vols["c"] = Vol("c", size, 65536, data)
+        self.note(f"create a ({self.vols['a'].size} bytes, 4K), b ({self.vols['b'].size}, 64K), "
+                  f"add c ({size}, 64K)")
+
+    OPS = [("write", 30), ("snap_write", 14), ("snap", 12), ("restore", 12), ("rm", 8),
+           ("write_past_end", 3), ("parallel", 4), ("restart", 3), ("crash", 2)]
+
+    def run(self):
+        env = self.env
+        say(f"# seed {self.seed}, {self.steps} steps (COWVOL_MODEL_SEED / COWVOL_MODEL_STEPS to change)")
+        t0 = time.time()
+        try:
+            env.start()
+            self.setup()
+            self.verify()
+            say(f"ok - setup: volumes a, b (created) and c (added) read back as the model")
+        except Failure as e:
+            say(f"not ok - setup: {e}")
+            return 1
+        names = [n for n, _ in self.OPS]
+        weights = [w for _, w in self.OPS]
+        for self.step in range(1, self.steps + 1):
+            op = self.rng.choices(names, weights)[0]
+            try:
+                desc = getattr(self, "op_" + op)()
+                self.verify()
+            except Failure as e:
+                say(f"not ok - step {self.step} ({op}): {e}")
+                say(f"# seed {self.seed}; the last operations:")
+                for h in self.hist[-15:]:
+                    say(f"#   {h}")
+                return 1
+            self.counts[op] = self.counts.get(op, 0) + 1
+            say(f"ok - step {self.step}: {desc}; every volume and snapshot equals the model")
+        rc = env.stop()
+        if rc != 0:
+            say(f"not ok - the final SIGTERM: cowvold exited with {rc}")
+            return 1
+        try:
+            self.check_stores_offline()
+        except Failure as e:
+            say(f"not ok - the stores at the end: {e}")
+            return 1
+        say("ok - the end: cowvold exited 0 on SIGTERM and every store passes 'cowvol store check'")
+        say(f"# {self.steps} steps in {time.time() - t0:.1f} s: " +
+            ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
+        return 0
+
+
+# --- helpers for t-restart.sh ---------------------------------------------------------
+
+
+def gen(seed, n, out):
+    with open(out, "wb") as f:
+        f.write(random.Random(seed).randbytes(n))
+    return 0
+
+
+def oldnew(old, new, got, bs=4096):
+    with open(old, "rb") as f:
+        a = f.read()
+    with open(new, "rb") as f:
+        b = f.read()
+    with open(got, "rb") as f:
+        g = f.read()
+    if not (len(a) == len(b) == len(g)):
+        print(f"lengths differ: old {len(a)} new {len(b)} got {len(g)}")
+        return 1
+    nold = nnew = 0
+    for o in range(0, len(g), bs):
+        x = g[o:o + bs]
+        if x == b[o:o + bs]:
+            nnew += 1  # counted new when old and new are equal there
+        elif x == a[o:o + bs]:
+            nold += 1
+        else:
+            i = first_difference(a[o:o + bs], x)
+            print(f"block at offset {o} is neither the old nor the new content (first byte off the old at "
+                  f"{o + i}: got {x[i:i + 8].hex()}, old {a[o + i:o + i + 8].hex()}, new {b[o + i:o + i + 8].hex()})")
+            return 1
+    print(f"old {nold} new {nnew}")
+    return 0
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[1] == "run":
+        seed = int(os.environ.get("COWVOL_MODEL_SEED") or random.SystemRandom().randrange(1, 1 << 31))
+        steps = int(os.environ.get("COWVOL_MODEL_STEPS") or 300)
+        env = Env()
+        try:
+            return ModelTest(env, seed, steps).run()
+        except Exception as e:
+            say(f"not ok - model.py stopped on an exception (seed {seed}): {e!r}")
+            raise
+        finally:
+            if env.daemon:
+                env.kill9()
+    if len(argv) == 5 and argv[1] == "gen":
+        return gen(argv[2], int(argv[3]), argv[4])
+    if len(argv) in (5, 6) and argv[1] == "oldnew":
+        return oldnew(argv[2], argv[3], argv[4], int(argv[5]) if len(argv) == 6 else 4096)
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

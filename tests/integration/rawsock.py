@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Send stdin, byte for byte, to cowvold's control socket, close the sending
+# side, and print each answer line in one normalised form:
+#   id=ID ok=true|false code=CODE message=MESSAGE
+# (or "notjson: LINE" for a line that is not a JSON object, "notutf8: ..."
+# for one that is not UTF-8), then "closed" when the daemon closed the
+# connection. The tests use it for what the cowvol CLI never sends.
+#   rawsock.py SOCKET < PAYLOAD
+import json
+import socket
+import sys
+
+def main():
+    path = sys.argv[1]
+    payload = sys.stdin.buffer.read()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(path)
+    try:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon may close first (a line too long); read what it said
+    buf = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            break
+        buf += chunk
+    for raw in buf.split(b"\n"):
+        if not raw:
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            print("notutf8: %r" % raw)
+            continue
+        try:
+            o = json.loads(text)
+        except ValueError:
+            o = None
+        if not isinstance(o, dict):
+            print("notjson: %s" % text)
+            continue
+        err = o.get("error") or {}
+        print("id=%s ok=%s code=%s message=%s" % (
+            o.get("id"), json.dumps(o.get("ok")), err.get("code", "-"), err.get("message", "-")))
+    print("closed")
+
+main()

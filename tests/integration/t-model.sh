@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# The model test: a seeded random sequence of origin writes, snapshots,
+# snapshot writes, restores, removals, parallel writes and restarts over
+# three volumes, through the real cowvol against the real cowvold, checked
+# after every step against an in-memory model (tests/integration/model.py,
+# which starts and stops the daemon itself, on lib.sh's socket and state
+# folder, logging to the same daemon.log).
+#   COWVOL_MODEL_SEED=N   repeat a run (the seed is printed first)
+#   COWVOL_MODEL_STEPS=N  how many steps (default 300: about a minute with
+#                         the sanitizer build)
+. "$(dirname "$0")/lib.sh"
+
+if ! command -v python3 >/dev/null; then
+	notok "python3 is installed (the model is in Python)"
+	exit 1
+fi
+
+# the daemon belongs to model.py; if this script is cut short, kill it too
+_model_cleanup() {
+	[ -s "$T/model-daemon.pid" ] && kill -9 "$(cat "$T/model-daemon.pid")" 2>/dev/null
+	_cleanup
+}
+trap _model_cleanup EXIT
+
+COWVOL=$COWVOL COWVOLD=$COWVOLD STATE=$STATE SOCK=$SOCK T=$T \
+	python3 "$REPO/tests/integration/model.py" run
+rc=$?
+# model.py printed its own "ok"/"not ok" lines; its exit code says whether
+# any failed (or it crashed)
+if [ "$rc" != 0 ]; then
+	grep -q . "$T/daemon.log" 2>/dev/null || echo "# (the daemon log is empty)"
+	NOTOK=$((NOTOK + 1))
+fi

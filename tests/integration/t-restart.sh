@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Durability across restarts of cowvold:
+#  (a) a clean restart (SIGTERM, exit 0) keeps volumes, snapshots, their
+#      content and the list as they were;
+#  (b) kill -9 at random moments while a write of a few MiB runs: the daemon
+#      starts again, every snapshot equals its model exactly, every write that
+#      was acknowledged is there, and each 4 KiB block of the volume holds the
+#      old or the new data of the write that was cut (a process killed inside
+#      a write(2) of a file may have done part of it, page by page, so a 64
+#      KiB chunk may be part old, part new);
+#  (c) kill -9 during a restore (no delay, random delays, after the end):
+#      the restore resumes by itself, ends with the volume equal to the
+#      snapshot, the snapshot gone (or kept, equal to the volume), the other
+#      snapshots unchanged; once more with SIGTERM instead of kill -9;
+#  (d) SIGTERM during a long write: the write completes or fails cleanly,
+#      cowvold exits 0, and what was acknowledged is there after the restart.
+# After every kill, with the daemon down, each store passes
+# 'cowvol store check'.  Random choices come from the seed printed first:
+#   COWVOL_RESTART_SEED=N   repeat a run
+#   COWVOL_RESTART_ROUNDS=N rounds of (b) (default 12)
+. "$(dirname "$0")/lib.sh"
+
+if ! command -v python3 >/dev/null; then
+	notok "python3 is installed (model.py makes the data and compares blocks)"
+	exit 1
+fi
+PY=$REPO/tests/integration/model.py
+SEED=${COWVOL_RESTART_SEED:-$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}
+echo "# seed $SEED (COWVOL_RESTART_SEED=$SEED to repeat)"
+RANDOM=$SEED
+M=$T/model
+mkdir -p "$M"
+
+R=0
+rnd() { R=$(( ((RANDOM << 15) | RANDOM) % $1 )); } # R in [0, N)
+gen() { python3 "$PY" gen "$SEED-$1" "$2" "$3"; }  # TAG BYTES FILE
+apply() {                                          # MODEL OFFSET DATA
+	dd if="$3" of="$1" bs=1M seek="$2" oflag=seek_bytes conv=notrunc status=none
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# cat TARGET and compare with FILE exactly; the check's result
+same() { # DESC TARGET FILE
+	if ! cv cat "$2" >"$T/got" 2>"$T/err"; then
+		notok "$1 (cat $2 failed: $(head -1 "$T/err"))"
+		return 1
+	fi
+	if cmp -s "$T/got" "$3"; then
+		ok "$1"
+	else
+		notok "$1 ($(cmp "$T/got" "$3" 2>&1 | head -1))"
+		return 1
+	fi
+}
+
+# cowvold stopped: each store file passes 'cowvol store check'
+stores_sound() { # WHEN
+	local f bad=0
+	for f in "$STATE"/stores/*.cow; do
+		[ -e "$f" ] || continue
+		if ! cv store check "$f" >"$T/out" 2>&1; then
+			bad=1
+			notok "$1: store ${f##*/} passes 'cowvol store check' ($(head -2 "$T/out" | tr '\n' ' '))"
+		fi
+	done
+	[ "$bad" = 1 ] || ok "$1: every store passes 'cowvol store check'"
+}
+
+# SIGTERM, and the exit code; a daemon that has not stopped in 60 s is
+# killed (exit 137)
+stop_timed() {
+	local dog rc
+	(
+		trap 'kill $s 2>/dev/null; exit 0' TERM
+		sleep 60 &
+		s=$!
+		wait $s && kill -9 "$DAEMON_PID" 2>/dev/null
+	) >/dev/null 2>&1 &
+	dog=$!
+	stop_daemon
+	rc=$?
+	kill "$dog" 2>/dev/null
+	wait "$dog" 2>/dev/null
+	return $rc
+}
+
+# the short names of VOLUME's snapshots, sorted, on one line
+snap_names() {
+	cv list "$1" --json | grep -o '"full_name":"[^"]*"' | sed 's/.*@//; s/"$//' | sort | tr '\n' ' '
+}
+
+# the volume's "restore" in list --json: null, or the object
+restore_of() {
+	cv list "$1" --json | grep -o '"restore":\(null\|{[^}]*}\)' | head -1 | cut -d: -f2-
+}
+
+# wait until VOLUME has no restore; 0 when it ended within 60 s
+wait_restored() {
+	local i
+	for i in $(seq 1 1200); do
+		[ "$(restore_of "$1")" = null ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+start_daemon || exit 1
+
+# --- (a) a clean restart ----------------------------------------------------
+echo "# (a) clean restart"
+cv create ra --size 4M >/dev/null
+gen a0 4194304 "$M/ra"
+cv write ra <"$M/ra"
+cv snap ra@one >/dev/null
+cp "$M/ra" "$M/ra@one"
+gen a1 1000000 "$T/d"
+cv write ra --offset 12345 <"$T/d" && apply "$M/ra" 12345 "$T/d"
+cv snap ra@two --store-size 3M >/dev/null
+cp "$M/ra" "$M/ra@two"
+gen a2 70000 "$T/d"
+cv write ra@two --offset 777 <"$T/d" && apply "$M/ra@two" 777 "$T/d"
+gen a3 3146240 "$M/rb" # 3 MiB + 512: the last 64 KiB chunk is partial
+cp "$M/rb" "$T/rb.img"
+cv add "$T/rb.img" --chunk-size 64K >/dev/null
+cv snap rb@x >/dev/null
+cp "$M/rb" "$M/rb@x"
+gen a4 200000 "$T/d"
+cv write rb --offset 3000000 <"$T/d" && apply "$M/rb" 3000000 "$T/d"
+for t in ra ra@one ra@two rb rb@x; do same "before the restart: $t reads as written" "$t" "$M/$t"; done
+cv list >"$T/list.before"
+cv list --json >"$T/json.before"
+cv diff ra@one >"$T/diff.before"
+
+for round in 1 2; do
+	expect 0 "clean restart $round: SIGTERM, cowvold exits 0" stop_timed
+	check "clean restart $round: the socket is gone" test ! -e "$SOCK"
+	start_daemon || exit 1
+	cv list --json >"$T/json.after"
+	check "clean restart $round: list --json is as before" cmp -s "$T/json.before" "$T/json.after"
+	cv list >"$T/list.after"
+	check "clean restart $round: list is as before" cmp -s "$T/list.before" "$T/list.after"
+	cv diff ra@one >"$T/diff.after"
+	check "clean restart $round: diff ra@one is as before" cmp -s "$T/diff.before" "$T/diff.after"
+	for t in ra ra@one ra@two rb rb@x; do same "clean restart $round: $t reads the same" "$t" "$M/$t"; done
+done
+expect 0 "status after the restarts" cv status
+expect_in out "volumes: 2, snapshots: 3" "status counts 2 volumes and 3 snapshots"
+# the reattached stores still copy on write
+gen a5 300000 "$T/d"
+cv write ra --offset 4000 <"$T/d" && apply "$M/ra" 4000 "$T/d"
+cv write rb --offset 0 <"$T/d" && apply "$M/rb" 0 "$T/d"
+for t in ra ra@one ra@two rb rb@x; do same "after the restarts, a new write: $t as the model" "$t" "$M/$t"; done
+cv rm ra --recursive >/dev/null
+cv rm rb --recursive >/dev/null
+check "the adopted image keeps the content written through the daemon" cmp -s "$T/rb.img" "$M/rb"
+
+# --- (b) kill -9 during writes --------------------------------------------------
+echo "# (b) kill -9 while a write runs"
+VSIZE=$((16 << 20))
+cv create k4 --size 16M >/dev/null
+cv create k64 --size 16M --chunk-size 64K >/dev/null
+SNAPS_k4="" SNAPS_k64="" # each volume's snapshots
+for v in k4 k64; do
+	gen "b-$v" $VSIZE "$M/$v"
+	cv write "$v" <"$M/$v"
+done
+# how long a write of a few MiB takes here, to spread the kills over it
+gen cal $((6 << 20)) "$T/d"
+t0=$(now_ms)
+cv write k4 --offset 0 <"$T/d" && apply "$M/k4" 0 "$T/d"
+WRITE_MS=$(($(now_ms) - t0))
+echo "# a 6 MiB write takes ${WRITE_MS} ms; kills land in 0..$((WRITE_MS * 3 / 2)) ms"
+ROUNDS=${COWVOL_RESTART_ROUNDS:-12}
+n_acked=0 n_mixed=0 n_old=0 n_new=0
+for round in $(seq 1 "$ROUNDS"); do
+	if [ $((round % 2)) = 1 ]; then v=k4; else v=k64; fi
+	snaps_var=SNAPS_$v
+	snaps=${!snaps_var}
+	# a snapshot now and then (at most 3 a volume; the oldest goes)
+	rnd 3
+	if [ "$round" -le 2 ] || [ "$R" = 0 ]; then
+		if [ "$(echo "$snaps" | wc -w)" -ge 3 ]; then
+			old=${snaps%% *}
+			cv rm "$v@$old" >/dev/null || notok "round $round: rm $v@$old"
+			rm -f "$M/$v@$old"
+			snaps=${snaps#* }
+		fi
+		cv snap "$v@r$round" >/dev/null || notok "round $round: snap $v@r$round"
+		cp "$M/$v" "$M/$v@r$round"
+		snaps="$snaps r$round "
+		snaps=$(echo $snaps)" "
+		printf -v "$snaps_var" '%s' "$snaps"
+	fi
+	# an acknowledged small write, unaligned: it must survive the kill
+	rnd 100000; len=$((R + 1))
+	rnd $((VSIZE - len)); off=$R
+	gen "b$round-small" $len "$T/small"
+	if cv write "$v" --offset $off <"$T/small"; then
+		apply "$M/$v" $off "$T/small"
+	else
+		notok "round $round: the small write to $v"
+	fi
+	# the big write, 4 KiB aligned, 2..8 MiB, cut by kill -9
+	rnd 1537; len=$(( (R + 512) * 4096 ))
+	rnd $(( (VSIZE - len) / 4096 + 1 )); off=$((R * 4096))
+	gen "b$round-big" $len "$T/big"
+	cp "$M/$v" "$T/new"
+	apply "$T/new" $off "$T/big"
+	rnd $((WRITE_MS * 3 / 2 + 1)); delay=$R
+	cv write "$v" --offset $off <"$T/big" 2>"$T/werr" &
+	wpid=$!
+	sleep "$(printf '0.%03d' $((delay % 1000)))" && sleep $((delay / 1000))
+	kill9_daemon
+	wait $wpid
+	wrc=$?
+	stores_sound "round $round (kill -9 after ${delay} ms of a $len-byte write to $v at $off, write exit $wrc)"
+	start_daemon || exit 1
+	expect 0 "round $round: list works after the restart" cv list
+	want="$(echo k4 k64) "
+	got=$(cv list --json | grep -o '"name":"k[0-9]*"' | sed 's/.*:"//; s/"$//' | sort | tr '\n' ' ')
+	check "round $round: both volumes are listed" test "$got" = "$want"
+	for x in k4 k64; do
+		sv=SNAPS_$x
+		want=$(echo ${!sv} | tr ' ' '\n' | grep . | sort | tr '\n' ' ')
+		check "round $round: $x has its snapshots (${want:-none})" test "$(snap_names $x)" = "$want"
+		n_active=$(cv list $x --json | grep -o '"state":"active"' | wc -l)
+		check "round $round: $x and its snapshots are active" test "$n_active" = $(($(echo $want | wc -w) + 1))
+		for s in ${!sv}; do
+			same "round $round: $x@$s equals its model (taken before, never changed)" "$x@$s" "$M/$x@$s"
+		done
+	done
+	other=k64; [ $v = k64 ] && other=k4
+	same "round $round: $other (not written) is intact" $other "$M/$other"
+	if [ "$wrc" = 0 ]; then
+		n_acked=$((n_acked + 1))
+		same "round $round: the acknowledged write is all there" "$v" "$T/new" && cp "$T/new" "$M/$v"
+	else
+		cv cat "$v" >"$T/got"
+		if python3 "$PY" oldnew "$M/$v" "$T/new" "$T/got" >"$T/on"; then
+			ok "round $round: every 4 KiB block of $v is old or new ($(cat "$T/on")); the acknowledged writes are there"
+			case $(cat "$T/on") in
+			"old 0 new"*) n_new=$((n_new + 1)) ;;
+			*" new 0") n_old=$((n_old + 1)) ;;
+			*) n_mixed=$((n_mixed + 1)) ;;
+			esac
+			cp "$T/got" "$M/$v"
+		else
+			notok "round $round: $v after a write cut by kill -9: $(cat "$T/on")"
+			cp "$T/got" "$M/$v"
+		fi
+	fi
+done
+echo "# (b) outcomes: $n_acked acknowledged before the kill, $n_mixed cut in the middle, $n_old not begun, $n_new done but not acknowledged"
+cv rm k4 --recursive >/dev/null
+cv rm k64 --recursive >/dev/null
+
+# --- (c) kill -9 during a restore ------------------------------------------------
+echo "# (c) kill -9 during a restore"
+CSIZE=$((8 << 20))
+RESTORE_MS=0
+n_mid=0
+for round in 1 2 3 4 5 6 7; do
+	v=rs$round
+	keep=""; [ $((round % 2)) = 0 ] && keep=--keep
+	cv create $v --size 8M >/dev/null
+	head -c $CSIZE /dev/zero >"$M/E"
+	cv snap $v@E >/dev/null # all zeros; gets every chunk below
+	gen "c$round-0" $CSIZE "$M/S"
+	cv write $v <"$M/S"
+	cv snap $v@S >/dev/null
+	cp "$M/S" "$M/V"
+	# scattered writes first (short runs of exceptions: many restore steps),
+	# then most of the volume
+	for i in $(seq 1 40); do
+		rnd 2048; off=$((R * 4096)); rnd 6; len=$(( (R + 1) * 4096 ))
+		[ $((off + len)) -le $CSIZE ] || len=$((CSIZE - off))
+		gen "c$round-s$i" $len "$T/d"
+		cv write $v --offset $off <"$T/d" && apply "$M/V" $off "$T/d"
+	done
+	rnd 64; off=$((R * 4096)); len=$((CSIZE - off - 65536))
+	gen "c$round-1" $len "$T/d"
+	cv write $v --offset $off <"$T/d" && apply "$M/V" $off "$T/d"
+	cv snap $v@O >/dev/null # the content before the restore
+	cp "$M/V" "$M/O"
+	gen "c$round-2" 100000 "$T/d"
+	cv write $v --offset 5000 <"$T/d" && apply "$M/V" 5000 "$T/d"
+	cv diff $v@S >"$T/out"
+	ok "round $round: $v@S differs from $v in $(tail -1 "$T/out" | sed 's/total: //')"
+	how=""
+	if ! cv restore $v@S --no-wait $keep >"$T/out" 2>"$T/err"; then
+		notok "round $round: restore $v@S --no-wait $keep ($(cat "$T/err"))"
+		continue
+	fi
+	t0=$(now_ms)
+	case $round in
+	1) # after the end: and how long a restore takes here
+		wait_restored $v
+		RESTORE_MS=$(($(now_ms) - t0))
+		echo "# a restore of $v takes about ${RESTORE_MS} ms (with polling)"
+		how="after the end" ;;
+	2) how="with no delay" ;;
+	*)
+		rnd $((RESTORE_MS + 1)); delay=$R
+		sleep "$(printf '0.%03d' $((delay % 1000)))" && sleep $((delay / 1000))
+		how="after ${delay} ms" ;;
+	esac
+	if [ $round = 7 ]; then
+		how="$how, by SIGTERM"
+		expect 0 "round $round: SIGTERM during the restore: cowvold exits 0" stop_timed
+	else
+		kill9_daemon
+	fi
+	stores_sound "round $round (restore $keep stopped $how)"
+	start_daemon || exit 1
+	r=$(restore_of $v)
+	case $r in
+	null) ok "round $round: after the restart $v shows no restore (it had ended)" ;;
+	*'"snapshot":"S"'*)
+		n_mid=$((n_mid + 1))
+		ok "round $round: after the restart $v shows the restore from S ($r)" ;;
+	*) notok "round $round: after the restart $v shows restore '$r'" ;;
+	esac
+	# while it resumes, the volume already reads as the snapshot
+	same "round $round: $v reads as the snapshot right after the restart" $v "$M/S"
+	if wait_restored $v; then
+		ok "round $round: the restore ended by itself (no second 'cowvol restore')"
+	else
+		notok "round $round: the restore has not ended within 60 s: $(restore_of $v)"
+	fi
+	same "round $round: $v equals the snapshot's content" $v "$M/S"
+	same "round $round: $v@E (older) is unchanged" $v@E "$M/E"
+	same "round $round: $v@O (taken before the restore) is unchanged" $v@O "$M/O"
+	if [ -n "$keep" ]; then
+		check "round $round: with --keep the snapshot stays" test "$(snap_names $v)" = "E O S "
+		same "round $round: the kept $v@S equals the volume" $v@S "$M/S"
+		cv diff $v@S >"$T/out"
+		expect_in out "total: 0 bytes in 0 ranges" "round $round: the kept snapshot has no differences"
+		n_want=3
+	else
+		check "round $round: without --keep the snapshot is gone" test "$(snap_names $v)" = "E O "
+		n_want=2
+	fi
+	check "round $round: one store file a snapshot ($n_want)" \
+		test "$(ls "$STATE/stores" | wc -l)" = $n_want
+	cv rm $v --recursive >/dev/null || notok "round $round: rm $v --recursive"
+done
+echo "# (c) $n_mid of 7 restarts found the restore still running"
+
+# --- (d) SIGTERM during a long write -------------------------------------------
+echo "# (d) SIGTERM while a write runs"
+cv create td --size 32M >/dev/null
+gen d0 $((32 << 20)) "$M/td"
+cv write td <"$M/td"
+cv snap td@before >/dev/null
+cp "$M/td" "$M/td@before"
+for round in 1 2 3 4; do
+	gen "d$round" $((24 << 20)) "$T/big"
+	rnd 8; off=$(((R + 1) * 1048576 - 4096 * round))
+	cp "$M/td" "$T/new"
+	apply "$T/new" $off "$T/big"
+	cv write td --offset $off <"$T/big" >"$T/wout" 2>"$T/werr" &
+	wpid=$!
+	rnd $((WRITE_MS * 3 + 1)); delay=$R
+	sleep "$(printf '0.%03d' $((delay % 1000)))" && sleep $((delay / 1000))
+	expect 0 "round $round: SIGTERM ${delay} ms into a 24 MiB write: cowvold exits 0" stop_timed
+	wait $wpid
+	wrc=$?
+	if [ $wrc = 0 ]; then
+		ok "round $round: the write completed (exit 0)"
+	elif [ $wrc = 1 ] && grep -q '^cowvol: ' "$T/werr"; then
+		ok "round $round: the write failed cleanly: $(head -1 "$T/werr")"
+	else
+		notok "round $round: the write ended with exit $wrc: $(head -2 "$T/werr")"
+	fi
+	stores_sound "round $round (SIGTERM)"
+	start_daemon || exit 1
+	same "round $round: td@before is unchanged" td@before "$M/td@before"
+	if [ $wrc = 0 ]; then
+		same "round $round: the acknowledged write is there" td "$T/new" && cp "$T/new" "$M/td"
+	else
+		cv cat td >"$T/got"
+		if python3 "$PY" oldnew "$M/td" "$T/new" "$T/got" >"$T/on"; then
+			ok "round $round: each block of td is old or new ($(cat "$T/on"))"
+		else
+			notok "round $round: td after a write cut by SIGTERM: $(cat "$T/on")"
+		fi
+		cp "$T/got" "$M/td"
+	fi
+done
+expect 0 "the end: SIGTERM, cowvold exits 0" stop_timed
