@@ -6,7 +6,8 @@
  *    grow with the size);
  *  - origin first write (every chunk copied), re-write (no copy) and
  *    snapshot read, with 1 and with 8 snapshots, in blocks of BS bytes,
- *    sequential, each pass ending with a flush (fdatasync) as the raw pass.
+ *    sequential, each write pass ending with a flush (fdatasync) as the
+ *    raw pass; reads (from the page cache) are the best of 7 passes.
  * Usage: engine-bench [DIR] [MiB] [BS]   (defaults /var/tmp 256 1M)
  */
 #include <fcntl.h>
@@ -132,7 +133,12 @@ static void throughput(int nsnaps)
         path_of(img, "bench-io.img");
         make_image(img, size, true);
         raw_w = raw_pass(img, true);
-        raw_r = raw_pass(img, false);
+        /* reads from the page cache take ~30 ms a pass: best of 7 */
+        raw_r = 0;
+        for (int i = 0; i < 7; i++) {
+                double x = raw_pass(img, false);
+                raw_r = x > raw_r ? x : raw_r;
+        }
         if (cowvol_volume_open(img, 4096, &v) < 0)
                 die("open", EIO);
         cowvol_volume_set_autoextend(v, 100, 20);
@@ -146,7 +152,11 @@ static void throughput(int nsnaps)
         memset(buf, 0xab, bs);
         first = engine_pass(v, NULL, true);
         rewrite = engine_pass(v, NULL, true);
-        sread = engine_pass(v, sn[0], false);
+        sread = 0;
+        for (int i = 0; i < 7; i++) {
+                double x = engine_pass(v, sn[0], false);
+                sread = x > sread ? x : sread;
+        }
         cowvol_volume_close(v);
         for (int i = 0; i < nsnaps; i++) {
                 snprintf(st, sizeof(st), "%s/bench-io-%d.cow", dir, i);
