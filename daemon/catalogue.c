@@ -283,18 +283,11 @@ int catalogue_save(void)
                 r = -errno;
                 goto out;
         }
-        for (size_t off = 0; off < len;) {
-                ssize_t n = write(fd, text + off, len - off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                off += (size_t)n;
-        }
-        if (r == 0 && (write(fd, "\n", 1) != 1 || fsync(fd) < 0))
-                r = -errno ? -errno : -EIO;
+        r = write_all(fd, text, len);
+        if (r == 0)
+                r = write_all(fd, "\n", 1);
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
         close(fd);
         if (r == 0 && rename(tmp, path) < 0)
                 r = -errno;

@@ -64,6 +64,23 @@ int dlog_errno(int r, const char *fmt, ...)
         return r;
 }
 
+int write_all(int fd, const void *buf, size_t n)
+{
+        const uint8_t *p = buf;
+
+        while (n > 0) {
+                ssize_t w = write(fd, p, n);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t)w;
+        }
+        return 0;
+}
+
 static void lib_log(int level, const char *msg, void *ud)
 {
         (void)ud;

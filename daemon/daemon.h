@@ -100,6 +100,8 @@ void restore_join_all(void);
 
 /* cowvold.c */
 void clients_forget(int fd);
+/* Write all of @buf (retrying short writes and EINTR); 0 or -errno. */
+int write_all(int fd, const void *buf, size_t n);
 
 /* session.c */
 void *session_main(void *arg);

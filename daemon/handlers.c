@@ -696,21 +696,6 @@ static void hold(struct vol *v, struct snap *s, int d)
                 s->refs += (unsigned)d;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-        while (n > 0) {
-                ssize_t w = write(fd, p, n);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += w;
-                n -= (size_t)w;
-        }
-        return 0;
-}
-
 static json_object *op_cat(struct ctx *c)
 {
         static const struct argspec spec[] = {

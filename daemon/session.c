@@ -42,21 +42,6 @@ static bool peer_is_admin(int fd, const struct ucred *cred)
         return false;
 }
 
-static int send_all(int fd, const char *p, size_t n)
-{
-        while (n > 0) {
-                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += w;
-                n -= (size_t)w;
-        }
-        return 0;
-}
-
 static const char *errno_name(int e)
 {
         switch (e) {
@@ -101,9 +86,9 @@ static int reply(struct session *s, int64_t id, json_object *result, int err, co
                 json_object_put(result);
         }
         text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        r = send_all(s->fd, text, strlen(text));
+        r = write_all(s->fd, text, strlen(text));
         if (r >= 0)
-                r = send_all(s->fd, "\n", 1);
+                r = write_all(s->fd, "\n", 1);
         json_object_put(o);
         return r;
 }
