@@ -8,7 +8,8 @@
   model.py gen SEED BYTES OUT       BYTES pseudo-random bytes made from SEED
   model.py oldnew OLD NEW GOT [BS]  each BS-byte block (default 4096) of GOT
                                     equals OLD's or NEW's; prints "old N new M"
-                                    (and the first bad block, exit 1)
+                                    for the blocks where OLD and NEW differ
+                                    (else the first bad block, and exit 1)
 
 The model test drives the real cowvol CLI against the real cowvold: a seeded
 random sequence of origin writes, snapshots, snapshot writes, restores
@@ -18,8 +19,18 @@ each snapshot's bytes, and each snapshot's set of chunks that were copied or
 written (its exceptions).  After every step every volume and snapshot must
 read back equal to the model, `cowvol diff` must list exactly the snapshot's
 exception chunks (so it covers every chunk where volume and snapshot differ),
-and `cowvol list --json` must agree.  The first failing step stops the run
-with the step, the tail of the history and the first differing offset.
+and `cowvol list --json` must agree (names, states, exception counts, store
+files), and one unaligned `cat --offset --length` must match.  A parallel
+step takes a snapshot, runs several writes at once (byte-disjoint, often
+sharing chunks) beside a cat of that snapshot, takes another, and runs more
+(some into the first snapshot): each snapshot's exception count must equal
+the distinct chunks written, so a chunk is copied once whatever the races.
+Right after `restore --no-wait` the volume must already read as the
+snapshot, and one more request (write, snapshot write, snap, rm) is either
+refused ("being restored") or done after the restore's end.  Restarts must
+exit 0 and keep `list --json` the same; with the daemon down every store
+passes `cowvol store check`.  The first failing step stops the run with the
+step, the tail of the history and the first differing offset.
 """
 import json
 import os
@@ -456,26 +467,17 @@ class ModelTest:
         out = self.env.cv_ok(*args)
         if not nowait and out.strip() != f"Restored {v.name} from {t}":
             raise Failure(f"restore printed {out.strip()!r}")
-        late_write = None
+        late = None
         if nowait:
             # while it may still run, the volume reads as the snapshot, the
-            # others as before; a write is refused, or goes after the end
+            # others as before; then one more request: refused while the
+            # restore runs, or done after its end
             compare(f"{v.name} during its restore from {t}", s.data, self.env.cat(v.name), v.chunk)
             for o in v.snaps.values():
                 if o is not s:
                     compare(f"{v.name}@{o.name} during the restore from {t}", o.data,
                             self.env.cat(f"{v.name}@{o.name}"), v.chunk)
-            off, n = self.pick_range(v.size, v.chunk)
-            data = rng.randbytes(n)
-            r = self.env.write(v.name, off, data, "pipe")
-            err = r.stderr.decode(errors="replace")
-            if r.returncode == 0:
-                late_write = (off, n, data)
-                self.note(f"write {v.name} --offset {off} ({n} bytes) during the restore: accepted (it had ended)")
-            elif r.returncode == 1 and "being restored" in err:
-                self.note(f"write {v.name} --offset {off} ({n} bytes) during the restore: refused")
-            else:
-                raise Failure(f"a write during the restore from {t}: exit {r.returncode}, {err.strip()!r}")
+            late = self.late_request(v, s, keep)
             self.wait_restore(v, "restore --no-wait")
         for o in v.snaps.values():
             if o is not s:
@@ -485,11 +487,60 @@ class ModelTest:
             s.exc = set()
         else:
             del v.snaps[s.name]
-        if late_write:
-            off, n, data = late_write
-            v.data[off:off + n] = data
-            v.origin_written(off, n)
+        if late:
+            late()
         return " ".join(args)
+
+    def late_request(self, v, s, keep):
+        """A write, snapshot write, snap or rm just after restore --no-wait;
+        returns what it did to the model after the restore, or None."""
+        rng = self.rng
+        kind = rng.choice(["write", "swrite", "snap", "rm"])
+        sname = rng.choice(list(v.snaps))
+        off, n = self.pick_range(v.size, v.chunk)
+        data = rng.randbytes(n)
+        self.nsnap += 1
+        new = f"s{self.nsnap}"
+        if kind == "write":
+            r = self.env.write(v.name, off, data, "pipe")
+            what = f"write {v.name} --offset {off} ({n} bytes)"
+        elif kind == "swrite":
+            r = self.env.write(f"{v.name}@{sname}", off, data, "pipe")
+            what = f"write {v.name}@{sname} --offset {off} ({n} bytes)"
+        elif kind == "snap":
+            r = self.env.cv("snap", f"{v.name}@{new}")
+            what = f"snap {v.name}@{new}"
+        else:
+            r = self.env.cv("rm", f"{v.name}@{sname}")
+            what = f"rm {v.name}@{sname}"
+        err = r.stderr.decode(errors="replace").strip()
+        if r.returncode == 1 and "being restored" in err:
+            self.note(f"{what} during the restore: refused")
+            self.counts["late request refused"] = self.counts.get("late request refused", 0) + 1
+            return None
+        if r.returncode == 1 and kind in ("swrite", "rm") and sname == s.name and not keep \
+                and "no snapshot named" in err:
+            self.note(f"{what} during the restore: the snapshot was consumed already")
+            return None
+        if r.returncode != 0:
+            raise Failure(f"{what} just after restore --no-wait of {v.name}@{s.name}: exit {r.returncode}, "
+                          f"{err!r}; want success (the restore had ended) or 'being restored'")
+        self.note(f"{what} during the restore: done (the restore had ended)")
+        self.counts["late request done"] = self.counts.get("late request done", 0) + 1
+
+        def apply():
+            if kind == "write":
+                v.data[off:off + n] = data
+                v.origin_written(off, n)
+            elif kind == "swrite":
+                x = v.snaps[sname]
+                x.data[off:off + n] = data
+                x.exc |= chunks_of(off, n, v.chunk)
+            elif kind == "snap":
+                v.snaps[new] = Snap(new, v.data)
+            else:
+                del v.snaps[sname]
+        return apply
 
     def check_stores_offline(self):
         d = os.path.join(self.env.state, "stores")
@@ -537,32 +588,35 @@ class ModelTest:
         pts = sorted(rng.sample(range(lo, hi + 1), 2 * k))
         return [(pts[2 * i], pts[2 * i + 1] - pts[2 * i]) for i in range(k)]
 
-    def parallel_batch(self, v, k, watch):
-        """k writes at once, with a cat of the snapshot @watch beside them."""
+    def parallel_batch(self, v, k, watch, other=None, ko=0):
+        """k writes to @v at once, ko more to its snapshot @other, with a cat of
+        the snapshot @watch beside them; the chunks of @v written."""
         rng = self.rng
-        ranges = self.parallel_ranges(v, k)
+        jobs = [(v.name, off, n) for off, n in self.parallel_ranges(v, k)]
+        if other:
+            jobs += [(f"{v.name}@{other.name}", off, n) for off, n in self.parallel_ranges(v, ko)]
         procs = []
         files = []
-        for off, n in ranges:
+        for t, off, n in jobs:
             data = rng.randbytes(n)
-            args, path = self.env.write_args(v.name, off, data, "file")
+            args, path = self.env.write_args(t, off, data, "file")
             f = open(path, "rb")
             files.append(f)
             procs.append((subprocess.Popen(args, stdin=f, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-                          off, n, data))
+                          t, off, n, data))
         wpath = os.path.join(self.env.tmp, "watch.out")
         with open(wpath, "wb") as wf:
             watcher = subprocess.Popen([self.env.cowvol, "cat", f"{v.name}@{watch.name}"], stdin=subprocess.DEVNULL,
                                        stdout=wf, stderr=subprocess.PIPE)
             werr = watcher.communicate()[1]
         bad = []
-        for p, off, n, data in procs:
+        for p, t, off, n, data in procs:
             o, e = p.communicate()
             if p.returncode != 0:
-                bad.append(f"{off}+{n}: exit {p.returncode} {e.decode(errors='replace').strip()}")
+                bad.append(f"{t} {off}+{n}: exit {p.returncode} {e.decode(errors='replace').strip()}")
         for f in files:
             f.close()
-        self.note(f"{k} parallel writes to {v.name}: " + " ".join(f"{o}+{n}" for _, o, n, _ in procs))
+        self.note(f"{len(jobs)} parallel writes: " + " ".join(f"{t}:{o}+{n}" for _, t, o, n, _ in procs))
         if bad:
             raise Failure("parallel writes failed: " + "; ".join(bad))
         if watcher.returncode != 0:
@@ -570,13 +624,20 @@ class ModelTest:
         with open(wpath, "rb") as f:
             compare(f"{v.name}@{watch.name} read while parallel writes ran", watch.data, f.read(), v.chunk)
         written = set()
-        for _, off, n, data in procs:
-            v.data[off:off + n] = data
-            v.origin_written(off, n)
-            written |= chunks_of(off, n, v.chunk)
+        for _, t, off, n, data in procs:
+            if t == v.name:
+                v.data[off:off + n] = data
+                v.origin_written(off, n)
+                written |= chunks_of(off, n, v.chunk)
+        for _, t, off, n, data in procs:
+            if t != v.name:  # the snapshot's own writes, whatever the order with the origin's
+                other.data[off:off + n] = data
+                other.exc |= chunks_of(off, n, v.chunk)
         return written
 
     def op_parallel(self):
+        """Snapshot a, parallel writes, snapshot b, parallel writes (some to a):
+        a copy happens once per chunk and snapshot, whatever the races."""
         v = self.pick_vol(room=2)
         if not v:
             return self.op_rm()
@@ -585,13 +646,17 @@ class ModelTest:
         a = v.snaps[self.snap(v, f"p{self.nsnap}a")]
         w1 = self.parallel_batch(v, rng.randint(3, 8), a)
         b = v.snaps[self.snap(v, f"p{self.nsnap}b")]
-        w2 = self.parallel_batch(v, rng.randint(3, 8), b)
+        before = set(a.exc)
+        w2 = self.parallel_batch(v, rng.randint(3, 8), b, a, rng.randint(0, 3))
+        sw = a.exc - before - w2  # chunks only a's own writes gave it
         ls = {s["name"]: s for x in self.env.list_json()["volumes"] if x["name"] == v.name for s in x["snapshots"]}
-        for s, w in ((a, w1 | w2), (b, w2)):
+        for s, w, what in ((a, w1 | w2 | sw, f"{len(w1 | w2)} distinct chunks and its own writes to {len(sw)} more"),
+                           (b, w2, f"{len(w2)} distinct chunks")):
             if ls[s.name]["exceptions"] != len(w):
                 raise Failure(f"{v.name}@{s.name}: {ls[s.name]['exceptions']} exceptions after parallel writes "
-                              f"to {len(w)} distinct chunks: each chunk must be copied once")
-        return f"parallel writes to {v.name}: snap {a.name}, {len(w1)} chunks, snap {b.name}, {len(w2)} chunks"
+                              f"to {what}: each chunk must be copied once")
+        return f"parallel writes to {v.name}: snap {a.name}, {len(w1)} chunks, snap {b.name}, {len(w2)} chunks " \
+               f"(and {len(sw)} more in {a.name} by its own writes)"
 
     # --- the run ------------------------------------------------------------------
 
@@ -606,8 +671,9 @@ class ModelTest:
         size = rng.randint(4, 16) * 65536
         env.cv_ok("create", "b", "--size", str(size), "--chunk-size", "64K")
         self.vols["b"] = Vol("b", size, 65536, bytes(size))
-        # c: an adopted image with content, 64K chunks, not a whole number of chunks
-        size = rng.randint(512, 2048) * 512
+        # c: an adopted image with content, 64K chunks, not a whole number of
+        # chunks, maybe more than the daemon's 1 MiB transfer buffer
+        size = rng.randint(512, 3072) * 512
         if size % 65536 == 0:
             size -= 512
         data = rng.randbytes(size)
@@ -685,11 +751,13 @@ def oldnew(old, new, got, bs=4096):
     if not (len(a) == len(b) == len(g)):
         print(f"lengths differ: old {len(a)} new {len(b)} got {len(g)}")
         return 1
-    nold = nnew = 0
+    nold = nnew = nsame = 0
     for o in range(0, len(g), bs):
         x = g[o:o + bs]
-        if x == b[o:o + bs]:
-            nnew += 1  # counted new when old and new are equal there
+        if a[o:o + bs] == b[o:o + bs] and x == a[o:o + bs]:
+            nsame += 1  # the write did not change this block
+        elif x == b[o:o + bs]:
+            nnew += 1
         elif x == a[o:o + bs]:
             nold += 1
         else:
@@ -697,14 +765,14 @@ def oldnew(old, new, got, bs=4096):
             print(f"block at offset {o} is neither the old nor the new content (first byte off the old at "
                   f"{o + i}: got {x[i:i + 8].hex()}, old {a[o + i:o + i + 8].hex()}, new {b[o + i:o + i + 8].hex()})")
             return 1
-    print(f"old {nold} new {nnew}")
+    print(f"old {nold} new {nnew} (of {nold + nnew} blocks the write changes)")
     return 0
 
 
 def main(argv):
     if len(argv) >= 2 and argv[1] == "run":
         seed = int(os.environ.get("COWVOL_MODEL_SEED") or random.SystemRandom().randrange(1, 1 << 31))
-        steps = int(os.environ.get("COWVOL_MODEL_STEPS") or 300)
+        steps = int(os.environ.get("COWVOL_MODEL_STEPS") or 250)
         env = Env()
         try:
             return ModelTest(env, seed, steps).run()

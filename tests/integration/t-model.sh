@@ -7,7 +7,7 @@
 # which starts and stops the daemon itself, on lib.sh's socket and state
 # folder, logging to the same daemon.log).
 #   COWVOL_MODEL_SEED=N   repeat a run (the seed is printed first)
-#   COWVOL_MODEL_STEPS=N  how many steps (default 300: about a minute with
+#   COWVOL_MODEL_STEPS=N  how many steps (default 250: about a minute with
 #                         the sanitizer build)
 . "$(dirname "$0")/lib.sh"
 

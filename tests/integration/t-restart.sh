@@ -3,20 +3,24 @@
 # Durability across restarts of cowvold:
 #  (a) a clean restart (SIGTERM, exit 0) keeps volumes, snapshots, their
 #      content and the list as they were;
-#  (b) kill -9 at random moments while a write of a few MiB runs: the daemon
-#      starts again, every snapshot equals its model exactly, every write that
-#      was acknowledged is there, and each 4 KiB block of the volume holds the
-#      old or the new data of the write that was cut (a process killed inside
-#      a write(2) of a file may have done part of it, page by page, so a 64
-#      KiB chunk may be part old, part new);
-#  (c) kill -9 during a restore (no delay, random delays, after the end):
-#      the restore resumes by itself, ends with the volume equal to the
-#      snapshot, the snapshot gone (or kept, equal to the volume), the other
-#      snapshots unchanged; once more with SIGTERM instead of kill -9;
+#  (b) kill -9 at random moments while a write of a few MiB runs (to the
+#      volume, or now and then to one of its snapshots): the daemon starts
+#      again, the catalogue is whole, every snapshot not written equals its
+#      model exactly, every write that was acknowledged is there, and each 4
+#      KiB block of the target holds the old or the new data of the write that
+#      was cut (a process killed inside a write(2) of a file may have done
+#      part of it, page by page, so a 64 KiB chunk may be part old, part new);
+#  (c) kill -9 during a restore (at once, at a random point of its work,
+#      after its end; with and without --keep): the restore resumes by
+#      itself, the volume reads as the snapshot even before it ends, and ends
+#      equal to it, the snapshot gone (or kept, equal to the volume), the
+#      other snapshots unchanged; once more with SIGTERM instead of kill -9;
 #  (d) SIGTERM during a long write: the write completes or fails cleanly,
 #      cowvold exits 0, and what was acknowledged is there after the restart.
 # After every kill, with the daemon down, each store passes
-# 'cowvol store check'.  Random choices come from the seed printed first:
+# 'cowvol store check'.  A kill lands at a point of the daemon's work read
+# from /proc/PID/io (bytes read or written), not after a guessed delay.
+# Random choices come from the seed printed first:
 #   COWVOL_RESTART_SEED=N   repeat a run
 #   COWVOL_RESTART_ROUNDS=N rounds of (b) (default 12)
 . "$(dirname "$0")/lib.sh"
@@ -38,7 +42,31 @@ gen() { python3 "$PY" gen "$SEED-$1" "$2" "$3"; }  # TAG BYTES FILE
 apply() {                                          # MODEL OFFSET DATA
 	dd if="$3" of="$1" bs=1M seek="$2" oflag=seek_bytes conv=notrunc status=none
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# The daemon's progress, from /proc/PID/io: kills land at a chosen point of
+# the work (bytes read or written since mark_io), not at a guessed time.
+io() { # FIELD (rchar, wchar): its value in R
+	local k val
+	R=0
+	while read -r k val; do
+		if [ "$k" = "$1:" ]; then
+			R=$val
+			return 0
+		fi
+	done <"/proc/$DAEMON_PID/io"
+}
+MARK=0
+mark_io() { io "$1"; MARK=$R; }
+# until the daemon's FIELD grew by BYTES since mark_io; 1 when PID ended
+# first (or 10 s passed)
+wait_io() { # FIELD BYTES PID
+	local target=$((MARK + $2)) end=$((${EPOCHREALTIME/./} + 10000000))
+	while io "$1" && [ "$R" -lt "$target" ]; do
+		kill -0 "$3" 2>/dev/null || return 1
+		[ "${EPOCHREALTIME/./}" -lt "$end" ] || return 1
+	done
+	return 0
+}
 
 # cat TARGET and compare with FILE exactly; the check's result
 same() { # DESC TARGET FILE
@@ -85,22 +113,21 @@ stop_timed() {
 	return $rc
 }
 
-# the short names of VOLUME's snapshots, sorted, on one line
-snap_names() {
-	cv list "$1" --json | grep -o '"full_name":"[^"]*"' | sed 's/.*@//; s/"$//' | sort | tr '\n' ' '
+# list --json of VOLUME through a Python expression on it (v: the volume)
+lj() { # VOLUME EXPR
+	cv list "$1" --json | python3 -c "import json, sys; v = json.load(sys.stdin)['volumes'][0]; print($2)"
 }
+# the short names of VOLUME's snapshots, sorted, each followed by a space
+snap_names() { lj "$1" "''.join(n + ' ' for n in sorted(s['name'] for s in v['snapshots']))"; }
+# VOLUME's "restore": null, or SNAPSHOT:KEEP
+restore_of() { lj "$1" "'null' if v['restore'] is None else '%s:%s' % (v['restore']['snapshot'], v['restore']['keep'])"; }
 
-# the volume's "restore" in list --json: null, or the object
-restore_of() {
-	cv list "$1" --json | grep -o '"restore":\(null\|{[^}]*}\)' | head -1 | cut -d: -f2-
-}
-
-# wait until VOLUME has no restore; 0 when it ended within 60 s
+# wait until VOLUME has no restore; 0 when it ended within 30 s
 wait_restored() {
-	local i
-	for i in $(seq 1 1200); do
+	local end=$((${EPOCHREALTIME/./} + 30000000))
+	while [ "${EPOCHREALTIME/./}" -lt "$end" ]; do
 		[ "$(restore_of "$1")" = null ] && return 0
-		sleep 0.05
+		sleep 0.02
 	done
 	return 1
 }
@@ -126,7 +153,7 @@ cv add "$T/rb.img" --chunk-size 64K >/dev/null
 cv snap rb@x >/dev/null
 cp "$M/rb" "$M/rb@x"
 gen a4 200000 "$T/d"
-cv write rb --offset 3000000 <"$T/d" && apply "$M/rb" 3000000 "$T/d"
+cv write rb --offset 2900000 <"$T/d" && apply "$M/rb" 2900000 "$T/d"
 for t in ra ra@one ra@two rb rb@x; do same "before the restart: $t reads as written" "$t" "$M/$t"; done
 cv list >"$T/list.before"
 cv list --json >"$T/json.before"
@@ -160,17 +187,12 @@ echo "# (b) kill -9 while a write runs"
 VSIZE=$((16 << 20))
 cv create k4 --size 16M >/dev/null
 cv create k64 --size 16M --chunk-size 64K >/dev/null
+# shellcheck disable=SC2034 # read as ${!snaps_var} and ${!sv}
 SNAPS_k4="" SNAPS_k64="" # each volume's snapshots
 for v in k4 k64; do
 	gen "b-$v" $VSIZE "$M/$v"
 	cv write "$v" <"$M/$v"
 done
-# how long a write of a few MiB takes here, to spread the kills over it
-gen cal $((6 << 20)) "$T/d"
-t0=$(now_ms)
-cv write k4 --offset 0 <"$T/d" && apply "$M/k4" 0 "$T/d"
-WRITE_MS=$(($(now_ms) - t0))
-echo "# a 6 MiB write takes ${WRITE_MS} ms; kills land in 0..$((WRITE_MS * 3 / 2)) ms"
 ROUNDS=${COWVOL_RESTART_ROUNDS:-12}
 n_acked=0 n_mixed=0 n_old=0 n_new=0
 for round in $(seq 1 "$ROUNDS"); do
@@ -201,68 +223,91 @@ for round in $(seq 1 "$ROUNDS"); do
 	else
 		notok "round $round: the small write to $v"
 	fi
-	# the big write, 4 KiB aligned, 2..8 MiB, cut by kill -9
+	# the big write, 4 KiB aligned, 2..8 MiB, cut by kill -9; to the volume,
+	# or in one round of four to one of its snapshots (they are writable)
 	rnd 1537; len=$(( (R + 512) * 4096 ))
 	rnd $(( (VSIZE - len) / 4096 + 1 )); off=$((R * 4096))
 	gen "b$round-big" $len "$T/big"
-	cp "$M/$v" "$T/new"
+	tgt=$v
+	rnd 4
+	if [ "$R" = 0 ]; then
+		set -- $snaps
+		rnd $#
+		shift $R
+		tgt=$v@$1
+	fi
+	cp "$M/$tgt" "$T/new"
 	apply "$T/new" $off "$T/big"
-	rnd $((WRITE_MS * 3 / 2 + 1)); delay=$R
-	cv write "$v" --offset $off <"$T/big" 2>"$T/werr" &
+	# when: at once; once the daemon has read a random part of the data
+	# (it reads 1 MiB at a time, copies, and flushes at the end); or once
+	# the write is acknowledged
+	rnd 10
+	case $R in
+	0) at=0 when="at once" ;;
+	9) at=-1 when="after the acknowledgement" ;;
+	*) rnd $len; at=$((R + 1)) when="after $at of $len bytes were read" ;;
+	esac
+	mark_io rchar
+	cv write "$tgt" --offset $off <"$T/big" 2>"$T/werr" &
 	wpid=$!
-	sleep "$(printf '0.%03d' $((delay % 1000)))" && sleep $((delay / 1000))
+	if [ $at = -1 ]; then
+		wait $wpid
+	elif [ $at -gt 0 ]; then
+		wait_io rchar $at $wpid
+	fi
 	kill9_daemon
 	wait $wpid
 	wrc=$?
-	stores_sound "round $round (kill -9 after ${delay} ms of a $len-byte write to $v at $off, write exit $wrc)"
+	stores_sound "round $round (kill -9 $when, a $len-byte write to $tgt at $off; write exit $wrc)"
 	start_daemon || exit 1
 	expect 0 "round $round: list works after the restart" cv list
-	want="$(echo k4 k64) "
-	got=$(cv list --json | grep -o '"name":"k[0-9]*"' | sed 's/.*:"//; s/"$//' | sort | tr '\n' ' ')
-	check "round $round: both volumes are listed" test "$got" = "$want"
+	got=$(cv list --json | python3 -c "import json, sys; print(*sorted(v['name'] for v in json.load(sys.stdin)['volumes']))")
+	check "round $round: both volumes are listed" test "$got" = "k4 k64"
 	for x in k4 k64; do
 		sv=SNAPS_$x
 		want=$(echo ${!sv} | tr ' ' '\n' | grep . | sort | tr '\n' ' ')
 		check "round $round: $x has its snapshots (${want:-none})" test "$(snap_names $x)" = "$want"
-		n_active=$(cv list $x --json | grep -o '"state":"active"' | wc -l)
-		check "round $round: $x and its snapshots are active" test "$n_active" = $(($(echo $want | wc -w) + 1))
+		st=$(lj $x "v['state'], v['restore'], *(s['state'] for s in v['snapshots'])")
+		wst="active None"
+		for s in $want; do wst="$wst active"; done
+		check "round $round: $x and its snapshots are active, no restore ($st)" test "$st" = "$wst"
 		for s in ${!sv}; do
-			same "round $round: $x@$s equals its model (taken before, never changed)" "$x@$s" "$M/$x@$s"
+			[ "$x@$s" = "$tgt" ] && continue
+			same "round $round: $x@$s equals its model (no write of its own)" "$x@$s" "$M/$x@$s"
 		done
+		[ "$x" = "$tgt" ] || same "round $round: $x (no write of its own) equals its model" $x "$M/$x"
 	done
-	other=k64; [ $v = k64 ] && other=k4
-	same "round $round: $other (not written) is intact" $other "$M/$other"
 	if [ "$wrc" = 0 ]; then
 		n_acked=$((n_acked + 1))
-		same "round $round: the acknowledged write is all there" "$v" "$T/new" && cp "$T/new" "$M/$v"
+		same "round $round: the acknowledged write is all there" "$tgt" "$T/new" && cp "$T/new" "$M/$tgt"
 	else
-		cv cat "$v" >"$T/got"
-		if python3 "$PY" oldnew "$M/$v" "$T/new" "$T/got" >"$T/on"; then
-			ok "round $round: every 4 KiB block of $v is old or new ($(cat "$T/on")); the acknowledged writes are there"
+		cv cat "$tgt" >"$T/got"
+		if python3 "$PY" oldnew "$M/$tgt" "$T/new" "$T/got" >"$T/on"; then
+			ok "round $round: every 4 KiB block of $tgt is old or new ($(cat "$T/on")); the acknowledged writes are there"
 			case $(cat "$T/on") in
 			"old 0 new"*) n_new=$((n_new + 1)) ;;
-			*" new 0") n_old=$((n_old + 1)) ;;
+			*" new 0 (of"*) n_old=$((n_old + 1)) ;;
 			*) n_mixed=$((n_mixed + 1)) ;;
 			esac
-			cp "$T/got" "$M/$v"
+			cp "$T/got" "$M/$tgt"
 		else
-			notok "round $round: $v after a write cut by kill -9: $(cat "$T/on")"
-			cp "$T/got" "$M/$v"
+			notok "round $round: $tgt after a write cut by kill -9: $(cat "$T/on")"
+			cp "$T/got" "$M/$tgt"
 		fi
 	fi
 done
-echo "# (b) outcomes: $n_acked acknowledged before the kill, $n_mixed cut in the middle, $n_old not begun, $n_new done but not acknowledged"
+echo "# (b) outcomes: $n_acked acknowledged before the kill, $n_mixed cut in the middle, $n_old with nothing of it on disk, $n_new done but not acknowledged"
 cv rm k4 --recursive >/dev/null
 cv rm k64 --recursive >/dev/null
 
 # --- (c) kill -9 during a restore ------------------------------------------------
 echo "# (c) kill -9 during a restore"
 CSIZE=$((8 << 20))
-RESTORE_MS=0
 n_mid=0
 for round in 1 2 3 4 5 6 7; do
 	v=rs$round
 	keep=""; [ $((round % 2)) = 0 ] && keep=--keep
+	kw=${keep:-without --keep}
 	cv create $v --size 8M >/dev/null
 	head -c $CSIZE /dev/zero >"$M/E"
 	cv snap $v@E >/dev/null # all zeros; gets every chunk below
@@ -272,7 +317,7 @@ for round in 1 2 3 4 5 6 7; do
 	cp "$M/S" "$M/V"
 	# scattered writes first (short runs of exceptions: many restore steps),
 	# then most of the volume
-	for i in $(seq 1 40); do
+	for i in $(seq 1 60); do
 		rnd 2048; off=$((R * 4096)); rnd 6; len=$(( (R + 1) * 4096 ))
 		[ $((off + len)) -le $CSIZE ] || len=$((CSIZE - off))
 		gen "c$round-s$i" $len "$T/d"
@@ -286,37 +331,44 @@ for round in 1 2 3 4 5 6 7; do
 	gen "c$round-2" 100000 "$T/d"
 	cv write $v --offset 5000 <"$T/d" && apply "$M/V" 5000 "$T/d"
 	cv diff $v@S >"$T/out"
-	ok "round $round: $v@S differs from $v in $(tail -1 "$T/out" | sed 's/total: //')"
-	how=""
+	dbytes=$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' "$T/out")
+	check "round $round: $v@S differs from $v in most chunks (diff: ${dbytes:-?} bytes)" \
+		test "${dbytes:-0}" -ge $((CSIZE * 3 / 4))
+	# when: after the end; at once; or once the daemon has written a random
+	# part of the restore's data (the copies into O, then S's chunks)
+	n_exc=$(lj $v "[s['exceptions'] for s in v['snapshots'] if s['name'] == 'S'][0]")
+	total=$((2 * n_exc * 4096))
+	case $round in
+	1) at=-1 how="after the end" ;;
+	2) at=0 how="at once" ;;
+	*) rnd $total; at=$((R + 1)) how="after $at of about $total bytes were written" ;;
+	esac
+	mark_io wchar
 	if ! cv restore $v@S --no-wait $keep >"$T/out" 2>"$T/err"; then
 		notok "round $round: restore $v@S --no-wait $keep ($(cat "$T/err"))"
 		continue
 	fi
-	t0=$(now_ms)
-	case $round in
-	1) # after the end: and how long a restore takes here
+	if [ $at = -1 ]; then
 		wait_restored $v
-		RESTORE_MS=$(($(now_ms) - t0))
-		echo "# a restore of $v takes about ${RESTORE_MS} ms (with polling)"
-		how="after the end" ;;
-	2) how="with no delay" ;;
-	*)
-		rnd $((RESTORE_MS + 1)); delay=$R
-		sleep "$(printf '0.%03d' $((delay % 1000)))" && sleep $((delay / 1000))
-		how="after ${delay} ms" ;;
-	esac
+	elif [ $at -gt 0 ]; then
+		(until cv list $v --json | grep -q '"restore": *null'; do sleep 0.02; done) >/dev/null 2>&1 &
+		poller=$!
+		wait_io wchar $at $poller || how="$how (it had ended)"
+		kill $poller 2>/dev/null
+		wait $poller 2>/dev/null
+	fi
 	if [ $round = 7 ]; then
 		how="$how, by SIGTERM"
 		expect 0 "round $round: SIGTERM during the restore: cowvold exits 0" stop_timed
 	else
 		kill9_daemon
 	fi
-	stores_sound "round $round (restore $keep stopped $how)"
+	stores_sound "round $round (restore $kw stopped $how)"
 	start_daemon || exit 1
 	r=$(restore_of $v)
 	case $r in
 	null) ok "round $round: after the restart $v shows no restore (it had ended)" ;;
-	*'"snapshot":"S"'*)
+	S:*)
 		n_mid=$((n_mid + 1))
 		ok "round $round: after the restart $v shows the restore from S ($r)" ;;
 	*) notok "round $round: after the restart $v shows restore '$r'" ;;
@@ -326,7 +378,7 @@ for round in 1 2 3 4 5 6 7; do
 	if wait_restored $v; then
 		ok "round $round: the restore ended by itself (no second 'cowvol restore')"
 	else
-		notok "round $round: the restore has not ended within 60 s: $(restore_of $v)"
+		notok "round $round: the restore has not ended within 30 s: $(restore_of $v)"
 	fi
 	same "round $round: $v equals the snapshot's content" $v "$M/S"
 	same "round $round: $v@E (older) is unchanged" $v@E "$M/E"
@@ -359,11 +411,12 @@ for round in 1 2 3 4; do
 	rnd 8; off=$(((R + 1) * 1048576 - 4096 * round))
 	cp "$M/td" "$T/new"
 	apply "$T/new" $off "$T/big"
+	rnd $((24 << 20)); at=$R
+	mark_io rchar
 	cv write td --offset $off <"$T/big" >"$T/wout" 2>"$T/werr" &
 	wpid=$!
-	rnd $((WRITE_MS * 3 + 1)); delay=$R
-	sleep "$(printf '0.%03d' $((delay % 1000)))" && sleep $((delay / 1000))
-	expect 0 "round $round: SIGTERM ${delay} ms into a 24 MiB write: cowvold exits 0" stop_timed
+	wait_io rchar $at $wpid
+	expect 0 "round $round: SIGTERM once $at of 24 MiB were read: cowvold exits 0" stop_timed
 	wait $wpid
 	wrc=$?
 	if [ $wrc = 0 ]; then
