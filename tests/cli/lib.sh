@@ -15,6 +15,10 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 
 ok() { echo "ok - $*"; }
 notok() { echo "not ok - $*"; NOTOK=$((NOTOK + 1)); }
+check() { # DESC CMD...: ok when CMD succeeds
+	local d=$1; shift
+	if "$@"; then ok "$d"; else notok "$d"; fi
+}
 
 # expect RC DESC CMD...: run CMD, want exit code RC; output in $T/out, $T/err
 expect() {
