@@ -96,5 +96,7 @@ int cmd_status(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_write(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
+/* export.c */
+int cmd_export(int argc, char **argv);
 
 #endif

@@ -118,6 +118,7 @@ static void help(void)
                "                                Write a volume's or snapshot's content to stdout\n"
                "  write TARGET [--offset BYTES] Write stdin into a volume at BYTES\n"
                "  diff VOLUME@SNAP [--json]     Byte ranges changed since the snapshot\n"
+               "  export TARGET [--json]        The NBD URI serving a volume or snapshot\n"
                "  status [--json]               The daemon's version, uptime and counts\n"
                "\n"
                "Offline store commands (no daemon needed; PATH is a file or a block device):\n"
@@ -147,6 +148,7 @@ static const struct {
         { "create", cmd_create }, { "add", cmd_add },   { "snap", cmd_snap },   { "list", cmd_list },
         { "restore", cmd_restore }, { "rm", cmd_rm },   { "cat", cmd_cat },     { "write", cmd_write },
         { "diff", cmd_diff },     { "status", cmd_status }, { "store", cmd_store },
+        { "export", cmd_export },
 };
 
 int main(int argc, char **argv)

@@ -104,6 +104,8 @@ static void help(void)
                "\n"
                "  -s, --state-dir DIR   catalogue, volumes and stores (default /var/lib/cowvol)\n"
                "  -S, --socket PATH     control socket (default /run/cowvol/cowvold.sock)\n"
+               "  -N, --nbd-socket PATH NBD socket serving every volume and snapshot\n"
+               "                        (default: nbd.sock beside the control socket)\n"
                "  -c, --config FILE     settings (default /etc/cowvol/cowvold.conf if present)\n"
                "  -f, --foreground      stay in the foreground (it always does; for systemd)\n"
                "  -h, --help            show this help\n"
@@ -114,7 +116,8 @@ static void help(void)
                "  autoextend_threshold = 70        grow a store when its use passes this %%\n"
                "  autoextend_percent = 20          by this %% of its size (threshold 100: never)\n"
                "  state_dir = /var/lib/cowvol\n"
-               "  socket = /run/cowvol/cowvold.sock\n");
+               "  socket = /run/cowvol/cowvold.sock\n"
+               "  nbd_socket = /run/cowvol/nbd.sock\n");
 }
 
 static char *trim(char *s)
@@ -147,7 +150,8 @@ static int parse_percent(const char *file, unsigned line, const char *key, const
 static bool group_named; /* the config names a group: it must exist */
 
 /* key = value lines; '#' starts a comment.  Unknown keys are errors. */
-static int config_load(const char *file, bool must_exist, char **ret_state, char **ret_socket)
+static int config_load(const char *file, bool must_exist, char **ret_state, char **ret_socket,
+                       char **ret_nbd_socket)
 {
         FILE *f = fopen(file, "re");
         char buf[1024];
@@ -191,6 +195,9 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
                 } else if (strcmp(k, "socket") == 0) {
                         free(*ret_socket);
                         *ret_socket = strdup(v);
+                } else if (strcmp(k, "nbd_socket") == 0) {
+                        free(*ret_nbd_socket);
+                        *ret_nbd_socket = strdup(v);
                 } else {
                         fprintf(stderr, "cowvold: %s:%u: unknown setting '%s'\n", file, line, k);
                         r = -EINVAL;
@@ -284,16 +291,54 @@ static void *session_start(void *arg)
         return session_main(arg);
 }
 
-static int serve(int lfd, int sfd)
+/* Accept one client on @lfd and give it a thread running @fn. */
+static void accept_client(int lfd, void *(*fn)(void *))
 {
-        struct pollfd pf[2] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+        int cfd, r;
+        pthread_t t;
+        pthread_attr_t attr;
+
+        cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (cfd < 0) {
+                /* transient: a client gone before accept, fds short */
+                if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
+                        dlog(LOG_WARN_, "accept: %s", strerror(errno));
+                if (errno == EMFILE || errno == ENFILE)
+                        usleep(100000);
+                return;
+        }
+        pthread_mutex_lock(&D.lock);
+        if (D.clients >= MAX_CLIENTS) {
+                pthread_mutex_unlock(&D.lock);
+                dlog(LOG_WARN_, "Too many clients (%d); closing a new one", MAX_CLIENTS);
+                close(cfd);
+                return;
+        }
+        clients_add(cfd);
+        D.clients++;
+        pthread_mutex_unlock(&D.lock);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        r = pthread_create(&t, &attr, fn, (void *)(intptr_t)cfd);
+        pthread_attr_destroy(&attr);
+        if (r) {
+                dlog(LOG_WARN_, "Cannot start a client thread: %s", strerror(r));
+                pthread_mutex_lock(&D.lock);
+                clients_forget(cfd);
+                close(cfd);
+                D.clients--;
+                pthread_mutex_unlock(&D.lock);
+        }
+}
+
+/* @nfd: the NBD socket, or -1 (poll skips it) */
+static int serve(int lfd, int sfd, int nfd)
+{
+        struct pollfd pf[3] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN },
+                                { .fd = nfd, .events = POLLIN } };
 
         for (;;) {
-                int cfd, r;
-                pthread_t t;
-                pthread_attr_t attr;
-
-                if (poll(pf, 2, -1) < 0) {
+                if (poll(pf, 3, -1) < 0) {
                         if (errno == EINTR)
                                 continue;
                         return -errno;
@@ -304,39 +349,35 @@ static int serve(int lfd, int sfd)
                                 dlog(LOG_INFO_, "Received %s, stopping", strsignal((int)si.ssi_signo));
                         return 0;
                 }
-                if (!(pf[0].revents & POLLIN))
-                        continue;
-                cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-                if (cfd < 0) {
-                        /* transient: a client gone before accept, fds short */
-                        if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
-                                dlog(LOG_WARN_, "accept: %s", strerror(errno));
-                        if (errno == EMFILE || errno == ENFILE)
-                                usleep(100000);
-                        continue;
-                }
-                pthread_mutex_lock(&D.lock);
-                if (D.clients >= MAX_CLIENTS) {
-                        pthread_mutex_unlock(&D.lock);
-                        dlog(LOG_WARN_, "Too many clients (%d); closing a new one", MAX_CLIENTS);
-                        close(cfd);
-                        continue;
-                }
-                clients_add(cfd);
-                D.clients++;
-                pthread_mutex_unlock(&D.lock);
-                pthread_attr_init(&attr);
-                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-                r = pthread_create(&t, &attr, session_start, (void *)(intptr_t)cfd);
-                pthread_attr_destroy(&attr);
-                if (r) {
-                        dlog(LOG_WARN_, "Cannot start a client thread: %s", strerror(r));
-                        close(cfd);
-                        pthread_mutex_lock(&D.lock);
-                        D.clients--;
-                        pthread_mutex_unlock(&D.lock);
-                }
+                if (pf[0].revents & POLLIN)
+                        accept_client(lfd, session_start);
+                if (pf[2].revents & POLLIN)
+                        accept_client(nfd, nbd_session_main);
         }
+}
+
+/* The NBD socket's path: --nbd-socket, nbd_socket =, else nbd.sock beside
+ * the control socket; made absolute, since it goes into URIs. */
+static char *nbd_socket_default(const char *arg, const char *conf)
+{
+        const char *p = arg ? arg : conf;
+        char *out = NULL, cwd[4096];
+
+        if (!p) {
+                const char *slash = strrchr(D.cfg.socket_path, '/');
+                if (asprintf(&out, "%.*s%snbd.sock", slash ? (int)(slash - D.cfg.socket_path) : 0,
+                             D.cfg.socket_path, slash ? "/" : "") < 0)
+                        return NULL;
+        } else if (!(out = strdup(p)))
+                return NULL;
+        if (out[0] != '/' && getcwd(cwd, sizeof(cwd))) {
+                char *abs;
+                if (asprintf(&abs, "%s/%s", cwd, out) < 0)
+                        abs = NULL;
+                free(out);
+                out = abs;
+        }
+        return out;
 }
 
 static int start_volumes(void)
@@ -366,22 +407,25 @@ int main(int argc, char **argv)
         static const struct option longopts[] = {
                 { "state-dir", required_argument, NULL, 's' },
                 { "socket", required_argument, NULL, 'S' },
+                { "nbd-socket", required_argument, NULL, 'N' },
                 { "config", required_argument, NULL, 'c' },
                 { "foreground", no_argument, NULL, 'f' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
         };
-        char *state = NULL, *sock = NULL, *arg_state = NULL, *arg_sock = NULL;
+        char *state = NULL, *sock = NULL, *nbd_sock = NULL, *arg_state = NULL, *arg_sock = NULL,
+             *arg_nbd_sock = NULL;
         const char *config = NULL;
         sigset_t mask;
-        int c, lfd, sfd, n, r;
+        int c, lfd, sfd, nfd, n, r;
         char path[4096];
 
-        while ((c = getopt_long(argc, argv, "s:S:c:fhV", longopts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "s:S:N:c:fhV", longopts, NULL)) >= 0) {
                 switch (c) {
                 case 's': arg_state = optarg; break;
                 case 'S': arg_sock = optarg; break;
+                case 'N': arg_nbd_sock = optarg; break;
                 case 'c': config = optarg; break;
                 case 'f': D.cfg.foreground = true; break;
                 case 'h': help(); return EXIT_SUCCESS;
@@ -398,11 +442,16 @@ int main(int argc, char **argv)
         D.cfg.autoextend_threshold = 70;
         D.cfg.autoextend_percent = 20;
         D.cfg.group = strdup("cowvol");
-        r = config_load(config ? config : "/etc/cowvol/cowvold.conf", config != NULL, &state, &sock);
+        r = config_load(config ? config : "/etc/cowvol/cowvold.conf", config != NULL, &state, &sock, &nbd_sock);
         if (r < 0)
                 return EXIT_FAILURE;
         D.cfg.state_dir = arg_state ? arg_state : state ? state : "/var/lib/cowvol";
         D.cfg.socket_path = arg_sock ? arg_sock : sock ? sock : "/run/cowvol/cowvold.sock";
+        D.cfg.nbd_socket_path = nbd_socket_default(arg_nbd_sock, nbd_sock);
+        if (!D.cfg.nbd_socket_path) {
+                fprintf(stderr, "cowvold: out of memory\n");
+                return EXIT_FAILURE;
+        }
         if (D.cfg.group && *D.cfg.group) {
                 struct group *g = getgrnam(D.cfg.group);
                 if (g) {
@@ -466,17 +515,29 @@ int main(int argc, char **argv)
                 if (lfd < 0)
                         return EXIT_FAILURE;
         }
+        /* NBD beside it; without it the control socket still serves */
+        nfd = listen_socket(D.cfg.nbd_socket_path);
+        if (nfd < 0) {
+                dlog(LOG_WARN_, "Not serving NBD: cannot listen on %s", D.cfg.nbd_socket_path);
+                free(D.cfg.nbd_socket_path);
+                D.cfg.nbd_socket_path = NULL; /* export says so */
+        } else
+                dlog(LOG_INFO_, "Serving NBD on %s", D.cfg.nbd_socket_path);
         dlog(LOG_INFO_, "cowvold %s serving %s, state in %s", cowvol_version(),
              n == 1 ? "the socket from systemd" : D.cfg.socket_path, D.cfg.state_dir);
         sd_notifyf(0, "READY=1\nSTATUS=Serving %s", n == 1 ? "the socket from systemd" : D.cfg.socket_path);
 
-        r = serve(lfd, sfd);
+        r = serve(lfd, sfd, nfd);
         sd_notify(0, "STOPPING=1");
 
         /* stop: no new clients; requests in flight finish */
         close(lfd);
         if (n != 1)
                 unlink(D.cfg.socket_path);
+        if (nfd >= 0) {
+                close(nfd);
+                unlink(D.cfg.nbd_socket_path);
+        }
         pthread_mutex_lock(&D.lock);
         D.stopping = 1;
         for (int i = 0; i < MAX_CLIENTS; i++)
@@ -498,6 +559,8 @@ int main(int argc, char **argv)
         free(D.cfg.group);
         free(state);
         free(sock);
+        free(nbd_sock);
+        free(D.cfg.nbd_socket_path);
         close(sfd);
         dlog(LOG_INFO_, "Stopped cleanly");
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -52,6 +52,7 @@ struct vol {
 struct config {
         const char *state_dir;
         const char *socket_path;
+        char *nbd_socket_path; /* the NBD socket (nbd.c) */
         const char *config_file;
         char *group; /* may read and change volumes, beside root */
         gid_t gid;
@@ -105,6 +106,12 @@ int write_all(int fd, const void *buf, size_t n);
 
 /* session.c */
 void *session_main(void *arg);
+struct ucred;
+/* root, or a member of the configured group (SO_PEERCRED, SO_PEERGROUPS) */
+bool peer_is_admin(int fd, const struct ucred *cred);
+
+/* nbd.c: one NBD connection (the accepted socket as the argument) */
+void *nbd_session_main(void *arg);
 
 /* handlers.c */
 struct peer {

@@ -888,6 +888,61 @@ static json_object *op_diff(struct ctx *c)
         return o;
 }
 
+/* The URI libnbd and qemu take: nbd+unix:///NAME?socket=PATH.  Names are
+ * [A-Za-z0-9_.+-] and '@', all allowed in a URI path; the socket path is
+ * percent-encoded but for unreserved characters and '/'. */
+static char *nbd_uri(const char *name, const char *sock)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        size_t n = strlen(sock), k = 0;
+        char *enc = malloc(n * 3 + 1), *uri;
+
+        if (!enc)
+                return NULL;
+        for (const unsigned char *p = (const unsigned char *)sock; *p; p++) {
+                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                    strchr("-._~/", *p))
+                        enc[k++] = (char)*p;
+                else
+                        enc[k++] = '%', enc[k++] = hex[*p >> 4], enc[k++] = hex[*p & 15];
+        }
+        enc[k] = '\0';
+        if (asprintf(&uri, "nbd+unix:///%s?socket=%s", name, enc) < 0)
+                uri = NULL;
+        free(enc);
+        return uri;
+}
+
+static json_object *op_export(struct ctx *c)
+{
+        static const struct argspec spec[] = { { "target", json_type_string, true }, {} };
+        struct cowvol_snap_info si;
+        const char *target;
+        struct vol *v;
+        struct snap *s;
+        json_object *o;
+        char *uri;
+
+        if (check_args(c, "export", spec) < 0 || find_target(c, (target = arg_str(c, "target")), false, &v, &s) < 0)
+                return NULL;
+        if (!v->eng || (s && !s->eng))
+                return fail_unavailable(c, v, s && !s->eng ? s : NULL), NULL;
+        if (s && (cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid))
+                return fail_unavailable(c, v, s), NULL;
+        if (s && v->restoring == s)
+                return fail(c, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, s->name), NULL;
+        if (!D.cfg.nbd_socket_path)
+                return fail(c, -ENOTSUP, "cowvold is not serving NBD"), NULL;
+        if (!(uri = nbd_uri(target, D.cfg.nbd_socket_path)))
+                return fail(c, -ENOMEM, "out of memory"), NULL;
+        o = json_object_new_object();
+        json_object_object_add(o, "uri", json_object_new_string(uri));
+        json_object_object_add(o, "name", json_object_new_string(target));
+        json_object_object_add(o, "socket", json_object_new_string(D.cfg.nbd_socket_path));
+        free(uri);
+        return o;
+}
+
 static const struct {
         const char *name;
         json_object *(*fn)(struct ctx *c);
@@ -904,6 +959,7 @@ static const struct {
         { "cat", op_cat, true },
         { "write", op_write, true },
         { "diff", op_diff, true },
+        { "export", op_export, true },
 };
 
 void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result, int *ret_err,

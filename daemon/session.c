@@ -24,7 +24,7 @@ struct session {
         int pending_fd; /* received with the line being read */
 };
 
-static bool peer_is_admin(int fd, const struct ucred *cred)
+bool peer_is_admin(int fd, const struct ucred *cred)
 {
         gid_t groups[256];
         socklen_t len = sizeof(groups);

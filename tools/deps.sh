@@ -9,7 +9,7 @@ what=${1:-build}
 # pkg-config module -> Debian package
 build_pkgs="libdevmapper-dev:devmapper libblkid-dev:blkid uuid-dev:uuid libjson-c-dev:json-c libsystemd-dev:libsystemd libcriterion-dev:criterion"
 # command -> Debian package (test tools)
-test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux python3:python3 systemd-analyze:systemd setpriv:util-linux"
+test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux python3:python3 systemd-analyze:systemd setpriv:util-linux nbdinfo:libnbd-bin nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-io:qemu-utils"
 
 missing=""
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"

@@ -339,8 +339,9 @@ class ModelTest:
         return off, n
 
     def pick_vol(self, need_snap=False, room=0):
+        # room 0 asks for no snapshot room: any volume will do
         vs = [v for v in self.vols.values()
-              if (not need_snap or v.snaps) and len(v.snaps) + room <= MAX_SNAPS]
+              if (not need_snap or v.snaps) and (room == 0 or len(v.snaps) + room <= MAX_SNAPS)]
         return self.rng.choice(vs) if vs else None
 
     # --- operations ------------------------------------------------------------
