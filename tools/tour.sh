@@ -14,7 +14,8 @@ cowvol() { "$B/cowvol" "$@"; }
 
 "$B/cowvold" --state-dir "$dir/state" --socket "$COWVOL_SOCKET" 2>"$dir/cowvold.log" &
 daemon=$!
-trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
+main_pid=$BASHPID
+trap '[ "$BASHPID" = "$main_pid" ] || exit; kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do "$B/cowvol" status >/dev/null 2>&1 && break; sleep 0.05; done
 echo "# cowvold runs on $COWVOL_SOCKET (state in $dir/state, log in $dir/cowvold.log)"
 

@@ -30,7 +30,12 @@ check() { # DESC CMD...: ok when CMD succeeds
 	if "$@"; then ok "$d"; else notok "$d"; fi
 }
 
+# Bash runs the EXIT trap in a subshell that a signal kills right after its
+# fork, before it has reset its traps (a poller killed at once, say): only
+# the main shell may clean up.
+MAIN_PID=$BASHPID
 _cleanup() {
+	[ "$BASHPID" = "$MAIN_PID" ] || return 0
 	[ -n "$DAEMON_PID" ] && { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null
 	wait 2>/dev/null
 	if [ "$NOTOK" -gt 0 ] && [ -f "$T/daemon.log" ]; then

@@ -344,6 +344,7 @@ mkdir -p "$SMALL"
 mount -t tmpfs -o size=3M tmpfs "$SMALL"
 check "a 3 MiB tmpfs for the second daemon's state" mountpoint -q "$SMALL"
 _cleanup_small() {
+	[ "$BASHPID" = "$MAIN_PID" ] || return 0
 	if [ -n "$D2_PID" ]; then
 		kill -9 "$D2_PID" 2>/dev/null
 		wait "$D2_PID" 2>/dev/null

@@ -18,6 +18,7 @@ fi
 
 # the daemon belongs to model.py; if this script is cut short, kill it too
 _model_cleanup() {
+	[ "$BASHPID" = "$MAIN_PID" ] || return 0
 	[ -s "$T/model-daemon.pid" ] && kill -9 "$(cat "$T/model-daemon.pid")" 2>/dev/null
 	_cleanup
 }

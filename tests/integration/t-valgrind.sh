@@ -7,7 +7,8 @@ set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 command -v valgrind >/dev/null || { echo "not ok - valgrind is not installed (make deps-test installs it)"; exit 1; }
 W=$(mktemp -d /tmp/cowvol-vg.XXXXXX)
-trap 'rm -rf "$W"' EXIT
+MAIN_PID=$BASHPID # a subshell killed right after its fork runs this trap too
+trap '[ "$BASHPID" = "$MAIN_PID" ] && rm -rf "$W"' EXIT
 mkdir -p "$W/tests"
 ln -s "$REPO/build/cowvol" "$W/cowvol"
 ln -s "$REPO/build/tests/cowtool" "$W/tests/cowtool"

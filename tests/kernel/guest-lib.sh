@@ -23,8 +23,10 @@ ok() { echo "ok - $*"; }
 # on_exit CMD: run CMD (eval'd) at exit, before dm devices and loops go.
 on_exit() { printf '%s\n' "$*" >>"$_gl_state/exit"; }
 
+_gl_main=$BASHPID # a subshell killed right after its fork runs the trap too
 _gl_cleanup() {
 	local rc=$? line
+	[ "$BASHPID" = "$_gl_main" ] || return 0
 	set +e
 	while read -r line; do eval "$line"; done < <(tac "$_gl_state/exit")
 	while read -r line; do

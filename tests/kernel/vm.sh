@@ -267,7 +267,9 @@ exec 9>&-
 
 work=$(mktemp -d "$cache/run.XXXXXX")
 chmod 755 "$work"
+main_pid=$BASHPID
 cleanup() {
+	[ "$BASHPID" = "$main_pid" ] || return 0
 	if [ "${COWVOL_VM_KEEP:-0}" = 1 ]; then
 		log "kept work folder $work"
 	else
