@@ -339,6 +339,41 @@ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void *buf, siz
 int cowvol_volume_flush(cowvol_volume *v);
 
 /**
+ * Zero @len bytes at @off of the volume (@sn NULL) or of snapshot @sn.  With
+ * COWVOL_ZERO_PUNCH, whole origin chunks that no snapshot still needs are
+ * deallocated (a hole in the image) instead of written; every other chunk
+ * is written with zeroes through the ordinary path (copies first).
+ */
+#define COWVOL_ZERO_PUNCH 1u
+int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off, unsigned flags);
+
+/**
+ * Discard (TRIM) @len bytes at @off: advice that the content is no longer
+ * needed.  Whole origin chunks that no snapshot still needs are
+ * deallocated and then read as zeroes; everything else, and every snapshot,
+ * keeps its content.  -EBUSY during a restore.
+ */
+int cowvol_volume_discard(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off);
+
+/** One extent of cowvol_volume_block_status(). */
+struct cowvol_extent {
+        uint64_t len;
+        unsigned flags; /* COWVOL_EXTENT_* */
+};
+#define COWVOL_EXTENT_HOLE 1u /* not allocated */
+#define COWVOL_EXTENT_ZERO 2u /* reads as zeroes */
+
+/**
+ * The allocation of [@off, @off+@len) of the volume or of snapshot @sn, as
+ * at most @max extents in order, neighbours with equal flags merged: a
+ * snapshot's chunks in its store are data, its other chunks are as the
+ * origin's.  Returns the number of extents, which may cover less than
+ * @len (never nothing), or -EINVAL, -ESTALE.
+ */
+int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
+                               struct cowvol_extent *ext, size_t max);
+
+/**
  * Restore: the volume's content becomes @sn's.  merge_begin marks the merge
  * (reads of the volume show @sn's content at once; writes get -EBUSY);
  * merge_step merges one run of exceptions from the end of @sn's store

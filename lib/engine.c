@@ -828,6 +828,253 @@ _public_ int cowvol_volume_flush(cowvol_volume *v)
         return r;
 }
 
+/* --- zeroes, discards, allocation ------------------------------------------ */
+
+/* Origin chunk @c may lose its content: no valid snapshot still needs its
+ * copy, and no new data waits for it in memory.  Write lock held. */
+static bool chunk_free_to_punch(cowvol_volume *v, uint64_t c)
+{
+        return !deferred_find(v, c) && !any_copy_needed(v, c, 1);
+}
+
+/* Deallocate origin chunks [first, first+n) (clipped to the volume's end):
+ * afterwards they read as zeroes.  -EOPNOTSUPP when the filesystem cannot. */
+static int punch_chunks(cowvol_volume *v, uint64_t first, uint64_t n)
+{
+        uint64_t off = first * v->chunk, len = n * v->chunk;
+
+        if (len > v->size - off)
+                len = v->size - off;
+        if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+                return -errno;
+        return 0;
+}
+
+static const uint8_t zero_chunk[COWVOL_CHUNK_MAX];
+
+/* @len bytes of zeroes at @off through the ordinary write path (copies
+ * first, where snapshots need them).  Write lock held. */
+static int write_zero_bytes(cowvol_volume *v, struct cowvol_snap *sn, uint64_t len, uint64_t off)
+{
+        int r = 0;
+
+        while (len > 0 && r >= 0) {
+                size_t n = len < sizeof(zero_chunk) ? (size_t)len : sizeof(zero_chunk);
+                r = sn ? write_snapshot(v, sn, zero_chunk, n, off) : write_origin(v, zero_chunk, n, off);
+                off += n;
+                len -= n;
+        }
+        return r;
+}
+
+/* Write-zeroes and discard on the origin, write lock held.  Whole chunks
+ * that may lose their content are punched (when @punch); with @discard the
+ * rest is left alone (a discard is advice), else it is written with zeroes.
+ * Both kinds of chunk gather into runs. */
+static int zero_origin(cowvol_volume *v, uint64_t len, uint64_t off, bool punch, bool discard)
+{
+        uint64_t end = off + len, hole_c = 0, hole_n = 0, zero_off = 0, zero_len = 0;
+        int r = 0;
+
+        for (uint64_t c = off / v->chunk; c <= (end - 1) / v->chunk && r >= 0; c++) {
+                uint64_t cs = c * v->chunk, ce = cs + v->chunk < v->size ? cs + v->chunk : v->size;
+                uint64_t lo = off > cs ? off : cs, hi = end < ce ? end : ce;
+                bool hole = punch && lo == cs && hi == ce && chunk_free_to_punch(v, c);
+
+                if (hole_n && (!hole || hole_c + hole_n != c)) {
+                        r = punch_chunks(v, hole_c, hole_n);
+                        if (r == -EOPNOTSUPP) {
+                                /* this filesystem cannot: zeroes from now on */
+                                punch = hole = false;
+                                r = discard ? 0 : write_zero_bytes(v, NULL, hole_n * v->chunk, hole_c * v->chunk);
+                        }
+                        hole_n = 0;
+                }
+                if (zero_len && (hole || zero_off + zero_len != lo)) {
+                        if (r >= 0)
+                                r = write_zero_bytes(v, NULL, zero_len, zero_off);
+                        zero_len = 0;
+                }
+                if (hole) {
+                        if (!hole_n)
+                                hole_c = c;
+                        hole_n++;
+                } else if (!discard) {
+                        if (!zero_len)
+                                zero_off = lo;
+                        zero_len += hi - lo;
+                }
+        }
+        if (r >= 0 && hole_n) {
+                r = punch_chunks(v, hole_c, hole_n);
+                if (r == -EOPNOTSUPP)
+                        r = discard ? 0 : write_zero_bytes(v, NULL, hole_n * v->chunk, hole_c * v->chunk);
+        }
+        if (r >= 0 && zero_len)
+                r = write_zero_bytes(v, NULL, zero_len, zero_off);
+        return r;
+}
+
+_public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
+                                        unsigned flags)
+{
+        int r;
+
+        if (off > v->size || len > v->size - off)
+                return -EINVAL;
+        if (len == 0)
+                return 0;
+        pthread_rwlock_wrlock(&v->lock);
+        if (sn && !snap_attached(v, sn))
+                r = -ENOENT;
+        else if (v->merging)
+                r = -EBUSY;
+        else if (sn && !cowvol_store_is_valid(sn->store))
+                r = -ESTALE;
+        else if (sn)
+                r = write_zero_bytes(v, sn, len, off);
+        else
+                r = zero_origin(v, len, off, flags & COWVOL_ZERO_PUNCH, false);
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_discard(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off)
+{
+        int r = 0;
+
+        if (off > v->size || len > v->size - off)
+                return -EINVAL;
+        if (len == 0)
+                return 0;
+        pthread_rwlock_wrlock(&v->lock);
+        if (sn && !snap_attached(v, sn))
+                r = -ENOENT;
+        else if (v->merging)
+                r = -EBUSY;
+        else if (sn && !cowvol_store_is_valid(sn->store))
+                r = -ESTALE;
+        else if (!sn)
+                r = zero_origin(v, len, off, true, true);
+        /* a snapshot keeps its chunks: the store has no way to drop one */
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+/* The first waiting (deferred) chunk at or after @c, or UINT64_MAX. */
+static uint64_t next_deferred(const cowvol_volume *v, uint64_t c)
+{
+        uint64_t best = UINT64_MAX;
+
+        for (size_t i = 0; i < DTAB_SIZE && v->n_deferred; i++)
+                for (const struct deferred *d = v->dtab[i]; d; d = d->next)
+                        if (d->chunk >= c && d->chunk < best)
+                                best = d->chunk;
+        return best;
+}
+
+/* The image's allocation at @off: sets *ret_end to where it changes (at
+ * most @end) and returns true for a hole. */
+static bool image_extent(const cowvol_volume *v, uint64_t off, uint64_t end, uint64_t *ret_end)
+{
+        off_t d = lseek(v->fd, (off_t)off, SEEK_DATA), h;
+
+        if (d < 0 && errno == ENXIO) {
+                /* no data from here to the end of the file */
+                *ret_end = end;
+                return true;
+        }
+        if (d < 0) {
+                *ret_end = end; /* unknown: call it data */
+                return false;
+        }
+        if ((uint64_t)d > off) {
+                *ret_end = (uint64_t)d < end ? (uint64_t)d : end;
+                return true;
+        }
+        h = lseek(v->fd, (off_t)off, SEEK_HOLE);
+        *ret_end = h < 0 || (uint64_t)h > end ? end : (uint64_t)h;
+        if (*ret_end <= off)
+                *ret_end = end;
+        return false;
+}
+
+static int extent_add(struct cowvol_extent *ext, size_t max, size_t *n, uint64_t len, unsigned flags)
+{
+        if (*n && ext[*n - 1].flags == flags) {
+                ext[*n - 1].len += len;
+                return 0;
+        }
+        if (*n == max)
+                return 1;
+        ext[(*n)++] = (struct cowvol_extent){ .len = len, .flags = flags };
+        return 0;
+}
+
+/* at most this many chunks of a snapshot are looked at per call */
+#define STATUS_MAX_CHUNKS (1u << 20)
+
+_public_ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
+                                        struct cowvol_extent *ext, size_t max)
+{
+        uint64_t end, pos, img_end = 0;
+        bool img_hole = false;
+        size_t n = 0;
+        int r = 0;
+
+        if (off > v->size || len > v->size - off || len == 0 || max == 0)
+                return -EINVAL;
+        end = off + len;
+        pthread_rwlock_rdlock(&v->lock);
+        if (sn && !snap_attached(v, sn))
+                r = -ENOENT;
+        else if (sn && !cowvol_store_is_valid(sn->store))
+                r = -ESTALE;
+        else if (!sn && v->merging)
+                r = extent_add(ext, max, &n, len, 0); /* chunks come from two places: call it data */
+        else if (!sn) {
+                for (pos = off; pos < end;) {
+                        uint64_t c = pos / v->chunk, e, nd = next_deferred(v, c);
+                        bool hole;
+                        if (nd == c) {
+                                /* new data waits in memory for this chunk */
+                                e = (c + 1) * v->chunk < end ? (c + 1) * v->chunk : end;
+                                hole = false;
+                        } else {
+                                hole = image_extent(v, pos, end, &e);
+                                if (hole && nd != UINT64_MAX && nd * v->chunk < e)
+                                        e = nd * v->chunk;
+                        }
+                        if (extent_add(ext, max, &n, e - pos, hole ? COWVOL_EXTENT_HOLE | COWVOL_EXTENT_ZERO : 0))
+                                break;
+                        pos = e;
+                }
+        } else {
+                /* chunk by chunk: a store chunk is data, any other is the origin's */
+                uint64_t scanned = 0;
+                for (pos = off; pos < end && scanned < STATUS_MAX_CHUNKS; scanned++) {
+                        uint64_t c = pos / v->chunk, ce = (c + 1) * v->chunk, nw, e;
+                        bool hole;
+                        if (ce > end)
+                                ce = end;
+                        if (cowvol_store_lookup(sn->store, c, &nw) == 1) {
+                                hole = false;
+                                e = ce;
+                        } else {
+                                if (pos >= img_end)
+                                        img_hole = image_extent(v, pos, end, &img_end);
+                                hole = img_hole;
+                                e = img_end < ce ? img_end : ce;
+                        }
+                        if (extent_add(ext, max, &n, e - pos, hole ? COWVOL_EXTENT_HOLE | COWVOL_EXTENT_ZERO : 0))
+                                break;
+                        pos = e;
+                }
+        }
+        pthread_rwlock_unlock(&v->lock);
+        return r < 0 ? r : (int)n;
+}
+
 /* --- restore ----------------------------------------------------------------- */
 
 _public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn)
