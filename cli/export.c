@@ -13,7 +13,7 @@
 
 static void export_help(void)
 {
-        printf("Usage: %s export VOLUME[@SNAP] [--json]\n"
+        printf("Usage: %s export VOLUME[@SNAP] [--tcp] [--json]\n"
                "\n"
                "Print the NBD URI that serves the volume or snapshot, as libnbd and qemu\n"
                "take it: nbd+unix:///NAME?socket=PATH.  Reads and writes through it go\n"
@@ -23,7 +23,8 @@ static void export_help(void)
                "  nbdcopy \"$(%s export vm1@snap)\" backup.img\n"
                "  qemu-img info \"$(%s export vm1)\"\n"
                "\n"
-               "  --json  the daemon's answer (uri, name, socket), as it is\n",
+               "  --tcp   the nbd://HOST:PORT/NAME URI (cowvold --nbd-tcp, nbd_tcp =)\n"
+               "  --json  the daemon's answer (uri, tcp_uri, name, socket, read_only)\n",
                program_name, program_name, program_name, program_name);
 }
 
@@ -31,12 +32,13 @@ int cmd_export(int argc, char **argv)
 {
         static const struct option longopts[] = {
                 { "json", no_argument, NULL, 'j' },
+                { "tcp", no_argument, NULL, 't' },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         const char *cmd = "export ", *uri;
         json_object *args, *res;
-        bool json = false;
+        bool json = false, tcp = false;
         int c, r;
 
         optind = 0;
@@ -48,6 +50,9 @@ int cmd_export(int argc, char **argv)
                         return EXIT_SUCCESS;
                 case 'j':
                         json = true;
+                        break;
+                case 't':
+                        tcp = true;
                         break;
                 default:
                         return getopt_error(cmd, c, argv);
@@ -66,8 +71,10 @@ int cmd_export(int argc, char **argv)
                 return r;
         if (json)
                 r = print_json_result(res);
-        else if ((uri = result_string(res, "uri")))
+        else if ((uri = result_string(res, tcp ? "tcp_uri" : "uri")))
                 printf("%s\n", uri);
+        else if (tcp)
+                r = log_error("cowvold does not serve NBD over TCP (see nbd_tcp in cowvold(8))");
         else
                 r = log_error("the daemon's answer has no uri");
         json_object_put(res);

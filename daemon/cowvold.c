@@ -106,6 +106,11 @@ static void help(void)
                "  -S, --socket PATH     control socket (default /run/cowvol/cowvold.sock)\n"
                "  -N, --nbd-socket PATH NBD socket serving every volume and snapshot\n"
                "                        (default: nbd.sock beside the control socket)\n"
+               "  -T, --nbd-tcp[=ADDR]  serve NBD on TCP too: HOST, HOST:PORT, [IPV6]:PORT\n"
+               "                        or PORT (no ADDR: 127.0.0.1:10809).  Off by default:\n"
+               "                        whoever reaches the address may use every volume\n"
+               "  -R, --nbd-read-only=WHAT  export 'snapshots' or 'all' read-only over NBD\n"
+               "                        (default: no, every export is writable)\n"
                "  -c, --config FILE     settings (default /etc/cowvol/cowvold.conf if present)\n"
                "  -f, --foreground      stay in the foreground (it always does; for systemd)\n"
                "  -h, --help            show this help\n"
@@ -117,7 +122,11 @@ static void help(void)
                "  autoextend_percent = 20          by this %% of its size (threshold 100: never)\n"
                "  state_dir = /var/lib/cowvol\n"
                "  socket = /run/cowvol/cowvold.sock\n"
-               "  nbd_socket = /run/cowvol/nbd.sock\n");
+               "  nbd_socket = /run/cowvol/nbd.sock\n"
+               "  nbd_tcp = no                     yes (loopback), or an address as --nbd-tcp\n"
+               "  nbd_read_only = no               snapshots, all\n"
+               "  nbd_handshake_timeout = 30       seconds an NBD client may take to choose\n"
+               "                                   an export\n");
 }
 
 static char *trim(char *s)
@@ -132,7 +141,7 @@ static char *trim(char *s)
         return s;
 }
 
-static int parse_percent(const char *file, unsigned line, const char *key, const char *val, unsigned lo,
+static int parse_uint(const char *file, unsigned line, const char *key, const char *val, unsigned lo,
                          unsigned hi, unsigned *ret)
 {
         char *end;
@@ -186,9 +195,11 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
                         D.cfg.group = strdup(v);
                         group_named = true;
                 } else if (strcmp(k, "autoextend_threshold") == 0)
-                        r = parse_percent(file, line, k, v, 50, 100, &D.cfg.autoextend_threshold);
+                        r = parse_uint(file, line, k, v, 50, 100, &D.cfg.autoextend_threshold);
                 else if (strcmp(k, "autoextend_percent") == 0)
-                        r = parse_percent(file, line, k, v, 1, 1000, &D.cfg.autoextend_percent);
+                        r = parse_uint(file, line, k, v, 1, 1000, &D.cfg.autoextend_percent);
+                else if (strcmp(k, "nbd_handshake_timeout") == 0)
+                        r = parse_uint(file, line, k, v, 1, 3600, &D.cfg.nbd_handshake_timeout);
                 else if (strcmp(k, "state_dir") == 0) {
                         free(*ret_state);
                         *ret_state = strdup(v);
@@ -198,6 +209,23 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
                 } else if (strcmp(k, "nbd_socket") == 0) {
                         free(*ret_nbd_socket);
                         *ret_nbd_socket = strdup(v);
+                } else if (strcmp(k, "nbd_tcp") == 0) {
+                        free(D.cfg.nbd_tcp);
+                        if (nbd_tcp_parse(v, &D.cfg.nbd_tcp, &D.cfg.nbd_tcp_port) < 0) {
+                                fprintf(stderr,
+                                        "cowvold: %s:%u: nbd_tcp must be no, yes, HOST, HOST:PORT, [IPV6]:PORT or "
+                                        "PORT, not '%s'\n",
+                                        file, line, v);
+                                r = -EINVAL;
+                        }
+                } else if (strcmp(k, "nbd_read_only") == 0) {
+                        int ro = nbd_read_only_parse(v);
+                        if (ro < 0) {
+                                fprintf(stderr, "cowvold: %s:%u: nbd_read_only must be no, snapshots or all, not '%s'\n",
+                                        file, line, v);
+                                r = -EINVAL;
+                        } else
+                                D.cfg.nbd_read_only = ro;
                 } else {
                         fprintf(stderr, "cowvold: %s:%u: unknown setting '%s'\n", file, line, k);
                         r = -EINVAL;
@@ -331,14 +359,14 @@ static void accept_client(int lfd, void *(*fn)(void *))
         }
 }
 
-/* @nfd: the NBD socket, or -1 (poll skips it) */
-static int serve(int lfd, int sfd, int nfd)
+/* @nfd, @tfd: the NBD sockets (Unix, TCP), or -1 (poll skips them) */
+static int serve(int lfd, int sfd, int nfd, int tfd)
 {
-        struct pollfd pf[3] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN },
-                                { .fd = nfd, .events = POLLIN } };
+        struct pollfd pf[4] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN },
+                                { .fd = nfd, .events = POLLIN }, { .fd = tfd, .events = POLLIN } };
 
         for (;;) {
-                if (poll(pf, 3, -1) < 0) {
+                if (poll(pf, 4, -1) < 0) {
                         if (errno == EINTR)
                                 continue;
                         return -errno;
@@ -353,6 +381,8 @@ static int serve(int lfd, int sfd, int nfd)
                         accept_client(lfd, session_start);
                 if (pf[2].revents & POLLIN)
                         accept_client(nfd, nbd_session_main);
+                if (pf[3].revents & POLLIN)
+                        accept_client(tfd, nbd_session_main);
         }
 }
 
@@ -408,6 +438,8 @@ int main(int argc, char **argv)
                 { "state-dir", required_argument, NULL, 's' },
                 { "socket", required_argument, NULL, 'S' },
                 { "nbd-socket", required_argument, NULL, 'N' },
+                { "nbd-tcp", optional_argument, NULL, 'T' },
+                { "nbd-read-only", required_argument, NULL, 'R' },
                 { "config", required_argument, NULL, 'c' },
                 { "foreground", no_argument, NULL, 'f' },
                 { "help", no_argument, NULL, 'h' },
@@ -416,16 +448,18 @@ int main(int argc, char **argv)
         };
         char *state = NULL, *sock = NULL, *nbd_sock = NULL, *arg_state = NULL, *arg_sock = NULL,
              *arg_nbd_sock = NULL;
-        const char *config = NULL;
+        const char *config = NULL, *arg_tcp = NULL, *arg_ro = NULL;
         sigset_t mask;
-        int c, lfd, sfd, nfd, n, r;
+        int c, lfd, sfd, nfd, tfd = -1, n, r;
         char path[4096];
 
-        while ((c = getopt_long(argc, argv, "s:S:N:c:fhV", longopts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "s:S:N:T::R:c:fhV", longopts, NULL)) >= 0) {
                 switch (c) {
                 case 's': arg_state = optarg; break;
                 case 'S': arg_sock = optarg; break;
                 case 'N': arg_nbd_sock = optarg; break;
+                case 'T': arg_tcp = optarg ? optarg : "yes"; break;
+                case 'R': arg_ro = optarg; break;
                 case 'c': config = optarg; break;
                 case 'f': D.cfg.foreground = true; break;
                 case 'h': help(); return EXIT_SUCCESS;
@@ -441,10 +475,27 @@ int main(int argc, char **argv)
                 client_fds[i] = -1;
         D.cfg.autoextend_threshold = 70;
         D.cfg.autoextend_percent = 20;
+        D.cfg.nbd_handshake_timeout = 30;
         D.cfg.group = strdup("cowvol");
         r = config_load(config ? config : "/etc/cowvol/cowvold.conf", config != NULL, &state, &sock, &nbd_sock);
         if (r < 0)
                 return EXIT_FAILURE;
+        if (arg_tcp) {
+                free(D.cfg.nbd_tcp);
+                if (nbd_tcp_parse(arg_tcp, &D.cfg.nbd_tcp, &D.cfg.nbd_tcp_port) < 0) {
+                        fprintf(stderr, "cowvold: --nbd-tcp wants HOST, HOST:PORT, [IPV6]:PORT or PORT, not '%s'\n",
+                                arg_tcp);
+                        return 2;
+                }
+        }
+        if (arg_ro) {
+                int ro = nbd_read_only_parse(arg_ro);
+                if (ro < 0) {
+                        fprintf(stderr, "cowvold: --nbd-read-only wants no, snapshots or all, not '%s'\n", arg_ro);
+                        return 2;
+                }
+                D.cfg.nbd_read_only = ro;
+        }
         D.cfg.state_dir = arg_state ? arg_state : state ? state : "/var/lib/cowvol";
         D.cfg.socket_path = arg_sock ? arg_sock : sock ? sock : "/run/cowvol/cowvold.sock";
         D.cfg.nbd_socket_path = nbd_socket_default(arg_nbd_sock, nbd_sock);
@@ -522,12 +573,22 @@ int main(int argc, char **argv)
                 free(D.cfg.nbd_socket_path);
                 D.cfg.nbd_socket_path = NULL; /* export says so */
         } else
-                dlog(LOG_INFO_, "Serving NBD on %s", D.cfg.nbd_socket_path);
+                dlog(LOG_INFO_, "Serving NBD on %s%s", D.cfg.nbd_socket_path,
+                     D.cfg.nbd_read_only == NBD_RO_ALL         ? " (every export read-only)"
+                     : D.cfg.nbd_read_only == NBD_RO_SNAPSHOTS ? " (snapshots read-only)"
+                                                               : "");
+        /* TCP only when asked for; a wrong address is a wrong setting */
+        if (D.cfg.nbd_tcp) {
+                tfd = nbd_tcp_listen();
+                if (tfd < 0)
+                        return EXIT_FAILURE;
+                dlog(LOG_INFO_, "Serving NBD on TCP %s port %u", D.cfg.nbd_tcp, D.cfg.nbd_tcp_port);
+        }
         dlog(LOG_INFO_, "cowvold %s serving %s, state in %s", cowvol_version(),
              n == 1 ? "the socket from systemd" : D.cfg.socket_path, D.cfg.state_dir);
         sd_notifyf(0, "READY=1\nSTATUS=Serving %s", n == 1 ? "the socket from systemd" : D.cfg.socket_path);
 
-        r = serve(lfd, sfd, nfd);
+        r = serve(lfd, sfd, nfd, tfd);
         sd_notify(0, "STOPPING=1");
 
         /* stop: no new clients; requests in flight finish */
@@ -538,6 +599,8 @@ int main(int argc, char **argv)
                 close(nfd);
                 unlink(D.cfg.nbd_socket_path);
         }
+        if (tfd >= 0)
+                close(tfd);
         pthread_mutex_lock(&D.lock);
         D.stopping = 1;
         for (int i = 0; i < MAX_CLIENTS; i++)
@@ -557,6 +620,8 @@ int main(int argc, char **argv)
         }
         pthread_mutex_unlock(&D.lock);
         free(D.cfg.group);
+        free(D.cfg.nbd_tcp);
+        free(D.cfg.nbd_tcp_uri_host);
         free(state);
         free(sock);
         free(nbd_sock);

@@ -53,6 +53,11 @@ struct config {
         const char *state_dir;
         const char *socket_path;
         char *nbd_socket_path; /* the NBD socket (nbd.c) */
+        char *nbd_tcp;         /* "HOST:PORT" NBD also listens on, or NULL */
+        char *nbd_tcp_uri_host; /* the host part of nbd:// URIs */
+        unsigned nbd_tcp_port;
+        unsigned nbd_handshake_timeout; /* seconds a client may take to choose an export */
+        enum { NBD_RW = 0, NBD_RO_SNAPSHOTS, NBD_RO_ALL } nbd_read_only;
         const char *config_file;
         char *group; /* may read and change volumes, beside root */
         gid_t gid;
@@ -112,6 +117,14 @@ bool peer_is_admin(int fd, const struct ucred *cred);
 
 /* nbd.c: one NBD connection (the accepted socket as the argument) */
 void *nbd_session_main(void *arg);
+/* the nbd_read_only setting: an NBD_RW.. value or -EINVAL */
+int nbd_read_only_parse(const char *s);
+/* is the export of the volume (@s NULL) or snapshot @s read-only */
+bool nbd_export_read_only(const struct snap *s);
+/* the nbd_tcp setting into host and port (host NULL: off) */
+int nbd_tcp_parse(const char *spec, char **ret_host, unsigned *ret_port);
+/* listen on D.cfg.nbd_tcp; the socket or a negative errno (logged) */
+int nbd_tcp_listen(void);
 
 /* handlers.c */
 struct peer {

@@ -939,7 +939,17 @@ static json_object *op_export(struct ctx *c)
         json_object_object_add(o, "uri", json_object_new_string(uri));
         json_object_object_add(o, "name", json_object_new_string(target));
         json_object_object_add(o, "socket", json_object_new_string(D.cfg.nbd_socket_path));
+        json_object_object_add(o, "read_only", json_object_new_boolean(nbd_export_read_only(s)));
         free(uri);
+        /* over TCP too, when configured */
+        if (D.cfg.nbd_tcp_uri_host) {
+                if (asprintf(&uri, "nbd://%s:%u/%s", D.cfg.nbd_tcp_uri_host, D.cfg.nbd_tcp_port, target) < 0) {
+                        json_object_put(o);
+                        return fail(c, -ENOMEM, "out of memory"), NULL;
+                }
+                json_object_object_add(o, "tcp_uri", json_object_new_string(uri));
+                free(uri);
+        }
         return o;
 }
 

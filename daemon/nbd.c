@@ -35,26 +35,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "daemon.h"
 #include "nbd-proto.h"
 
 #define EXPORT_NAME_MAX (NAME_MAX_LEN * 2 + 1)
-#define ZERO_BUF (1u << 20)
 
 struct nbd_conn {
         int fd;
         bool admin;
+        bool tcp;
         bool no_zeroes;
+        bool structured; /* NBD_OPT_STRUCTURED_REPLY acknowledged */
+        bool meta_alloc; /* base:allocation selected ... */
+        char meta_export[EXPORT_NAME_MAX + 1]; /* ... for this export */
         struct vol *v;  /* held while the connection is open */
         struct snap *s; /* held too, or NULL for the volume */
         uint64_t size;
+        bool read_only;
+        struct cowvol_extent *ext; /* NBD_MAX_EXTENTS, for block status */
 };
 
-static const uint16_t export_flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-                                     NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN;
+/* The transmission flags of an export: a read-only one takes no writes,
+ * zeroes or trims.  NBD_FLAG_SEND_DF: a read is always one chunk. */
+static uint16_t export_flags(const struct nbd_conn *c, bool read_only)
+{
+        uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_CAN_MULTI_CONN;
+
+        if (read_only)
+                f |= NBD_FLAG_READ_ONLY;
+        else
+                f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_TRIM;
+        if (c->structured)
+                f |= NBD_FLAG_SEND_DF;
+        return f;
+}
+
+bool nbd_export_read_only(const struct snap *s)
+{
+        return D.cfg.nbd_read_only == NBD_RO_ALL || (s && D.cfg.nbd_read_only == NBD_RO_SNAPSHOTS);
+}
 
 /* --- the wire --------------------------------------------------------------- */
 
@@ -191,6 +217,7 @@ static void conn_hold(struct nbd_conn *c, struct vol *v, struct snap *s)
         c->v = v;
         c->s = s;
         c->size = v->size;
+        c->read_only = nbd_export_read_only(s);
 }
 
 static void conn_release(struct nbd_conn *c)
@@ -276,6 +303,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
         uint32_t nlen;
         uint64_t size = 0;
         uint32_t chunk = 0;
+        bool ro = false;
         struct vol *v = NULL;
         struct snap *s = NULL;
         int r;
@@ -300,6 +328,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
         if (r == 0) {
                 size = v->size;
                 chunk = v->chunk;
+                ro = nbd_export_read_only(s);
                 if (opt == NBD_OPT_GO)
                         conn_hold(c, v, s);
         }
@@ -309,7 +338,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
                                  why);
         put16(info, NBD_INFO_EXPORT);
         put64(info + 2, size);
-        put16(info + 10, export_flags);
+        put16(info + 10, export_flags(c, ro));
         r = opt_reply(c->fd, opt, NBD_REP_INFO, info, 12);
         if (r >= 0) {
                 /* a server may send block sizes unasked: bytes are fine, the
@@ -324,7 +353,81 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
                 r = opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
         if (r < 0)
                 return r;
+        /* contexts chosen for another export do not carry over */
+        if (opt == NBD_OPT_GO && c->meta_alloc && strcmp(c->meta_export, name) != 0)
+                c->meta_alloc = false;
         return opt == NBD_OPT_GO;
+}
+
+/* A metadata context query: does it select base:allocation?  (For LIST,
+ * the namespace alone selects everything in it.) */
+static bool meta_selects_alloc(uint32_t opt, const uint8_t *q, uint32_t n)
+{
+        const size_t full = strlen(NBD_META_BASE_ALLOCATION);
+
+        if (n == full && memcmp(q, NBD_META_BASE_ALLOCATION, full) == 0)
+                return true;
+        return opt == NBD_OPT_LIST_META_CONTEXT && n == 5 && memcmp(q, "base:", 5) == 0;
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT: u32 name length,
+ * export name, u32 number of queries, each a u32 length and a string.  The
+ * one context there is: base:allocation, id 1. */
+static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
+{
+        const char *oname = opt == NBD_OPT_SET_META_CONTEXT ? "NBD_OPT_SET_META_CONTEXT" : "NBD_OPT_LIST_META_CONTEXT";
+        char name[EXPORT_NAME_MAX + 1], why[256];
+        uint32_t nlen, count, pos;
+        bool alloc = false;
+        struct vol *v;
+        struct snap *s;
+        uint8_t rep[4 + sizeof(NBD_META_BASE_ALLOCATION)];
+        int r;
+
+        if (!c->structured)
+                return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "%s needs NBD_OPT_STRUCTURED_REPLY first", oname);
+        if (len < 8 || (nlen = get32(data)) > len - 8)
+                return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
+        pos = 4 + nlen;
+        count = get32(data + pos);
+        pos += 4;
+        for (uint32_t i = 0; i < count; i++) {
+                uint32_t qlen;
+                if (len - pos < 4 || (qlen = get32(data + pos)) > len - pos - 4)
+                        return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
+                alloc = alloc || meta_selects_alloc(opt, data + pos + 4, qlen);
+                pos += 4 + qlen;
+        }
+        if (pos != len)
+                return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
+        if (count == 0 && opt == NBD_OPT_LIST_META_CONTEXT)
+                alloc = true; /* no query: every context */
+        if (!c->admin)
+                return opt_error(c->fd, opt, NBD_REP_ERR_POLICY,
+                                 "permission denied: root or membership of group '%s' needed",
+                                 D.cfg.group ? D.cfg.group : "cowvol");
+        if (nlen == 0 || nlen > EXPORT_NAME_MAX || memchr(data + 4, '\0', nlen))
+                return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN, "no such export");
+        memcpy(name, data + 4, nlen);
+        name[nlen] = '\0';
+        pthread_mutex_lock(&D.lock);
+        r = export_find(name, &v, &s, why, sizeof(why));
+        pthread_mutex_unlock(&D.lock);
+        if (r < 0)
+                return opt_error(c->fd, opt, r == -ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_UNKNOWN, "%s",
+                                 why);
+        if (opt == NBD_OPT_SET_META_CONTEXT) {
+                c->meta_alloc = alloc;
+                memcpy(c->meta_export, name, nlen + 1);
+        }
+        if (alloc) {
+                put32(rep, opt == NBD_OPT_SET_META_CONTEXT ? 1 : 0);
+                memcpy(rep + 4, NBD_META_BASE_ALLOCATION, strlen(NBD_META_BASE_ALLOCATION));
+                r = opt_reply(c->fd, opt, NBD_REP_META_CONTEXT, rep, 4 + (uint32_t)strlen(NBD_META_BASE_ALLOCATION));
+                if (r < 0)
+                        return r;
+        }
+        return opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
 }
 
 /* NBD_OPT_EXPORT_NAME: no error reply exists; refusing means closing. */
@@ -350,7 +453,7 @@ static int opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len
                 return r;
         }
         put64(buf, c->size);
-        put16(buf + 8, export_flags);
+        put16(buf + 8, export_flags(c, c->read_only));
         r = write_all(c->fd, buf, c->no_zeroes ? 10 : sizeof(buf));
         return r < 0 ? r : 1;
 }
@@ -407,8 +510,18 @@ static int negotiate(struct nbd_conn *c)
                 case NBD_OPT_LIST: r = opt_list(c, len); break;
                 case NBD_OPT_INFO:
                 case NBD_OPT_GO: r = opt_info_go(c, opt, data, len); break;
+                case NBD_OPT_STRUCTURED_REPLY:
+                        if (len)
+                                r = opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
+                        else {
+                                c->structured = true;
+                                r = opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+                        }
+                        break;
+                case NBD_OPT_LIST_META_CONTEXT:
+                case NBD_OPT_SET_META_CONTEXT: r = opt_meta(c, opt, data, len); break;
                 default:
-                        /* NBD_OPT_STRUCTURED_REPLY, STARTTLS, meta contexts: not yet */
+                        /* STARTTLS (Unix sockets and loopback need none), extended headers */
                         r = opt_error(c->fd, opt, NBD_REP_ERR_UNSUP, "option %" PRIu32 " is not supported", opt);
                         break;
                 }
@@ -425,27 +538,118 @@ static uint32_t nbd_errno(int r)
 {
         switch (-r) {
         case 0: return 0;
+        case EPERM:
+        case EROFS: return NBD_EPERM;
         case EINVAL: return NBD_EINVAL;
         case ENOSPC:
         case EDQUOT:
         case EFBIG: return NBD_ENOSPC;
         case ENOMEM: return NBD_ENOMEM;
+        case ESHUTDOWN: return NBD_ESHUTDOWN;
         default: return NBD_EIO;
         }
 }
 
-static int simple_reply(int fd, uint64_t cookie, uint32_t err, const void *data, size_t len)
+/* All of @iov, with as few system calls as the socket allows. */
+static int send_iov(int fd, struct iovec *iov, int n)
+{
+        while (n > 0) {
+                ssize_t w = writev(fd, iov, n);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                while (n > 0 && (size_t)w >= iov->iov_len) {
+                        w -= (ssize_t)iov->iov_len;
+                        iov++;
+                        n--;
+                }
+                if (n > 0) {
+                        iov->iov_base = (uint8_t *)iov->iov_base + w;
+                        iov->iov_len -= (size_t)w;
+                }
+        }
+        return 0;
+}
+
+static int reply_simple(struct nbd_conn *c, uint64_t cookie, uint32_t err, void *data, size_t len)
 {
         uint8_t h[16];
-        int r;
+        struct iovec iov[2] = { { h, sizeof(h) }, { data, err ? 0 : len } };
 
         put32(h, NBD_SIMPLE_REPLY_MAGIC);
         put32(h + 4, err);
         put64(h + 8, cookie);
-        r = write_all(fd, h, sizeof(h));
-        if (r >= 0 && !err && len)
-                r = write_all(fd, data, len);
-        return r;
+        return send_iov(c->fd, iov, iov[1].iov_len ? 2 : 1);
+}
+
+/* One structured reply chunk: header, @pre (a small fixed part), @data. */
+static int reply_chunk(struct nbd_conn *c, uint64_t cookie, uint16_t flags, uint16_t type, const void *pre,
+                       size_t pre_len, void *data, size_t len)
+{
+        uint8_t h[20];
+        struct iovec iov[3] = { { h, sizeof(h) }, { (void *)pre, pre_len }, { data, len } };
+
+        put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+        put16(h + 4, flags);
+        put16(h + 6, type);
+        put64(h + 8, cookie);
+        put32(h + 16, (uint32_t)(pre_len + len));
+        return send_iov(c->fd, iov, len ? 3 : pre_len ? 2 : 1);
+}
+
+/* Success without data. */
+static int reply_ok(struct nbd_conn *c, uint64_t cookie)
+{
+        return reply_simple(c, cookie, 0, NULL, 0);
+}
+
+/* An error: with structured replies, with a message for people too. */
+__attribute__((format(printf, 4, 5))) static int reply_error(struct nbd_conn *c, uint64_t cookie, int e,
+                                                               const char *fmt, ...)
+{
+        uint8_t pre[6];
+        char msg[200];
+        va_list ap;
+        int n;
+
+        if (!c->structured)
+                return reply_simple(c, cookie, nbd_errno(e), NULL, 0);
+        va_start(ap, fmt);
+        n = vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                n = 0;
+        if ((size_t)n >= sizeof(msg))
+                n = sizeof(msg) - 1;
+        put32(pre, nbd_errno(e));
+        put16(pre + 4, (uint16_t)n);
+        return reply_chunk(c, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, pre, sizeof(pre), msg, (size_t)n);
+}
+
+static int reply_read(struct nbd_conn *c, uint64_t cookie, uint64_t off, void *buf, size_t len)
+{
+        uint8_t pre[8];
+
+        if (!c->structured)
+                return reply_simple(c, cookie, 0, buf, len);
+        if (!len)
+                return reply_chunk(c, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
+        put64(pre, off);
+        return reply_chunk(c, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, pre, sizeof(pre), buf, len);
+}
+
+/* An engine error, for people. */
+static const char *engine_why(int e)
+{
+        switch (-e) {
+        case EBUSY: return "the volume is being restored: it takes no writes until the restore ends";
+        case ESTALE: return "the snapshot became invalid (see cowvol list)";
+        case ENOENT: return "the snapshot was removed";
+        case ENOSPC: return "no space left";
+        default: return strerror(-e);
+        }
 }
 
 /* after a write: invalidations the engine reported go to the catalogue */
@@ -457,18 +661,60 @@ static void note_reasons(struct nbd_conn *c)
         pthread_mutex_unlock(&D.lock);
 }
 
-static int write_zeroes(struct nbd_conn *c, uint64_t off, uint32_t len)
+static int cmd_block_status(struct nbd_conn *c, uint64_t cookie, uint16_t flags, uint64_t off, uint32_t len)
 {
-        static const uint8_t zeros[ZERO_BUF];
-        int r = 0;
+        uint8_t *payload;
+        uint8_t pre[4];
+        int n, r;
 
-        while (len > 0 && r >= 0) {
-                uint32_t n = len < ZERO_BUF ? len : ZERO_BUF;
-                r = cowvol_volume_pwrite(c->v->eng, c->s ? c->s->eng : NULL, zeros, n, off);
-                off += n;
-                len -= n;
+        if (!c->ext && !(c->ext = malloc(NBD_MAX_EXTENTS * sizeof(*c->ext))))
+                return reply_error(c, cookie, -ENOMEM, "out of memory");
+        n = cowvol_volume_block_status(c->v->eng, c->s ? c->s->eng : NULL, len, off, c->ext,
+                                       flags & NBD_CMD_FLAG_REQ_ONE ? 1 : NBD_MAX_EXTENTS);
+        if (n < 0)
+                return reply_error(c, cookie, n, "block status: %s", engine_why(n));
+        if (!(payload = malloc((size_t)n * 8)))
+                return reply_error(c, cookie, -ENOMEM, "out of memory");
+        for (int i = 0; i < n; i++) {
+                uint32_t f = 0;
+                if (c->ext[i].flags & COWVOL_EXTENT_HOLE)
+                        f |= NBD_STATE_HOLE;
+                if (c->ext[i].flags & COWVOL_EXTENT_ZERO)
+                        f |= NBD_STATE_ZERO;
+                put32(payload + 8 * i, (uint32_t)c->ext[i].len); /* <= len: fits */
+                put32(payload + 8 * i + 4, f);
         }
+        put32(pre, 1); /* base:allocation's id */
+        r = reply_chunk(c, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, pre, sizeof(pre), payload,
+                        (size_t)n * 8);
+        free(payload);
         return r;
+}
+
+/* The changing commands (write, write-zeroes, trim) share their checks. */
+static int change_refused(struct nbd_conn *c, uint64_t cookie, const char *what, uint16_t flags, uint16_t allowed,
+                          bool in_range)
+{
+        if (flags & ~allowed)
+                return reply_error(c, cookie, -EINVAL, "%s: unknown flags 0x%x", what, flags & ~allowed);
+        if (c->read_only)
+                return reply_error(c, cookie, -EPERM, "%s: the export is read-only", what);
+        if (!in_range) /* the spec's SHOULD for writes past the end */
+                return reply_error(c, cookie, -ENOSPC, "%s past the end of the export (%" PRIu64 " bytes)", what,
+                                   c->size);
+        return 1;
+}
+
+/* A change went through the engine with result @e: flush for FUA, note
+ * invalidated snapshots, reply. */
+static int change_done(struct nbd_conn *c, uint64_t cookie, const char *what, uint16_t flags, int e)
+{
+        if (e >= 0 && (flags & NBD_CMD_FLAG_FUA))
+                e = cowvol_volume_flush(c->v->eng);
+        note_reasons(c);
+        if (e < 0)
+                return reply_error(c, cookie, e, "%s: %s", what, engine_why(e));
+        return reply_ok(c, cookie);
 }
 
 static int transmit(struct nbd_conn *c)
@@ -500,13 +746,20 @@ static int transmit(struct nbd_conn *c)
 
                 switch (type) {
                 case NBD_CMD_READ:
-                        if (flags || len > NBD_MAX_PAYLOAD || !in_range)
-                                e = -EINVAL;
+                        if (flags & ~(c->structured ? NBD_CMD_FLAG_DF : 0))
+                                r = reply_error(c, cookie, -EINVAL, "read: unknown flags 0x%x", flags);
+                        else if (len > NBD_MAX_PAYLOAD)
+                                r = reply_error(c, cookie, -EINVAL, "read of %" PRIu32 " bytes: at most %u at once",
+                                                len, NBD_MAX_PAYLOAD);
+                        else if (!in_range)
+                                r = reply_error(c, cookie, -EINVAL, "read past the end of the export (%" PRIu64 " bytes)",
+                                                c->size);
                         else if (len && !(buf = malloc(len)))
-                                e = -ENOMEM;
-                        else if (len)
-                                e = cowvol_volume_pread(eng, sn, buf, len, off);
-                        r = simple_reply(c->fd, cookie, nbd_errno(e), buf, len);
+                                r = reply_error(c, cookie, -ENOMEM, "out of memory");
+                        else if (len && (e = cowvol_volume_pread(eng, sn, buf, len, off)) < 0)
+                                r = reply_error(c, cookie, e, "read: %s", engine_why(e));
+                        else
+                                r = reply_read(c, cookie, off, buf, len);
                         break;
                 case NBD_CMD_WRITE:
                         /* a payload this large cannot be a real request: stop */
@@ -520,40 +773,48 @@ static int transmit(struct nbd_conn *c)
                                 free(buf);
                                 return r == -ECONNRESET ? 0 : r;
                         }
-                        if (flags & ~NBD_CMD_FLAG_FUA)
-                                e = -EINVAL;
-                        else if (!in_range)
-                                e = -ENOSPC; /* the spec's SHOULD for writes past the end */
-                        else if (len)
-                                e = cowvol_volume_pwrite(eng, sn, buf, len, off);
-                        if (e >= 0 && (flags & NBD_CMD_FLAG_FUA))
-                                e = cowvol_volume_flush(eng);
-                        if (len && in_range)
-                                note_reasons(c);
-                        r = simple_reply(c->fd, cookie, nbd_errno(e), NULL, 0);
+                        r = change_refused(c, cookie, "write", flags, NBD_CMD_FLAG_FUA, in_range);
+                        if (r == 1)
+                                r = change_done(c, cookie, "write", flags,
+                                                len ? cowvol_volume_pwrite(eng, sn, buf, len, off) : 0);
                         break;
                 case NBD_CMD_WRITE_ZEROES:
-                        if (flags & ~(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE))
-                                e = -EINVAL;
-                        else if (!in_range)
-                                e = -ENOSPC;
-                        else
-                                e = write_zeroes(c, off, len);
-                        if (e >= 0 && (flags & NBD_CMD_FLAG_FUA))
-                                e = cowvol_volume_flush(eng);
-                        if (len && in_range)
-                                note_reasons(c);
-                        r = simple_reply(c->fd, cookie, nbd_errno(e), NULL, 0);
+                        r = change_refused(c, cookie, "write zeroes", flags, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE,
+                                           in_range);
+                        if (r == 1)
+                                r = change_done(c, cookie, "write zeroes", flags,
+                                                cowvol_volume_write_zeroes(eng, sn, len, off,
+                                                                           flags & NBD_CMD_FLAG_NO_HOLE ? 0
+                                                                                                        : COWVOL_ZERO_PUNCH));
+                        break;
+                case NBD_CMD_TRIM:
+                        r = change_refused(c, cookie, "trim", flags, NBD_CMD_FLAG_FUA, in_range);
+                        if (r == 1)
+                                r = change_done(c, cookie, "trim", flags, cowvol_volume_discard(eng, sn, len, off));
                         break;
                 case NBD_CMD_FLUSH:
-                        e = flags || off || len ? -EINVAL : cowvol_volume_flush(eng);
-                        r = simple_reply(c->fd, cookie, nbd_errno(e), NULL, 0);
+                        if (flags || off || len)
+                                r = reply_error(c, cookie, -EINVAL, "flush takes no flags, offset or length");
+                        else if ((e = cowvol_volume_flush(eng)) < 0)
+                                r = reply_error(c, cookie, e, "flush: %s", engine_why(e));
+                        else
+                                r = reply_ok(c, cookie);
+                        break;
+                case NBD_CMD_BLOCK_STATUS:
+                        if (!c->structured || !c->meta_alloc)
+                                r = reply_error(c, cookie, -EINVAL, "block status needs the base:allocation context");
+                        else if (flags & ~NBD_CMD_FLAG_REQ_ONE)
+                                r = reply_error(c, cookie, -EINVAL, "block status: unknown flags 0x%x", flags);
+                        else if (!len || !in_range)
+                                r = reply_error(c, cookie, -EINVAL, "block status: an empty range or one past the end");
+                        else
+                                r = cmd_block_status(c, cookie, flags, off, len);
                         break;
                 case NBD_CMD_DISC:
                         return 0;
                 default:
-                        /* TRIM (not advertised), CACHE, BLOCK_STATUS, unknown */
-                        r = simple_reply(c->fd, cookie, NBD_EINVAL, NULL, 0);
+                        /* CACHE, unknown */
+                        r = reply_error(c, cookie, -EINVAL, "command %u is not supported", type);
                         break;
                 }
                 free(buf);
@@ -562,23 +823,49 @@ static int transmit(struct nbd_conn *c)
         }
 }
 
+static void set_recv_timeout(int fd, time_t s)
+{
+        struct timeval tv = { .tv_sec = s };
+
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
 void *nbd_session_main(void *arg)
 {
         struct nbd_conn c = { .fd = (int)(intptr_t)arg };
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
         struct ucred cred;
         socklen_t cl = sizeof(cred);
-        int r;
+        int r = -EINVAL;
 
-        if (getsockopt(c.fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
+        if (getsockname(c.fd, (struct sockaddr *)&sa, &sl) == 0 && sa.ss_family != AF_UNIX) {
+                /* TCP: no credentials; whoever reaches the address is let in
+                 * (it is loopback unless the administrator chose otherwise) */
+                int one = 1;
+                (void)setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                c.admin = c.tcp = true;
+                r = 0;
+        } else if (getsockopt(c.fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
                 c.admin = peer_is_admin(c.fd, &cred);
+                r = 0;
+        }
+        if (r == 0) {
+                /* a client that has not chosen an export in time is dropped */
+                set_recv_timeout(c.fd, (time_t)D.cfg.nbd_handshake_timeout);
                 r = negotiate(&c);
+                if (r == -EAGAIN || r == -EWOULDBLOCK)
+                        dlog(LOG_INFO_, "NBD: a client chose no export within %u s; closing it",
+                             D.cfg.nbd_handshake_timeout);
                 if (r == 1) {
+                        set_recv_timeout(c.fd, 0);
                         r = transmit(&c);
                         if (r < 0 && r != -ECONNRESET && r != -EPIPE)
                                 dlog(LOG_INFO_, "NBD: closing a connection to %s%s%s: %s", c.v->name,
                                      c.s ? "@" : "", c.s ? c.s->name : "", strerror(-r));
                 }
         }
+        free(c.ext);
         conn_release(&c);
         pthread_mutex_lock(&D.lock);
         clients_forget(c.fd);
@@ -587,4 +874,106 @@ void *nbd_session_main(void *arg)
         pthread_cond_broadcast(&D.changed);
         pthread_mutex_unlock(&D.lock);
         return NULL;
+}
+
+/* --- settings and the TCP listener ---------------------------------------------- */
+
+int nbd_read_only_parse(const char *s)
+{
+        if (!strcmp(s, "no") || !strcmp(s, "none"))
+                return NBD_RW;
+        if (!strcmp(s, "snapshots"))
+                return NBD_RO_SNAPSHOTS;
+        if (!strcmp(s, "all") || !strcmp(s, "yes"))
+                return NBD_RO_ALL;
+        return -EINVAL;
+}
+
+/* "yes" (loopback, port 10809), "PORT", "HOST", "HOST:PORT", "[V6]" or
+ * "[V6]:PORT" into a host and a port; "no" into NULL.  -EINVAL when it is
+ * none of these. */
+int nbd_tcp_parse(const char *spec, char **ret_host, unsigned *ret_port)
+{
+        const char *host = spec, *port = NULL, *end;
+        size_t hlen;
+        char *e;
+        unsigned long p = NBD_DEFAULT_PORT;
+
+        *ret_host = NULL;
+        if (!strcmp(spec, "no") || !strcmp(spec, "off") || !*spec)
+                return 0;
+        if (!strcmp(spec, "yes") || !strcmp(spec, "on") || !strcmp(spec, "loopback"))
+                spec = host = "127.0.0.1";
+        if (strspn(spec, "0123456789") == strlen(spec)) {
+                host = "127.0.0.1";
+                port = spec;
+                hlen = strlen(host);
+        } else if (spec[0] == '[') {
+                if (!(end = strchr(spec, ']')) || (end[1] && end[1] != ':'))
+                        return -EINVAL;
+                host = spec + 1;
+                hlen = (size_t)(end - host);
+                if (end[1] == ':')
+                        port = end + 2;
+        } else {
+                end = strchr(spec, ':');
+                if (end && strchr(end + 1, ':'))
+                        return -EINVAL; /* a bare IPv6 address: it needs [ ] */
+                hlen = end ? (size_t)(end - spec) : strlen(spec);
+                if (end)
+                        port = end + 1;
+        }
+        if (port) {
+                errno = 0;
+                p = strtoul(port, &e, 10);
+                if (!*port || *e || errno || p == 0 || p > 65535)
+                        return -EINVAL;
+        }
+        if (hlen == 0 || !(*ret_host = strndup(host, hlen)))
+                return hlen == 0 ? -EINVAL : -ENOMEM;
+        *ret_port = (unsigned)p;
+        return 0;
+}
+
+/* Listen on D.cfg.nbd_tcp / nbd_tcp_port; sets the host for URIs. */
+int nbd_tcp_listen(void)
+{
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                  .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai = NULL;
+        char port[8], name[256];
+        int fd = -1, one = 1, r;
+
+        snprintf(port, sizeof(port), "%u", D.cfg.nbd_tcp_port);
+        r = getaddrinfo(D.cfg.nbd_tcp, port, &hints, &ai);
+        if (r) {
+                dlog(LOG_ERR_, "NBD over TCP: cannot resolve '%s': %s", D.cfg.nbd_tcp, gai_strerror(r));
+                return -EINVAL;
+        }
+        for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
+                fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        continue;
+                (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+                        r = -errno;
+                        close(fd);
+                        fd = -1;
+                }
+        }
+        freeaddrinfo(ai);
+        if (fd < 0) {
+                dlog(LOG_ERR_, "NBD over TCP: cannot listen on %s port %u: %s", D.cfg.nbd_tcp, D.cfg.nbd_tcp_port,
+                     strerror(r ? -r : EADDRNOTAVAIL));
+                return r ? r : -EADDRNOTAVAIL;
+        }
+        /* a wildcard address is no host to connect to: name this machine */
+        if (!strcmp(D.cfg.nbd_tcp, "0.0.0.0") || !strcmp(D.cfg.nbd_tcp, "::")) {
+                if (gethostname(name, sizeof(name)) < 0)
+                        snprintf(name, sizeof(name), "localhost");
+                name[sizeof(name) - 1] = '\0';
+        } else
+                snprintf(name, sizeof(name), "%s%s%s", strchr(D.cfg.nbd_tcp, ':') ? "[" : "", D.cfg.nbd_tcp,
+                         strchr(D.cfg.nbd_tcp, ':') ? "]" : "");
+        D.cfg.nbd_tcp_uri_host = strdup(name);
+        return fd;
 }

@@ -830,6 +830,8 @@ _public_ int cowvol_volume_flush(cowvol_volume *v)
 
 /* --- zeroes, discards, allocation ------------------------------------------ */
 
+static bool image_extent(const cowvol_volume *v, uint64_t off, uint64_t end, uint64_t *ret_end);
+
 /* Origin chunk @c may lose its content: no valid snapshot still needs its
  * copy, and no new data waits for it in memory.  Write lock held. */
 static bool chunk_free_to_punch(cowvol_volume *v, uint64_t c)
@@ -873,13 +875,22 @@ static int write_zero_bytes(cowvol_volume *v, struct cowvol_snap *sn, uint64_t l
  * Both kinds of chunk gather into runs. */
 static int zero_origin(cowvol_volume *v, uint64_t len, uint64_t off, bool punch, bool discard)
 {
-        uint64_t end = off + len, hole_c = 0, hole_n = 0, zero_off = 0, zero_len = 0;
+        uint64_t end = off + len, hole_c = 0, hole_n = 0, zero_off = 0, zero_len = 0, img_end = 0;
+        bool img_hole = false;
         int r = 0;
 
         for (uint64_t c = off / v->chunk; c <= (end - 1) / v->chunk && r >= 0; c++) {
                 uint64_t cs = c * v->chunk, ce = cs + v->chunk < v->size ? cs + v->chunk : v->size;
                 uint64_t lo = off > cs ? off : cs, hi = end < ce ? end : ce;
-                bool hole = punch && lo == cs && hi == ce && chunk_free_to_punch(v, c);
+                bool hole;
+
+                /* a hole in the image already reads as zeroes: nothing to
+                 * copy, nothing to write (mkfs zeroes whole disks) */
+                if (lo >= img_end)
+                        img_hole = image_extent(v, lo, end, &img_end);
+                if (img_hole && hi <= img_end && !deferred_find(v, c))
+                        continue;
+                hole = punch && lo == cs && hi == ce && chunk_free_to_punch(v, c);
 
                 if (hole_n && (!hole || hole_c + hole_n != c)) {
                         r = punch_chunks(v, hole_c, hole_n);

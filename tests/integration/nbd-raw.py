@@ -15,7 +15,15 @@ REPMAGIC = 0x3E889045565A9
 REQ_MAGIC = 0x25609513
 REPLY_MAGIC = 0x67446698
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED_REPLY = 1, 2, 3, 6, 7, 8
-REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
+OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT = 9, 10
+REP_ACK, REP_SERVER, REP_INFO, REP_META_CONTEXT = 1, 2, 3, 4
+STRUCTURED_MAGIC = 0x668E33EF
+REPLY_FLAG_DONE = 1
+TYPE_NONE, TYPE_OFFSET_DATA, TYPE_BLOCK_STATUS, TYPE_ERROR = 0, 1, 5, (1 << 15) | 1
+CMD_WRITE_ZEROES, CMD_BLOCK_STATUS = 6, 7
+FLAG_FUA, FLAG_DF, FLAG_REQ_ONE = 1, 4, 8
+TF_READ_ONLY, TF_SEND_TRIM, TF_SEND_WRITE_ZEROES, TF_SEND_DF = 2, 32, 64, 128
+EPERM = 1
 ERR_UNSUP, ERR_POLICY, ERR_INVALID, ERR_UNKNOWN = (1 << 31) | 1, (1 << 31) | 2, (1 << 31) | 3, (1 << 31) | 6
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
 EINVAL, ENOSPC = 22, 28
@@ -100,6 +108,44 @@ def reply(s, datalen=0):
     return err, cookie, data
 
 
+def chunk(s):
+    """One structured reply chunk: (flags, type, cookie, payload)."""
+    magic, flags, typ, cookie, n = struct.unpack(">IHHQI", recv_exact(s, 20))
+    if magic != STRUCTURED_MAGIC:
+        raise RuntimeError("bad structured reply magic %x" % magic)
+    return flags, typ, cookie, recv_exact(s, n)
+
+
+def any_reply(s):
+    """A simple or structured reply without data: (error, cookie, message)."""
+    magic = struct.unpack(">I", recv_exact(s, 4))[0]
+    if magic == REPLY_MAGIC:
+        err, cookie = struct.unpack(">IQ", recv_exact(s, 12))
+        return err, cookie, ""
+    if magic != STRUCTURED_MAGIC:
+        raise RuntimeError("bad reply magic %x" % magic)
+    flags, typ, cookie, n = struct.unpack(">HHQI", recv_exact(s, 16))
+    data = recv_exact(s, n)
+    if typ == TYPE_ERROR:
+        err, mlen = struct.unpack(">IH", data[:6])
+        return err, cookie, data[6:6 + mlen].decode()
+    return 0, cookie, ""
+
+
+def meta_opt(s, opt, name, queries):
+    n = name.encode()
+    data = struct.pack(">I", len(n)) + n + struct.pack(">I", len(queries))
+    for q in queries:
+        data += struct.pack(">I", len(q)) + q.encode()
+    send_opt(s, opt, data)
+    got = []
+    while True:
+        o, typ, data = read_rep(s)
+        if typ != REP_META_CONTEXT:
+            return typ, got
+        got.append((struct.unpack(">I", data[:4])[0], data[4:].decode()))
+
+
 def main():
     path, what, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     if what == "bad-option-magic":
@@ -114,9 +160,9 @@ def main():
         send_opt(s, 99, b"junk!")
         o, typ, _ = read_rep(s)
         report(o == 99 and typ == ERR_UNSUP, "an unknown option gets NBD_REP_ERR_UNSUP (%x)" % typ)
-        send_opt(s, OPT_STRUCTURED_REPLY)
+        send_opt(s, OPT_STRUCTURED_REPLY, b"x")
         o, typ, _ = read_rep(s)
-        report(typ == ERR_UNSUP, "NBD_OPT_STRUCTURED_REPLY gets NBD_REP_ERR_UNSUP for now")
+        report(typ == ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY with data gets NBD_REP_ERR_INVALID")
         send_opt(s, OPT_LIST, b"x")
         o, typ, _ = read_rep(s)
         report(typ == ERR_INVALID, "NBD_OPT_LIST with data gets NBD_REP_ERR_INVALID")
@@ -178,9 +224,18 @@ def main():
         request(s, 6, size - 100, 200, cookie=41)
         err, cookie, _ = reply(s)
         report(err == ENOSPC and cookie == 41, "write-zeroes past the end gets ENOSPC")
-        request(s, CMD_TRIM, 0, 4096, cookie=5)
+        request(s, CMD_TRIM, size - 4096, 8192, cookie=5)
         err, cookie, _ = reply(s)
-        report(err == EINVAL, "NBD_CMD_TRIM (not advertised) gets EINVAL")
+        report(err == ENOSPC and cookie == 5, "a trim past the end gets ENOSPC")
+        request(s, CMD_TRIM, 0, 0, cookie=51)
+        err, cookie, _ = reply(s)
+        report(err == 0 and cookie == 51, "a trim of nothing succeeds")
+        request(s, CMD_TRIM, 0, 4096, flags=2, cookie=52)
+        err, cookie, _ = reply(s)
+        report(err == EINVAL and cookie == 52, "a trim with a flag it does not take (NO_HOLE) gets EINVAL")
+        request(s, CMD_BLOCK_STATUS, 0, 4096, cookie=53)
+        err, cookie, _ = reply(s)
+        report(err == EINVAL and cookie == 53, "block status without structured replies gets EINVAL")
         request(s, 42, 0, 0, cookie=6)
         err, cookie, _ = reply(s)
         report(err == EINVAL and cookie == 6, "an unknown command gets EINVAL")
@@ -196,6 +251,90 @@ def main():
         report(reply(s)[0] == 0, "NBD_CMD_FLUSH succeeds")
         s.sendall(struct.pack(">IHHQQI", 0xDEADBEEF, 0, CMD_READ, 9, 0, 512))
         report(closed(s), "a request with a wrong magic closes the connection")
+    elif what == "structured":
+        # args: export size, export name
+        size, name = int(args[0]), args[1]
+        s = connect(path)
+        typ, _ = meta_opt(s, OPT_LIST_META_CONTEXT, name, [])
+        report(typ == ERR_INVALID, "NBD_OPT_LIST_META_CONTEXT before structured replies: NBD_REP_ERR_INVALID")
+        send_opt(s, OPT_STRUCTURED_REPLY)
+        o, typ, _ = read_rep(s)
+        report(o == OPT_STRUCTURED_REPLY and typ == REP_ACK, "NBD_OPT_STRUCTURED_REPLY is acknowledged")
+        typ, got = meta_opt(s, OPT_LIST_META_CONTEXT, name, [])
+        report(typ == REP_ACK and [g[1] for g in got] == ["base:allocation"],
+               "NBD_OPT_LIST_META_CONTEXT lists base:allocation (%s)" % got)
+        typ, got = meta_opt(s, OPT_LIST_META_CONTEXT, name, ["base:"])
+        report(typ == REP_ACK and [g[1] for g in got] == ["base:allocation"], "the query 'base:' lists it too")
+        typ, got = meta_opt(s, OPT_SET_META_CONTEXT, "nosuch", ["base:allocation"])
+        report(typ == ERR_UNKNOWN, "NBD_OPT_SET_META_CONTEXT on an unknown export: NBD_REP_ERR_UNKNOWN")
+        send_opt(s, OPT_SET_META_CONTEXT, struct.pack(">I", 3) + b"vm1" + struct.pack(">II", 1, 99))
+        o, typ, _ = read_rep(s)
+        report(typ == ERR_INVALID, "a malformed NBD_OPT_SET_META_CONTEXT: NBD_REP_ERR_INVALID")
+        typ, got = meta_opt(s, OPT_SET_META_CONTEXT, name, ["x-other:thing", "base:allocation"])
+        report(typ == REP_ACK and got == [(1, "base:allocation")],
+               "NBD_OPT_SET_META_CONTEXT selects base:allocation, id 1 (%s)" % got)
+        typ, _, infos = go(s, name)
+        flags = struct.unpack(">H", infos[0][8:10])[0] if 0 in infos else 0
+        report(typ == REP_ACK and flags & TF_SEND_DF and flags & TF_SEND_TRIM and flags & TF_SEND_WRITE_ZEROES,
+               "NBD_OPT_GO %s: flags %#x offer DF, trim and write zeroes" % (name, flags))
+        request(s, CMD_READ, 4096, 8192, flags=FLAG_DF, cookie=11)
+        f, typ, cookie, data = chunk(s)
+        off = struct.unpack(">Q", data[:8])[0] if len(data) >= 8 else -1
+        report(f == REPLY_FLAG_DONE and typ == TYPE_OFFSET_DATA and cookie == 11 and off == 4096 and len(data) == 8 + 8192,
+               "a read comes back as one NBD_REPLY_TYPE_OFFSET_DATA chunk with its offset")
+        request(s, CMD_READ, 0, 0, cookie=12)
+        f, typ, cookie, data = chunk(s)
+        report(f == REPLY_FLAG_DONE and typ == TYPE_NONE and cookie == 12, "a read of nothing: NBD_REPLY_TYPE_NONE")
+        request(s, CMD_READ, size - 512, 1024, cookie=13)
+        err, cookie, msg = any_reply(s)
+        report(err == EINVAL and cookie == 13 and "past the end" in msg,
+               "a read past the end: an error chunk, EINVAL, with a message ('%s')" % msg)
+        request(s, CMD_BLOCK_STATUS, 0, size, cookie=14)
+        f, typ, cookie, data = chunk(s)
+        ctx = struct.unpack(">I", data[:4])[0]
+        ext = [struct.unpack(">II", data[i:i + 8]) for i in range(4, len(data), 8)]
+        total = sum(e[0] for e in ext)
+        report(f == REPLY_FLAG_DONE and typ == TYPE_BLOCK_STATUS and ctx == 1 and ext and 0 < total <= size
+               and all(e[0] > 0 and e[1] in (0, 3) for e in ext),
+               "block status: base:allocation extents covering %d of %d bytes (%d extents)" % (total, size, len(ext)))
+        request(s, CMD_BLOCK_STATUS, 0, size, flags=FLAG_REQ_ONE, cookie=15)
+        f, typ, cookie, data = chunk(s)
+        report(typ == TYPE_BLOCK_STATUS and len(data) == 12, "block status with REQ_ONE: one extent")
+        for (o2, n2, why) in ((0, 0, "of nothing"), (size - 512, 1024, "past the end")):
+            request(s, CMD_BLOCK_STATUS, o2, n2, cookie=16)
+            err, cookie, msg = any_reply(s)
+            report(err == EINVAL and cookie == 16, "block status %s gets EINVAL (%s)" % (why, msg))
+        request(s, CMD_WRITE, 0, 512, flags=FLAG_DF, cookie=17, payload=b"d" * 512)
+        err, cookie, msg = any_reply(s)
+        report(err == EINVAL and cookie == 17, "a write with DF (a read flag) gets EINVAL")
+        request(s, CMD_FLUSH, 0, 0, cookie=18)
+        err, cookie, msg = any_reply(s)
+        report(err == 0 and cookie == 18, "flush succeeds")
+        request(s, CMD_DISC, 0, 0)
+        report(closed(s), "NBD_CMD_DISC closes the connection")
+    elif what == "read-only":
+        # args: export name; cowvold exports it read-only
+        s = connect(path)
+        typ, _, infos = go(s, args[0])
+        flags = struct.unpack(">H", infos[0][8:10])[0] if 0 in infos else 0
+        report(typ == REP_ACK and flags & TF_READ_ONLY and not flags & (TF_SEND_TRIM | TF_SEND_WRITE_ZEROES),
+               "NBD_OPT_GO %s: read-only, no trim or write zeroes (flags %#x)" % (args[0], flags))
+        request(s, CMD_WRITE, 0, 4096, cookie=21, payload=b"r" * 4096)
+        err, cookie, _ = reply(s)
+        report(err == EPERM and cookie == 21, "a write gets EPERM, its payload skipped (%d)" % err)
+        for cmd, n in ((CMD_WRITE_ZEROES, "write zeroes"), (CMD_TRIM, "trim")):
+            request(s, cmd, 0, 4096, cookie=22)
+            err, cookie, _ = reply(s)
+            report(err == EPERM and cookie == 22, "%s gets EPERM" % n)
+        request(s, CMD_READ, 0, 4096, cookie=23)
+        err, cookie, data = reply(s, 4096)
+        report(err == 0 and cookie == 23 and len(data) == 4096, "reads work")
+        request(s, CMD_DISC, 0, 0)
+        s.close()
+    elif what == "silent":
+        # connect and say nothing: the server gives up on us
+        s = connect(path)
+        report(closed(s, timeout=float(args[0])), "a client that chooses no export is closed after a while")
     elif what == "oversized-write":
         s = connect(path)
         go(s, args[0])

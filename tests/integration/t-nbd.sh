@@ -21,6 +21,11 @@ NBD=$T/nbd.sock
 check "the NBD socket is beside the control socket" test -S "$NBD"
 check "the NBD socket is mode 0660" test "$(stat -c %a "$NBD")" = 660
 
+# the exceptions of VOLUME@SNAP, from list --json
+lj_exc() {
+	cv list "$1" --json | python3 -c "import json, sys; v = json.load(sys.stdin)['volumes'][0]; print([s['exceptions'] for s in v['snapshots'] if s['name'] == '$2'][0])"
+}
+
 # vm1 (8 MiB): data, a snapshot s1, new data; vm2 (2 MiB), no snapshot
 SIZE=$((8 * 1024 * 1024))
 cv create vm1 --size 8M >/dev/null
@@ -61,9 +66,11 @@ expect_in out "block_size_maximum: 33554432$" "maximum block size 32 MiB"
 expect_in out "can_flush: true" "flush is offered"
 expect_in out "can_fua: true" "FUA is offered"
 expect_in out "can_zero: true" "write zeroes is offered"
-expect_in out "can_trim: false" "trim is not"
+expect_in out "can_trim: true" "trim is offered"
 expect_in out "can_multi_conn: true" "multi-conn is offered"
 expect_in out "is_read_only: false" "snapshots are writable"
+expect_in out "using structured packets" "structured replies are negotiated"
+expect_in out "base:allocation" "the base:allocation context is offered"
 
 # nbdcopy (several connections at once, multi-conn) and qemu-img compare
 expect 0 "nbdcopy vm1@s1 to a file" nbdcopy "$URI_S1" "$T/s1.copy"
@@ -93,6 +100,55 @@ cv cat vm1@s1 >"$T/s1.after"
 check "vm1@s1 did not change" cmp -s "$T/s1.after" "$T/s1.cat"
 expect 0 "cowvol diff vm1@s1 sees the new chunks" cv diff vm1@s1
 expect_in out "^4096 " "the diff starts at the first chunk written through NBD"
+
+# block status, trim and write zeroes on vm2 (no snapshot): holes
+blocks() { stat -c %b "$STATE/volumes/vm2.img"; }
+expect 0 "nbdinfo --map of a new volume" nbdinfo --map "$(cv export vm2)"
+check "it is one hole that reads as zeroes" grep -qx ' *0 *2097152 *3 *hole,zero' "$T/out"
+expect 0 "qemu-io writes 1 MiB into vm2" qemu-io -f raw -c "write -P 0x11 0 1M" -c flush "$(cv export vm2)"
+b_full=$(blocks)
+expect 0 "nbdinfo --map after it" nbdinfo --map "$(cv export vm2)"
+check "data, then a hole" eval "grep -qx ' *0 *1048576 *0 *data' '$T/out' && grep -qx ' *1048576 *1048576 *3 *hole,zero' '$T/out'"
+expect 0 "qemu-io discards 256 KiB and zeroes 256 KiB (unmap allowed)" qemu-io -f raw \
+	-c "discard 0 256k" -c "write -z -u 512k 256k" -c flush "$(cv export vm2)"
+check "both became holes in the image ($b_full -> $(blocks) blocks)" test "$(blocks)" -le $((b_full - 1024))
+expect 0 "nbdinfo --map shows them" nbdinfo --map "$(cv export vm2)"
+check "hole, data, hole, data, hole" eval "[ \"\$(awk '{print \$4}' '$T/out' | tr '\n' ' ')\" = 'hole,zero data hole,zero data hole,zero ' ]"
+head -c 2097152 /dev/zero >"$T/vm2.model"
+python3 - "$T/vm2.model" <<'EOF2'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(262144); f.write(b"\x11" * 262144)
+    f.seek(786432); f.write(b"\x11" * 262144)
+EOF2
+check "vm2 reads zeroes where it was discarded and zeroed" eval "cv cat vm2 | cmp -s - '$T/vm2.model'"
+
+# trim on a volume with a snapshot: chunks the snapshot still needs stay
+cv snap vm2@t >/dev/null
+b_before=$(blocks)
+expect 0 "qemu-io discards all of vm2 (with a snapshot)" qemu-io -f raw -c "discard 0 2M" "$(cv export vm2)"
+check "nothing was punched: vm2@t needs every data chunk" test "$(blocks)" = "$b_before"
+check "vm2 is unchanged" eval "cv cat vm2 | cmp -s - '$T/vm2.model'"
+check "vm2@t copied nothing" test "$(lj_exc vm2 t)" = 0
+expect 0 "qemu-io zeroes 64 KiB of data and 64 KiB of hole in vm2 with a snapshot" qemu-io -f raw \
+	-c "write -z -u 196608 128k" "$(cv export vm2)"
+check "only the data half was copied to vm2@t (16 chunks)" test "$(lj_exc vm2 t)" = 16
+check "vm2@t still reads as before" eval "cv cat vm2@t | cmp -s - '$T/vm2.model'"
+python3 - "$T/vm2.model" <<'EOF2'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(196608); f.write(b"\0" * 131072)
+EOF2
+check "vm2 reads the zeroes" eval "cv cat vm2 | cmp -s - '$T/vm2.model'"
+expect 0 "nbdinfo --map of vm2@t" nbdinfo --map "$(cv export vm2@t)"
+check "the snapshot's copies are data, the rest as vm2 was" eval "[ \"\$(awk '{print \$4}' '$T/out' | tr '\n' ' ')\" = 'hole,zero data hole,zero data hole,zero ' ]"
+expect 0 "nbdcopy of vm2@t (sparse)" nbdcopy "$(cv export vm2@t)" "$T/t.copy"
+check "equals cowvol cat vm2@t" eval "cv cat vm2@t | cmp -s - '$T/t.copy'"
+cv rm vm2@t >/dev/null
+
+# structured replies, metadata contexts, block status: byte by byte
+python3 "$RAW" "$NBD" structured $SIZE vm1
+python3 "$RAW" "$NBD" structured 2097152 vm2
 
 # a write into the snapshot export (snapshots are writable)
 expect 0 "qemu-io writes into vm1@s1" qemu-io -f raw -c "write -P 0x5a 0 4096" "$URI_S1"
@@ -162,8 +218,41 @@ touch "$T/release2"
 wait $hp 2>/dev/null
 check "SIGTERM removes the NBD socket" test ! -e "$NBD"
 
-# --nbd-socket
+# bad settings are refused before anything starts
+expect 2 "--nbd-tcp with a bad port" "$COWVOLD" --state-dir "$STATE" --socket "$SOCK" --nbd-tcp=localhost:99999
+expect_in err "nbd-tcp wants" "and says what it wants"
+expect 2 "--nbd-tcp with a bare IPv6 address" "$COWVOLD" --state-dir "$STATE" --socket "$SOCK" --nbd-tcp=::1:80
+expect 2 "--nbd-read-only=some" "$COWVOLD" --state-dir "$STATE" --socket "$SOCK" --nbd-read-only=some
+expect_in err "no, snapshots or all" "and says what it takes"
+printf 'nbd_tcp = here:there\n' >"$T/bad.conf"
+expect 1 "nbd_tcp = here:there in the config" "$COWVOLD" --state-dir "$STATE" --socket "$SOCK" --config "$T/bad.conf"
+expect_in err "bad.conf:1: nbd_tcp must be" "and names the line"
+
+# --nbd-socket, --nbd-tcp, read-only snapshots, a short handshake timeout
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'nbd_read_only = snapshots\nnbd_handshake_timeout = 1\n' >"$T/ro.conf"
+start_daemon --nbd-socket "$T/elsewhere.sock" --nbd-tcp=$PORT --config "$T/ro.conf" || exit 1
+expect 0 "cowvol export --tcp" cv export vm2 --tcp
+check "it prints nbd://127.0.0.1:$PORT/vm2 (loopback by default)" grep -qx "nbd://127.0.0.1:$PORT/vm2" "$T/out"
+expect 0 "nbdinfo over TCP" nbdinfo "nbd://127.0.0.1:$PORT/vm2"
+expect_in out "export-size: 2097152 " "the size over TCP"
+expect 0 "qemu-img compare over TCP = cowvol cat" qemu-img compare -f raw -F raw "nbd://127.0.0.1:$PORT/vm2" "$T/vm2.model"
+check "only on loopback" eval "! python3 -c 'import socket,sys; s=socket.socket(); s.settimeout(2); s.connect((sys.argv[1], $PORT))' \$(hostname -I 2>/dev/null | awk '{print \$1}') 2>/dev/null || [ -z \"\$(hostname -I 2>/dev/null)\" ]"
+expect 0 "nbdinfo of a snapshot, read-only by the setting" nbdinfo "$(cv export vm1@s1)"
+expect_in out "is_read_only: true" "nbdinfo says read-only"
+expect 0 "export --json says so" cv export vm1@s1 --json
+expect_in out '"read_only":true' "read_only: true"
+python3 "$RAW" "$T/elsewhere.sock" read-only vm1@s1
+expect 1 "qemu-io cannot write into it" qemu-io -f raw -c "write -P 1 0 4k" "$(cv export vm1@s1)"
+expect 0 "the volume stays writable" qemu-io -f raw -c "write -P 0x22 0 4k" "$(cv export vm1)"
+python3 "$RAW" "$T/elsewhere.sock" silent 5
+expect_in_log() { grep -q "$1" "$T/daemon.log"; }
+check "the log says why it closed the silent client" expect_in_log "chose no export within 1 s"
+expect 2 "cowvol export --tcp with a bad option" cv export vm2 --tcpx
+stop_daemon
 start_daemon --nbd-socket "$T/elsewhere.sock" || exit 1
+expect 1 "cowvol export --tcp when TCP is off" cv export vm2 --tcp
+expect_in err "does not serve NBD over TCP" "and says so"
 check "--nbd-socket PATH is used" test -S "$T/elsewhere.sock"
 expect 0 "export names it" cv export vm2
 check "the URI carries it" grep -qx "nbd+unix:///vm2?socket=$T/elsewhere.sock" "$T/out"

@@ -210,3 +210,24 @@ Test(zero, block_status_of_volume_and_snapshot)
         cr_assert_eq(one.flags, COWVOL_EXTENT_HOLE | COWVOL_EXTENT_ZERO);
         free(store);
 }
+
+Test(zero, zeroes_over_a_hole_copy_and_write_nothing)
+{
+        cowvol_snap *sn;
+        char *store = path_in(dir, "s1");
+        struct cowvol_snap_info si;
+        uint64_t blocks;
+
+        cr_assert_eq(cowvol_volume_discard(vol, NULL, 8 * CHUNK, 8 * CHUNK), 0);
+        memset(model + 8 * CHUNK, 0, 8 * CHUNK);
+        cr_assert_eq(cowvol_volume_snapshot_create(vol, store, 1 << 20, &sn), 0);
+        blocks = image_blocks();
+        /* half in the hole, half over data: only the data half is copied */
+        cr_assert_eq(cowvol_volume_write_zeroes(vol, NULL, 16 * CHUNK, 4 * CHUNK, 0), 0);
+        cr_assert_eq(cowvol_snap_info(vol, sn, &si), 0);
+        cr_assert_eq(si.exceptions, 4 + 4, "chunks 4..7 and 16..19 copied, not the hole (%llu)",
+                     (unsigned long long)si.exceptions);
+        cr_assert_eq(cowvol_volume_flush(vol), 0);
+        cr_assert_leq(image_blocks(), blocks, "the hole stays a hole");
+        free(store);
+}
