@@ -147,12 +147,14 @@ install: all
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	sed 's|@SBINDIR@|$(SBINDIR)|' systemd/cowvold.service.in > $(DESTDIR)$(UNITDIR)/cowvold.service
 	install -m 0644 systemd/cowvold.socket $(DESTDIR)$(UNITDIR)/cowvold.socket
+	install -m 0644 systemd/cowvold-nbd.socket $(DESTDIR)$(UNITDIR)/cowvold-nbd.socket
 	install -m 0644 systemd/cowvol-sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/cowvol.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cowvol $(DESTDIR)$(SBINDIR)/cowvold $(DESTDIR)$(LIBDIR)/libcowvol.so* \
 	  $(DESTDIR)$(INCLUDEDIR)/cowvol.h $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc $(DESTDIR)$(MANDIR)/man8/cowvol.8 \
 	  $(DESTDIR)$(MANDIR)/man8/cowvold.8 $(DESTDIR)$(UNITDIR)/cowvold.service $(DESTDIR)$(UNITDIR)/cowvold.socket \
+	  $(DESTDIR)$(UNITDIR)/cowvold-nbd.socket \
 	  $(DESTDIR)$(SYSUSERSDIR)/cowvol.conf
 
 clean:

@@ -386,6 +386,25 @@ static int serve(int lfd, int sfd, int nfd, int tfd)
         }
 }
 
+static void strv_free(char **v)
+{
+        for (char **p = v; p && *p; p++)
+                free(*p);
+        free(v);
+}
+
+/* The path a listening Unix socket is bound to (malloc'ed), or NULL. */
+static char *socket_path_of(int fd)
+{
+        struct sockaddr_un sa;
+        socklen_t len = sizeof(sa);
+
+        memset(&sa, 0, sizeof(sa));
+        if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX || !sa.sun_path[0])
+                return NULL;
+        return strndup(sa.sun_path, sizeof(sa.sun_path));
+}
+
 /* The NBD socket's path: --nbd-socket, nbd_socket =, else nbd.sock beside
  * the control socket; made absolute, since it goes into URIs. */
 static char *nbd_socket_default(const char *arg, const char *conf)
@@ -449,6 +468,8 @@ int main(int argc, char **argv)
         char *state = NULL, *sock = NULL, *nbd_sock = NULL, *arg_state = NULL, *arg_sock = NULL,
              *arg_nbd_sock = NULL;
         const char *config = NULL, *arg_tcp = NULL, *arg_ro = NULL;
+        char **fdnames = NULL;
+        bool activated, nbd_activated = false;
         sigset_t mask;
         int c, lfd, sfd, nfd, tfd = -1, n, r;
         char path[4096];
@@ -498,11 +519,6 @@ int main(int argc, char **argv)
         }
         D.cfg.state_dir = arg_state ? arg_state : state ? state : "/var/lib/cowvol";
         D.cfg.socket_path = arg_sock ? arg_sock : sock ? sock : "/run/cowvol/cowvold.sock";
-        D.cfg.nbd_socket_path = nbd_socket_default(arg_nbd_sock, nbd_sock);
-        if (!D.cfg.nbd_socket_path) {
-                fprintf(stderr, "cowvold: out of memory\n");
-                return EXIT_FAILURE;
-        }
         if (D.cfg.group && *D.cfg.group) {
                 struct group *g = getgrnam(D.cfg.group);
                 if (g) {
@@ -550,24 +566,46 @@ int main(int argc, char **argv)
         if (n)
                 dlog(LOG_WARN_, "%d volume(s) could not be opened; they are listed as unavailable", n);
 
-        n = sd_listen_fds(1);
-        if (n > 1) {
-                fprintf(stderr, "cowvold: systemd passed %d sockets; expected one\n", n);
-                return EXIT_FAILURE;
-        } else if (n == 1) {
-                lfd = SD_LISTEN_FDS_START;
-                if (sd_is_socket_unix(lfd, SOCK_STREAM, 1, NULL, 0) <= 0) {
-                        fprintf(stderr, "cowvold: the socket systemd passed is not a listening Unix stream socket\n");
+        /* sockets from systemd: the control socket (cowvold.socket) and
+         * maybe the NBD socket (cowvold-nbd.socket, FileDescriptorName=nbd) */
+        lfd = nfd = -1;
+        n = sd_listen_fds_with_names(1, &fdnames);
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                bool is_nbd = fdnames && fdnames[i] && strcmp(fdnames[i], "nbd") == 0;
+                if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0 || (is_nbd ? nfd : lfd) >= 0) {
+                        fprintf(stderr, "cowvold: systemd passed %s; expected a listening Unix stream socket for "
+                                        "control and at most one named 'nbd'\n",
+                                (is_nbd ? nfd : lfd) >= 0 ? "more sockets" : "a socket of the wrong kind");
                         return EXIT_FAILURE;
                 }
-                fcntl(lfd, F_SETFD, FD_CLOEXEC);
+                fcntl(fd, F_SETFD, FD_CLOEXEC);
+                *(is_nbd ? &nfd : &lfd) = fd;
+        }
+        strv_free(fdnames);
+        if (n > 0 && lfd < 0) {
+                fprintf(stderr, "cowvold: systemd passed only the NBD socket; the control socket is missing\n");
+                return EXIT_FAILURE;
+        }
+        activated = lfd >= 0;
+        if (activated) {
+                /* the paths systemd chose are the paths: URIs and nbd.sock follow them */
+                D.cfg.socket_path = socket_path_of(lfd);
+                nbd_activated = nfd >= 0;
+                D.cfg.nbd_socket_path = nbd_activated ? socket_path_of(nfd) : nbd_socket_default(arg_nbd_sock, nbd_sock);
         } else {
+                D.cfg.nbd_socket_path = nbd_socket_default(arg_nbd_sock, nbd_sock);
                 lfd = listen_socket(D.cfg.socket_path);
                 if (lfd < 0)
                         return EXIT_FAILURE;
         }
+        if (!D.cfg.socket_path || !D.cfg.nbd_socket_path) {
+                fprintf(stderr, "cowvold: %s\n", activated ? "cannot tell the path of a socket systemd passed (a Unix socket with a path is needed)" : "out of memory");
+                return EXIT_FAILURE;
+        }
         /* NBD beside it; without it the control socket still serves */
-        nfd = listen_socket(D.cfg.nbd_socket_path);
+        if (nfd < 0)
+                nfd = listen_socket(D.cfg.nbd_socket_path);
         if (nfd < 0) {
                 dlog(LOG_WARN_, "Not serving NBD: cannot listen on %s", D.cfg.nbd_socket_path);
                 free(D.cfg.nbd_socket_path);
@@ -584,20 +622,21 @@ int main(int argc, char **argv)
                         return EXIT_FAILURE;
                 dlog(LOG_INFO_, "Serving NBD on TCP %s port %u", D.cfg.nbd_tcp, D.cfg.nbd_tcp_port);
         }
-        dlog(LOG_INFO_, "cowvold %s serving %s, state in %s", cowvol_version(),
-             n == 1 ? "the socket from systemd" : D.cfg.socket_path, D.cfg.state_dir);
-        sd_notifyf(0, "READY=1\nSTATUS=Serving %s", n == 1 ? "the socket from systemd" : D.cfg.socket_path);
+        dlog(LOG_INFO_, "cowvold %s serving %s%s, state in %s", cowvol_version(),
+             activated ? "the socket from systemd, " : "", D.cfg.socket_path, D.cfg.state_dir);
+        sd_notifyf(0, "READY=1\nSTATUS=Serving %s", D.cfg.socket_path);
 
         r = serve(lfd, sfd, nfd, tfd);
         sd_notify(0, "STOPPING=1");
 
         /* stop: no new clients; requests in flight finish */
         close(lfd);
-        if (n != 1)
+        if (!activated)
                 unlink(D.cfg.socket_path);
         if (nfd >= 0) {
                 close(nfd);
-                unlink(D.cfg.nbd_socket_path);
+                if (!nbd_activated) /* systemd's sockets stay: RemoveOnStop= */
+                        unlink(D.cfg.nbd_socket_path);
         }
         if (tfd >= 0)
                 close(tfd);
@@ -622,6 +661,8 @@ int main(int argc, char **argv)
         free(D.cfg.group);
         free(D.cfg.nbd_tcp);
         free(D.cfg.nbd_tcp_uri_host);
+        if (activated)
+                free((char *)D.cfg.socket_path);
         free(state);
         free(sock);
         free(nbd_sock);

@@ -8,7 +8,7 @@ expect 0 "make install DESTDIR=..." make -C "$REPO" --no-print-directory install
 P=$D/usr/local
 for f in bin/cowvol sbin/cowvold lib/libcowvol.so.0 lib/libcowvol.so include/cowvol.h lib/pkgconfig/cowvol.pc \
 	share/man/man8/cowvol.8 share/man/man8/cowvold.8 lib/systemd/system/cowvold.service \
-	lib/systemd/system/cowvold.socket lib/sysusers.d/cowvol.conf; do
+	lib/systemd/system/cowvold.socket lib/systemd/system/cowvold-nbd.socket lib/sysusers.d/cowvol.conf; do
 	check "installed $f" test -e "$P/$f"
 done
 check "nothing was written outside DESTDIR's prefix" test -z "$(find "$D" -mindepth 1 -maxdepth 2 ! -path "$D/usr" ! -path "$D/usr/local")"

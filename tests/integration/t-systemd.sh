@@ -25,7 +25,7 @@ check "python3 is installed (the notification socket)" eval "command -v python3 
 U=$T/units
 mkdir -p "$U/good" "$U/bad-key" "$U/bad-exec" "$U/bad-value" "$U/man/man8"
 sed "s|@SBINDIR@|$BUILD|g" "$REPO/systemd/cowvold.service.in" >"$U/good/cowvold.service"
-cp "$REPO/systemd/cowvold.socket" "$U/good/"
+cp "$REPO/systemd/cowvold.socket" "$REPO/systemd/cowvold-nbd.socket" "$U/good/"
 # Documentation=man:cowvold(8) man:cowvol(8): verify runs man(1) on each
 cp "$REPO"/doc/*.8 "$U/man/man8/"
 
@@ -33,7 +33,7 @@ cp "$REPO"/doc/*.8 "$U/man/man8/"
 # warning level (an unknown key or a bad value is only a warning to it)
 verify() {
 	(cd "$1" && MANPATH=$U/man SYSTEMD_LOG_LEVEL=warning SYSTEMD_LOG_COLOR=0 \
-		systemd-analyze verify "$1/cowvold.service" "$1/cowvold.socket") >"$T/verify.out" 2>&1
+		systemd-analyze verify "$1/cowvold.service" "$1/cowvold.socket" "$1/cowvold-nbd.socket") >"$T/verify.out" 2>&1
 	local rc=$?
 	[ "$rc" = 0 ] && [ ! -s "$T/verify.out" ]
 }
@@ -45,15 +45,15 @@ check "no @VARIABLE@ is left in the service after substituting @SBINDIR@" \
 	eval "! grep -q '@[A-Z_]*@' '$U/good/cowvold.service'"
 
 # broken copies must fail the same check, or it proves nothing
-cp "$U/good/cowvold.socket" "$U/bad-key/"
+cp "$U/good/cowvold.socket" "$U/good/cowvold-nbd.socket" "$U/bad-key/"
 sed '/^\[Service\]/a Frobnicate=yes' "$U/good/cowvold.service" >"$U/bad-key/cowvold.service"
 check "a copy with an unknown key fails the check" \
 	eval "! verify '$U/bad-key' && grep -q Frobnicate '$T/verify.out'"
-cp "$U/good/cowvold.socket" "$U/bad-value/"
+cp "$U/good/cowvold.socket" "$U/good/cowvold-nbd.socket" "$U/bad-value/"
 sed 's/^Type=notify$/Type=notifyy/' "$U/good/cowvold.service" >"$U/bad-value/cowvold.service"
 check "a copy with a bad value (Type=notifyy) fails the check" \
 	eval "! verify '$U/bad-value' && grep -q notifyy '$T/verify.out'"
-cp "$U/good/cowvold.socket" "$U/bad-exec/"
+cp "$U/good/cowvold.socket" "$U/good/cowvold-nbd.socket" "$U/bad-exec/"
 sed "s|^ExecStart=[^ ]*|ExecStart=$T/no-such-cowvold|" "$U/good/cowvold.service" >"$U/bad-exec/cowvold.service"
 check "a copy whose ExecStart does not exist fails the check" \
 	eval "! verify '$U/bad-exec' && grep -q no-such-cowvold '$T/verify.out'"
@@ -68,6 +68,13 @@ check "cowvold.service's StateDirectory=cowvol is cowvold's default state folder
 check "cowvold.socket: mode 0660, group cowvol (as the daemon's own socket; sysusers makes the group)" \
 	eval "grep -qx 'SocketMode=0660' '$REPO/systemd/cowvold.socket' && grep -qx 'SocketGroup=cowvol' '$REPO/systemd/cowvold.socket' && grep -qx 'g cowvol -' '$REPO/systemd/cowvol-sysusers.conf'"
 check "cowvold.service is Type=notify (cowvold sends READY=1)" grep -qx 'Type=notify' "$U/good/cowvold.service"
+default_nbd=$("$COWVOLD" --help | sed -n 's/.*nbd_socket = \(.*\)$/\1/p')
+check "cowvold-nbd.socket listens where cowvold serves NBD by default ($default_nbd)" \
+	grep -qx "ListenStream=$default_nbd" "$REPO/systemd/cowvold-nbd.socket"
+check "cowvold-nbd.socket names its socket 'nbd' and starts cowvold.service" \
+	eval "grep -qx 'FileDescriptorName=nbd' '$REPO/systemd/cowvold-nbd.socket' && grep -qx 'Service=cowvold.service' '$REPO/systemd/cowvold-nbd.socket'"
+check "cowvold-nbd.socket: mode 0660, group cowvol" \
+	eval "grep -qx 'SocketMode=0660' '$REPO/systemd/cowvold-nbd.socket' && grep -qx 'SocketGroup=cowvol' '$REPO/systemd/cowvold-nbd.socket'"
 
 # --- (b) socket activation --------------------------------------------------------
 ACT=$T/act.sock
@@ -89,6 +96,8 @@ check "the volume is in the activated daemon's catalogue" \
 	grep -q '"name": *"actvol"' "$T/state-act/catalogue.json"
 expect 0 "list through the activated socket" env COWVOL_SOCKET="$ACT" "$COWVOL" list
 expect_in out "^actvol " "list shows the new volume"
+expect 0 "cowvol export: NBD beside the activated socket" env COWVOL_SOCKET="$ACT" "$COWVOL" export actvol
+check "the URI names $T/nbd.sock" grep -q "socket=$T/nbd.sock\$" "$T/out"
 kill -TERM "$ACT_PID"
 wait "$ACT_PID"
 rc=$?
@@ -96,6 +105,32 @@ check "the socket-activated cowvold exits 0 on SIGTERM (exit $rc)" test "$rc" = 
 check "it stopped cleanly (log)" grep -q "Stopped cleanly" "$T/act.log"
 check "it leaves systemd's socket file in place (systemd removes it, RemoveOnStop=)" test -S "$ACT"
 [ "$NOTOK" -gt 0 ] && sed 's/^/#   act: /' "$T/act.log" | tail -10
+
+# both sockets from systemd, as cowvold.socket and cowvold-nbd.socket pass them
+ACT2=$T/act2.sock
+NBD2=$T/act2-nbd.sock
+systemd-socket-activate -l "$ACT2" -l "$NBD2" --fdname=cowvold.socket:nbd -- "$COWVOLD" --foreground \
+	--state-dir "$T/state-act" >"$T/act2.log" 2>&1 &
+ACT_PID=$!
+for _ in $(seq 1 100); do
+	[ -S "$ACT2" ] && [ -S "$NBD2" ] && break
+	sleep 0.05
+done
+check "systemd-socket-activate listens on both sockets" eval "[ -S '$ACT2' ] && [ -S '$NBD2' ]"
+expect 0 "cowvol export through the activated control socket" env COWVOL_SOCKET="$ACT2" "$COWVOL" export actvol
+check "the URI names the NBD socket systemd passed" grep -q "socket=$NBD2\$" "$T/out"
+if command -v nbdinfo >/dev/null; then
+	expect 0 "nbdinfo through the activated NBD socket" nbdinfo "$(cat "$T/out")"
+	expect_in out "export-size: 1048576 " "it serves actvol"
+else
+	notok "nbdinfo is installed (libnbd-bin; t-nbd installs it)"
+fi
+kill -TERM "$ACT_PID"
+wait "$ACT_PID"
+rc=$?
+check "it exits 0 on SIGTERM (exit $rc)" test "$rc" = 0
+check "it leaves both of systemd's socket files in place" eval "[ -S '$ACT2' ] && [ -S '$NBD2' ]"
+[ "$NOTOK" -gt 0 ] && sed 's/^/#   act2: /' "$T/act2.log" | tail -10
 
 # --- (c) sd_notify ----------------------------------------------------------------
 NS=$T/notify.sock
