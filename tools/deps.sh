@@ -9,7 +9,7 @@ what=${1:-build}
 # pkg-config module -> Debian package
 build_pkgs="libdevmapper-dev:devmapper libblkid-dev:blkid uuid-dev:uuid libjson-c-dev:json-c libsystemd-dev:libsystemd libcriterion-dev:criterion"
 # command -> Debian package (test tools)
-test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux python3:python3 systemd-analyze:systemd setpriv:util-linux nbdinfo:libnbd-bin nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-io:qemu-utils"
+test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux python3:python3 systemd-analyze:systemd setpriv:util-linux nbdinfo:libnbd-bin nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-io:qemu-utils nbd-client:nbd-client mkfs.ext4:e2fsprogs e2fsck:e2fsprogs fsfreeze:util-linux"
 
 missing=""
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
@@ -24,7 +24,9 @@ else
 fi
 if [ "$what" = test ]; then
         for c in $test_cmds; do
-                command -v "${c%%:*}" >/dev/null 2>&1 || [ -x "/bin/${c%%:*}" ] || missing="$missing ${c#*:}"
+                # /sbin: a user's PATH often lacks it (dmsetup, nbd-client, e2fsck)
+                command -v "${c%%:*}" >/dev/null 2>&1 || [ -x "/bin/${c%%:*}" ] || [ -x "/sbin/${c%%:*}" ] ||
+                        [ -x "/usr/sbin/${c%%:*}" ] || missing="$missing ${c#*:}"
         done
 fi
 # libFuzzer's runtime comes apart from clang on Debian

@@ -18,9 +18,14 @@
 # receives what the script left in $VM_WORK/out.
 set -euo pipefail
 
-# Load order matters: busybox insmod does not resolve dependencies.
+# Load order matters: busybox insmod does not resolve dependencies (the
+# .deb has no modules.dep; each .ko's modinfo "depends=" names them). nbd has
+# none. ext4 depends on jbd2, mbcache and crc16, and ext4 and jbd2 ask the
+# crypto API for "crc32c" (a softdep), which nobody could modprobe here:
+# crc32c_generic goes first (it works on any CPU; crc32c-intel needs SSE4.2).
 MODULES="9pnet virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev
-virtio_pci 9pnet_virtio netfs fscache 9p dm-mod dm-bufio dm-snapshot loop"
+virtio_pci 9pnet_virtio netfs fscache 9p dm-mod dm-bufio dm-snapshot loop
+nbd crc16 mbcache crc32c_generic jbd2 ext4"
 
 die() { echo "vm.sh: $*" >&2; exit 1; }
 log() { echo "vm.sh: $*" >&2; }
