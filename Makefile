@@ -107,6 +107,14 @@ build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard lib/*.h) | $(DEPS_STAMP)
 	$(call say,FUZZ,$@)clang -std=gnu11 -g -O1 -fno-omit-frame-pointer $(WARN) -Wno-unused-command-line-argument \
 	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
 	  -DCOWVOL_VERSION=\"$(VERSION)\" -Ilib -o $@ $< $(LIB_SRCS)
+# the daemon's targets link the daemon itself (its main renamed away)
+DAEMON_SRCS := $(wildcard daemon/*.c)
+build/fuzz/fuzz-nbd: tests/fuzz/fuzz-nbd.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h) | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(call say,FUZZ,$@)clang -std=gnu11 -g -O1 -fno-omit-frame-pointer $(WARN) -Wno-unused-command-line-argument \
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
+	  -DCOWVOL_VERSION=\"$(VERSION)\" -Dmain=cowvold_main -Wno-missing-prototypes -Ilib -Idaemon $(PKG_CFLAGS) -o $@ $< \
+	  $(LIB_SRCS) $(DAEMON_SRCS) $(PKG_LIBS)
 fuzz-build: $(FUZZ_BINS)
 # the long run: FUZZ_TIME seconds a target, new inputs kept in build/fuzz/
 fuzz: deps-test $(FUZZ_BINS)

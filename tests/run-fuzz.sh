@@ -13,7 +13,7 @@ for bin in build/fuzz/fuzz-*; do
 	work=build/fuzz/corpus-$name
 	mkdir -p "$work"
 	echo "=== fuzz $name: ${secs}s"
-	"$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+	"$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 \
 		-artifact_prefix=build/fuzz/crash-"$name"- -print_final_stats=1 \
 		"$work" "tests/fuzz/corpus/$name" 2>&1 | grep -E '^(#[0-9]+.*(DONE|INITED)|stat::(number_of_executed_units|peak_rss_mb|new_units_added)|==[0-9]+==|SUMMARY|.*(Deadly|crash-))' || true
 	[ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz $name: FAILED (see build/fuzz/crash-$name-*)"; rc=1; }

@@ -79,7 +79,7 @@ run_fuzz() {
 		name=${bin##*/fuzz-}
 		# new inputs go to build/, never into the seed corpus in the tree
 		mkdir -p "build/fuzz/check-$name"
-		"$bin" -max_total_time="${FUZZ_CHECK_TIME:-15}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+		"$bin" -max_total_time="${FUZZ_CHECK_TIME:-15}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 \
 			-artifact_prefix=build/fuzz/crash-"$name"- "build/fuzz/check-$name" "tests/fuzz/corpus/$name" \
 			2>&1 | grep -E 'DONE|Deadly|SUMMARY|ERROR' | tail -3
 		count "fuzz $name (${FUZZ_CHECK_TIME:-15}s)" "${PIPESTATUS[0]}"

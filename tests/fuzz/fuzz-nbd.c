@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * libFuzzer target: cowvold's NBD server, negotiation and requests.  The
+ * input is what a client sends, byte for byte, from the client flags on;
+ * it goes into one end of a socket pair and the real connection code
+ * (nbd_session_main, the engine under it) serves the other, as for an
+ * accepted client, with every reply read and thrown away.  The state
+ * folder (one volume "vm", 4 MiB, with a snapshot "vm@s" whose store can
+ * hold all of it) lives on tmpfs for the whole run: writes change it, as
+ * a real client's would.  Neither a crash, a leak, a hang nor a sanitizer
+ * report is allowed.
+ */
+#include <ftw.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+static char state_dir[] = "/dev/shm/cowvol-fuzz-nbd.XXXXXX";
+
+static void setup_call(const char *op, const char *json)
+{
+        json_object *args = json_tokener_parse(json), *res = NULL;
+        struct peer p = { .uid = 0, .admin = true, .fd = -1 };
+        char *msg = NULL;
+        int err = 0;
+
+        handle_request(op, args, &p, &res, &err, &msg);
+        if (err) {
+                fprintf(stderr, "fuzz-nbd: setup %s failed: %s\n", op, msg ? msg : "?");
+                abort();
+        }
+        json_object_put(res);
+        json_object_put(args);
+        free(msg);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st, (void)flag, (void)ftw;
+        return remove(p);
+}
+
+/* the state folder goes when the run ends */
+static void cleanup(void)
+{
+        nftw(state_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+        char path[sizeof(state_dir) + 16];
+
+        (void)argc, (void)argv;
+        if (!mkdtemp(state_dir) && !mkdtemp(strcpy(state_dir, "/tmp/cowvol-fuzz-nbd.XXXXXX")))
+                abort();
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(path, sizeof(path), "%s/%s", state_dir, i ? "stores" : "volumes");
+                if (mkdir(path, 0700) < 0)
+                        abort();
+        }
+        atexit(cleanup);
+        D.cfg.state_dir = state_dir;
+        D.cfg.autoextend_threshold = 70;
+        D.cfg.autoextend_percent = 20;
+        D.cfg.nbd_handshake_timeout = 5;
+        if (catalogue_load() < 0)
+                abort();
+        setup_call("create", "{\"name\": \"vm\", \"size\": 4194304}");
+        setup_call("snap", "{\"volume\": \"vm\", \"name\": \"s\", \"store_size\": 8388608}");
+        return 0;
+}
+
+/* the client's side: send the input, then read every reply until the
+ * server closes */
+struct client {
+        int fd;
+        const uint8_t *data;
+        size_t len;
+};
+
+static void *client_main(void *arg)
+{
+        struct client *c = arg;
+        static uint8_t sink[1 << 16];
+
+        (void)write_all(c->fd, c->data, c->len);
+        shutdown(c->fd, SHUT_WR);
+        while (read(c->fd, sink, sizeof(sink)) > 0)
+                ;
+        return NULL;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
+{
+        struct client c = { .data = data, .len = len };
+        int sv[2];
+        pthread_t t;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                abort();
+        c.fd = sv[1];
+        if (pthread_create(&t, NULL, client_main, &c) != 0)
+                abort();
+        pthread_mutex_lock(&D.lock);
+        D.clients++;
+        pthread_mutex_unlock(&D.lock);
+        nbd_session_main((void *)(intptr_t)sv[0]); /* closes sv[0] */
+        pthread_join(t, NULL);
+        close(sv[1]);
+        return 0;
+}
