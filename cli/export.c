@@ -76,7 +76,7 @@ int cmd_export(int argc, char **argv)
         else if (tcp)
                 r = log_error("cowvold does not serve NBD over TCP (see nbd_tcp in cowvold(8))");
         else
-                r = log_error("the daemon's answer has no uri");
+                r = log_error("cowvold does not serve NBD on its Unix socket (see its log); try --tcp");
         json_object_put(res);
         return r;
 }

@@ -213,8 +213,8 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
                         free(D.cfg.nbd_tcp);
                         if (nbd_tcp_parse(v, &D.cfg.nbd_tcp, &D.cfg.nbd_tcp_port) < 0) {
                                 fprintf(stderr,
-                                        "cowvold: %s:%u: nbd_tcp must be no, yes, HOST, HOST:PORT, [IPV6]:PORT or "
-                                        "PORT, not '%s'\n",
+                                        "cowvold: %s:%u: nbd_tcp must be no, yes, HOST, HOST:PORT, [IPV6], [IPV6]:PORT "
+                                        "or PORT, not '%s'\n",
                                         file, line, v);
                                 r = -EINVAL;
                         }
@@ -504,7 +504,7 @@ int main(int argc, char **argv)
         if (arg_tcp) {
                 free(D.cfg.nbd_tcp);
                 if (nbd_tcp_parse(arg_tcp, &D.cfg.nbd_tcp, &D.cfg.nbd_tcp_port) < 0) {
-                        fprintf(stderr, "cowvold: --nbd-tcp wants HOST, HOST:PORT, [IPV6]:PORT or PORT, not '%s'\n",
+                        fprintf(stderr, "cowvold: --nbd-tcp wants HOST, HOST:PORT, [IPV6], [IPV6]:PORT, PORT or no, not '%s'\n",
                                 arg_tcp);
                         return 2;
                 }

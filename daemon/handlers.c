@@ -931,17 +931,21 @@ static json_object *op_export(struct ctx *c)
                 return fail_unavailable(c, v, s), NULL;
         if (s && v->restoring == s)
                 return fail(c, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, s->name), NULL;
-        if (!D.cfg.nbd_socket_path)
+        if (!D.cfg.nbd_socket_path && !D.cfg.nbd_tcp_uri_host)
                 return fail(c, -ENOTSUP, "cowvold is not serving NBD"), NULL;
-        if (!(uri = nbd_uri(target, D.cfg.nbd_socket_path)))
-                return fail(c, -ENOMEM, "out of memory"), NULL;
         o = json_object_new_object();
-        json_object_object_add(o, "uri", json_object_new_string(uri));
         json_object_object_add(o, "name", json_object_new_string(target));
-        json_object_object_add(o, "socket", json_object_new_string(D.cfg.nbd_socket_path));
         json_object_object_add(o, "read_only", json_object_new_boolean(nbd_export_read_only(s)));
-        free(uri);
-        /* over TCP too, when configured */
+        /* the Unix socket, and TCP when configured */
+        if (D.cfg.nbd_socket_path) {
+                if (!(uri = nbd_uri(target, D.cfg.nbd_socket_path))) {
+                        json_object_put(o);
+                        return fail(c, -ENOMEM, "out of memory"), NULL;
+                }
+                json_object_object_add(o, "uri", json_object_new_string(uri));
+                json_object_object_add(o, "socket", json_object_new_string(D.cfg.nbd_socket_path));
+                free(uri);
+        }
         if (D.cfg.nbd_tcp_uri_host) {
                 if (asprintf(&uri, "nbd://%s:%u/%s", D.cfg.nbd_tcp_uri_host, D.cfg.nbd_tcp_port, target) < 0) {
                         json_object_put(o);

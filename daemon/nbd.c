@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Serving every volume and snapshot over NBD (NetworkBlockDevice/nbd
- * doc/proto.md): fixed newstyle negotiation and simple replies, on a Unix
- * socket of its own beside the control socket.
+ * doc/proto.md): fixed newstyle negotiation, simple and structured replies,
+ * the base:allocation metadata context; on a Unix socket of its own beside
+ * the control socket, and on TCP when configured.  doc/protocol.md says
+ * what is served and how.
  *
  * One thread a connection, requests handled in order.  Export names are
- * "VOLUME" and "VOLUME@SNAP".  The peer must be root or in the configured
- * group (SO_PEERCRED), as for the control socket's data operations;
- * anyone else gets NBD_REP_ERR_POLICY (or a closed connection after
- * NBD_OPT_EXPORT_NAME, which has no error reply).
+ * "VOLUME" and "VOLUME@SNAP".  On the Unix socket the peer must be root or
+ * in the configured group (SO_PEERCRED), as for the control socket's data
+ * operations; anyone else gets NBD_REP_ERR_POLICY (or a closed connection
+ * after NBD_OPT_EXPORT_NAME, which has no error reply).  TCP has no
+ * credentials: whoever reaches the address (loopback by default) is let in.
+ * Negotiation must end within nbd_handshake_timeout seconds in all.
  *
  * Invariants:
  * - From NBD_OPT_GO / NBD_OPT_EXPORT_NAME until the connection closes it
@@ -20,10 +24,13 @@
  *   cowvol_volume_flush: every acknowledged write durable, stores included.
  *   Writes through one connection are durable for all after a flush on any
  *   (the engine serializes under the volume lock), hence CAN_MULTI_CONN.
- * - Reads past the end get EINVAL, writes past the end ENOSPC (the spec's
- *   SHOULD).  Engine errors map to NBD errors: -EINVAL -> EINVAL, -ENOSPC,
- *   -EDQUOT, -EFBIG -> ENOSPC, -ENOMEM -> ENOMEM; anything else, writes during a restore (-EBUSY) and
- *   reads of a snapshot that became invalid (-ESTALE) included, -> EIO.
+ * - Reads and block status past the end get EINVAL; writes, zeroes and
+ *   trims past the end ENOSPC (the spec's SHOULD), on a read-only export
+ *   EPERM.  Engine errors map to NBD errors: -EPERM, -EROFS -> EPERM,
+ *   -EINVAL -> EINVAL, -ENOSPC, -EDQUOT, -EFBIG -> ENOSPC, -ENOMEM ->
+ *   ENOMEM, -ESHUTDOWN -> ESHUTDOWN; anything else, writes during a restore
+ *   (-EBUSY) and reads of a snapshot that became invalid (-ESTALE)
+ *   included, -> EIO.  With structured replies, errors carry a message.
  * - A request with a bad magic, or a write longer than 32 MiB (its payload
  *   cannot be trusted), closes the connection; other bad requests get
  *   EINVAL and the connection goes on.
@@ -49,6 +56,7 @@
 
 struct nbd_conn {
         int fd;
+        uint64_t deadline_ms; /* negotiation must end by then (CLOCK_MONOTONIC), or 0 */
         bool admin;
         bool tcp;
         bool no_zeroes;
@@ -91,16 +99,43 @@ static uint16_t get16(const uint8_t *p) { uint16_t x; memcpy(&x, p, 2); return b
 static uint32_t get32(const uint8_t *p) { uint32_t x; memcpy(&x, p, 4); return be32toh(x); }
 static uint64_t get64(const uint8_t *p) { uint64_t x; memcpy(&x, p, 8); return be64toh(x); }
 
-/* All of @n bytes, or -ECONNRESET when the peer closed first. */
-static int read_exact(int fd, void *buf, size_t n)
+static uint64_t now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void set_timeouts(int fd, uint64_t ms)
+{
+        struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* All of @n bytes, or -ECONNRESET when the peer closed first; during
+ * negotiation -ETIMEDOUT once the deadline passed, however the bytes
+ * trickle in. */
+static int read_exact(struct nbd_conn *c, void *buf, size_t n)
 {
         uint8_t *p = buf;
 
         while (n > 0) {
-                ssize_t r = read(fd, p, n);
+                ssize_t r;
+                if (c->deadline_ms) {
+                        uint64_t now = now_ms();
+                        if (now >= c->deadline_ms)
+                                return -ETIMEDOUT;
+                        set_timeouts(c->fd, c->deadline_ms - now);
+                }
+                r = read(c->fd, p, n);
                 if (r < 0) {
                         if (errno == EINTR)
                                 continue;
+                        if (errno == EAGAIN || errno == EWOULDBLOCK)
+                                return -ETIMEDOUT;
                         return -errno;
                 }
                 if (r == 0)
@@ -111,13 +146,13 @@ static int read_exact(int fd, void *buf, size_t n)
         return 0;
 }
 
-static int discard(int fd, uint64_t n)
+static int discard(struct nbd_conn *c, uint64_t n)
 {
         uint8_t buf[4096];
 
         while (n > 0) {
                 size_t k = n < sizeof(buf) ? (size_t)n : sizeof(buf);
-                int r = read_exact(fd, buf, k);
+                int r = read_exact(c, buf, k);
                 if (r < 0)
                         return r;
                 n -= k;
@@ -452,6 +487,8 @@ static int opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len
                 dlog(LOG_INFO_, "NBD: refused export '%s': %s", name, why);
                 return r;
         }
+        if (c->meta_alloc && strcmp(c->meta_export, name) != 0)
+                c->meta_alloc = false; /* as for NBD_OPT_GO */
         put64(buf, c->size);
         put16(buf + 8, export_flags(c, c->read_only));
         r = write_all(c->fd, buf, c->no_zeroes ? 10 : sizeof(buf));
@@ -469,7 +506,7 @@ static int negotiate(struct nbd_conn *c)
         put64(hello, NBD_MAGIC);
         put64(hello + 8, NBD_IHAVEOPT);
         put16(hello + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-        if ((r = write_all(c->fd, hello, sizeof(hello))) < 0 || (r = read_exact(c->fd, h, 4)) < 0)
+        if ((r = write_all(c->fd, hello, sizeof(hello))) < 0 || (r = read_exact(c, h, 4)) < 0)
                 return r;
         cflags = get32(h);
         if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
@@ -480,7 +517,7 @@ static int negotiate(struct nbd_conn *c)
         for (;;) {
                 uint32_t opt, len;
 
-                if ((r = read_exact(c->fd, h, 16)) < 0)
+                if ((r = read_exact(c, h, 16)) < 0)
                         break;
                 if (get64(h) != NBD_IHAVEOPT) {
                         r = -EPROTO;
@@ -493,13 +530,13 @@ static int negotiate(struct nbd_conn *c)
                                 r = -EPROTO;
                                 break;
                         }
-                        if ((r = discard(c->fd, len)) < 0 ||
+                        if ((r = discard(c, len)) < 0 ||
                             (r = opt_error(c->fd, opt, NBD_REP_ERR_TOO_BIG, "option data longer than %u bytes",
                                            NBD_MAX_OPTION)) < 0)
                                 break;
                         continue;
                 }
-                if ((r = read_exact(c->fd, data, len)) < 0)
+                if ((r = read_exact(c, data, len)) < 0)
                         break;
                 switch (opt) {
                 case NBD_OPT_EXPORT_NAME: r = opt_export_name(c, data, len); break;
@@ -732,7 +769,7 @@ static int transmit(struct nbd_conn *c)
                 bool in_range;
                 int e = 0;
 
-                r = read_exact(c->fd, h, sizeof(h));
+                r = read_exact(c, h, sizeof(h));
                 if (r < 0)
                         return r == -ECONNRESET ? 0 : r;
                 if (get32(h) != NBD_REQUEST_MAGIC)
@@ -768,7 +805,7 @@ static int transmit(struct nbd_conn *c)
                         if (len && !(buf = malloc(len)))
                                 return -ENOMEM;
                         /* the whole payload first: a client gone halfway gets nothing written */
-                        r = read_exact(c->fd, buf, len);
+                        r = read_exact(c, buf, len);
                         if (r < 0) {
                                 free(buf);
                                 return r == -ECONNRESET ? 0 : r;
@@ -823,13 +860,6 @@ static int transmit(struct nbd_conn *c)
         }
 }
 
-static void set_recv_timeout(int fd, time_t s)
-{
-        struct timeval tv = { .tv_sec = s };
-
-        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
 void *nbd_session_main(void *arg)
 {
         struct nbd_conn c = { .fd = (int)(intptr_t)arg };
@@ -852,13 +882,15 @@ void *nbd_session_main(void *arg)
         }
         if (r == 0) {
                 /* a client that has not chosen an export in time is dropped */
-                set_recv_timeout(c.fd, (time_t)D.cfg.nbd_handshake_timeout);
+                c.deadline_ms = now_ms() + (uint64_t)D.cfg.nbd_handshake_timeout * 1000;
+                set_timeouts(c.fd, (uint64_t)D.cfg.nbd_handshake_timeout * 1000);
                 r = negotiate(&c);
-                if (r == -EAGAIN || r == -EWOULDBLOCK)
+                if (r == -ETIMEDOUT || r == -EAGAIN)
                         dlog(LOG_INFO_, "NBD: a client chose no export within %u s; closing it",
                              D.cfg.nbd_handshake_timeout);
                 if (r == 1) {
-                        set_recv_timeout(c.fd, 0);
+                        c.deadline_ms = 0;
+                        set_timeouts(c.fd, 0);
                         r = transmit(&c);
                         if (r < 0 && r != -ECONNRESET && r != -EPIPE)
                                 dlog(LOG_INFO_, "NBD: closing a connection to %s%s%s: %s", c.v->name,
@@ -940,7 +972,7 @@ int nbd_tcp_listen(void)
 {
         struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                                   .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai = NULL;
-        char port[8], name[256];
+        char port[8], name[256], num[INET6_ADDRSTRLEN + 1] = "";
         int fd = -1, one = 1, r;
 
         snprintf(port, sizeof(port), "%u", D.cfg.nbd_tcp_port);
@@ -958,7 +990,8 @@ int nbd_tcp_listen(void)
                         r = -errno;
                         close(fd);
                         fd = -1;
-                }
+                } else if (getnameinfo(a->ai_addr, a->ai_addrlen, num, sizeof(num), NULL, 0, NI_NUMERICHOST))
+                        num[0] = '\0';
         }
         freeaddrinfo(ai);
         if (fd < 0) {
@@ -966,14 +999,14 @@ int nbd_tcp_listen(void)
                      strerror(r ? -r : EADDRNOTAVAIL));
                 return r ? r : -EADDRNOTAVAIL;
         }
-        /* a wildcard address is no host to connect to: name this machine */
-        if (!strcmp(D.cfg.nbd_tcp, "0.0.0.0") || !strcmp(D.cfg.nbd_tcp, "::")) {
+        /* URIs name the address bound (a host name may resolve to several);
+         * a wildcard address is no host to connect to: name this machine */
+        if (!strcmp(num, "0.0.0.0") || !strcmp(num, "::") || !num[0]) {
                 if (gethostname(name, sizeof(name)) < 0)
                         snprintf(name, sizeof(name), "localhost");
                 name[sizeof(name) - 1] = '\0';
         } else
-                snprintf(name, sizeof(name), "%s%s%s", strchr(D.cfg.nbd_tcp, ':') ? "[" : "", D.cfg.nbd_tcp,
-                         strchr(D.cfg.nbd_tcp, ':') ? "]" : "");
+                snprintf(name, sizeof(name), "%s%s%s", strchr(num, ':') ? "[" : "", num, strchr(num, ':') ? "]" : "");
         D.cfg.nbd_tcp_uri_host = strdup(name);
         return fd;
 }

@@ -854,6 +854,17 @@ static int punch_chunks(cowvol_volume *v, uint64_t first, uint64_t n)
 
 static const uint8_t zero_chunk[COWVOL_CHUNK_MAX];
 
+/* Allocate [off, off+len) of a hole in the image: it reads as zeroes
+ * still, so no snapshot needs a copy.  Write lock held. */
+static int allocate_zeroes(cowvol_volume *v, uint64_t off, uint64_t len)
+{
+        if (fallocate(v->fd, 0, (off_t)off, (off_t)len) == 0)
+                return 0;
+        if (errno != EOPNOTSUPP)
+                return log_err(-errno, "Cannot allocate the volume at %" PRIu64 ": %m", off);
+        return pwrite_full(v->fd, zero_chunk, (size_t)len, off); /* len <= one chunk */
+}
+
 /* @len bytes of zeroes at @off through the ordinary write path (copies
  * first, where snapshots need them).  Write lock held. */
 static int write_zero_bytes(cowvol_volume *v, struct cowvol_snap *sn, uint64_t len, uint64_t off)
@@ -885,11 +896,15 @@ static int zero_origin(cowvol_volume *v, uint64_t len, uint64_t off, bool punch,
                 bool hole;
 
                 /* a hole in the image already reads as zeroes: nothing to
-                 * copy, nothing to write (mkfs zeroes whole disks) */
+                 * copy (mkfs zeroes whole disks), and nothing to write
+                 * unless it must be allocated (no punch: NBD's NO_HOLE) */
                 if (lo >= img_end)
                         img_hole = image_extent(v, lo, end, &img_end);
-                if (img_hole && hi <= img_end && !deferred_find(v, c))
+                if (img_hole && hi <= img_end && !deferred_find(v, c)) {
+                        if (!punch && !discard)
+                                r = allocate_zeroes(v, lo, hi - lo);
                         continue;
+                }
                 hole = punch && lo == cs && hi == ce && chunk_free_to_punch(v, c);
 
                 if (hole_n && (!hole || hole_c + hole_n != c)) {

@@ -335,6 +335,24 @@ def main():
         # connect and say nothing: the server gives up on us
         s = connect(path)
         report(closed(s, timeout=float(args[0])), "a client that chooses no export is closed after a while")
+    elif what == "trickle":
+        # an option every 0.3 s: busy, but never choosing an export; the
+        # handshake timeout (args[0] s) is a deadline for all of it
+        limit = float(args[0])
+        s = connect(path)
+        start = time.time()
+        gone = False
+        while time.time() - start < limit + 5:
+            try:
+                send_opt(s, OPT_LIST)
+                while read_rep(s)[1] == REP_SERVER:
+                    pass
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                gone = True
+                break
+            time.sleep(0.3)
+        took = time.time() - start
+        report(gone and took < limit + 2, "a client busy with options but choosing no export is closed after %.1f s" % took)
     elif what == "oversized-write":
         s = connect(path)
         go(s, args[0])

@@ -145,6 +145,10 @@ check "the snapshot's copies are data, the rest as vm2 was" eval "[ \"\$(awk '{p
 expect 0 "nbdcopy of vm2@t (sparse)" nbdcopy "$(cv export vm2@t)" "$T/t.copy"
 check "equals cowvol cat vm2@t" eval "cv cat vm2@t | cmp -s - '$T/t.copy'"
 cv rm vm2@t >/dev/null
+expect 0 "qemu-io zeroes 256 KiB of a hole without unmap (NO_HOLE)" qemu-io -f raw -c "write -z 1536k 256k" "$(cv export vm2)"
+expect 0 "nbdinfo --map after it" nbdinfo --map "$(cv export vm2)"
+check "the zeroes are allocated: data" grep -qx ' *1572864 *262144 *0 *data' "$T/out"
+check "vm2 still reads as before" eval "cv cat vm2 | cmp -s - '$T/vm2.model'"
 
 # structured replies, metadata contexts, block status: byte by byte
 python3 "$RAW" "$NBD" structured $SIZE vm1
@@ -246,6 +250,7 @@ python3 "$RAW" "$T/elsewhere.sock" read-only vm1@s1
 expect 1 "qemu-io cannot write into it" qemu-io -f raw -c "write -P 1 0 4k" "$(cv export vm1@s1)"
 expect 0 "the volume stays writable" qemu-io -f raw -c "write -P 0x22 0 4k" "$(cv export vm1)"
 python3 "$RAW" "$T/elsewhere.sock" silent 5
+python3 "$RAW" "$T/elsewhere.sock" trickle 1
 expect_in_log() { grep -q "$1" "$T/daemon.log"; }
 check "the log says why it closed the silent client" expect_in_log "chose no export within 1 s"
 expect 2 "cowvol export --tcp with a bad option" cv export vm2 --tcpx
