@@ -10,3 +10,6 @@ build/bench/store-bench "$dir" "${BENCH_EXCEPTIONS:-1000000}"
 echo
 echo "=== userspace engine: snapshot creation, first write, re-write, snapshot read"
 build/bench/engine-bench "$dir" "${BENCH_ENGINE_MIB:-256}" "${BENCH_ENGINE_BS:-1M}"
+echo
+echo "=== NBD: fio against qemu-nbd (raw, qcow2 overlay) and cowvold (0, 1, 8 snapshots)"
+bench/nbd-bench.sh

@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Check the build and test dependencies; install the missing ones with
+# Check the build, test or benchmark dependencies; install the missing ones with
 # apt-get when run as root on Debian, otherwise name them and fail.
-# Usage: tools/deps.sh build|test
+# Usage: tools/deps.sh build|test|bench
 set -eu
 
 what=${1:-build}
@@ -10,6 +10,9 @@ what=${1:-build}
 build_pkgs="libdevmapper-dev:devmapper libblkid-dev:blkid uuid-dev:uuid libjson-c-dev:json-c libsystemd-dev:libsystemd libcriterion-dev:criterion"
 # command -> Debian package (test tools)
 test_cmds="qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux python3:python3 systemd-analyze:systemd setpriv:util-linux nbdinfo:libnbd-bin nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-io:qemu-utils nbd-client:nbd-client mkfs.ext4:e2fsprogs e2fsck:e2fsprogs fsfreeze:util-linux"
+# command -> Debian package (bench/nbd-bench.sh: fio with its nbd engine,
+# which Debian's fio has through libnbd, and qemu-nbd as the baseline)
+bench_cmds="fio:fio qemu-nbd:qemu-utils qemu-img:qemu-utils nbdinfo:libnbd-bin"
 
 missing=""
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
@@ -22,8 +25,13 @@ else
                 pkg-config --exists "${p#*:}" || missing="$missing ${p%%:*}"
         done
 fi
-if [ "$what" = test ]; then
-        for c in $test_cmds; do
+case $what in
+test) cmds=$test_cmds ;;
+bench) cmds=$bench_cmds ;;
+*) cmds="" ;;
+esac
+if [ -n "$cmds" ]; then
+        for c in $cmds; do
                 # /sbin: a user's PATH often lacks it (dmsetup, nbd-client, e2fsck)
                 command -v "${c%%:*}" >/dev/null 2>&1 || [ -x "/bin/${c%%:*}" ] || [ -x "/sbin/${c%%:*}" ] ||
                         [ -x "/usr/sbin/${c%%:*}" ] || missing="$missing ${c#*:}"
