@@ -455,8 +455,9 @@ static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n)
                 }
                 if (r < 0)
                         break;
-                /* the next flush must write these: start now */
-                (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+                /* the next flush must write these: start now, if the run is long */
+                if (len >= COWVOL_WRITEBACK_MIN)
+                        (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
                 i += k;
         }
         return r;

@@ -1034,8 +1034,9 @@ _public_ int cowvol_store_write_chunks(cowvol_store *s, uint64_t first, uint64_t
             (first - 1) / ((uint64_t)s->epa + 1) != (first + n - 2) / ((uint64_t)s->epa + 1))
                 return -ERANGE; /* outside, or across a metadata chunk */
         r = s->io->pwrite(s->io_ctx, buf, n * s->chunk_bytes, chunk_offset(s, first));
-        /* the commit will flush these: have the disk start on them now */
-        if (r >= 0 && s->io->writeback)
+        /* the commit will flush these: have the disk start on long runs now
+         * (one call a 4 KiB chunk costs more than it saves: bench/nbd-bench) */
+        if (r >= 0 && s->io->writeback && n * s->chunk_bytes >= COWVOL_WRITEBACK_MIN)
                 s->io->writeback(s->io_ctx, chunk_offset(s, first), n * s->chunk_bytes);
         return r;
 }

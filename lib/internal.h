@@ -36,6 +36,10 @@ int fd_size(int fd, uint64_t *ret);
 /* True when every byte of @buf is zero. */
 bool mem_is_zero(const void *buf, size_t len);
 
+/* writes at least this long start their writeback at once (sync_file_range);
+ * shorter ones wait for the flush */
+#define COWVOL_WRITEBACK_MIN (256u << 10)
+
 /*
  * The store's I/O layer.  The default goes to a file descriptor; tests plug
  * in their own to record every write and flush and cut the sequence.
