@@ -6,7 +6,10 @@
  * the control socket, and on TCP when configured.  doc/protocol.md says
  * what is served and how.
  *
- * One thread a connection, requests handled in order.  Export names are
+ * One thread a connection reads its requests; it serves one itself while
+ * no other is waiting, and hands them to up to NBD_WORKERS threads of the
+ * connection when they queue up (replies may then come out of order, as
+ * the protocol allows; each is sent whole under a lock).  Export names are
  * "VOLUME" and "VOLUME@SNAP".  On the Unix socket the peer must be root or
  * in the configured group (SO_PEERCRED), as for the control socket's data
  * operations; anyone else gets NBD_REP_ERR_POLICY (or a closed connection
@@ -45,6 +48,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -53,6 +57,11 @@
 #include "nbd-proto.h"
 
 #define EXPORT_NAME_MAX (NAME_MAX_LEN * 2 + 1)
+/* requests of one connection served at once, at most (qemu-nbd: 16 in flight) */
+#define NBD_WORKERS 8
+/* payloads and read buffers of one connection in memory, at most (one
+ * request alone may use NBD_MAX_PAYLOAD whatever the others hold) */
+#define NBD_IN_FLIGHT_MAX (64u << 20)
 
 struct nbd_conn {
         int fd;
@@ -67,7 +76,28 @@ struct nbd_conn {
         struct snap *s; /* held too, or NULL for the volume */
         uint64_t size;
         bool read_only;
-        struct cowvol_extent *ext; /* NBD_MAX_EXTENTS, for block status */
+
+        /* transmission: the connection's thread reads requests and serves
+         * them itself while no other waits; when more arrive, workers serve
+         * them concurrently (up to NBD_WORKERS) */
+        pthread_mutex_t send_lock; /* one reply at a time */
+        pthread_mutex_t q_lock;
+        pthread_cond_t q_work;     /* queued work, or stop */
+        pthread_cond_t q_done;     /* a request finished */
+        struct nbd_req *q_head, *q_tail;
+        unsigned workers, idle, in_flight; /* in_flight: queued or being served */
+        uint64_t in_flight_bytes;          /* their payloads and read buffers */
+        bool stop;
+        int error; /* the first failed reply: the connection is done */
+        pthread_t tids[NBD_WORKERS];
+};
+
+struct nbd_req {
+        uint16_t flags, type;
+        uint64_t cookie, off;
+        uint32_t len;
+        uint8_t *buf; /* a write's payload */
+        struct nbd_req *next;
 };
 
 /* The transmission flags of an export: a read-only one takes no writes,
@@ -615,10 +645,15 @@ static int reply_simple(struct nbd_conn *c, uint64_t cookie, uint32_t err, void 
         uint8_t h[16];
         struct iovec iov[2] = { { h, sizeof(h) }, { data, err ? 0 : len } };
 
+        int r;
+
         put32(h, NBD_SIMPLE_REPLY_MAGIC);
         put32(h + 4, err);
         put64(h + 8, cookie);
-        return send_iov(c->fd, iov, iov[1].iov_len ? 2 : 1);
+        pthread_mutex_lock(&c->send_lock);
+        r = send_iov(c->fd, iov, iov[1].iov_len ? 2 : 1);
+        pthread_mutex_unlock(&c->send_lock);
+        return r;
 }
 
 /* One structured reply chunk: header, @pre (a small fixed part), @data. */
@@ -628,12 +663,17 @@ static int reply_chunk(struct nbd_conn *c, uint64_t cookie, uint16_t flags, uint
         uint8_t h[20];
         struct iovec iov[3] = { { h, sizeof(h) }, { (void *)pre, pre_len }, { data, len } };
 
+        int r;
+
         put32(h, NBD_STRUCTURED_REPLY_MAGIC);
         put16(h + 4, flags);
         put16(h + 6, type);
         put64(h + 8, cookie);
         put32(h + 16, (uint32_t)(pre_len + len));
-        return send_iov(c->fd, iov, len ? 3 : pre_len ? 2 : 1);
+        pthread_mutex_lock(&c->send_lock);
+        r = send_iov(c->fd, iov, len ? 3 : pre_len ? 2 : 1);
+        pthread_mutex_unlock(&c->send_lock);
+        return r;
 }
 
 /* Success without data. */
@@ -700,31 +740,37 @@ static void note_reasons(struct nbd_conn *c)
 
 static int cmd_block_status(struct nbd_conn *c, uint64_t cookie, uint16_t flags, uint64_t off, uint32_t len)
 {
+        struct cowvol_extent *ext = malloc(NBD_MAX_EXTENTS * sizeof(*ext));
         uint8_t *payload;
         uint8_t pre[4];
         int n, r;
 
-        if (!c->ext && !(c->ext = malloc(NBD_MAX_EXTENTS * sizeof(*c->ext))))
+        if (!ext)
                 return reply_error(c, cookie, -ENOMEM, "out of memory");
-        n = cowvol_volume_block_status(c->v->eng, c->s ? c->s->eng : NULL, len, off, c->ext,
+        n = cowvol_volume_block_status(c->v->eng, c->s ? c->s->eng : NULL, len, off, ext,
                                        flags & NBD_CMD_FLAG_REQ_ONE ? 1 : NBD_MAX_EXTENTS);
-        if (n < 0)
+        if (n < 0) {
+                free(ext);
                 return reply_error(c, cookie, n, "block status: %s", engine_why(n));
-        if (!(payload = malloc((size_t)n * 8)))
+        }
+        if (!(payload = malloc((size_t)n * 8))) {
+                free(ext);
                 return reply_error(c, cookie, -ENOMEM, "out of memory");
+        }
         for (int i = 0; i < n; i++) {
                 uint32_t f = 0;
-                if (c->ext[i].flags & COWVOL_EXTENT_HOLE)
+                if (ext[i].flags & COWVOL_EXTENT_HOLE)
                         f |= NBD_STATE_HOLE;
-                if (c->ext[i].flags & COWVOL_EXTENT_ZERO)
+                if (ext[i].flags & COWVOL_EXTENT_ZERO)
                         f |= NBD_STATE_ZERO;
-                put32(payload + 8 * i, (uint32_t)c->ext[i].len); /* <= len: fits */
+                put32(payload + 8 * i, (uint32_t)ext[i].len); /* <= len: fits */
                 put32(payload + 8 * i + 4, f);
         }
         put32(pre, 1); /* base:allocation's id */
         r = reply_chunk(c, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, pre, sizeof(pre), payload,
                         (size_t)n * 8);
         free(payload);
+        free(ext);
         return r;
 }
 
@@ -754,115 +800,231 @@ static int change_done(struct nbd_conn *c, uint64_t cookie, const char *what, ui
         return reply_ok(c, cookie);
 }
 
+/* Serve one request whose payload (for a write) is in req->buf.  Negative
+ * when its reply could not be sent. */
+static int serve(struct nbd_conn *c, struct nbd_req *q)
+{
+        cowvol_volume *eng = c->v->eng;
+        cowvol_snap *sn = c->s ? c->s->eng : NULL;
+        bool in_range = q->off <= c->size && q->len <= c->size - q->off;
+        uint64_t cookie = q->cookie, off = q->off;
+        uint32_t len = q->len;
+        uint16_t flags = q->flags;
+        uint8_t *buf = NULL;
+        int r, e;
+
+        switch (q->type) {
+        case NBD_CMD_READ:
+                if (flags & ~(c->structured ? NBD_CMD_FLAG_DF : 0))
+                        r = reply_error(c, cookie, -EINVAL, "read: unknown flags 0x%x", flags);
+                else if (len > NBD_MAX_PAYLOAD)
+                        r = reply_error(c, cookie, -EINVAL, "read of %" PRIu32 " bytes: at most %u at once", len,
+                                        NBD_MAX_PAYLOAD);
+                else if (!in_range)
+                        r = reply_error(c, cookie, -EINVAL, "read past the end of the export (%" PRIu64 " bytes)",
+                                        c->size);
+                else if (len && !(buf = malloc(len)))
+                        r = reply_error(c, cookie, -ENOMEM, "out of memory");
+                else if (len && (e = cowvol_volume_pread(eng, sn, buf, len, off)) < 0)
+                        r = reply_error(c, cookie, e, "read: %s", engine_why(e));
+                else
+                        r = reply_read(c, cookie, off, buf, len);
+                free(buf);
+                return r;
+        case NBD_CMD_WRITE:
+                r = change_refused(c, cookie, "write", flags, NBD_CMD_FLAG_FUA, in_range);
+                if (r == 1)
+                        r = change_done(c, cookie, "write", flags,
+                                        len ? cowvol_volume_pwrite(eng, sn, q->buf, len, off) : 0);
+                return r;
+        case NBD_CMD_WRITE_ZEROES:
+                r = change_refused(c, cookie, "write zeroes", flags, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE,
+                                   in_range);
+                if (r == 1)
+                        r = change_done(c, cookie, "write zeroes", flags,
+                                        cowvol_volume_write_zeroes(eng, sn, len, off,
+                                                                   flags & NBD_CMD_FLAG_NO_HOLE ? 0 : COWVOL_ZERO_PUNCH));
+                return r;
+        case NBD_CMD_TRIM:
+                r = change_refused(c, cookie, "trim", flags, NBD_CMD_FLAG_FUA, in_range);
+                if (r == 1)
+                        r = change_done(c, cookie, "trim", flags, cowvol_volume_discard(eng, sn, len, off));
+                return r;
+        case NBD_CMD_FLUSH:
+                if (flags || off || len)
+                        return reply_error(c, cookie, -EINVAL, "flush takes no flags, offset or length");
+                if ((e = cowvol_volume_flush(eng)) < 0)
+                        return reply_error(c, cookie, e, "flush: %s", engine_why(e));
+                return reply_ok(c, cookie);
+        case NBD_CMD_BLOCK_STATUS:
+                if (!c->structured || !c->meta_alloc)
+                        return reply_error(c, cookie, -EINVAL, "block status needs the base:allocation context");
+                if (flags & ~NBD_CMD_FLAG_REQ_ONE)
+                        return reply_error(c, cookie, -EINVAL, "block status: unknown flags 0x%x", flags);
+                if (!len || !in_range)
+                        return reply_error(c, cookie, -EINVAL, "block status: an empty range or one past the end");
+                return cmd_block_status(c, cookie, flags, off, len);
+        default:
+                /* CACHE, unknown */
+                return reply_error(c, cookie, -EINVAL, "command %u is not supported", q->type);
+        }
+}
+
+/* what a request holds in memory while it waits and runs */
+static uint64_t req_bytes(const struct nbd_req *q)
+{
+        return (q->type == NBD_CMD_READ || q->type == NBD_CMD_WRITE) && q->len <= NBD_MAX_PAYLOAD ? q->len : 0;
+}
+
+/* q_lock held: a request ended with @r */
+static void req_done(struct nbd_conn *c, struct nbd_req *q, int r)
+{
+        c->in_flight--;
+        c->in_flight_bytes -= req_bytes(q);
+        if (r < 0 && !c->error) {
+                c->error = r;
+                shutdown(c->fd, SHUT_RD); /* wake the reader: this connection is done */
+        }
+        pthread_cond_broadcast(&c->q_done);
+}
+
+static void *worker_main(void *arg)
+{
+        struct nbd_conn *c = arg;
+
+        pthread_mutex_lock(&c->q_lock);
+        for (;;) {
+                struct nbd_req *q;
+                int r;
+
+                while (!c->q_head && !c->stop) {
+                        c->idle++;
+                        pthread_cond_wait(&c->q_work, &c->q_lock);
+                        c->idle--;
+                }
+                if (!(q = c->q_head))
+                        break;
+                c->q_head = q->next;
+                if (!c->q_head)
+                        c->q_tail = NULL;
+                pthread_mutex_unlock(&c->q_lock);
+                r = serve(c, q);
+                pthread_mutex_lock(&c->q_lock);
+                req_done(c, q, r);
+                free(q->buf);
+                free(q);
+        }
+        pthread_mutex_unlock(&c->q_lock);
+        return NULL;
+}
+
+/* Queue @q for the workers, starting one when none is idle. */
+static void dispatch(struct nbd_conn *c, struct nbd_req *q)
+{
+        pthread_mutex_lock(&c->q_lock);
+        if (c->q_tail)
+                c->q_tail->next = q;
+        else
+                c->q_head = q;
+        c->q_tail = q;
+        if (!c->idle && c->workers < NBD_WORKERS &&
+            pthread_create(&c->tids[c->workers], NULL, worker_main, c) == 0)
+                c->workers++;
+        pthread_cond_signal(&c->q_work);
+        pthread_mutex_unlock(&c->q_lock);
+}
+
 static int transmit(struct nbd_conn *c)
 {
         uint8_t h[NBD_REQUEST_SIZE];
-        cowvol_volume *eng = c->v->eng;
-        cowvol_snap *sn = c->s ? c->s->eng : NULL;
-        int r;
+        int r = 0;
 
         for (;;) {
-                uint16_t flags, type;
-                uint64_t cookie, off;
-                uint32_t len;
-                uint8_t *buf = NULL;
-                bool in_range;
-                int e = 0;
+                struct nbd_req *q;
+                int waiting = 0;
 
                 r = read_exact(c, h, sizeof(h));
-                if (r < 0)
-                        return r == -ECONNRESET ? 0 : r;
-                if (get32(h) != NBD_REQUEST_MAGIC)
-                        return -EPROTO;
-                flags = get16(h + 4);
-                type = get16(h + 6);
-                cookie = get64(h + 8);
-                off = get64(h + 16);
-                len = get32(h + 24);
-                in_range = off <= c->size && len <= c->size - off;
-
-                switch (type) {
-                case NBD_CMD_READ:
-                        if (flags & ~(c->structured ? NBD_CMD_FLAG_DF : 0))
-                                r = reply_error(c, cookie, -EINVAL, "read: unknown flags 0x%x", flags);
-                        else if (len > NBD_MAX_PAYLOAD)
-                                r = reply_error(c, cookie, -EINVAL, "read of %" PRIu32 " bytes: at most %u at once",
-                                                len, NBD_MAX_PAYLOAD);
-                        else if (!in_range)
-                                r = reply_error(c, cookie, -EINVAL, "read past the end of the export (%" PRIu64 " bytes)",
-                                                c->size);
-                        else if (len && !(buf = malloc(len)))
-                                r = reply_error(c, cookie, -ENOMEM, "out of memory");
-                        else if (len && (e = cowvol_volume_pread(eng, sn, buf, len, off)) < 0)
-                                r = reply_error(c, cookie, e, "read: %s", engine_why(e));
-                        else
-                                r = reply_read(c, cookie, off, buf, len);
-                        break;
-                case NBD_CMD_WRITE:
-                        /* a payload this large cannot be a real request: stop */
-                        if (len > NBD_MAX_PAYLOAD)
-                                return -EPROTO;
-                        if (len && !(buf = malloc(len)))
-                                return -ENOMEM;
-                        /* the whole payload first: a client gone halfway gets nothing written */
-                        r = read_exact(c, buf, len);
-                        if (r < 0) {
-                                free(buf);
-                                return r == -ECONNRESET ? 0 : r;
-                        }
-                        r = change_refused(c, cookie, "write", flags, NBD_CMD_FLAG_FUA, in_range);
-                        if (r == 1)
-                                r = change_done(c, cookie, "write", flags,
-                                                len ? cowvol_volume_pwrite(eng, sn, buf, len, off) : 0);
-                        break;
-                case NBD_CMD_WRITE_ZEROES:
-                        r = change_refused(c, cookie, "write zeroes", flags, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE,
-                                           in_range);
-                        if (r == 1)
-                                r = change_done(c, cookie, "write zeroes", flags,
-                                                cowvol_volume_write_zeroes(eng, sn, len, off,
-                                                                           flags & NBD_CMD_FLAG_NO_HOLE ? 0
-                                                                                                        : COWVOL_ZERO_PUNCH));
-                        break;
-                case NBD_CMD_TRIM:
-                        r = change_refused(c, cookie, "trim", flags, NBD_CMD_FLAG_FUA, in_range);
-                        if (r == 1)
-                                r = change_done(c, cookie, "trim", flags, cowvol_volume_discard(eng, sn, len, off));
-                        break;
-                case NBD_CMD_FLUSH:
-                        if (flags || off || len)
-                                r = reply_error(c, cookie, -EINVAL, "flush takes no flags, offset or length");
-                        else if ((e = cowvol_volume_flush(eng)) < 0)
-                                r = reply_error(c, cookie, e, "flush: %s", engine_why(e));
-                        else
-                                r = reply_ok(c, cookie);
-                        break;
-                case NBD_CMD_BLOCK_STATUS:
-                        if (!c->structured || !c->meta_alloc)
-                                r = reply_error(c, cookie, -EINVAL, "block status needs the base:allocation context");
-                        else if (flags & ~NBD_CMD_FLAG_REQ_ONE)
-                                r = reply_error(c, cookie, -EINVAL, "block status: unknown flags 0x%x", flags);
-                        else if (!len || !in_range)
-                                r = reply_error(c, cookie, -EINVAL, "block status: an empty range or one past the end");
-                        else
-                                r = cmd_block_status(c, cookie, flags, off, len);
-                        break;
-                case NBD_CMD_DISC:
-                        return 0;
-                default:
-                        /* CACHE, unknown */
-                        r = reply_error(c, cookie, -EINVAL, "command %u is not supported", type);
+                if (r < 0) {
+                        r = r == -ECONNRESET ? 0 : r;
                         break;
                 }
-                free(buf);
+                if (get32(h) != NBD_REQUEST_MAGIC) {
+                        r = -EPROTO;
+                        break;
+                }
+                if (get16(h + 6) == NBD_CMD_DISC)
+                        break; /* the requests in flight are served first */
+                if (!(q = calloc(1, sizeof(*q)))) {
+                        r = -ENOMEM;
+                        break;
+                }
+                q->flags = get16(h + 4);
+                q->type = get16(h + 6);
+                q->cookie = get64(h + 8);
+                q->off = get64(h + 16);
+                q->len = get32(h + 24);
+                /* a payload this large cannot be a real request: stop */
+                if (q->type == NBD_CMD_WRITE && q->len > NBD_MAX_PAYLOAD) {
+                        free(q);
+                        r = -EPROTO;
+                        break;
+                }
+                /* memory: wait while the others hold too much */
+                pthread_mutex_lock(&c->q_lock);
+                while (c->in_flight && c->in_flight_bytes + req_bytes(q) > NBD_IN_FLIGHT_MAX && !c->error)
+                        pthread_cond_wait(&c->q_done, &c->q_lock);
+                c->in_flight++;
+                c->in_flight_bytes += req_bytes(q);
+                r = c->error;
+                pthread_mutex_unlock(&c->q_lock);
+                /* the whole payload first: a client gone halfway gets nothing written */
+                if (r == 0 && q->type == NBD_CMD_WRITE && q->len)
+                        r = (q->buf = malloc(q->len)) ? read_exact(c, q->buf, q->len) : -ENOMEM;
+                if (r < 0) {
+                        pthread_mutex_lock(&c->q_lock);
+                        req_done(c, q, 0);
+                        pthread_mutex_unlock(&c->q_lock);
+                        free(q->buf);
+                        free(q);
+                        if (r == -ECONNRESET)
+                                r = 0; /* gone: not an error to log */
+                        break;
+                }
+                /* the next request already here: let a worker serve this one */
+                if (ioctl(c->fd, FIONREAD, &waiting) == 0 && waiting > 0) {
+                        dispatch(c, q);
+                        continue;
+                }
+                r = serve(c, q);
+                pthread_mutex_lock(&c->q_lock);
+                req_done(c, q, r);
+                pthread_mutex_unlock(&c->q_lock);
+                free(q->buf);
+                free(q);
                 if (r < 0)
-                        return r;
+                        break;
         }
+        /* the end: whatever was read is served, then the workers go */
+        pthread_mutex_lock(&c->q_lock);
+        c->stop = true;
+        pthread_cond_broadcast(&c->q_work);
+        while (c->in_flight)
+                pthread_cond_wait(&c->q_done, &c->q_lock);
+        if (!r)
+                r = c->error;
+        pthread_mutex_unlock(&c->q_lock);
+        for (unsigned i = 0; i < c->workers; i++)
+                pthread_join(c->tids[i], NULL);
+        return r;
 }
 
 void *nbd_session_main(void *arg)
 {
-        struct nbd_conn c = { .fd = (int)(intptr_t)arg };
+        struct nbd_conn c = { .fd = (int)(intptr_t)arg,
+                              .send_lock = PTHREAD_MUTEX_INITIALIZER,
+                              .q_lock = PTHREAD_MUTEX_INITIALIZER,
+                              .q_work = PTHREAD_COND_INITIALIZER,
+                              .q_done = PTHREAD_COND_INITIALIZER };
         struct sockaddr_storage sa;
         socklen_t sl = sizeof(sa);
         struct ucred cred;
@@ -897,7 +1059,6 @@ void *nbd_session_main(void *arg)
                                      c.s ? "@" : "", c.s ? c.s->name : "", strerror(-r));
                 }
         }
-        free(c.ext);
         conn_release(&c);
         pthread_mutex_lock(&D.lock);
         clients_forget(c.fd);
