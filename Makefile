@@ -33,9 +33,11 @@ OPT := -O2 -D_FORTIFY_SOURCE=2
 else
 OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 endif
-PKGS := json-c libsystemd uuid
+PKGS := json-c libsystemd uuid devmapper blkid
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# what libcowvol.so itself links: device-mapper and blkid for the kernel engine
+LIB_LIBS = $(shell pkg-config --libs devmapper blkid 2>/dev/null) -lpthread
 CFLAGS ?= -g
 ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) $(HARDEN) -fvisibility=hidden -D_GNU_SOURCE \
               -DCOWVOL_VERSION=\"$(VERSION)\" -Ilib $(CFLAGS)
@@ -68,7 +70,7 @@ $(B)/%.o: %.c $(wildcard lib/*.h cli/*.h) | $(DEPS_STAMP)
 
 $(B)/libcowvol.so: $(LIB_OBJS) lib/libcowvol.sym
 	$(call say,LD,$@)$(CC) -shared -Wl,-soname,libcowvol.so.0 -Wl,--version-script=lib/libcowvol.sym \
-	  $(ALL_LDFLAGS) -o $@ $(LIB_OBJS) -lpthread
+	  $(ALL_LDFLAGS) -o $@ $(LIB_OBJS) $(LIB_LIBS)
 	$(Q)ln -sf libcowvol.so $(B)/libcowvol.so.0
 
 $(B)/libcowvol.a: $(LIB_OBJS)

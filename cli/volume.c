@@ -196,8 +196,12 @@ int cmd_add(int argc, char **argv)
         r = check_arg_count(cmd, argc - optind, 1, "PATH");
         if (r)
                 return r;
-        /* the daemon wants an absolute path, and this one's cwd means nothing to it */
-        path = realpath(argv[optind], NULL);
+        /* UUID=..., LABEL=...: the daemon finds the device (libblkid); a path
+         * must be absolute for it, this one's cwd means nothing there */
+        if (argv[optind][0] != '/' && argv[optind][0] != '.' && strchr(argv[optind], '='))
+                path = strdup(argv[optind]);
+        else
+                path = realpath(argv[optind], NULL);
         if (!path)
                 return log_error("%s: %s", argv[optind], strerror(errno));
 
@@ -220,13 +224,17 @@ int cmd_add(int argc, char **argv)
 
 static void snap_help(void)
 {
-        printf("Usage: %s snap VOLUME[@NAME] [--store-size SIZE]\n"
+        printf("Usage: %s snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]]\n"
                "\n"
                "Take a snapshot of VOLUME.  Without NAME, the snapshot is named after the\n"
                "time, in UTC (YYYYMMDDTHHMMSSZ).\n"
                "\n"
                "  --store-size SIZE  room for copied chunks (default: 20%% of the volume, at\n"
-               "                     least 1M; the store grows when it fills)\n",
+               "                     least 1M; the store grows when it fills)\n"
+               "  --store DEVICE     a kernel volume's store on this block device (or\n"
+               "                     UUID=..., LABEL=...) instead of a file; its content is lost\n"
+               "  --force            use a --store device that carries a filesystem or\n"
+               "                     another signature anyway\n",
                program_name);
 }
 
@@ -234,10 +242,13 @@ int cmd_snap(int argc, char **argv)
 {
         static const struct option longopts[] = {
                 { "store-size", required_argument, NULL, 's' },
+                { "store", required_argument, NULL, 'S' },
+                { "force", no_argument, NULL, 'f' },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
-        const char *cmd = "snap ", *at;
+        const char *cmd = "snap ", *at, *store = NULL;
+        bool force = false;
         uint64_t store_size = 0;
         bool has_store_size = false;
         json_object *args, *res;
@@ -259,6 +270,12 @@ int cmd_snap(int argc, char **argv)
                                 return usage_error(cmd, "--store-size must be more than 0");
                         has_store_size = true;
                         break;
+                case 'S':
+                        store = optarg;
+                        break;
+                case 'f':
+                        force = true;
+                        break;
                 default:
                         return getopt_error(cmd, c, argv);
                 }
@@ -269,6 +286,10 @@ int cmd_snap(int argc, char **argv)
         r = check_target(cmd, argv[optind]);
         if (r)
                 return r;
+        if (store && has_store_size)
+                return usage_error(cmd, "give --store-size or --store, not both");
+        if (force && !store)
+                return usage_error(cmd, "--force goes with --store");
 
         args = json_object_new_object();
         at = strchr(argv[optind], '@');
@@ -281,6 +302,10 @@ int cmd_snap(int argc, char **argv)
         }
         if (has_store_size)
                 json_object_object_add(args, "store_size", json_object_new_int64((int64_t)store_size));
+        if (store)
+                json_object_object_add(args, "store", json_object_new_string(store));
+        if (force)
+                json_object_object_add(args, "force", json_object_new_boolean(true));
         r = daemon_call("snap", args, -1, &res);
         if (r)
                 return r;
@@ -296,9 +321,10 @@ int cmd_snap(int argc, char **argv)
  * The table: one row per volume, its snapshots indented below it.  Column
  * widths come from the data; sizes and DATA% are aligned right.
  */
-enum { COL_NAME, COL_ORIGIN, COL_SIZE, COL_CHUNK, COL_DATA, COL_STATE, COL_CREATED, N_COLS };
+enum { COL_NAME, COL_ORIGIN, COL_SIZE, COL_CHUNK, COL_DATA, COL_FS, COL_LABEL, COL_STATE, COL_CREATED, N_COLS };
 
-static const char *const col_title[N_COLS] = { "NAME", "ORIGIN", "SIZE", "CHUNK", "DATA%", "STATE", "CREATED" };
+static const char *const col_title[N_COLS] = { "NAME", "ORIGIN", "SIZE",  "CHUNK",  "DATA%",
+                                               "FS",   "LABEL",  "STATE", "CREATED" };
 static const bool col_right[N_COLS] = { [COL_SIZE] = true, [COL_CHUNK] = true, [COL_DATA] = true };
 
 struct table {
@@ -431,6 +457,8 @@ static int table_fill(struct table *t, json_object *volumes)
                 row[COL_SIZE] = size_cell(v, "size");
                 row[COL_CHUNK] = size_cell(v, "chunk_size");
                 row[COL_DATA] = strdup("");
+                row[COL_FS] = cell("%s", result_string(v, "fstype") ? result_string(v, "fstype") : "");
+                row[COL_LABEL] = cell("%s", result_string(v, "label") ? result_string(v, "label") : "");
                 row[COL_STATE] = volume_state_cell(v);
                 row[COL_CREATED] = created_cell(v);
 
@@ -451,6 +479,8 @@ static int table_fill(struct table *t, json_object *volumes)
                         /* a store's chunk size is its volume's */
                         row[COL_CHUNK] = size_cell(v, "chunk_size");
                         row[COL_DATA] = result_double(s, "data_percent", &pct) ? cell("%.1f", pct) : strdup("");
+                        row[COL_FS] = strdup("");
+                        row[COL_LABEL] = strdup("");
                         row[COL_STATE] = snapshot_state_cell(s);
                         row[COL_CREATED] = created_cell(s);
                 }
@@ -525,7 +555,8 @@ static void list_help(void)
                "\n"
                "List the volumes (or only VOLUME) and their snapshots: NAME, ORIGIN (a\n"
                "snapshot's volume), SIZE (a snapshot's: its store), CHUNK, DATA%% (how full a\n"
-               "snapshot's store is), STATE and CREATED (UTC).\n"
+               "snapshot's store is), FS and LABEL (the volume's filesystem, as blkid sees\n"
+               "it), STATE and CREATED (UTC).\n"
                "\n"
                "  --json  the daemon's answer, as it is\n",
                program_name);

@@ -69,6 +69,7 @@ void vol_free(struct vol *v)
                 v->snaps = n;
         }
         free(v->path);
+        free(v->source);
         free(v);
 }
 
@@ -144,6 +145,10 @@ static int load_snap(struct vol *v, json_object *o)
         snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
         s->store = strdup(store);
         s->reason = reason ? strdup(reason) : NULL;
+        {
+                json_object *x;
+                s->store_device = json_object_object_get_ex(o, "store_device", &x) && json_object_get_boolean(x);
+        }
         /* keep the order of the file: append */
         struct snap **p = &v->snaps;
         while (*p)
@@ -175,6 +180,15 @@ static int load_vol(json_object *o, struct vol ***tail)
         v->size = (uint64_t)size;
         v->chunk = (uint32_t)chunk;
         v->owned = json_object_object_get_ex(o, "owned", &owned) && json_object_get_boolean(owned);
+        {
+                const char *engine = jstr(o, "engine"), *source = jstr(o, "source");
+                if (engine && strcmp(engine, "kernel") && strcmp(engine, "userspace")) {
+                        vol_free(v);
+                        return dlog_errno(-EINVAL, "Catalogue: volume %s has an unknown engine '%s'", name, engine);
+                }
+                v->kernel = engine && !strcmp(engine, "kernel");
+                v->source = source ? strdup(source) : NULL;
+        }
         if (json_object_object_get_ex(o, "snapshots", &snaps) && json_object_is_type(snaps, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(snaps); i++) {
                         r = load_snap(v, json_object_array_get_idx(snaps, i));
@@ -232,6 +246,8 @@ static json_object *snap_json(const struct snap *s)
         json_object_object_add(o, "name", json_object_new_string(s->name));
         json_object_object_add(o, "uuid", json_object_new_string(s->uuid));
         json_object_object_add(o, "store", json_object_new_string(s->store));
+        if (s->store_device)
+                json_object_object_add(o, "store_device", json_object_new_boolean(true));
         json_object_object_add(o, "created", json_object_new_int64(s->created));
         if (s->reason)
                 json_object_object_add(o, "reason", json_object_new_string(s->reason));
@@ -248,6 +264,9 @@ static json_object *vol_json(const struct vol *v)
         json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
         json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk));
         json_object_object_add(o, "owned", json_object_new_boolean(v->owned));
+        json_object_object_add(o, "engine", json_object_new_string(v->kernel ? "kernel" : "userspace"));
+        if (v->source)
+                json_object_object_add(o, "source", json_object_new_string(v->source));
         json_object_object_add(o, "created", json_object_new_int64(v->created));
         for (struct snap *s = v->snaps; s; s = s->next)
                 json_object_array_add(a, snap_json(s));

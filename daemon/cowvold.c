@@ -84,6 +84,8 @@ int write_all(int fd, const void *buf, size_t n)
 static void lib_log(int level, const char *msg, void *ud)
 {
         (void)ud;
+        if (level == COWVOL_LOG_ERROR)
+                kvol_note_error(msg); /* the reason a client is told */
         dlog(level == COWVOL_LOG_ERROR ? LOG_ERR_ : level == COWVOL_LOG_WARNING ? LOG_WARN_ : LOG_INFO_, "%s", msg);
 }
 
@@ -434,6 +436,12 @@ static int start_volumes(void)
         int failed = 0;
 
         for (struct vol *v = D.vols; v; v = v->next) {
+                if (v->kernel) {
+                        /* tables vanish at reboot: rebuilt from the catalogue */
+                        if (kvol_activate(v) < 0)
+                                failed++;
+                        continue;
+                }
                 if (vol_activate(v) < 0) {
                         failed++;
                         continue;

@@ -19,7 +19,8 @@
 struct snap {
         char name[NAME_MAX_LEN + 1];
         char uuid[UUID_LEN + 1];
-        char *store;   /* path of the store file */
+        char *store;   /* path of the store file (or block device: store_device) */
+        bool store_device; /* a block device the user named: rm leaves it */
         int64_t created;
         char *reason;  /* why invalid (persisted), or NULL */
         cowvol_snap *eng;
@@ -30,7 +31,10 @@ struct snap {
 struct vol {
         char name[NAME_MAX_LEN + 1];
         char uuid[UUID_LEN + 1];
-        char *path; /* image file */
+        char *path; /* image file; for a kernel volume the block device */
+        bool kernel;  /* the kernel engine (device-mapper) serves it */
+        char *source; /* kernel: as the user named the device (UUID=..., /dev/...) */
+        bool kactive; /* kernel: its device-mapper stack is built */
         uint64_t size;
         uint32_t chunk;
         bool owned; /* made by create: rm deletes the image */
@@ -108,6 +112,25 @@ void restore_join_all(void);
 void clients_forget(int fd);
 /* Write all of @buf (retrying short writes and EINTR); 0 or -errno. */
 int write_all(int fd, const void *buf, size_t n);
+
+/* kvolumes.c: block devices under the kernel engine; D.lock held, @why
+ * says what went wrong for the client */
+struct ksnap_state {
+        bool valid;
+        char reason[128];
+        struct cowvol_store_usage usage;
+        uint64_t exceptions, store_bytes;
+        char dm_path[300];
+};
+void kvol_note_error(const char *msg); /* the library's last error, per thread */
+int kvol_activate(struct vol *v);      /* start: rebuild the stack and its snapshots */
+int kvol_add(const char *spec, const char *name, uint32_t chunk, struct vol **ret, char *why, size_t len);
+int kvol_remove(struct vol *v, char *why, size_t len);
+int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *store_dev, bool force, char *why,
+               size_t len);
+int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len);
+void kvol_view(const struct vol *v, json_object *o);
+void ksnap_view(const struct vol *v, const struct snap *s, struct ksnap_state *ret);
 
 /* session.c */
 void *session_main(void *arg);

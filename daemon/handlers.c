@@ -176,6 +176,19 @@ static int fail_unavailable(struct ctx *c, const struct vol *v, const struct sna
         return fail(c, -EIO, "volume '%s' is unavailable: its image %s could not be opened", v->name, v->path);
 }
 
+/* A kernel volume or snapshot is a block device: its data is read and
+ * written there, not through cowvold. */
+static int kernel_device_only(struct ctx *c, const struct vol *v, const struct snap *s)
+{
+        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_ksnapshot ks = { .name = s ? s->name : "", .uuid = s ? s->uuid : "", .store = "" };
+        char path[300] = "its device";
+
+        (void)cowvol_kernel_path(&kv, s ? &ks : NULL, path, sizeof(path));
+        return fail(c, -ENOTSUP, "%s%s%s is a block device under the kernel engine: use %s directly", v->name,
+                    s ? "@" : "", s ? s->name : "", path);
+}
+
 /* --- views ------------------------------------------------------------------- */
 
 static double merge_percent(const struct vol *v)
@@ -195,7 +208,20 @@ static json_object *snap_view(const struct vol *v, const struct snap *s)
         double pct = 0;
 
         snprintf(full, sizeof(full), "%s@%s", v->name, s->name);
-        if (!have) {
+        if (v->kernel) {
+                /* the kernel's status line says it all */
+                struct ksnap_state ks;
+                ksnap_view(v, s, &ks);
+                have = true;
+                si.valid = ks.valid;
+                snprintf(si.reason, sizeof(si.reason), "%s", ks.reason);
+                si.usage = ks.usage;
+                si.exceptions = ks.exceptions;
+                si.store_bytes = ks.store_bytes;
+                json_object_object_add(o, "dm_path", json_object_new_string(ks.dm_path));
+                if (s->store_device)
+                        json_object_object_add(o, "store_device", json_object_new_boolean(true));
+        } else if (!have) {
                 /* a store that cannot be opened still has a size on disk */
                 struct stat st;
                 if (stat(s->store, &st) == 0)
@@ -239,7 +265,19 @@ static json_object *vol_view(const struct vol *v)
         json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
         json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk));
         json_object_object_add(o, "created", json_object_new_int64(v->created));
-        json_object_object_add(o, "state", json_object_new_string(v->eng ? "active" : "unavailable"));
+        json_object_object_add(o, "engine", json_object_new_string(v->kernel ? "kernel" : "userspace"));
+        json_object_object_add(o, "state", json_object_new_string(v->eng || v->kactive ? "active" : "unavailable"));
+        if (v->kernel) {
+                json_object_object_add(o, "source", json_object_new_string(v->source ? v->source : v->path));
+                kvol_view(v, o);
+        } else {
+                /* the image's filesystem, as blkid sees it on disk */
+                char type[32] = "", label[128] = "";
+                if (v->eng)
+                        (void)cowvol_device_probe(v->path, type, sizeof(type), label, sizeof(label));
+                json_object_object_add(o, "fstype", json_object_new_string(type));
+                json_object_object_add(o, "label", json_object_new_string(label));
+        }
         if (v->restoring) {
                 json_object *r = json_object_new_object();
                 json_object_object_add(r, "snapshot", json_object_new_string(v->restoring->name));
@@ -379,6 +417,45 @@ static json_object *op_create(struct ctx *c)
         return vol_view(v);
 }
 
+static json_object *add_kernel(struct ctx *c, const char *spec, int64_t chunk)
+{
+        const char *name = arg_str(c, "name");
+        char nbuf[NAME_MAX_LEN + 1], why[512], *dev = NULL;
+        struct vol *v;
+        int r;
+
+        if (check_chunk(c, chunk) < 0)
+                return NULL;
+        if (!name) {
+                /* LABEL=x names it x; a device path its last part (sdb1) */
+                const char *eq = strchr(spec, '=');
+                if (eq && !strncmp(spec, "LABEL=", 6))
+                        snprintf(nbuf, sizeof(nbuf), "%s", eq + 1);
+                else if (!eq)
+                        snprintf(nbuf, sizeof(nbuf), "%s", strrchr(spec, '/') ? strrchr(spec, '/') + 1 : spec);
+                else if (cowvol_device_resolve(spec, &dev) == 0)
+                        snprintf(nbuf, sizeof(nbuf), "%s", strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev);
+                else
+                        return fail(c, -ENOENT, "no device has %s", spec), NULL;
+                free(dev);
+                name = nbuf;
+        }
+        if (check_name(c, "volume", name) < 0)
+                return NULL;
+        if (vol_find(name))
+                return fail(c, -EEXIST, "a volume named '%s' exists already", name), NULL;
+        r = kvol_add(spec, name, (uint32_t)chunk, &v, why, sizeof(why));
+        if (r < 0)
+                return fail(c, r, "cannot add %s: %s", spec, why), NULL;
+        if (vol_commit(c, v) < 0) {
+                (void)kvol_remove(v, why, sizeof(why));
+                vol_free(v);
+                return NULL;
+        }
+        dlog(LOG_INFO_, "Added volume %s: %s under the kernel engine, as /dev/mapper/cowvol-%s", name, v->path, name);
+        return vol_view(v);
+}
+
 static json_object *op_add(struct ctx *c)
 {
         static const struct argspec spec[] = {
@@ -397,13 +474,13 @@ static json_object *op_add(struct ctx *c)
                 return NULL;
         path = arg_str(c, "path");
         arg_int(c, "chunk_size", &chunk);
+        /* a block device (or UUID=, LABEL=): the kernel engine */
+        if ((path[0] != '/' && strchr(path, '=')) || (stat(path, &st) == 0 && S_ISBLK(st.st_mode)))
+                return add_kernel(c, path, chunk);
         if (path[0] != '/')
                 return fail(c, -EINVAL, "path '%s' is not absolute", path), NULL;
         if (stat(path, &st) < 0)
                 return fail(c, -errno, "cannot add %s: %s", path, strerror(errno)), NULL;
-        if (S_ISBLK(st.st_mode))
-                return fail(c, -ENOTSUP, "%s is a block device: the kernel engine serves those, and it is not "
-                            "available in this version", path), NULL;
         if (!S_ISREG(st.st_mode))
                 return fail(c, -EINVAL, "%s is not an image file", path), NULL;
         if (st.st_size <= 0 || st.st_size % COWVOL_SECTOR_SIZE)
@@ -450,9 +527,11 @@ static json_object *op_snap(struct ctx *c)
                 { "volume", json_type_string, true },
                 { "name", json_type_string, false },
                 { "store_size", json_type_int, false },
+                { "store", json_type_string, false },
+                { "force", json_type_boolean, false },
                 {},
         };
-        const char *vname, *name;
+        const char *vname, *name, *store_dev;
         char nbuf[32], path[4096];
         struct snap *s, **p;
         struct vol *v;
@@ -476,8 +555,17 @@ static json_object *op_snap(struct ctx *c)
                 return NULL;
         if (snap_find(v, name))
                 return fail(c, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, name), NULL;
-        if (!v->eng)
-                return fail(c, -EIO, "volume '%s' is unavailable (its image could not be opened)", v->name), NULL;
+        store_dev = arg_str(c, "store");
+        if (store_dev && !v->kernel)
+                return fail(c, -EINVAL, "--store names a block device for a kernel volume; '%s' is an image "
+                            "file volume, whose stores live in the state folder", v->name), NULL;
+        if (store_dev && arg_int(c, "store_size", &store))
+                return fail(c, -EINVAL, "give --store-size or --store, not both"), NULL;
+        if (v->kernel && !strcmp(name, "real"))
+                return fail(c, -EINVAL, "'real' is the name of a kernel volume's own layer: choose another"), NULL;
+        if (!v->eng && !v->kactive)
+                return fail(c, -EIO, "volume '%s' is unavailable (%s)", v->name,
+                            v->kernel ? "its device-mapper stack could not be built" : "its image could not be opened"), NULL;
         if (v->restoring)
                 return fail(c, -EBUSY, "volume '%s' is being restored; snapshot it when that ends", v->name), NULL;
         if (!arg_int(c, "store_size", &store)) {
@@ -496,6 +584,16 @@ static json_object *op_snap(struct ctx *c)
         snprintf(s->name, sizeof(s->name), "%s", name);
         new_uuid(s->uuid);
         s->created = (int64_t)time(NULL);
+        if (v->kernel) {
+                char why[512];
+                r = ksnap_take(v, s, (uint64_t)store, store_dev, arg_bool(c, "force"), why, sizeof(why));
+                if (r < 0) {
+                        snap_free_meta(s);
+                        return fail(c, r, "cannot take %s@%s: %s", v->name, name, why), NULL;
+                }
+                snprintf(path, sizeof(path), "%s", s->store);
+                goto taken;
+        }
         snprintf(path, sizeof(path), "%s/stores/%s.cow", D.cfg.state_dir, s->uuid);
         s->store = strdup(path);
         r = cowvol_volume_snapshot_create(v->eng, path, (uint64_t)store, &s->eng);
@@ -503,14 +601,20 @@ static json_object *op_snap(struct ctx *c)
                 snap_free_meta(s);
                 return fail(c, r, "cannot create the store of %s@%s: %s", v->name, name, strerror(-r)), NULL;
         }
+taken:
         for (p = &v->snaps; *p; p = &(*p)->next)
                 ;
         *p = s;
         r = catalogue_save();
         if (r < 0) {
                 *p = NULL;
-                cowvol_volume_snapshot_detach(v->eng, s->eng);
-                unlink(path);
+                if (v->kernel) {
+                        char why[512];
+                        (void)ksnap_remove(v, s, why, sizeof(why));
+                } else {
+                        cowvol_volume_snapshot_detach(v->eng, s->eng);
+                        unlink(path);
+                }
                 snap_free_meta(s);
                 return fail(c, r, "cannot save the catalogue: %s", strerror(-r)), NULL;
         }
@@ -555,6 +659,9 @@ static json_object *op_restore(struct ctx *c)
 
         if (check_args(c, "restore", spec) < 0 || find_target(c, arg_str(c, "snapshot"), true, &v, &s) < 0)
                 return NULL;
+        if (v->kernel)
+                return fail(c, -ENOTSUP, "restoring a kernel volume (snapshot-merge) is not in this version yet; "
+                            "%s@%s is unchanged", v->name, s->name), NULL;
         if (v->restoring)
                 return fail(c, -EBUSY, "volume '%s' is being restored from '%s' already", v->name,
                             v->restoring->name), NULL;
@@ -623,6 +730,42 @@ static void vol_unlink(struct vol *v)
                 }
 }
 
+/* A kernel volume's devices, snapshots first: all, or (the first that is
+ * in use) none of the volume's own; snapshots removed stay removed. */
+static int rm_kernel_devices(struct ctx *c, struct vol *v)
+{
+        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_kernel_status st;
+        char why[512];
+        int r;
+
+        /* in use: refuse before anything goes */
+        if (cowvol_kernel_status(&kv, NULL, &st) == 0 && st.open_count > 0)
+                return fail(c, -EBUSY, "volume '%s' is in use (open %d times: mounted?); nothing was removed",
+                            v->name, st.open_count);
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store };
+                if (cowvol_kernel_status(&kv, &ks, &st) == 0 && st.open_count > 0)
+                        return fail(c, -EBUSY, "snapshot %s@%s is in use (open %d times: mounted?); nothing was "
+                                    "removed", v->name, s->name, st.open_count);
+        }
+
+        while (v->snaps) {
+                struct snap *s = v->snaps;
+                r = ksnap_remove(v, s, why, sizeof(why));
+                if (r < 0)
+                        return fail(c, r, "cannot remove %s@%s: %s", v->name, s->name, why);
+                v->snaps = s->next;
+                dlog(LOG_INFO_, "Removed snapshot %s@%s", v->name, s->name);
+                snap_free_meta(s);
+                (void)catalogue_save();
+        }
+        r = kvol_remove(v, why, sizeof(why));
+        if (r < 0)
+                return fail(c, r, "cannot remove volume '%s': %s", v->name, why);
+        return 0;
+}
+
 static json_object *op_rm(struct ctx *c)
 {
         static const struct argspec spec[] = {
@@ -642,6 +785,13 @@ static json_object *op_rm(struct ctx *c)
         if (s) {
                 if (s->refs)
                         return fail(c, -EBUSY, "snapshot %s@%s is in use", v->name, s->name), NULL;
+                if (v->kernel) {
+                        /* the devices first: a mounted snapshot stays, whole */
+                        char why[512];
+                        r = ksnap_remove(v, s, why, sizeof(why));
+                        if (r < 0)
+                                return fail(c, r, "cannot remove %s@%s: %s", v->name, s->name, why), NULL;
+                }
                 for (p = &v->snaps; *p != s; p = &(*p)->next)
                         ;
                 *p = s->next;
@@ -652,7 +802,8 @@ static json_object *op_rm(struct ctx *c)
                 }
                 if (s->eng)
                         cowvol_volume_snapshot_detach(v->eng, s->eng);
-                unlink(s->store);
+                if (!v->kernel)
+                        unlink(s->store);
                 dlog(LOG_INFO_, "Removed snapshot %s@%s", v->name, s->name);
                 snap_free_meta(s);
         } else {
@@ -667,6 +818,8 @@ static json_object *op_rm(struct ctx *c)
                 for (struct snap *x = v->snaps; x; x = x->next)
                         if (x->refs)
                                 return fail(c, -EBUSY, "snapshot %s@%s is in use", v->name, x->name), NULL;
+                if (v->kernel && (r = rm_kernel_devices(c, v)) < 0)
+                        return NULL;
                 vol_unlink(v);
                 r = catalogue_save();
                 if (r < 0) {
@@ -676,7 +829,8 @@ static json_object *op_rm(struct ctx *c)
                 }
                 vol_deactivate(v);
                 for (struct snap *x = v->snaps; x; x = x->next)
-                        unlink(x->store);
+                        if (!x->store_device && !v->kernel)
+                                unlink(x->store);
                 if (v->owned)
                         unlink(v->path);
                 dlog(LOG_INFO_, "Removed volume %s%s", v->name, v->owned ? " and its image" : "");
@@ -714,6 +868,8 @@ static json_object *op_cat(struct ctx *c)
 
         if (check_args(c, "cat", spec) < 0 || find_target(c, arg_str(c, "target"), false, &v, &s) < 0)
                 return NULL;
+        if (v->kernel)
+                return kernel_device_only(c, v, s), NULL;
         if (c->peer->fd < 0)
                 return fail(c, -EBADF, "cat needs a file descriptor passed with the request"), NULL;
         arg_int(c, "offset", &off);
@@ -791,6 +947,8 @@ static json_object *op_write(struct ctx *c)
 
         if (check_args(c, "write", spec) < 0 || find_target(c, arg_str(c, "target"), false, &v, &s) < 0)
                 return NULL;
+        if (v->kernel)
+                return kernel_device_only(c, v, s), NULL;
         if (c->peer->fd < 0)
                 return fail(c, -EBADF, "write needs a file descriptor passed with the request"), NULL;
         arg_int(c, "offset", &off);
@@ -854,6 +1012,52 @@ static int diff_range(uint64_t off, uint64_t len, void *ud)
         return 0;
 }
 
+/* A kernel snapshot's store, read as it is (the kernel writes it): its
+ * origin chunks in order, merged into runs, clipped to the volume. */
+struct kdiff {
+        json_object *a;
+        uint64_t run_off, run_len, chunk, size;
+};
+
+static int kdiff_one(uint64_t old, uint64_t nw, void *ud)
+{
+        struct kdiff *d = ud;
+        uint64_t off = old * d->chunk, len = d->chunk;
+
+        (void)nw;
+        if (off >= d->size)
+                return 0;
+        if (len > d->size - off)
+                len = d->size - off;
+        if (d->run_len && d->run_off + d->run_len == off) {
+                d->run_len += len;
+                return 0;
+        }
+        if (d->run_len)
+                diff_range(d->run_off, d->run_len, d->a);
+        d->run_off = off;
+        d->run_len = len;
+        return 0;
+}
+
+static int kernel_diff(struct vol *v, struct snap *s, json_object *a)
+{
+        struct kdiff d = { .a = a, .chunk = v->chunk, .size = v->size };
+        cowvol_store *st;
+        int r = cowvol_store_open(s->store, COWVOL_STORE_RDONLY, &st);
+
+        if (r < 0)
+                return r;
+        if (!cowvol_store_is_valid(st))
+                r = -ESTALE;
+        else
+                r = cowvol_store_foreach_sorted(st, kdiff_one, &d);
+        if (r >= 0 && d.run_len)
+                diff_range(d.run_off, d.run_len, a);
+        cowvol_store_close(st);
+        return r;
+}
+
 static json_object *op_diff(struct ctx *c)
 {
         static const struct argspec spec[] = { { "target", json_type_string, true }, {} };
@@ -865,10 +1069,10 @@ static json_object *op_diff(struct ctx *c)
 
         if (check_args(c, "diff", spec) < 0 || find_target(c, arg_str(c, "target"), true, &v, &s) < 0)
                 return NULL;
-        if (!s->eng)
+        if (!v->kernel && !s->eng)
                 return fail_unavailable(c, v, s), NULL;
         a = json_object_new_array();
-        r = cowvol_snap_diff(v->eng, s->eng, diff_range, a);
+        r = v->kernel ? kernel_diff(v, s, a) : cowvol_snap_diff(v->eng, s->eng, diff_range, a);
         if (r < 0) {
                 json_object_put(a);
                 if (r == -ESTALE)
@@ -925,6 +1129,8 @@ static json_object *op_export(struct ctx *c)
 
         if (check_args(c, "export", spec) < 0 || find_target(c, (target = arg_str(c, "target")), false, &v, &s) < 0)
                 return NULL;
+        if (v->kernel)
+                return kernel_device_only(c, v, s), NULL;
         if (!v->eng || (s && !s->eng))
                 return fail_unavailable(c, v, s && !s->eng ? s : NULL), NULL;
         if (s && (cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid))

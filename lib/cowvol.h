@@ -393,6 +393,84 @@ int cowvol_volume_merge_end(cowvol_volume *v);
 int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
                      void *userdata);
 
+
+/* ==========================================================================
+ * The kernel engine: device-mapper snapshots of block devices, layered as
+ * LVM2 layers them.  For volume V and snapshot S:
+ *   cowvol-V-real    linear over the block device (hidden)
+ *   cowvol-V         snapshot-origin over -real: what users mount
+ *   cowvol-V-S-cow   linear over the store: a file through a loop device,
+ *                    or a block device (hidden)
+ *   cowvol-V-S       snapshot of -real, store -cow, persistent
+ * Hyphens inside V and S are doubled, as LVM does.  Every device's dm uuid
+ * is COWVOL-<the object's uuid>[-real|-cow]; a device of that name with
+ * another uuid is never touched.  The kernel copies; these calls build,
+ * change and read the stacks, and are idempotent where they can be (what
+ * exists with the right uuid is kept).
+ * ========================================================================== */
+
+struct cowvol_kvolume {
+        const char *name;   /* the volume's name */
+        const char *uuid;   /* its uuid, in its dm uuids */
+        const char *device; /* the block device under it */
+};
+
+struct cowvol_ksnapshot {
+        const char *name, *uuid;
+        const char *store;    /* a store file (attached through a loop device) or a block device */
+        uint32_t chunk_bytes; /* 4 KiB to 512 KiB, a power of two */
+};
+
+/** 0 when device-mapper can be used here; -ENODEV (logged) when not. */
+int cowvol_kernel_available(void);
+
+/** /dev/mapper/cowvol-V, or (@s) /dev/mapper/cowvol-V-S. */
+int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out, size_t len);
+
+/** Build the volume's -real and origin devices (kept when they exist).
+ * -EEXIST when a device of those names belongs to someone else. */
+int cowvol_kernel_volume_activate(const struct cowvol_kvolume *v);
+
+/** Remove the volume's devices; its snapshots must be gone.  -EBUSY when
+ * the volume is open (mounted). */
+int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v);
+
+/**
+ * Take a snapshot, in LVM's order: zero the store's header, load the -cow
+ * and snapshot tables, suspend the origin (flushing and freezing a mounted
+ * filesystem), resume the snapshot, resume the origin.  A file store must
+ * exist at its full size.  On failure nothing is left behind.
+ */
+int cowvol_kernel_snapshot_create(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+
+/** Rebuild an existing snapshot's devices over its store (after a reboot). */
+int cowvol_kernel_snapshot_activate(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+
+/** Remove a snapshot's devices (the store stays).  -EBUSY when it is open. */
+int cowvol_kernel_snapshot_remove(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+
+struct cowvol_kernel_status {
+        bool exists;       /* the device is there */
+        bool valid;        /* a snapshot: not invalidated */
+        bool overflow;     /* ...  it filled up */
+        bool merge_failed;
+        struct cowvol_store_usage usage; /* a valid snapshot's status line */
+        int open_count;    /* openers (a mounted filesystem is one) */
+        uint64_t size;     /* bytes */
+};
+
+/** The status of the volume (@s NULL) or of snapshot @s, from the kernel. */
+int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s,
+                         struct cowvol_kernel_status *ret);
+
+/** "UUID=...", "LABEL=..." or a path: the device's path (malloc'ed). */
+int cowvol_device_resolve(const char *spec, char **ret_path);
+/** The filesystem type and label on @dev ("" when none). */
+int cowvol_device_probe(const char *dev, char *type, size_t tlen, char *label, size_t llen);
+/** 1 when @dev carries a signature (filesystem, RAID, LVM, swap, partition
+ * table; its name in @what), 0 when none. */
+int cowvol_device_signature(const char *dev, char *what, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -115,4 +115,70 @@ int cindex_bulk_finish(struct cindex *x, void (*dup)(uint64_t old, uint64_t a, u
 int cindex_foreach(const struct cindex *x, int (*fn)(uint64_t old, uint64_t new_chunk, void *ud),
                    void *ud);
 
+
+/* --- dm.c: the one libdevmapper wrapper ---------------------------------------- */
+
+struct cvdm_target {
+        uint64_t start, len; /* sectors */
+        const char *type;
+        const char *params;
+};
+
+struct cvdm_info {
+        bool exists, suspended, live_table, inactive_table;
+        int open_count;
+        uint32_t event_nr, major, minor;
+        char uuid[130];
+};
+
+/* 0 when device-mapper can be used here, else -ENODEV (logged) */
+int cvdm_available(void);
+/* Create @name (dm uuid @uuid), load @n targets (if any) and resume when
+ * @activate.  @hidden: udev skips its rules (the -real and -cow layers).
+ * On failure nothing is left behind. */
+int cvdm_create(const char *name, const char *uuid, const struct cvdm_target *t, size_t n, bool activate,
+                bool hidden);
+/* load an inactive table; cvdm_resume makes it live */
+int cvdm_reload(const char *name, const struct cvdm_target *t, size_t n);
+/* suspend, flushing queued I/O; @lockfs also freezes a mounted filesystem */
+int cvdm_suspend(const char *name, bool lockfs);
+int cvdm_resume(const char *name, bool hidden);
+int cvdm_remove(const char *name, bool hidden);
+/* info->exists false (and 0) when there is no such device */
+int cvdm_info(const char *name, struct cvdm_info *info);
+/* the first target's type, status line (or table line) and length */
+int cvdm_status(const char *name, char *type, size_t tlen, char *params, size_t plen, uint64_t *len);
+int cvdm_table(const char *name, char *type, size_t tlen, char *params, size_t plen, uint64_t *len);
+/* every device, with its info; @fn returns non-zero to stop */
+int cvdm_list(int (*fn)(const char *name, const struct cvdm_info *info, void *ud), void *ud);
+/* wait until @name's event counter passes @event_nr */
+int cvdm_wait_event(const char *name, uint32_t event_nr);
+/* "cowvol-VOL[-SNAP][-LAYER]", hyphens inside each part doubled as LVM
+ * does; -ENAMETOOLONG past the kernel's 127 characters */
+int cvdm_name(char *out, size_t len, const char *vol, const char *snap, const char *layer);
+
+
+/* --- loop.c: loop devices over store files ------------------------------------ */
+
+/* Attach @file to a free loop device, autoclear (it goes when its last user
+ * closes it); its path in @dev.  Returns the open loop device: keep it open
+ * until a table holds the device. */
+int cvloop_attach(const char *file, char *dev, size_t len);
+/* the loop device backing @file, or -ENOENT */
+int cvloop_find(const char *file, char *dev, size_t len);
+/* the loop device sees its file's new size */
+int cvloop_refresh_size(const char *dev);
+/* size in bytes of a block device or file */
+int cvdev_size(const char *dev, uint64_t *bytes);
+
+/* --- blkid.c: the one libblkid wrapper ------------------------------------------ */
+
+/* "UUID=...", "LABEL=..." (PARTUUID=, PARTLABEL=) or a path: the device
+ * path, malloc'ed */
+int cvblkid_resolve(const char *spec, char **dev);
+/* the filesystem type and label on @dev ("" when none) */
+int cvblkid_probe(const char *dev, char *type, size_t tlen, char *label, size_t llen);
+/* 1 when @dev carries any signature (its name in @what), 0 when none */
+int cvblkid_signature(const char *dev, char *what, size_t len);
+
 #endif

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Between the catalogue and the kernel engine: block devices under cowvol.
+ * The catalogue is the truth; device-mapper tables are rebuilt from it at
+ * start (they vanish at reboot).  Every function here is called with
+ * D.lock held, and says what went wrong in @why for the client.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+static void kv_of(const struct vol *v, struct cowvol_kvolume *kv)
+{
+        *kv = (struct cowvol_kvolume){ .name = v->name, .uuid = v->uuid, .device = v->path };
+}
+
+static void ks_of(const struct vol *v, const struct snap *s, struct cowvol_ksnapshot *ks)
+{
+        *ks = (struct cowvol_ksnapshot){ .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
+}
+
+/* The library's last error, for a client: its log goes to ours as well. */
+static __thread char last_error[256];
+
+void kvol_note_error(const char *msg)
+{
+        snprintf(last_error, sizeof(last_error), "%s", msg);
+}
+
+static int failf(int r, char *why, size_t len, const char *what)
+{
+        snprintf(why, len, "%s: %s", what, last_error[0] ? last_error : strerror(-r));
+        last_error[0] = '\0';
+        return r;
+}
+
+/* Build @v's stack and its snapshots' (start, add).  A device that moved
+ * (UUID=, LABEL= resolve again); a snapshot that cannot be built gets a
+ * reason, the others go on. */
+int kvol_activate(struct vol *v)
+{
+        struct cowvol_kvolume kv;
+        char *dev = NULL;
+        int r;
+
+        v->kactive = false;
+        if (v->source && cowvol_device_resolve(v->source, &dev) == 0 && strcmp(dev, v->path) != 0) {
+                dlog(LOG_INFO_, "Volume %s: %s is now %s", v->name, v->source, dev);
+                free(v->path);
+                v->path = dev;
+                dev = NULL;
+        }
+        free(dev);
+        kv_of(v, &kv);
+        r = cowvol_kernel_volume_activate(&kv);
+        if (r < 0)
+                return dlog_errno(r, "Volume %s: cannot build its device-mapper stack over %s", v->name, v->path);
+        v->kactive = true;
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                struct cowvol_ksnapshot ks;
+                ks_of(v, s, &ks);
+                r = cowvol_kernel_snapshot_activate(&kv, &ks);
+                if (r < 0) {
+                        dlog_errno(r, "Snapshot %s@%s: cannot build it over its store %s", v->name, s->name, s->store);
+                        if (!s->reason)
+                                s->reason = strdup("its device-mapper devices could not be built");
+                }
+        }
+        return 0;
+}
+
+int kvol_add(const char *spec, const char *name, uint32_t chunk, struct vol **ret, char *why, size_t len)
+{
+        struct cowvol_kernel_status st;
+        struct cowvol_kvolume kv;
+        char *dev = NULL;
+        struct vol *v;
+        int r;
+
+        if ((r = cowvol_kernel_available()) < 0)
+                return failf(r, why, len, "the kernel engine cannot be used here");
+        if ((r = cowvol_device_resolve(spec, &dev)) < 0)
+                return failf(r, why, len, "cannot find the device");
+        for (struct vol *o = D.vols; o; o = o->next)
+                if (strcmp(o->path, dev) == 0) {
+                        snprintf(why, len, "%s is volume '%s' already", dev, o->name);
+                        free(dev);
+                        return -EEXIST;
+                }
+        v = calloc(1, sizeof(*v));
+        if (!v || !(v->source = strdup(spec))) {
+                free(v);
+                free(dev);
+                return -ENOMEM;
+        }
+        snprintf(v->name, sizeof(v->name), "%s", name);
+        new_uuid(v->uuid);
+        v->path = dev;
+        v->chunk = chunk;
+        v->kernel = true;
+        v->created = (int64_t)time(NULL);
+        kv_of(v, &kv);
+        r = cowvol_kernel_volume_activate(&kv);
+        if (r < 0) {
+                vol_free(v);
+                return failf(r, why, len, "cannot build the device-mapper stack");
+        }
+        v->kactive = true;
+        if (cowvol_kernel_status(&kv, NULL, &st) == 0)
+                v->size = st.size;
+        *ret = v;
+        return 0;
+}
+
+int kvol_remove(struct vol *v, char *why, size_t len)
+{
+        struct cowvol_kvolume kv;
+        int r;
+
+        kv_of(v, &kv);
+        r = cowvol_kernel_volume_deactivate(&kv);
+        if (r < 0)
+                return failf(r, why, len, "cannot remove its devices");
+        v->kactive = false;
+        return 0;
+}
+
+int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *store_dev, bool force, char *why,
+               size_t len)
+{
+        struct cowvol_kvolume kv;
+        struct cowvol_ksnapshot ks;
+        char path[4096], what[64];
+        int r, fd = -1;
+
+        if (!v->kactive) {
+                snprintf(why, len, "volume '%s' is unavailable: its devices could not be built", v->name);
+                return -EIO;
+        }
+        if (store_dev) {
+                struct stat st;
+                char *dev = NULL;
+                if ((r = cowvol_device_resolve(store_dev, &dev)) < 0)
+                        return failf(r, why, len, "cannot find the store device");
+                if (stat(dev, &st) < 0 || !S_ISBLK(st.st_mode)) {
+                        snprintf(why, len, "%s is not a block device", dev);
+                        free(dev);
+                        return -ENOTBLK;
+                }
+                for (struct vol *o = D.vols; o; o = o->next) {
+                        bool used = strcmp(o->path, dev) == 0;
+                        for (struct snap *x = o->snaps; x && !used; x = x->next)
+                                used = strcmp(x->store, dev) == 0;
+                        if (used) {
+                                snprintf(why, len, "%s is in use by volume '%s'", dev, o->name);
+                                free(dev);
+                                return -EBUSY;
+                        }
+                }
+                r = cowvol_device_signature(dev, what, sizeof(what));
+                if (r > 0 && !force) {
+                        snprintf(why, len, "%s carries a %s signature: it would be destroyed (--force to use it anyway)",
+                                 dev, what);
+                        free(dev);
+                        return -EEXIST;
+                }
+                s->store = dev;
+                s->store_device = true;
+        } else {
+                snprintf(path, sizeof(path), "%s/stores/%s.cow", D.cfg.state_dir, s->uuid);
+                fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                if (fd < 0) {
+                        snprintf(why, len, "cannot create %s: %s", path, strerror(errno));
+                        return -errno;
+                }
+                /* allocated: a kernel store must never meet a full filesystem */
+                r = fallocate(fd, 0, 0, (off_t)store_bytes);
+                if (r < 0 && (errno == EOPNOTSUPP ? ftruncate(fd, (off_t)store_bytes) : -1) < 0) {
+                        r = -errno;
+                        snprintf(why, len, "cannot allocate %" PRIu64 " bytes for %s: %s", store_bytes, path,
+                                 strerror(-r));
+                        close(fd);
+                        unlink(path);
+                        return r;
+                }
+                fsync(fd);
+                close(fd);
+                if (!(s->store = strdup(path))) {
+                        unlink(path);
+                        return -ENOMEM;
+                }
+        }
+        kv_of(v, &kv);
+        ks_of(v, s, &ks);
+        r = cowvol_kernel_snapshot_create(&kv, &ks);
+        if (r < 0) {
+                if (!s->store_device)
+                        unlink(s->store);
+                return failf(r, why, len, "cannot take the snapshot");
+        }
+        return 0;
+}
+
+int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len)
+{
+        struct cowvol_kvolume kv;
+        struct cowvol_ksnapshot ks;
+        int r;
+
+        kv_of(v, &kv);
+        ks_of(v, s, &ks);
+        r = cowvol_kernel_snapshot_remove(&kv, &ks);
+        if (r < 0)
+                return failf(r, why, len, "cannot remove its devices");
+        if (!s->store_device && unlink(s->store) < 0 && errno != ENOENT)
+                dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
+        return 0;
+}
+
+void kvol_view(const struct vol *v, json_object *o)
+{
+        struct cowvol_kvolume kv;
+        struct cowvol_kernel_status st;
+        char path[300], type[32] = "", label[128] = "";
+
+        kv_of(v, &kv);
+        if (cowvol_kernel_path(&kv, NULL, path, sizeof(path)) == 0) {
+                json_object_object_add(o, "dm_path", json_object_new_string(path));
+                if (v->kactive)
+                        (void)cowvol_device_probe(path, type, sizeof(type), label, sizeof(label));
+        }
+        json_object_object_add(o, "fstype", json_object_new_string(type));
+        json_object_object_add(o, "label", json_object_new_string(label));
+        if (v->kactive && cowvol_kernel_status(&kv, NULL, &st) == 0 && st.exists)
+                json_object_object_add(o, "open_count", json_object_new_int(st.open_count));
+}
+
+void ksnap_view(const struct vol *v, const struct snap *s, struct ksnap_state *ret)
+{
+        struct cowvol_kvolume kv;
+        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_status st;
+        struct stat sb;
+
+        memset(ret, 0, sizeof(*ret));
+        kv_of(v, &kv);
+        ks_of(v, s, &ks);
+        (void)cowvol_kernel_path(&kv, &ks, ret->dm_path, sizeof(ret->dm_path));
+        if (stat(s->store, &sb) == 0)
+                ret->store_bytes = S_ISBLK(sb.st_mode) ? 0 : (uint64_t)sb.st_size;
+        if (!v->kactive || cowvol_kernel_status(&kv, &ks, &st) < 0 || !st.exists) {
+                snprintf(ret->reason, sizeof(ret->reason), "its device-mapper devices are missing");
+                return;
+        }
+        ret->valid = st.valid;
+        ret->usage = st.usage;
+        if (st.valid) {
+                uint64_t cs = v->chunk / COWVOL_SECTOR_SIZE;
+                ret->exceptions = st.usage.allocated_sectors > st.usage.metadata_sectors
+                                          ? (st.usage.allocated_sectors - st.usage.metadata_sectors) / cs
+                                          : 0;
+                ret->store_bytes = st.usage.total_sectors * COWVOL_SECTOR_SIZE;
+        } else
+                snprintf(ret->reason, sizeof(ret->reason), "%s",
+                         st.overflow       ? "overflow: the store is full"
+                         : st.merge_failed ? "the kernel's merge failed"
+                                           : "invalidated by the kernel (store full or I/O error)");
+}

@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The kernel engine: device-mapper snapshot stacks over block devices, in
+ * LVM2's layering and order of operations (shared/store-format.md).  The
+ * kernel copies chunks; this file plans and changes tables.  Every
+ * device-mapper call goes through dm.c, every libblkid call through
+ * blkid.c, loop devices through loop.c.
+ *
+ * Invariants:
+ *  - A device is changed only when its dm uuid is the one this object owns
+ *    (COWVOL-<uuid>[-layer]); a device of the same name with another uuid
+ *    is refused with -EEXIST, and nothing is changed.
+ *  - A snapshot table is loaded, resumed or removed only while its origin
+ *    is suspended (the kernel registers snapshots with the origin then).
+ *    Taking a snapshot suspends the origin with lockfs, so a mounted
+ *    filesystem is frozen, consistent, at that moment.
+ *  - A failure half-way undoes what it did: the origin is resumed, devices
+ *    made for the operation are removed.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define NAME_LEN 128
+#define UUID_LEN 130
+
+struct names {
+        char origin[NAME_LEN], real[NAME_LEN], snap[NAME_LEN], cow[NAME_LEN];
+        char origin_uuid[UUID_LEN], real_uuid[UUID_LEN], snap_uuid[UUID_LEN], cow_uuid[UUID_LEN];
+};
+
+static int names_of(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, struct names *n)
+{
+        int r;
+
+        if (!v || !v->name || !v->uuid || (s && (!s->name || !s->uuid)))
+                return -EINVAL;
+        memset(n, 0, sizeof(*n));
+        if ((r = cvdm_name(n->origin, NAME_LEN, v->name, NULL, NULL)) < 0 ||
+            (r = cvdm_name(n->real, NAME_LEN, v->name, NULL, "real")) < 0)
+                return log_err(r, "The volume name '%s' is too long for device-mapper", v->name);
+        snprintf(n->origin_uuid, UUID_LEN, "COWVOL-%s", v->uuid);
+        snprintf(n->real_uuid, UUID_LEN, "COWVOL-%s-real", v->uuid);
+        if (s) {
+                /* "cowvol-V-real" is the volume's own layer */
+                if (!strcmp(s->name, "real"))
+                        return log_err(-EINVAL, "A snapshot of a kernel volume cannot be named 'real'");
+                if ((r = cvdm_name(n->snap, NAME_LEN, v->name, s->name, NULL)) < 0 ||
+                    (r = cvdm_name(n->cow, NAME_LEN, v->name, s->name, "cow")) < 0)
+                        return log_err(r, "The snapshot name %s@%s is too long for device-mapper", v->name,
+                                       s->name);
+                snprintf(n->snap_uuid, UUID_LEN, "COWVOL-%s", s->uuid);
+                snprintf(n->cow_uuid, UUID_LEN, "COWVOL-%s-cow", s->uuid);
+        }
+        return 0;
+}
+
+/* @name's state: 1 ours (info filled), 0 absent, -EEXIST someone else's. */
+static int ours(const char *name, const char *uuid, struct cvdm_info *info)
+{
+        int r = cvdm_info(name, info);
+
+        if (r < 0)
+                return r;
+        if (!info->exists)
+                return 0;
+        if (strcmp(info->uuid, uuid) != 0)
+                return log_err(-EEXIST,
+                               "Device-mapper device %s exists and is not this object's (uuid '%s', not '%s'): "
+                               "cowvol leaves it alone",
+                               name, info->uuid, uuid);
+        return 1;
+}
+
+_public_ int cowvol_kernel_available(void)
+{
+        return cvdm_available();
+}
+
+_public_ int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out,
+                                size_t len)
+{
+        struct names n;
+        int r = names_of(v, s, &n);
+
+        if (r < 0)
+                return r;
+        snprintf(out, len, "/dev/mapper/%s", s ? n.snap : n.origin);
+        return 0;
+}
+
+/* sectors of a block device */
+static int sectors_of(const char *dev, uint64_t *ret)
+{
+        struct stat st;
+        uint64_t bytes;
+        int r;
+
+        if (stat(dev, &st) < 0)
+                return log_err(-errno, "Cannot use %s: %m", dev);
+        if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
+                return log_err(-ENOTBLK, "%s is not a block device", dev);
+        if ((r = cvdev_size(dev, &bytes)) < 0)
+                return r;
+        if (bytes < 512)
+                return log_err(-EINVAL, "%s is empty", dev);
+        *ret = bytes / 512;
+        return 0;
+}
+
+_public_ int cowvol_kernel_volume_activate(const struct cowvol_kvolume *v)
+{
+        struct names n;
+        struct cvdm_info ri, oi;
+        uint64_t sectors;
+        char params[320];
+        int r, have_real, have_origin;
+
+        if ((r = names_of(v, NULL, &n)) < 0 || (r = cvdm_available()) < 0)
+                return r;
+        if ((have_real = ours(n.real, n.real_uuid, &ri)) < 0 || (have_origin = ours(n.origin, n.origin_uuid, &oi)) < 0)
+                return have_real < 0 ? have_real : have_origin;
+        if (!have_real) {
+                struct stat st;
+                if ((r = sectors_of(v->device, &sectors)) < 0)
+                        return r;
+                if (stat(v->device, &st) < 0 || !S_ISBLK(st.st_mode))
+                        return log_err(-ENOTBLK, "%s is not a block device", v->device);
+                snprintf(params, sizeof(params), "%u:%u 0", major(st.st_rdev), minor(st.st_rdev));
+                r = cvdm_create(n.real, n.real_uuid, &(struct cvdm_target){ 0, sectors, "linear", params }, 1, true,
+                                true);
+                if (r < 0)
+                        return r;
+                if ((r = cvdm_info(n.real, &ri)) < 0)
+                        return r;
+        }
+        if (!have_origin) {
+                uint64_t len;
+                char type[32];
+                if ((r = cvdm_table(n.real, type, sizeof(type), params, sizeof(params), &len)) < 0)
+                        goto undo;
+                snprintf(params, sizeof(params), "%u:%u", ri.major, ri.minor);
+                r = cvdm_create(n.origin, n.origin_uuid, &(struct cvdm_target){ 0, len, "snapshot-origin", params }, 1,
+                                true, false);
+                if (r < 0)
+                        goto undo;
+        }
+        return 0;
+undo:
+        if (!have_real)
+                (void)cvdm_remove(n.real, true);
+        return r;
+}
+
+_public_ int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v)
+{
+        struct names n;
+        struct cvdm_info ri, oi;
+        int r, have_real, have_origin;
+
+        if ((r = names_of(v, NULL, &n)) < 0)
+                return r;
+        if ((have_origin = ours(n.origin, n.origin_uuid, &oi)) < 0 || (have_real = ours(n.real, n.real_uuid, &ri)) < 0)
+                return have_origin < 0 ? have_origin : have_real;
+        if (have_origin && oi.open_count > 0)
+                return log_err(-EBUSY, "%s is in use (open %d times: mounted?)", n.origin, oi.open_count);
+        if (have_origin && (r = cvdm_remove(n.origin, false)) < 0)
+                return r;
+        if (have_real && (r = cvdm_remove(n.real, true)) < 0)
+                return r;
+        return 0;
+}
+
+/* The store's device for the -cow layer: a block device as it is, a file
+ * through its loop device (found, or attached: *ret_fd then holds it until
+ * the table does). */
+static int store_device(const char *store, char *dev, size_t len, int *ret_fd)
+{
+        struct stat st;
+        int r;
+
+        *ret_fd = -1;
+        if (stat(store, &st) < 0)
+                return log_err(-errno, "Cannot use the store %s: %m", store);
+        if (S_ISBLK(st.st_mode)) {
+                snprintf(dev, len, "%s", store);
+                return 0;
+        }
+        if (!S_ISREG(st.st_mode))
+                return log_err(-EINVAL, "The store %s is neither a file nor a block device", store);
+        if (cvloop_find(store, dev, len) == 0)
+                return 0;
+        r = cvloop_attach(store, dev, len);
+        if (r < 0)
+                return r;
+        *ret_fd = r;
+        return 0;
+}
+
+/* Zero the first chunk of the store: the kernel then writes a new header. */
+static int zero_header(const char *dev, uint32_t chunk_bytes)
+{
+        void *z = calloc(1, chunk_bytes);
+        int fd = open(dev, O_WRONLY | O_CLOEXEC), r = 0;
+
+        if (!z || fd < 0) {
+                r = fd < 0 ? log_err(-errno, "Cannot open the store %s: %m", dev) : -ENOMEM;
+        } else if (pwrite_full(fd, z, chunk_bytes, 0) < 0 || fsync(fd) < 0)
+                r = log_err(-errno ? -errno : -EIO, "Cannot zero the store's header on %s: %m", dev);
+        if (fd >= 0)
+                close(fd);
+        free(z);
+        return r;
+}
+
+/* Build -cow and the snapshot; @fresh: zero the header first (a new one). */
+static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, bool fresh)
+{
+        struct names n;
+        struct cvdm_info oi, ri, si, ci;
+        char dev[300], params[320];
+        uint64_t cow_sectors, len;
+        int r, have_snap, have_cow, loop_fd = -1;
+        bool made_cow = false, made_snap = false, suspended = false;
+
+        if ((r = names_of(v, s, &n)) < 0 || (r = cvdm_available()) < 0)
+                return r;
+        if (s->chunk_bytes < COWVOL_CHUNK_MIN || s->chunk_bytes > COWVOL_CHUNK_MAX ||
+            (s->chunk_bytes & (s->chunk_bytes - 1)))
+                return log_err(-EINVAL, "Chunk size %" PRIu32 " is not a power of two from 4 KiB to 512 KiB",
+                               s->chunk_bytes);
+        if ((r = ours(n.origin, n.origin_uuid, &oi)) <= 0 || (r = ours(n.real, n.real_uuid, &ri)) <= 0)
+                return r < 0 ? r : log_err(-ENODEV, "The volume %s is not active", v->name);
+        if ((have_snap = ours(n.snap, n.snap_uuid, &si)) < 0 || (have_cow = ours(n.cow, n.cow_uuid, &ci)) < 0)
+                return have_snap < 0 ? have_snap : have_cow;
+        if (have_snap && si.live_table)
+                return fresh ? log_err(-EEXIST, "%s exists already", n.snap) : 0;
+        if (!have_cow) {
+                if ((r = store_device(s->store, dev, sizeof(dev), &loop_fd)) < 0)
+                        return r;
+                if ((r = sectors_of(dev, &cow_sectors)) < 0)
+                        goto out;
+                if (cow_sectors < 3ull * (s->chunk_bytes / 512)) {
+                        r = log_err(-ENOSPC, "The store %s is too small: at least 3 chunks", s->store);
+                        goto out;
+                }
+                if (fresh && (r = zero_header(dev, s->chunk_bytes)) < 0)
+                        goto out;
+                {
+                        struct stat st;
+                        if (stat(dev, &st) < 0) {
+                                r = -errno;
+                                goto out;
+                        }
+                        snprintf(params, sizeof(params), "%u:%u 0", major(st.st_rdev), minor(st.st_rdev));
+                }
+                r = cvdm_create(n.cow, n.cow_uuid, &(struct cvdm_target){ 0, cow_sectors, "linear", params }, 1, true,
+                                true);
+                if (r < 0)
+                        goto out;
+                made_cow = true;
+        } else if (fresh) {
+                r = log_err(-EEXIST, "%s exists already", n.cow);
+                goto out;
+        }
+        if ((r = cvdm_info(n.cow, &ci)) < 0 || (r = cvdm_table(n.real, NULL, 0, NULL, 0, &len)) < 0)
+                goto out;
+        /* snapshot <origin> <cow> P <chunk sectors> */
+        snprintf(params, sizeof(params), "%u:%u %u:%u P %u", ri.major, ri.minor, ci.major, ci.minor,
+                 s->chunk_bytes / 512);
+        if (!have_snap) {
+                r = cvdm_create(n.snap, n.snap_uuid, NULL, 0, false, false);
+                if (r < 0)
+                        goto out;
+                made_snap = true;
+        }
+        if ((r = cvdm_reload(n.snap, &(struct cvdm_target){ 0, len, "snapshot", params }, 1)) < 0)
+                goto out;
+        /* the origin suspended (a mounted filesystem frozen): the snapshot
+         * registers with it as it resumes, then the origin goes on */
+        if ((r = cvdm_suspend(n.origin, true)) < 0)
+                goto out;
+        suspended = true;
+        r = cvdm_resume(n.snap, false);
+out:
+        if (suspended) {
+                int q = cvdm_resume(n.origin, false);
+                if (r >= 0)
+                        r = q;
+        }
+        if (r < 0 && made_snap)
+                (void)cvdm_remove(n.snap, false);
+        if (r < 0 && made_cow)
+                (void)cvdm_remove(n.cow, true);
+        if (loop_fd >= 0)
+                close(loop_fd); /* the table holds the loop device now, or it goes */
+        return r;
+}
+
+_public_ int cowvol_kernel_snapshot_create(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+{
+        return snapshot_build(v, s, true);
+}
+
+_public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+{
+        return snapshot_build(v, s, false);
+}
+
+_public_ int cowvol_kernel_snapshot_remove(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+{
+        struct names n;
+        struct cvdm_info oi, si, ci;
+        int r, have_origin, have_snap, have_cow;
+
+        if ((r = names_of(v, s, &n)) < 0)
+                return r;
+        if ((have_snap = ours(n.snap, n.snap_uuid, &si)) < 0 || (have_cow = ours(n.cow, n.cow_uuid, &ci)) < 0 ||
+            (have_origin = ours(n.origin, n.origin_uuid, &oi)) < 0)
+                return have_snap < 0 ? have_snap : have_cow < 0 ? have_cow : have_origin;
+        if (have_snap && si.open_count > 0)
+                return log_err(-EBUSY, "%s is in use (open %d times: mounted?)", n.snap, si.open_count);
+        if (have_snap) {
+                /* unloading a snapshot table needs its origin suspended */
+                if (have_origin && (r = cvdm_suspend(n.origin, false)) < 0)
+                        return r;
+                r = cvdm_remove(n.snap, false);
+                if (have_origin) {
+                        int q = cvdm_resume(n.origin, false);
+                        if (r >= 0)
+                                r = q;
+                }
+                if (r < 0)
+                        return r;
+        }
+        if (have_cow && (r = cvdm_remove(n.cow, true)) < 0)
+                return r;
+        return 0; /* the loop device, autoclear, went with -cow */
+}
+
+/* "A/T M", "Invalid", "Overflow", "Merge failed" */
+static void parse_snapshot_status(const char *p, struct cowvol_kernel_status *ret)
+{
+        unsigned long long a, t, m;
+
+        if (sscanf(p, "%llu/%llu %llu", &a, &t, &m) == 3) {
+                ret->valid = true;
+                ret->usage.allocated_sectors = a;
+                ret->usage.total_sectors = t;
+                ret->usage.metadata_sectors = m;
+        } else {
+                ret->valid = false;
+                ret->overflow = strstr(p, "Overflow") != NULL;
+                ret->merge_failed = strstr(p, "Merge failed") != NULL;
+        }
+}
+
+_public_ int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s,
+                                  struct cowvol_kernel_status *ret)
+{
+        struct names n;
+        struct cvdm_info info;
+        char type[32], params[256];
+        uint64_t len = 0;
+        int r;
+
+        memset(ret, 0, sizeof(*ret));
+        if ((r = names_of(v, s, &n)) < 0)
+                return r;
+        if ((r = ours(s ? n.snap : n.origin, s ? n.snap_uuid : n.origin_uuid, &info)) <= 0)
+                return r;
+        ret->exists = true;
+        ret->open_count = info.open_count;
+        if (!info.live_table)
+                return 0;
+        if ((r = cvdm_status(s ? n.snap : n.origin, type, sizeof(type), params, sizeof(params), &len)) < 0)
+                return r;
+        ret->size = len * 512;
+        if (s)
+                parse_snapshot_status(params, ret);
+        else
+                ret->valid = true;
+        return 0;
+}
+
+_public_ int cowvol_device_resolve(const char *spec, char **ret_path)
+{
+        return cvblkid_resolve(spec, ret_path);
+}
+
+_public_ int cowvol_device_probe(const char *dev, char *type, size_t tlen, char *label, size_t llen)
+{
+        return cvblkid_probe(dev, type, tlen, label, llen);
+}
+
+_public_ int cowvol_device_signature(const char *dev, char *what, size_t len)
+{
+        return cvblkid_signature(dev, what, len);
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Block devices under cowvold's kernel engine, through the cowvol CLI: add
+# (by path, UUID=, LABEL=), a snapshot of a mounted ext4 while a writer runs
+# (e2fsck -fn passes on it), list (FS, LABEL, DATA%), diff from the store,
+# two snapshots and removing one, a block-device store (refused while it
+# carries a filesystem, unless --force), rm refused while mounted, and the
+# stacks rebuilt from the catalogue after kill -9 and after a "reboot" (every
+# dm device gone), with nothing lost.
+#   tests/kernel/vm.sh tests/kernel/t-kvol.sh
+# shellcheck source=tests/kernel/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+COWVOLD=$BUILD/cowvold
+
+T=$(mktemp -d /tmp/kvol.XXXXXX)
+export COWVOL_SOCKET=$T/cowvold.sock
+MNT=$T/mnt
+SMNT=$T/smnt
+mkdir -p "$MNT" "$SMNT"
+
+NOTOK=0
+notok() { echo "not ok - $*"; NOTOK=$((NOTOK + 1)); }
+# step DESC CMD...: ok when CMD succeeds; its output in $T/out
+step() {
+	local d=$1 rc=0; shift
+	"$@" >"$T/out" 2>&1 || rc=$?
+	if [ "$rc" = 0 ]; then ok "$d"; else
+		notok "$d (exit $rc)"
+		sed 's/^/#   /' "$T/out" | tail -10
+	fi
+	return $rc
+}
+# refuse DESC PATTERN CMD...: CMD fails and says PATTERN
+refuse() {
+	local d=$1 p=$2 rc=0; shift 2
+	"$@" >"$T/out" 2>&1 || rc=$?
+	if [ "$rc" != 0 ] && grep -qiE -- "$p" "$T/out"; then ok "$d ($(head -1 "$T/out"))"; else
+		notok "$d (exit $rc, want a failure saying /$p/)"
+		sed 's/^/#   /' "$T/out" | tail -5
+	fi
+}
+check() { local d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
+
+daemon=
+start_daemon() {
+	"$COWVOLD" --state-dir "$T/state" --socket "$COWVOL_SOCKET" >>"$T/cowvold.log" 2>&1 &
+	daemon=$!
+	for _ in $(seq 1 100); do "$COWVOL" status >/dev/null 2>&1 && return 0; sleep 0.1; done
+	fail "cowvold did not start: $(tail -5 "$T/cowvold.log")"
+}
+stop_daemon() { kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; daemon=; }
+kill9_daemon() { kill -9 "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; daemon=; }
+# cowvol's devices in an order dmsetup can remove them: snapshots, their
+# -cow layers, origins, their -real layers
+removal_order() {
+	local all
+	all=$(cowvol_devices)
+	echo "$all" | grep -vE -- '-(cow|real)$' | while read -r d; do
+		[ -n "$d" ] && dmsetup table "$d" | grep -q ' snapshot ' && echo "$d"
+	done
+	echo "$all" | grep -E -- '-cow$'
+	echo "$all" | grep -vE -- '-(cow|real)$' | while read -r d; do
+		[ -n "$d" ] && dmsetup table "$d" | grep -q ' snapshot-origin ' && echo "$d"
+	done
+	echo "$all" | grep -E -- '-real$'
+}
+# everything cowvol made goes at exit
+cleanup_kvol() {
+	[ -n "$daemon" ] && kill -9 "$daemon" 2>/dev/null
+	umount "$SMNT" 2>/dev/null || true
+	umount "$MNT" 2>/dev/null || true
+	for d in $(removal_order 2>/dev/null); do
+		dmsetup remove "$d" 2>/dev/null || true
+	done
+	[ "$NOTOK" -gt 0 ] && sed 's/^/#   cowvold: /' "$T/cowvold.log" | tail -20
+	true
+}
+on_exit cleanup_kvol
+# cowvol devices: "name uuid" lines, sorted
+cowvol_devices() { dmsetup info -c --noheadings -o name,uuid | awk -F: '$2 ~ /^COWVOL-/ {print $1}' | sort; }
+
+ORIGIN=$(make_loop kvol-origin.img 64M)
+STOREDEV=$(make_loop kvol-store.img 24M)
+start_daemon
+
+# --- add ------------------------------------------------------------------------
+step "cowvol add $ORIGIN --name data" "$COWVOL" add "$ORIGIN" --name data
+check "/dev/mapper/cowvol-data exists" test -b /dev/mapper/cowvol-data
+check "as snapshot-origin over cowvol-data-real" eval "dmsetup table cowvol-data | grep -q ' snapshot-origin ' && dmsetup table cowvol-data-real | grep -q ' linear '"
+check "dm uuids carry COWVOL-" eval "dmsetup info -c --noheadings -o uuid cowvol-data | grep -q '^COWVOL-' && dmsetup info -c --noheadings -o uuid cowvol-data-real | grep -q '^COWVOL-.*-real$'"
+refuse "adding the same device twice" "already" "$COWVOL" add "$ORIGIN" --name again
+refuse "a device that does not exist" "No such|cannot" "$COWVOL" add /dev/nonexistent --name x
+step "mkfs.ext4 -L payload on the volume" mkfs.ext4 -q -F -L payload /dev/mapper/cowvol-data
+step "mount it" mount /dev/mapper/cowvol-data "$MNT"
+for i in 1 2 3; do head -c $((i * 300000)) /dev/urandom >"$MNT/f$i"; done
+sync
+(cd "$MNT" && sha256sum f1 f2 f3) >"$T/sums-before"
+step "cowvol list" "$COWVOL" list
+check "list shows FS ext4 and LABEL payload" grep -qE '^data .* ext4 +payload ' "$T/out"
+step "cowvol list --json" "$COWVOL" list --json
+check "engine kernel, dm_path, fstype" eval "grep -q '\"engine\":\"kernel\"' '$T/out' && grep -q '\"dm_path\":\"/dev/mapper/cowvol-data\"' '$T/out' && grep -q '\"fstype\":\"ext4\"' '$T/out'"
+
+# --- a snapshot of the mounted filesystem while a writer runs ------------------
+(while :; do head -c 65536 /dev/urandom >"$MNT/busy.$((RANDOM % 8))"; done) 2>/dev/null &
+writer=$!
+sleep 0.5
+step "cowvol snap data@s1 (mounted, a writer running)" "$COWVOL" snap data@s1 --store-size 16M
+sleep 0.5
+kill "$writer"; wait "$writer" 2>/dev/null || true
+check "/dev/mapper/cowvol-data-s1 exists" test -b /dev/mapper/cowvol-data-s1
+check "a snapshot table over -real and -cow" eval "dmsetup table cowvol-data-s1 | grep -qE ' snapshot [0-9]+:[0-9]+ [0-9]+:[0-9]+ P 8$'"
+step "e2fsck -fn on the snapshot (frozen at the snapshot: consistent)" e2fsck -fn /dev/mapper/cowvol-data-s1
+step "mount the snapshot read-only" mount -o ro,noload /dev/mapper/cowvol-data-s1 "$SMNT"
+check "its files are those of the snapshot's moment" eval "(cd '$SMNT' && sha256sum -c --quiet '$T/sums-before')"
+umount "$SMNT"
+# after the snapshot: change the volume
+head -c 500000 /dev/urandom >"$MNT/f1"
+rm "$MNT/f2"
+sync
+step "cowvol list after writes" "$COWVOL" list data
+check "the snapshot's DATA% is above 0" eval "awk '\$1 == \"data@s1\" {exit !(\$5 + 0 > 0)}' '$T/out'"
+step "cowvol diff data@s1 (read from the store)" "$COWVOL" diff data@s1
+check "diff names changed ranges" eval "grep -qE '^[0-9]+ +[0-9]+' '$T/out' || grep -q 'total:' '$T/out'"
+S1_STORE=$("$COWVOL" list data --json | sed -n 's/.*"store":"\([^"]*\.cow\)".*/\1/p' | head -1)
+check "the store is a file in the state folder ($S1_STORE)" test -f "$S1_STORE"
+check "the kernel's status = cowvol store info of the store" eval "[ \"\$(dm_status cowvol-data-s1)\" = \"\$(info_field '$S1_STORE' allocated_sectors)/\$(info_field '$S1_STORE' total_sectors) \$(info_field '$S1_STORE' metadata_sectors)\" ]"
+dd if=/dev/mapper/cowvol-data-s1 of="$T/s1.before" bs=1M status=none
+
+# --- a second snapshot on a block device ---------------------------------------
+mkfs.ext4 -q -F "$STOREDEV"
+refuse "--store on a device with a filesystem is refused" "ext4.*--force" "$COWVOL" snap data@s2 --store "$STOREDEV"
+check "and nothing was made" eval "! dmsetup info cowvol-data-s2 >/dev/null 2>&1"
+step "--store with --force" "$COWVOL" snap data@s2 --store "$STOREDEV" --force
+check "/dev/mapper/cowvol-data-s2 exists" test -b /dev/mapper/cowvol-data-s2
+step "e2fsck -fn on data@s2" e2fsck -fn /dev/mapper/cowvol-data-s2
+refuse "cat of a kernel volume points to its device" "/dev/mapper/cowvol-data" "$COWVOL" cat data
+refuse "a snapshot named 'real' is refused" "real" "$COWVOL" snap data@real
+
+# --- in use ---------------------------------------------------------------------
+mount -o ro,noload /dev/mapper/cowvol-data-s2 "$SMNT"
+refuse "rm of a mounted snapshot" "in use" "$COWVOL" rm data@s2
+check "it is still there" test -b /dev/mapper/cowvol-data-s2
+umount "$SMNT"
+refuse "rm of a volume with snapshots" "snapshot" "$COWVOL" rm data
+
+# --- kill -9 and restart: the stacks stay; a "reboot": rebuilt ----------------
+cowvol_devices >"$T/devs-before"
+kill9_daemon
+start_daemon
+check "after kill -9 and a restart the devices are the same" eval "cowvol_devices | cmp -s - '$T/devs-before'"
+step "list after the restart" "$COWVOL" list data
+check "both snapshots active" eval "grep -cE '^ +data@s[12] .* active ' '$T/out' | grep -qx 2"
+stop_daemon
+umount "$MNT"
+for d in $(removal_order); do dmsetup remove "$d" || notok "dmsetup remove $d"; done
+check "\"reboot\": no cowvol device is left" test -z "$(cowvol_devices)"
+start_daemon
+check "cowvold rebuilt every device from the catalogue" eval "cowvol_devices | cmp -s - '$T/devs-before'"
+dd if=/dev/mapper/cowvol-data-s1 of="$T/s1.after" bs=1M status=none
+check "data@s1 reads as before the reboot" cmp -s "$T/s1.before" "$T/s1.after"
+step "e2fsck -fn on data@s1 after the rebuild" e2fsck -fn /dev/mapper/cowvol-data-s1
+step "the volume mounts again" mount /dev/mapper/cowvol-data "$MNT"
+check "the volume kept its later writes (f2 gone)" test ! -e "$MNT/f2"
+
+# --- rm ---------------------------------------------------------------------------
+step "rm data@s1" "$COWVOL" rm data@s1
+check "its devices are gone" eval "! dmsetup info cowvol-data-s1 >/dev/null 2>&1 && ! dmsetup info cowvol-data-s1-cow >/dev/null 2>&1"
+check "its store file is gone" test ! -e "$S1_STORE"
+check "data@s2 is intact (e2fsck -fn)" e2fsck -fn /dev/mapper/cowvol-data-s2
+refuse "rm --recursive of a mounted volume" "in use" "$COWVOL" rm data --recursive
+check "and nothing was removed: data@s2 is still there" test -b /dev/mapper/cowvol-data-s2
+umount "$MNT"
+step "rm --recursive data" "$COWVOL" rm data --recursive
+check "no cowvol device is left" test -z "$(cowvol_devices)"
+check "the store device was left alone (not a file of ours)" test -b "$STOREDEV"
+
+# --- UUID= and LABEL= -------------------------------------------------------------
+mkfs.ext4 -q -F -L lbl "$ORIGIN"
+uuid=$(blkid -s UUID -o value "$ORIGIN")
+step "cowvol add LABEL=lbl" "$COWVOL" add LABEL=lbl
+check "named after the label, over $ORIGIN" eval "\"$COWVOL\" list --json | grep -q '\"name\":\"lbl\"' && \"$COWVOL\" list --json | grep -q '\"path\":\"$ORIGIN\"'"
+step "rm lbl" "$COWVOL" rm lbl
+step "cowvol add UUID=$uuid --name byuuid" "$COWVOL" add "UUID=$uuid" --name byuuid
+check "/dev/mapper/cowvol-byuuid exists" test -b /dev/mapper/cowvol-byuuid
+step "rm byuuid" "$COWVOL" rm byuuid
+refuse "an unknown LABEL" "No device has LABEL=nope" "$COWVOL" add LABEL=nope
+stop_daemon
+check "cowvold logged no sanitizer report" eval "! grep -qE 'AddressSanitizer|runtime error' '$T/cowvold.log'"
+[ "$NOTOK" = 0 ] || fail "$NOTOK check(s) failed"
