@@ -59,6 +59,10 @@
 #define EXPORT_NAME_MAX (NAME_MAX_LEN * 2 + 1)
 /* requests of one connection served at once, at most (qemu-nbd: 16 in flight) */
 #define NBD_WORKERS 8
+/* requests served faster than this (the page cache) are served by the
+ * reading thread, one after the other: a hand-off to a worker would cost
+ * more than it saves; slower ones (the disk) go to workers, side by side */
+#define NBD_DISPATCH_NS 30000u
 /* payloads and read buffers of one connection in memory, at most (one
  * request alone may use NBD_MAX_PAYLOAD whatever the others hold) */
 #define NBD_IN_FLIGHT_MAX (64u << 20)
@@ -89,6 +93,7 @@ struct nbd_conn {
         uint64_t in_flight_bytes;          /* their payloads and read buffers */
         bool stop;
         int error; /* the first failed reply: the connection is done */
+        uint64_t ewma_ns; /* how long a request takes to serve, lately */
         pthread_t tids[NBD_WORKERS];
 };
 
@@ -876,9 +881,19 @@ static uint64_t req_bytes(const struct nbd_req *q)
         return (q->type == NBD_CMD_READ || q->type == NBD_CMD_WRITE) && q->len <= NBD_MAX_PAYLOAD ? q->len : 0;
 }
 
-/* q_lock held: a request ended with @r */
-static void req_done(struct nbd_conn *c, struct nbd_req *q, int r)
+static uint64_t now_ns(void)
 {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* q_lock held: a request ended with @r after @ns */
+static void req_done(struct nbd_conn *c, struct nbd_req *q, int r, uint64_t ns)
+{
+        if (ns)
+                __atomic_store_n(&c->ewma_ns, (c->ewma_ns * 7 + ns) / 8, __ATOMIC_RELAXED);
         c->in_flight--;
         c->in_flight_bytes -= req_bytes(q);
         if (r < 0 && !c->error) {
@@ -908,9 +923,11 @@ static void *worker_main(void *arg)
                 if (!c->q_head)
                         c->q_tail = NULL;
                 pthread_mutex_unlock(&c->q_lock);
+                uint64_t t0 = now_ns();
                 r = serve(c, q);
+                uint64_t t1 = now_ns();
                 pthread_mutex_lock(&c->q_lock);
-                req_done(c, q, r);
+                req_done(c, q, r, t1 - t0);
                 free(q->buf);
                 free(q);
         }
@@ -982,7 +999,7 @@ static int transmit(struct nbd_conn *c)
                         r = (q->buf = malloc(q->len)) ? read_exact(c, q->buf, q->len) : -ENOMEM;
                 if (r < 0) {
                         pthread_mutex_lock(&c->q_lock);
-                        req_done(c, q, 0);
+                        req_done(c, q, 0, 0);
                         pthread_mutex_unlock(&c->q_lock);
                         free(q->buf);
                         free(q);
@@ -990,14 +1007,17 @@ static int transmit(struct nbd_conn *c)
                                 r = 0; /* gone: not an error to log */
                         break;
                 }
-                /* the next request already here: let a worker serve this one */
-                if (ioctl(c->fd, FIONREAD, &waiting) == 0 && waiting > 0) {
+                /* the next request already here, and requests are slow: let
+                 * a worker serve this one */
+                if (__atomic_load_n(&c->ewma_ns, __ATOMIC_RELAXED) > NBD_DISPATCH_NS && ioctl(c->fd, FIONREAD, &waiting) == 0 && waiting > 0) {
                         dispatch(c, q);
                         continue;
                 }
+                uint64_t t0 = now_ns();
                 r = serve(c, q);
+                uint64_t t1 = now_ns();
                 pthread_mutex_lock(&c->q_lock);
-                req_done(c, q, r);
+                req_done(c, q, r, t1 - t0);
                 pthread_mutex_unlock(&c->q_lock);
                 free(q->buf);
                 free(q);
