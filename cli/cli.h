@@ -90,6 +90,7 @@ int cmd_add(int argc, char **argv);
 int cmd_snap(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_activate(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 /* content.c */

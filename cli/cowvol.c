@@ -107,12 +107,14 @@ static void help(void)
                "  create NAME --size SIZE [--chunk-size SIZE]\n"
                "                                Make a new volume (a sparse image file)\n"
                "  add PATH [--name NAME] [--chunk-size SIZE]\n"
-               "                                Adopt an existing image file as a volume\n"
-               "  snap VOLUME[@NAME] [--store-size SIZE]\n"
+               "                                Adopt an image file, or a block device (also\n"
+               "                                UUID=..., LABEL=...: the kernel engine)\n"
+               "  snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]]\n"
                "                                Take a snapshot (NAME: a UTC timestamp if not given)\n"
                "  list [VOLUME] [--json]        Volumes and their snapshots, with store use\n"
                "  restore VOLUME@SNAP [--keep] [--no-wait]\n"
                "                                Give the volume the snapshot's content\n"
+               "  activate VOLUME               Rebuild a kernel volume's devices; start a waiting restore\n"
                "  rm TARGET [--recursive]       Remove a snapshot, or a volume\n"
                "  cat TARGET [--offset BYTES] [--length BYTES]\n"
                "                                Write a volume's or snapshot's content to stdout\n"
@@ -146,7 +148,7 @@ static const struct {
         int (*fn)(int argc, char **argv);
 } commands[] = {
         { "create", cmd_create }, { "add", cmd_add },   { "snap", cmd_snap },   { "list", cmd_list },
-        { "restore", cmd_restore }, { "rm", cmd_rm },   { "cat", cmd_cat },     { "write", cmd_write },
+        { "restore", cmd_restore }, { "activate", cmd_activate }, { "rm", cmd_rm },   { "cat", cmd_cat },     { "write", cmd_write },
         { "diff", cmd_diff },     { "status", cmd_status }, { "store", cmd_store },
         { "export", cmd_export },
 };

@@ -733,6 +733,19 @@ int cmd_restore(int argc, char **argv)
         r = client_call(cl, "restore", args, -1, &res);
         if (r)
                 goto out;
+        {
+                json_object *pending;
+                if (json_object_object_get_ex(res, "pending", &pending) && json_object_get_boolean(pending)) {
+                        /* LVM's way: the merge starts when the volume is next activated */
+                        printf("Restore of %s from %s recorded: %s.\n"
+                               "It starts at the next activation: unmount it and run 'cowvol activate %s'\n"
+                               "(or at cowvold's next start); 'cowvol list' shows it.\n",
+                               volume, snapshot, string_field(res, "why"), volume);
+                        json_object_put(res);
+                        r = EXIT_SUCCESS;
+                        goto out;
+                }
+        }
         json_object_put(res);
         if (wait) {
                 r = restore_wait(cl, volume, snapshot);
@@ -744,6 +757,46 @@ out:
         client_close(cl);
         free(volume);
         return r;
+}
+
+/* --- activate ------------------------------------------------------------ */
+
+int cmd_activate(int argc, char **argv)
+{
+        static const struct option longopts[] = { { "help", no_argument, NULL, 'h' }, {} };
+        const char *cmd = "activate ";
+        json_object *args, *res;
+        int c, r;
+
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
+                if (c == 'h') {
+                        printf("Usage: %s activate VOLUME\n"
+                               "\n"
+                               "Build a kernel volume's device-mapper devices again from the catalogue\n"
+                               "(what exists is kept) and start a restore that waited for it.\n",
+                               program_name);
+                        return EXIT_SUCCESS;
+                }
+                return getopt_error(cmd, c, argv);
+        }
+        r = check_arg_count(cmd, argc - optind, 1, "VOLUME");
+        if (r)
+                return r;
+        r = check_target(cmd, argv[optind]);
+        if (r)
+                return r;
+        if (strchr(argv[optind], '@'))
+                return usage_error(cmd, "'%s' is a snapshot; activate takes a volume", argv[optind]);
+        args = json_object_new_object();
+        json_object_object_add(args, "volume", json_object_new_string(argv[optind]));
+        r = daemon_call("activate", args, -1, &res);
+        if (r)
+                return r;
+        printf("Activated %s\n", string_field(res, "name"));
+        json_object_put(res);
+        return EXIT_SUCCESS;
 }
 
 /* --- rm ----------------------------------------------------------------- */

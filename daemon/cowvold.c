@@ -634,6 +634,9 @@ int main(int argc, char **argv)
              activated ? "the socket from systemd, " : "", D.cfg.socket_path, D.cfg.state_dir);
         sd_notifyf(0, "READY=1\nSTATUS=Serving %s", D.cfg.socket_path);
 
+        r = monitor_start();
+        if (r < 0)
+                dlog_errno(r, "Cannot start the monitor of kernel snapshots: %m");
         r = serve(lfd, sfd, nfd, tfd);
         sd_notify(0, "STOPPING=1");
 
@@ -656,6 +659,9 @@ int main(int argc, char **argv)
         pthread_cond_broadcast(&D.changed);
         while (D.clients > 0)
                 pthread_cond_wait(&D.changed, &D.lock);
+        pthread_mutex_unlock(&D.lock);
+        monitor_stop();
+        pthread_mutex_lock(&D.lock);
         restore_join_all();
         for (struct vol *v = D.vols; v; v = v->next)
                 vol_deactivate(v); /* flushes the image and the stores */

@@ -21,6 +21,7 @@ struct snap {
         char uuid[UUID_LEN + 1];
         char *store;   /* path of the store file (or block device: store_device) */
         bool store_device; /* a block device the user named: rm leaves it */
+        bool warned;       /* kernel: its store passed 80 % (logged once) */
         int64_t created;
         char *reason;  /* why invalid (persisted), or NULL */
         cowvol_snap *eng;
@@ -49,6 +50,7 @@ struct vol {
         uint64_t restore_total, restore_left;
         bool restore_thread;
         pthread_t restore_tid;
+        bool restore_pending; /* kernel: the merge waits for the next activation */
 
         struct vol *next;
 };
@@ -130,6 +132,17 @@ int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *
                size_t len);
 int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len);
 void kvol_view(const struct vol *v, json_object *o);
+/* restore @s into @v (snapshot-merge): 0 started, 1 recorded for the next
+ * activation (the volume or snapshot is open), or a negative errno */
+int kvol_restore(struct vol *v, struct snap *s, bool keep, char *why, size_t len);
+/* the monitor: follow @v's merge; true when the catalogue changed */
+bool kvol_merge_watch(struct vol *v);
+void kvol_merge_resume(struct vol *v); /* at activation: a pending merge starts */
+
+/* monitor.c: kernel snapshots' fill levels, growth, invalidation, merges */
+int monitor_start(void);
+void monitor_wake(void); /* D.lock held */
+void monitor_stop(void); /* after D.stopping is set, without D.lock */
 void ksnap_view(const struct vol *v, const struct snap *s, struct ksnap_state *ret);
 
 /* session.c */

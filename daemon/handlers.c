@@ -659,12 +659,29 @@ static json_object *op_restore(struct ctx *c)
 
         if (check_args(c, "restore", spec) < 0 || find_target(c, arg_str(c, "snapshot"), true, &v, &s) < 0)
                 return NULL;
-        if (v->kernel)
-                return fail(c, -ENOTSUP, "restoring a kernel volume (snapshot-merge) is not in this version yet; "
-                            "%s@%s is unchanged", v->name, s->name), NULL;
         if (v->restoring)
                 return fail(c, -EBUSY, "volume '%s' is being restored from '%s' already", v->name,
                             v->restoring->name), NULL;
+        if (v->kernel) {
+                char why[512];
+                r = kvol_restore(v, s, arg_bool(c, "keep"), why, sizeof(why));
+                if (r < 0)
+                        return fail(c, r, "cannot restore %s@%s: %s", v->name, s->name, why), NULL;
+                if (r > 0)
+                        dlog(LOG_INFO_, "Restore of %s from %s@%s recorded: %s; it starts at the next activation "
+                             "(cowvol activate %s, or the daemon's start)", v->name, v->name, s->name, why, v->name);
+                else
+                        dlog(LOG_INFO_, "Restoring %s from %s@%s (snapshot-merge%s)", v->name, v->name, s->name,
+                             v->restore_keep ? ", keeping the snapshot" : "");
+                monitor_wake();
+                o = json_object_new_object();
+                json_object_object_add(o, "started", json_object_new_boolean(r == 0));
+                json_object_object_add(o, "pending", json_object_new_boolean(r > 0));
+                if (r > 0)
+                        json_object_object_add(o, "why", json_object_new_string(why));
+                json_object_object_add(o, "chunks", json_object_new_int64((int64_t)v->restore_total));
+                return o;
+        }
         if (!s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid)
                 return fail(c, -ESTALE, "snapshot %s@%s is invalid (%s): it cannot be restored", v->name, s->name,
                             s->reason ? s->reason : "store unusable"), NULL;
@@ -708,13 +725,16 @@ static json_object *op_restore_wait(struct ctx *c)
         if (!(v = vol_find(name)))
                 return fail(c, -ENOENT, "no volume named '%s'", name), NULL;
         if (!arg_bool(c, "progress"))
-                while (v->restoring && v->restore_thread && !D.stopping)
+                while (v->restoring && (v->kernel ? !v->restore_pending : v->restore_thread) && !D.stopping)
                         pthread_cond_wait(&D.changed, &D.lock);
         o = json_object_new_object();
         json_object_object_add(o, "done", json_object_new_boolean(!v->restoring));
         if (v->restoring) {
                 json_object_object_add(o, "percent", json_object_new_double(round(merge_percent(v) * 10) / 10));
-                json_object_object_add(o, "running", json_object_new_boolean(v->restore_thread));
+                json_object_object_add(o, "running",
+                                       json_object_new_boolean(v->kernel ? !v->restore_pending : v->restore_thread));
+                if (v->kernel && v->restore_pending)
+                        json_object_object_add(o, "pending", json_object_new_boolean(true));
         }
         return o;
 }
@@ -764,6 +784,28 @@ static int rm_kernel_devices(struct ctx *c, struct vol *v)
         if (r < 0)
                 return fail(c, r, "cannot remove volume '%s': %s", v->name, why);
         return 0;
+}
+
+/* cowvol activate VOLUME: a kernel volume's stack rebuilt from the
+ * catalogue (what exists is kept), and a pending merge started. */
+static json_object *op_activate(struct ctx *c)
+{
+        static const struct argspec spec[] = { { "volume", json_type_string, true }, {} };
+        const char *name;
+        struct vol *v;
+
+        if (check_args(c, "activate", spec) < 0 || check_name(c, "volume", (name = arg_str(c, "volume"))) < 0)
+                return NULL;
+        if (!(v = vol_find(name)))
+                return fail(c, -ENOENT, "no volume named '%s'", name), NULL;
+        if (!v->kernel)
+                return fail(c, -EINVAL, "'%s' is an image file volume: it is always active while cowvold runs",
+                            v->name), NULL;
+        if (kvol_activate(v) < 0)
+                return fail(c, -EIO, "cannot activate '%s' (see cowvold's log)", v->name), NULL;
+        (void)catalogue_save();
+        monitor_wake();
+        return vol_view(v);
 }
 
 static json_object *op_rm(struct ctx *c)
@@ -1176,6 +1218,7 @@ static const struct {
         { "restore", op_restore, true },
         { "restore-wait", op_restore_wait, true },
         { "rm", op_rm, true },
+        { "activate", op_activate, true },
         { "cat", op_cat, true },
         { "write", op_write, true },
         { "diff", op_diff, true },

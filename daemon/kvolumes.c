@@ -66,6 +66,8 @@ int kvol_activate(struct vol *v)
         v->kactive = true;
         for (struct snap *s = v->snaps; s; s = s->next) {
                 struct cowvol_ksnapshot ks;
+                if (s == v->restoring)
+                        continue; /* its store is the merge's: no snapshot device over it */
                 ks_of(v, s, &ks);
                 r = cowvol_kernel_snapshot_activate(&kv, &ks);
                 if (r < 0) {
@@ -74,6 +76,7 @@ int kvol_activate(struct vol *v)
                                 s->reason = strdup("its device-mapper devices could not be built");
                 }
         }
+        kvol_merge_resume(v);
         return 0;
 }
 
@@ -273,4 +276,142 @@ void ksnap_view(const struct vol *v, const struct snap *s, struct ksnap_state *r
                          st.overflow       ? "overflow: the store is full"
                          : st.merge_failed ? "the kernel's merge failed"
                                            : "invalidated by the kernel (store full or I/O error)");
+}
+
+/* Start the merge of v->restoring when nothing holds the devices open;
+ * otherwise it stays pending, as LVM's "merge on next activation". */
+static int merge_try(struct vol *v, char *why, size_t len)
+{
+        struct cowvol_kvolume kv;
+        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_status st;
+        struct snap *s = v->restoring;
+        int r;
+
+        kv_of(v, &kv);
+        ks_of(v, s, &ks);
+        if (cowvol_kernel_status(&kv, NULL, &st) == 0 && st.exists && st.open_count > 0 && !st.merging) {
+                v->restore_pending = true;
+                snprintf(why, len, "volume '%s' is open (mounted?)", v->name);
+                return 1;
+        }
+        if (cowvol_kernel_status(&kv, &ks, &st) == 0 && st.exists && st.open_count > 0) {
+                v->restore_pending = true;
+                snprintf(why, len, "snapshot %s@%s is open (mounted?)", v->name, s->name);
+                return 1;
+        }
+        r = cowvol_kernel_merge_start(&kv, &ks);
+        if (r < 0)
+                return failf(r, why, len, "cannot start the merge");
+        v->restore_pending = false;
+        if (cowvol_kernel_status(&kv, NULL, &st) == 0 && st.merging)
+                v->restore_total = v->restore_left =
+                        (st.usage.allocated_sectors - st.usage.metadata_sectors) / (v->chunk / COWVOL_SECTOR_SIZE);
+        return 0;
+}
+
+int kvol_restore(struct vol *v, struct snap *s, bool keep, char *why, size_t len)
+{
+        struct cowvol_kvolume kv;
+        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_status st;
+        int r;
+
+        kv_of(v, &kv);
+        ks_of(v, s, &ks);
+        if (!v->kactive) {
+                snprintf(why, len, "volume '%s' is unavailable: its devices could not be built", v->name);
+                return -EIO;
+        }
+        if (s->reason || cowvol_kernel_status(&kv, &ks, &st) < 0 || !st.exists || !st.valid) {
+                snprintf(why, len, "snapshot %s@%s is invalid (%s): it cannot be restored", v->name, s->name,
+                         s->reason ? s->reason : "see cowvol list");
+                return -ESTALE;
+        }
+        v->restoring = s;
+        v->restore_keep = keep;
+        v->restore_total = v->restore_left = 0;
+        if (catalogue_save() < 0) {
+                v->restoring = NULL;
+                snprintf(why, len, "cannot save the catalogue");
+                return -EIO;
+        }
+        r = merge_try(v, why, len);
+        if (r < 0) {
+                v->restoring = NULL;
+                (void)catalogue_save();
+        }
+        return r;
+}
+
+/* Called at activation (start, cowvol activate): a pending merge starts. */
+void kvol_merge_resume(struct vol *v)
+{
+        char why[512];
+        int r;
+
+        if (!v->kernel || !v->restoring || !v->kactive)
+                return;
+        r = merge_try(v, why, sizeof(why));
+        if (r < 0)
+                dlog(LOG_ERR_, "Volume %s: the restore from %s cannot start: %s", v->name, v->restoring->name, why);
+        else if (r > 0)
+                dlog(LOG_WARN_, "Volume %s: the restore from %s waits for the next activation: %s", v->name,
+                     v->restoring->name, why);
+        else
+                dlog(LOG_INFO_, "Volume %s: merging %s@%s (snapshot-merge)", v->name, v->name, v->restoring->name);
+}
+
+bool kvol_merge_watch(struct vol *v)
+{
+        struct cowvol_kvolume kv;
+        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_status st;
+        struct snap *s = v->restoring;
+        char why[512];
+        int r;
+
+        if (!s || v->restore_pending)
+                return false;
+        kv_of(v, &kv);
+        ks_of(v, s, &ks);
+        if (cowvol_kernel_status(&kv, NULL, &st) < 0 || !st.merging)
+                return false;
+        v->restore_left = (st.usage.allocated_sectors - st.usage.metadata_sectors) / (v->chunk / COWVOL_SECTOR_SIZE);
+        if (v->restore_left > v->restore_total)
+                v->restore_total = v->restore_left;
+        pthread_cond_broadcast(&D.changed);
+        if (st.usage.allocated_sectors != st.usage.metadata_sectors)
+                return false;
+        /* merged: the volume goes back to snapshot-origin; the store goes,
+         * or with --keep becomes a new, empty snapshot of the result */
+        r = cowvol_kernel_merge_finish(&kv, &ks);
+        if (r < 0) {
+                dlog_errno(r, "Volume %s: the merge of %s ended but cannot be finished: %m", v->name, s->name);
+                return false;
+        }
+        v->restoring = NULL;
+        v->restore_left = 0;
+        if (v->restore_keep) {
+                r = cowvol_kernel_snapshot_create(&kv, &ks);
+                if (r < 0) {
+                        (void)failf(r, why, sizeof(why), "cannot take it again");
+                        s->reason = strdup("restored, then it could not be taken again");
+                        dlog(LOG_ERR_, "Volume %s restored from %s; keeping the snapshot failed: %s", v->name, s->name,
+                             why);
+                } else
+                        dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is kept", v->name, v->name, s->name);
+        } else {
+                struct snap **p;
+                for (p = &v->snaps; *p && *p != s; p = &(*p)->next)
+                        ;
+                if (*p)
+                        *p = s->next;
+                if (!s->store_device && unlink(s->store) < 0 && errno != ENOENT)
+                        dlog(LOG_WARN_, "Cannot remove the store %s: %m", s->store);
+                dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is consumed", v->name, v->name, s->name);
+                snap_free_meta(s);
+        }
+        pthread_cond_broadcast(&D.changed);
+        return true;
 }

@@ -449,11 +449,28 @@ int cowvol_kernel_snapshot_activate(const struct cowvol_kvolume *v, const struct
 /** Remove a snapshot's devices (the store stays).  -EBUSY when it is open. */
 int cowvol_kernel_snapshot_remove(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
 
+/** A file store grew (by the caller): its loop device and -cow see the new
+ * size; the snapshot uses it from its next copy. */
+int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+
+/**
+ * Restore (merge) snapshot @s into its volume, as lvconvert --merge: the
+ * snapshot's device goes, the volume's table becomes snapshot-merge over
+ * the store and the kernel copies the chunks back.  -EBUSY when the volume
+ * or the snapshot is open.  Idempotent: a volume merging already is left.
+ * cowvol_kernel_status(v, NULL) follows it (merging, usage); when only
+ * metadata is left, cowvol_kernel_merge_finish() puts snapshot-origin back
+ * and removes the -cow layer.
+ */
+int cowvol_kernel_merge_start(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_merge_finish(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+
 struct cowvol_kernel_status {
         bool exists;       /* the device is there */
         bool valid;        /* a snapshot: not invalidated */
         bool overflow;     /* ...  it filled up */
         bool merge_failed;
+        bool merging;      /* the volume: its table is snapshot-merge (usage: what is left) */
         struct cowvol_store_usage usage; /* a valid snapshot's status line */
         int open_count;    /* openers (a mounted filesystem is one) */
         uint64_t size;     /* bytes */

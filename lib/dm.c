@@ -57,8 +57,9 @@ int cvdm_available(void)
 
         dm_setup();
         if (stat("/dev/mapper/control", &st) < 0)
-                return log_err(-ENODEV, "No device-mapper here (/dev/mapper/control: %m): the kernel engine needs "
-                                        "the dm-mod and dm-snapshot modules");
+                return log_err(-ENODEV, "No device-mapper here (no /dev/mapper/control): the kernel engine, which "
+                                        "serves block devices, needs the dm-mod and dm-snapshot modules "
+                                        "(modprobe dm-snapshot)");
         char v[64];
         if (!dm_driver_version(v, sizeof(v)))
                 return log_err(-ENODEV, "The device-mapper driver does not answer");

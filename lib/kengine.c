@@ -220,13 +220,37 @@ static int zero_header(const char *dev, uint32_t chunk_bytes)
         return r;
 }
 
+/* Build -cow over the store (its header zeroed first when @fresh); a file
+ * store's loop device stays held by *loop_fd until the caller closes it. */
+static int cow_build(const struct names *n, const struct cowvol_ksnapshot *s, bool fresh, int *loop_fd)
+{
+        char dev[300], params[320];
+        uint64_t cow_sectors;
+        struct stat st;
+        int r;
+
+        if ((r = store_device(s->store, dev, sizeof(dev), loop_fd)) < 0)
+                return r;
+        if ((r = sectors_of(dev, &cow_sectors)) < 0)
+                return r;
+        if (cow_sectors < 3ull * (s->chunk_bytes / 512))
+                return log_err(-ENOSPC, "The store %s is too small: at least 3 chunks", s->store);
+        if (fresh && (r = zero_header(dev, s->chunk_bytes)) < 0)
+                return r;
+        if (stat(dev, &st) < 0)
+                return log_err(-errno, "Cannot use %s: %m", dev);
+        snprintf(params, sizeof(params), "%u:%u 0", major(st.st_rdev), minor(st.st_rdev));
+        return cvdm_create(n->cow, n->cow_uuid, &(struct cvdm_target){ 0, cow_sectors, "linear", params }, 1, true,
+                           true);
+}
+
 /* Build -cow and the snapshot; @fresh: zero the header first (a new one). */
 static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, bool fresh)
 {
         struct names n;
         struct cvdm_info oi, ri, si, ci;
-        char dev[300], params[320];
-        uint64_t cow_sectors, len;
+        char params[320];
+        uint64_t len;
         int r, have_snap, have_cow, loop_fd = -1;
         bool made_cow = false, made_snap = false, suspended = false;
 
@@ -243,27 +267,7 @@ static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ks
         if (have_snap && si.live_table)
                 return fresh ? log_err(-EEXIST, "%s exists already", n.snap) : 0;
         if (!have_cow) {
-                if ((r = store_device(s->store, dev, sizeof(dev), &loop_fd)) < 0)
-                        return r;
-                if ((r = sectors_of(dev, &cow_sectors)) < 0)
-                        goto out;
-                if (cow_sectors < 3ull * (s->chunk_bytes / 512)) {
-                        r = log_err(-ENOSPC, "The store %s is too small: at least 3 chunks", s->store);
-                        goto out;
-                }
-                if (fresh && (r = zero_header(dev, s->chunk_bytes)) < 0)
-                        goto out;
-                {
-                        struct stat st;
-                        if (stat(dev, &st) < 0) {
-                                r = -errno;
-                                goto out;
-                        }
-                        snprintf(params, sizeof(params), "%u:%u 0", major(st.st_rdev), minor(st.st_rdev));
-                }
-                r = cvdm_create(n.cow, n.cow_uuid, &(struct cvdm_target){ 0, cow_sectors, "linear", params }, 1, true,
-                                true);
-                if (r < 0)
+                if ((r = cow_build(&n, s, fresh, &loop_fd)) < 0)
                         goto out;
                 made_cow = true;
         } else if (fresh) {
@@ -385,7 +389,11 @@ _public_ int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct c
         ret->size = len * 512;
         if (s)
                 parse_snapshot_status(params, ret);
-        else
+        else if (!strcmp(type, "snapshot-merge")) {
+                /* merging: the same figures; done when only metadata is left */
+                parse_snapshot_status(params, ret);
+                ret->merging = true;
+        } else
                 ret->valid = true;
         return 0;
 }
@@ -403,4 +411,149 @@ _public_ int cowvol_device_probe(const char *dev, char *type, size_t tlen, char 
 _public_ int cowvol_device_signature(const char *dev, char *what, size_t len)
 {
         return cvblkid_signature(dev, what, len);
+}
+
+/* --- growing a store, merging ---------------------------------------------------- */
+
+/* The type of @name's live table ("" when none). */
+static int table_type(const char *name, char *type, size_t len)
+{
+        int r = cvdm_table(name, type, len, NULL, 0, NULL);
+
+        if (r == -ENODATA) {
+                type[0] = '\0';
+                return 0;
+        }
+        return r;
+}
+
+_public_ int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+{
+        struct names n;
+        struct cvdm_info si, ci;
+        char dev[300], params[320];
+        uint64_t sectors, len;
+        struct stat st;
+        int r, have_snap;
+
+        if ((r = names_of(v, s, &n)) < 0)
+                return r;
+        if (stat(s->store, &st) < 0 || !S_ISREG(st.st_mode))
+                return log_err(-EINVAL, "The store %s is not a file: it cannot grow", s->store);
+        if ((r = ours(n.cow, n.cow_uuid, &ci)) <= 0)
+                return r < 0 ? r : log_err(-ENODEV, "%s is not active", n.cow);
+        if ((have_snap = ours(n.snap, n.snap_uuid, &si)) < 0)
+                return have_snap;
+        if ((r = cvloop_find(s->store, dev, sizeof(dev))) < 0)
+                return log_err(r, "No loop device backs %s", s->store);
+        if ((r = cvloop_refresh_size(dev)) < 0 || (r = sectors_of(dev, &sectors)) < 0 ||
+            (r = cvdm_table(n.cow, NULL, 0, NULL, 0, &len)) < 0)
+                return r;
+        if (sectors <= len)
+                return 0; /* nothing new */
+        if (stat(dev, &st) < 0)
+                return log_err(-errno, "Cannot use %s: %m", dev);
+        snprintf(params, sizeof(params), "%u:%u 0", major(st.st_rdev), minor(st.st_rdev));
+        if ((r = cvdm_reload(n.cow, &(struct cvdm_target){ 0, sectors, "linear", params }, 1)) < 0)
+                return r;
+        /* the snapshot holds still while its -cow changes size under it; it
+         * reads the new size at its next allocation */
+        if (have_snap && (r = cvdm_suspend(n.snap, false)) < 0)
+                return r;
+        r = cvdm_suspend(n.cow, false);
+        if (r >= 0)
+                r = cvdm_resume(n.cow, true);
+        if (have_snap) {
+                int q = cvdm_resume(n.snap, false);
+                if (r >= 0)
+                        r = q;
+        }
+        return r;
+}
+
+_public_ int cowvol_kernel_merge_start(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+{
+        struct names n;
+        struct cvdm_info oi, ri, si, ci;
+        char type[32], params[320];
+        uint64_t len;
+        int r, have_snap, have_cow, loop_fd = -1;
+        bool made_cow = false;
+
+        if ((r = names_of(v, s, &n)) < 0 || (r = cvdm_available()) < 0)
+                return r;
+        if ((r = ours(n.origin, n.origin_uuid, &oi)) <= 0 || (r = ours(n.real, n.real_uuid, &ri)) <= 0)
+                return r < 0 ? r : log_err(-ENODEV, "The volume %s is not active", v->name);
+        if ((r = table_type(n.origin, type, sizeof(type))) < 0)
+                return r;
+        if (!strcmp(type, "snapshot-merge"))
+                return 0; /* merging already (a restart): the kernel goes on */
+        if ((have_snap = ours(n.snap, n.snap_uuid, &si)) < 0 || (have_cow = ours(n.cow, n.cow_uuid, &ci)) < 0)
+                return have_snap < 0 ? have_snap : have_cow;
+        if (oi.open_count > 0)
+                return log_err(-EBUSY, "%s is open (mounted?): the merge waits for its next activation", n.origin);
+        if (have_snap && si.open_count > 0)
+                return log_err(-EBUSY, "%s is open (mounted?)", n.snap);
+        /* the snapshot device lets go of the store (committed as it goes):
+         * the merge takes it over */
+        if (have_snap) {
+                if ((r = cvdm_suspend(n.origin, false)) < 0)
+                        return r;
+                r = cvdm_remove(n.snap, false);
+                int q = cvdm_resume(n.origin, false);
+                if (r < 0 || q < 0)
+                        return r < 0 ? r : q;
+        }
+        if (!have_cow) {
+                if ((r = cow_build(&n, s, false, &loop_fd)) < 0)
+                        goto out;
+                made_cow = true;
+        }
+        if ((r = cvdm_info(n.cow, &ci)) < 0 || (r = cvdm_table(n.real, NULL, 0, NULL, 0, &len)) < 0)
+                goto out;
+        /* snapshot-merge <origin> <cow> P <chunk sectors>, in the origin's place */
+        snprintf(params, sizeof(params), "%u:%u %u:%u P %u", ri.major, ri.minor, ci.major, ci.minor,
+                 s->chunk_bytes / 512);
+        if ((r = cvdm_reload(n.origin, &(struct cvdm_target){ 0, len, "snapshot-merge", params }, 1)) < 0)
+                goto out;
+        if ((r = cvdm_suspend(n.origin, false)) >= 0)
+                r = cvdm_resume(n.origin, false);
+out:
+        if (r < 0 && made_cow)
+                (void)cvdm_remove(n.cow, true);
+        if (loop_fd >= 0)
+                close(loop_fd);
+        return r;
+}
+
+_public_ int cowvol_kernel_merge_finish(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+{
+        struct names n;
+        struct cvdm_info oi, ri, ci;
+        char type[32], params[320];
+        uint64_t len;
+        int r, have_cow;
+
+        if ((r = names_of(v, s, &n)) < 0)
+                return r;
+        if ((r = ours(n.origin, n.origin_uuid, &oi)) <= 0 || (r = ours(n.real, n.real_uuid, &ri)) <= 0)
+                return r < 0 ? r : log_err(-ENODEV, "The volume %s is not active", v->name);
+        if ((have_cow = ours(n.cow, n.cow_uuid, &ci)) < 0)
+                return have_cow;
+        if ((r = table_type(n.origin, type, sizeof(type))) < 0)
+                return r;
+        if (!strcmp(type, "snapshot-merge")) {
+                if ((r = cvdm_table(n.real, NULL, 0, NULL, 0, &len)) < 0)
+                        return r;
+                snprintf(params, sizeof(params), "%u:%u", ri.major, ri.minor);
+                if ((r = cvdm_reload(n.origin, &(struct cvdm_target){ 0, len, "snapshot-origin", params }, 1)) < 0)
+                        return r;
+                if ((r = cvdm_suspend(n.origin, false)) < 0)
+                        return r;
+                if ((r = cvdm_resume(n.origin, false)) < 0)
+                        return r;
+        }
+        if (have_cow && (r = cvdm_remove(n.cow, true)) < 0)
+                return r;
+        return 0;
 }

@@ -123,7 +123,9 @@ step "cowvol diff data@s1 (read from the store)" "$COWVOL" diff data@s1
 check "diff names changed ranges" eval "grep -qE '^[0-9]+ +[0-9]+' '$T/out' || grep -q 'total:' '$T/out'"
 S1_STORE=$("$COWVOL" list data --json | sed -n 's/.*"store":"\([^"]*\.cow\)".*/\1/p' | head -1)
 check "the store is a file in the state folder ($S1_STORE)" test -f "$S1_STORE"
+fsfreeze -f "$MNT" # the status and the store, read at one moment
 check "the kernel's status = cowvol store info of the store" eval "[ \"\$(dm_status cowvol-data-s1)\" = \"\$(info_field '$S1_STORE' allocated_sectors)/\$(info_field '$S1_STORE' total_sectors) \$(info_field '$S1_STORE' metadata_sectors)\" ]"
+fsfreeze -u "$MNT"
 dd if=/dev/mapper/cowvol-data-s1 of="$T/s1.before" bs=1M status=none
 
 # --- a second snapshot on a block device ---------------------------------------
@@ -184,6 +186,86 @@ step "cowvol add UUID=$uuid --name byuuid" "$COWVOL" add "UUID=$uuid" --name byu
 check "/dev/mapper/cowvol-byuuid exists" test -b /dev/mapper/cowvol-byuuid
 step "rm byuuid" "$COWVOL" rm byuuid
 refuse "an unknown LABEL" "No device has LABEL=nope" "$COWVOL" add LABEL=nope
+
+# --- restore: snapshot-merge -------------------------------------------------------
+# wait_restored VOLUME: until list shows no restore (60 s at most)
+wait_restored() {
+	for _ in $(seq 1 300); do
+		"$COWVOL" list "$1" --json | grep -q '"restore":null' && return 0
+		sleep 0.2
+	done
+	return 1
+}
+step "cowvol add $ORIGIN --name r" "$COWVOL" add "$ORIGIN" --name r
+# no lazy init: ext4 would zero its inode tables in the background later,
+# a burst of copies no store of this size could take
+mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/mapper/cowvol-r
+mount /dev/mapper/cowvol-r "$MNT"
+for i in 1 2 3; do head -c $((i * 200000)) /dev/urandom >"$MNT/g$i"; done
+(cd "$MNT" && sha256sum g1 g2 g3) >"$T/g-sums"
+sync
+step "snap r@a" "$COWVOL" snap r@a --store-size 16M
+head -c 400000 /dev/urandom >"$MNT/g1"
+rm "$MNT/g3"
+echo later >"$MNT/later"
+sync
+step "restore r@a while r is mounted: recorded" "$COWVOL" restore r@a
+check "it says the merge waits for the next activation" grep -q "next activation" "$T/out"
+check "list shows the restore pending" eval "\"$COWVOL\" list r --json | grep -q '\"restore\":{'"
+check "the volume's table is still snapshot-origin" eval "dmsetup table cowvol-r | grep -q ' snapshot-origin '"
+umount "$MNT"
+step "cowvol activate r (unmounted now): the merge starts" "$COWVOL" activate r
+check "wait for the merge to end" wait_restored r
+check "the volume's table is snapshot-origin again" eval "dmsetup table cowvol-r | grep -q ' snapshot-origin '"
+check "r@a is consumed (devices gone)" eval "! dmsetup info cowvol-r-a >/dev/null 2>&1 && ! dmsetup info cowvol-r-a-cow >/dev/null 2>&1"
+check "and gone from the list" eval "! \"$COWVOL\" list r --json | grep -q '\"name\":\"a\"'"
+step "e2fsck -fn on the restored volume" e2fsck -fn /dev/mapper/cowvol-r
+mount /dev/mapper/cowvol-r "$MNT"
+check "the files are back as at the snapshot" eval "(cd '$MNT' && sha256sum -c --quiet '$T/g-sums')"
+check "the later file is gone" test ! -e "$MNT/later"
+umount "$MNT"
+step "snap r@b" "$COWVOL" snap r@b --store-size 16M
+mount /dev/mapper/cowvol-r "$MNT"; echo changed >"$MNT/g2"; umount "$MNT"
+step "restore r@b --keep, unmounted: waits until done" "$COWVOL" restore r@b --keep
+check "it said Restored" grep -q "Restored r from r@b" "$T/out"
+check "r@b is kept, active again" eval "dmsetup table cowvol-r-b | grep -q ' snapshot ' && \"$COWVOL\" list r | grep -qE '^ +r@b .* active '"
+step "e2fsck -fn on the kept r@b" e2fsck -fn /dev/mapper/cowvol-r-b
+mount /dev/mapper/cowvol-r "$MNT"
+check "r has g2 as at r@b" eval "(cd '$MNT' && sha256sum -c --quiet '$T/g-sums')"
+
+# --- the monitor: growth before overflow ---------------------------------------------
+step "snap r@grow with a 4 MiB store (autoextend 70 %, +20 %)" "$COWVOL" snap r@grow --store-size 4M
+# writes at a pace the monitor (every 2 s) can follow: 64 KiB twice a second
+for i in $(seq 1 60); do head -c 65536 /dev/urandom >"$MNT/slow.$i"; sync; sleep 0.5; done
+sz=$("$COWVOL" list r --json | python3 -c "import json, sys; print([s['store_size'] for s in json.load(sys.stdin)['volumes'][0]['snapshots'] if s['name'] == 'grow'][0])")
+check "the monitor grew the store (now ${sz:-?} bytes, from 4194304)" test "${sz:-0}" -gt 4194304
+check "the log says so" grep -q "r@grow: store .* extended" "$T/cowvold.log"
+check "r@grow is still valid" eval "\"$COWVOL\" list r | grep -qE '^ +r@grow .* active '"
+step "rm r@grow" "$COWVOL" rm r@grow
+
+# --- overflow with growth off: only the snapshot is lost -------------------------------
+stop_daemon
+printf 'autoextend_threshold = 100\n' >"$T/nogrow.conf"
+"$COWVOLD" --state-dir "$T/state" --socket "$COWVOL_SOCKET" --config "$T/nogrow.conf" >>"$T/cowvold.log" 2>&1 &
+daemon=$!
+for _ in $(seq 1 100); do "$COWVOL" status >/dev/null 2>&1 && break; sleep 0.1; done
+step "snap r@small with a 1 MiB store, growth off" "$COWVOL" snap r@small --store-size 1M
+head -c 3000000 /dev/urandom >"$MNT/burst"; sync
+(cd "$MNT" && sha256sum g1 g2 g3 slow.* burst) >"$T/r-sums"
+invalid=0
+for _ in $(seq 1 30); do
+	"$COWVOL" list r | grep -qE '^ +r@small .* invalid' && { invalid=1; break; }
+	sleep 0.5
+done
+check "r@small became invalid" test "$invalid" = 1
+check "list says why" eval "\"$COWVOL\" list r | grep -E '^ +r@small' | grep -q 'invalid: '"
+logged() { for _ in $(seq 1 25); do grep -q "$1" "$T/cowvold.log" && return 0; sleep 0.2; done; return 1; }
+check "the monitor logs it: the volume and the other snapshots are intact" logged "r@small is now invalid.*intact"
+check "the volume's files are all there" eval "(cd '$MNT' && sha256sum -c --quiet '$T/r-sums')"
+check "r@b is still valid: 16 MiB held the burst" eval "\"$COWVOL\" list r | grep -qE '^ +r@b .* active '"
+check "r@b is intact (e2fsck -fn)" e2fsck -fn /dev/mapper/cowvol-r-b
+umount "$MNT"
+step "rm r --recursive" "$COWVOL" rm r --recursive
 stop_daemon
 check "cowvold logged no sanitizer report" eval "! grep -qE 'AddressSanitizer|runtime error' '$T/cowvold.log'"
 [ "$NOTOK" = 0 ] || fail "$NOTOK check(s) failed"
