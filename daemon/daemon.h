@@ -141,7 +141,7 @@ void kvol_merge_resume(struct vol *v); /* at activation: a pending merge starts 
 
 /* monitor.c: kernel snapshots' fill levels, growth, invalidation, merges */
 int monitor_start(void);
-void monitor_wake(void); /* D.lock held */
+void monitor_wake(void);
 void monitor_stop(void); /* after D.stopping is set, without D.lock */
 void ksnap_view(const struct vol *v, const struct snap *s, struct ksnap_state *ret);
 

@@ -98,6 +98,22 @@ int kvol_add(const char *spec, const char *name, uint32_t chunk, struct vol **re
                         free(dev);
                         return -EEXIST;
                 }
+        /* a device someone holds (mounted, under LVM, RAID, another dm
+         * device) stays theirs: an exclusive open says so */
+        {
+                int fd = open(dev, O_RDONLY | O_EXCL | O_CLOEXEC);
+                if (fd < 0) {
+                        r = -errno;
+                        if (r == -EBUSY)
+                                snprintf(why, len, "%s is in use (mounted, or held by another device: LVM, RAID, "
+                                         "device-mapper); unmount or release it first", dev);
+                        else
+                                snprintf(why, len, "cannot open %s: %s", dev, strerror(-r));
+                        free(dev);
+                        return r;
+                }
+                close(fd);
+        }
         v = calloc(1, sizeof(*v));
         if (!v || !(v->source = strdup(spec))) {
                 free(v);

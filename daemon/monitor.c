@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The monitor of kernel volumes, as dmeventd's snapshot plugin is LVM's:
- * every MONITOR_INTERVAL_S seconds (and when woken) it reads each kernel
+ * on every device-mapper event (the control device's poll: a snapshot
+ * invalidated, a merge ended), every MONITOR_INTERVAL_S seconds at most
+ * (fill levels raise no event) and when woken, it reads each kernel
  * snapshot's status line; warns once a store passes 80 %; grows a file
  * store by autoextend_percent once it passes autoextend_threshold (the
  * file, its loop device, the -cow table), before it overflows; records a
@@ -16,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,7 +31,7 @@
 
 static pthread_t tid;
 static bool running;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static int wake_fd = -1; /* an eventfd: monitor_wake(), monitor_stop() */
 
 static double used_percent(const struct cowvol_store_usage *u)
 {
@@ -104,12 +108,20 @@ static bool watch_snapshots(struct vol *v)
 
 static void *monitor_main(void *arg)
 {
+        /* no device-mapper here, or too old a kernel: polling alone */
+        int ev = cowvol_kernel_events_open();
+        uint64_t n;
+
         (void)arg;
-        pthread_mutex_lock(&D.lock);
-        while (!D.stopping) {
-                struct timespec until;
+        for (;;) {
+                struct pollfd pf[2] = { { .fd = wake_fd, .events = POLLIN }, { .fd = ev, .events = POLLIN } };
                 bool changed = false;
 
+                pthread_mutex_lock(&D.lock);
+                if (D.stopping) {
+                        pthread_mutex_unlock(&D.lock);
+                        break;
+                }
                 for (struct vol *v = D.vols; v; v = v->next)
                         if (v->kernel && v->kactive) {
                                 changed |= watch_snapshots(v);
@@ -117,27 +129,38 @@ static void *monitor_main(void *arg)
                         }
                 if (changed)
                         (void)catalogue_save();
-                clock_gettime(CLOCK_REALTIME, &until);
-                until.tv_sec += MONITOR_INTERVAL_S;
-                pthread_cond_timedwait(&wake, &D.lock, &until);
+                pthread_mutex_unlock(&D.lock);
+                if (poll(pf, 2, MONITOR_INTERVAL_S * 1000) > 0) {
+                        if (pf[0].revents & POLLIN)
+                                (void)!read(wake_fd, &n, sizeof(n));
+                        if (pf[1].revents & POLLIN)
+                                (void)cowvol_kernel_events_arm(ev); /* the event is seen: the next one */
+                }
         }
-        pthread_mutex_unlock(&D.lock);
+        if (ev >= 0)
+                close(ev);
         return NULL;
 }
 
 int monitor_start(void)
 {
-        int r = -pthread_create(&tid, NULL, monitor_main, NULL);
+        int r;
 
+        wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (wake_fd < 0)
+                return -errno;
+        r = -pthread_create(&tid, NULL, monitor_main, NULL);
         if (r == 0)
                 running = true;
         return r;
 }
 
-/* D.lock held */
 void monitor_wake(void)
 {
-        pthread_cond_broadcast(&wake);
+        uint64_t one = 1;
+
+        if (wake_fd >= 0)
+                (void)!write(wake_fd, &one, sizeof(one));
 }
 
 /* D.stopping set, D.lock NOT held */
@@ -145,9 +168,9 @@ void monitor_stop(void)
 {
         if (!running)
                 return;
-        pthread_mutex_lock(&D.lock);
-        pthread_cond_broadcast(&wake);
-        pthread_mutex_unlock(&D.lock);
+        monitor_wake();
         pthread_join(tid, NULL);
         running = false;
+        close(wake_fd);
+        wake_fd = -1;
 }

@@ -480,6 +480,15 @@ struct cowvol_kernel_status {
 int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s,
                          struct cowvol_kernel_status *ret);
 
+/**
+ * Device-mapper events, for a monitor: a descriptor that polls readable
+ * (POLLIN) after any device-mapper event (a snapshot invalidated, a merge
+ * ended) that happened since the last cowvol_kernel_events_arm().  Close
+ * it with close().  -errno when device-mapper cannot tell (old kernels).
+ */
+int cowvol_kernel_events_open(void);
+int cowvol_kernel_events_arm(int fd);
+
 /** "UUID=...", "LABEL=..." or a path: the device's path (malloc'ed). */
 int cowvol_device_resolve(const char *spec, char **ret_path);
 /** The filesystem type and label on @dev ("" when none). */

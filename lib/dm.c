@@ -6,19 +6,34 @@
  * lib/libdevmapper.c uses): create a task, name it, add targets, run, read
  * the answer, destroy.  Devices are created empty, loaded, then resumed, so
  * the caller decides when a table goes live (LVM's order for snapshots).
- * Create, resume and remove carry a udev cookie and wait for udev; with
+ * Resume and remove carry a udev cookie and wait for udev; with
  * DM_DISABLE_UDEV=1 in the environment (no udev) libdevmapper makes the
- * /dev/mapper nodes itself, and the wait only flushes that.  The hidden
+ * /dev/mapper nodes itself, and the wait only flushes that.  Create carries
+ * none: the kernel sends no uevent with a cookie for a device created
+ * without a table (only resume, remove and rename do, and libdevmapper
+ * completes a cookie itself only for those), so a wait after a create would
+ * never end where udev runs; the node comes with the resume.  The hidden
  * layers (-real, -cow) ask udev to skip their rules, as LVM's do, so no one
  * probes or mounts them.
  *
- * libdevmapper's own messages go to the cowvol log at debug level (errors at
- * error level), never to stderr.
+ * libdevmapper is not thread-safe (one control descriptor, a list of node
+ * operations, a count of suspended devices, all global; dmeventd serialises
+ * it with a mutex) and cowvold runs a thread per client: every call here
+ * holds one recursive lock, so a composite step (create, load, resume, and
+ * the undo of a failure) runs whole.
+ *
+ * libdevmapper's own messages go to the cowvol log at debug level, never to
+ * stderr; run() logs every failure at error level with what was asked (an
+ * info on a missing device is no error to us).
  */
+#include <fcntl.h>
 #include <libdevmapper.h>
+#include <linux/dm-ioctl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,54 +46,71 @@ static void dm_log(int level, const char *file, int line, int dm_errno, const ch
         char msg[512];
         va_list ap;
 
-        (void)file, (void)line, (void)dm_errno;
+        (void)file, (void)line, (void)dm_errno, (void)level;
         va_start(ap, f);
         vsnprintf(msg, sizeof(msg), f, ap);
         va_end(ap);
-        /* its errors too: run() logs every failure with what was asked
-         * (an info on a missing device is no error to us) */
-        (void)level;
         cowvol_log(COWVOL_LOG_DEBUG, "libdevmapper: %s", msg);
 }
 
+static pthread_mutex_t dm_mutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static pthread_once_t dm_once = PTHREAD_ONCE_INIT;
+
 static void dm_setup(void)
 {
-        static bool done;
-
-        if (done)
-                return;
-        done = true;
         dm_log_with_errno_init(dm_log);
+}
+
+/* Every use of libdevmapper holds this (set up once). */
+static void dm_lock(void)
+{
+        (void)pthread_once(&dm_once, dm_setup);
+        (void)pthread_mutex_lock(&dm_mutex);
+}
+
+static void dm_unlock(void)
+{
+        (void)pthread_mutex_unlock(&dm_mutex);
 }
 
 int cvdm_available(void)
 {
         struct stat st;
 
-        dm_setup();
         if (stat("/dev/mapper/control", &st) < 0)
                 return log_err(-ENODEV, "No device-mapper here (no /dev/mapper/control): the kernel engine, which "
                                         "serves block devices, needs the dm-mod and dm-snapshot modules "
                                         "(modprobe dm-snapshot)");
         char v[64];
-        if (!dm_driver_version(v, sizeof(v)))
+        dm_lock();
+        int ok = dm_driver_version(v, sizeof(v));
+        dm_unlock();
+        if (!ok)
                 return log_err(-ENODEV, "The device-mapper driver does not answer");
         return 0;
 }
 
-/* A task of @type on @name, or NULL (logged). */
+static void task_free(struct dm_task *t)
+{
+        dm_task_destroy(t);
+        dm_unlock();
+}
+
+/* A task of @type on @name, or NULL (logged); it holds the lock until
+ * task_free(). */
 static struct dm_task *task(int type, const char *name)
 {
         struct dm_task *t;
 
-        dm_setup();
+        dm_lock();
         t = dm_task_create(type);
         if (!t) {
+                dm_unlock();
                 log_err(-ENOMEM, "libdevmapper: cannot create a task");
                 return NULL;
         }
         if (name && !dm_task_set_name(t, name)) {
-                dm_task_destroy(t);
+                task_free(t);
                 log_err(-EINVAL, "Device-mapper name '%s' is not acceptable", name);
                 return NULL;
         }
@@ -125,23 +157,30 @@ static int add_targets(struct dm_task *t, const struct cvdm_target *tg, size_t n
 int cvdm_create(const char *name, const char *uuid, const struct cvdm_target *tg, size_t n, bool activate,
                 bool hidden)
 {
-        struct dm_task *t = task(DM_DEVICE_CREATE, name);
+        struct dm_task *t;
         int r;
 
-        if (!t)
+        dm_lock();
+        if (!(t = task(DM_DEVICE_CREATE, name))) {
+                dm_unlock();
                 return -ENOMEM;
+        }
         if (uuid && !dm_task_set_uuid(t, uuid)) {
-                dm_task_destroy(t);
+                task_free(t);
+                dm_unlock();
                 return log_err(-EINVAL, "Device-mapper uuid '%s' is not acceptable", uuid);
         }
-        r = run_udev(t, "create", name, hidden);
-        dm_task_destroy(t);
-        if (r < 0)
-                return r;
-        if (n && (r = cvdm_reload(name, tg, n)) >= 0 && activate)
-                r = cvdm_resume(name, hidden);
-        if (r < 0)
-                (void)cvdm_remove(name, hidden);
+        /* no udev cookie: nothing would ever complete it (see the top) */
+        r = run(t, "create", name);
+        task_free(t);
+        /* a failed create made nothing: what has that name is not ours */
+        if (r >= 0 && n) {
+                if ((r = cvdm_reload(name, tg, n)) >= 0 && activate)
+                        r = cvdm_resume(name, hidden);
+                if (r < 0)
+                        (void)cvdm_remove(name, hidden);
+        }
+        dm_unlock();
         return r;
 }
 
@@ -155,7 +194,7 @@ int cvdm_reload(const char *name, const struct cvdm_target *tg, size_t n)
         r = add_targets(t, tg, n);
         if (r >= 0)
                 r = run(t, "table load", name);
-        dm_task_destroy(t);
+        task_free(t);
         return r;
 }
 
@@ -168,11 +207,11 @@ int cvdm_suspend(const char *name, bool lockfs)
                 return -ENOMEM;
         /* lockfs freezes a mounted filesystem; queued I/O is always flushed */
         if (!lockfs && !dm_task_skip_lockfs(t)) {
-                dm_task_destroy(t);
+                task_free(t);
                 return -ENOMEM;
         }
         r = run(t, "suspend", name);
-        dm_task_destroy(t);
+        task_free(t);
         return r;
 }
 
@@ -184,7 +223,7 @@ int cvdm_resume(const char *name, bool hidden)
         if (!t)
                 return -ENOMEM;
         r = run_udev(t, "resume", name, hidden);
-        dm_task_destroy(t);
+        task_free(t);
         return r;
 }
 
@@ -198,7 +237,7 @@ int cvdm_remove(const char *name, bool hidden)
         /* a short-lived opener (udev's blkid) may hold it a moment */
         dm_task_retry_remove(t);
         r = run_udev(t, "remove", name, hidden);
-        dm_task_destroy(t);
+        task_free(t);
         return r;
 }
 
@@ -227,7 +266,7 @@ int cvdm_info(const char *name, struct cvdm_info *ret)
                 uuid = dm_task_get_uuid(t);
                 snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid ? uuid : "");
         }
-        dm_task_destroy(t);
+        task_free(t);
         return r;
 }
 
@@ -256,7 +295,7 @@ static int first_target(int type, const char *name, char *ret_type, size_t tlen,
                 if (ret_len)
                         *ret_len = len;
         }
-        dm_task_destroy(t);
+        task_free(t);
         return r;
 }
 
@@ -290,7 +329,7 @@ int cvdm_list(int (*fn)(const char *name, const struct cvdm_info *info, void *ud
                                 break;
                 }
         }
-        dm_task_destroy(t);
+        task_free(t);
         return r < 0 ? r : 0;
 }
 
@@ -302,41 +341,80 @@ int cvdm_wait_event(const char *name, uint32_t event_nr)
         if (!t)
                 return -ENOMEM;
         if (!dm_task_set_event_nr(t, event_nr)) {
-                dm_task_destroy(t);
+                task_free(t);
                 return -ENOMEM;
         }
+        /* the only call that may block for long: not under the lock (the
+         * control device is open already, task() ran under it) */
+        dm_unlock();
         r = run(t, "wait for an event", name);
-        dm_task_destroy(t);
+        dm_lock();
+        task_free(t);
         return r;
 }
 
 /* LVM's escaping: a hyphen inside a name is doubled, so single hyphens
- * separate the parts. */
+ * separate the parts.  @k counts every character, written or not (past
+ * @len nothing is written), so a name too long is seen, never cut. */
 static size_t escape(char *out, size_t len, size_t k, const char *s)
 {
         for (; *s; s++) {
-                if (*s == '-' && k + 1 < len)
-                        out[k++] = '-';
+                if (*s == '-') {
+                        if (k + 1 < len)
+                                out[k] = '-';
+                        k++;
+                }
                 if (k + 1 < len)
-                        out[k++] = *s;
+                        out[k] = *s;
+                k++;
         }
         return k;
 }
 
 int cvdm_name(char *out, size_t len, const char *vol, const char *snap, const char *layer)
 {
-        size_t k = (size_t)snprintf(out, len, "cowvol-");
+        static const char prefix[] = "cowvol-";
+        size_t k = sizeof(prefix) - 1;
 
+        if (len <= k)
+                return -ENAMETOOLONG;
+        memcpy(out, prefix, k);
         k = escape(out, len, k, vol);
-        if (snap && k + 1 < len) {
-                out[k++] = '-';
-                k = escape(out, len, k, snap);
+        if (snap) {
+                if (k + 1 < len)
+                        out[k] = '-';
+                k = escape(out, len, k + 1, snap);
         }
-        if (layer && k + 1 < len) {
-                out[k++] = '-';
-                k = escape(out, len, k, layer);
+        if (layer) {
+                if (k + 1 < len)
+                        out[k] = '-';
+                k = escape(out, len, k + 1, layer);
         }
         out[k < len ? k : len - 1] = '\0';
-        /* the kernel's limit (DM_NAME_LEN 128 with its NUL) */
-        return k + 1 > len || k >= 128 ? -ENAMETOOLONG : 0;
+        /* the kernel's limit: DM_NAME_LEN 128 with its NUL */
+        return k >= len || k >= 128 ? -ENAMETOOLONG : 0;
+}
+
+/* --- events ------------------------------------------------------------------- */
+
+/* Device-mapper raises an event when a table says something changed (a
+ * snapshot invalidated, a merge ended...).  libdevmapper waits on one
+ * device at a time; the control device's poll (DM_DEV_ARM_POLL, Linux
+ * 4.13) wakes for any of them, so one descriptor serves the monitor. */
+int cvdm_event_open(void)
+{
+        int fd = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+
+        return fd < 0 ? -errno : fd;
+}
+
+int cvdm_event_arm(int fd)
+{
+        struct dm_ioctl io;
+
+        memset(&io, 0, sizeof(io));
+        io.version[0] = DM_VERSION_MAJOR;
+        io.data_size = sizeof(io);
+        io.data_start = sizeof(io);
+        return ioctl(fd, DM_DEV_ARM_POLL, &io) < 0 ? -errno : 0;
 }

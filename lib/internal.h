@@ -153,6 +153,10 @@ int cvdm_table(const char *name, char *type, size_t tlen, char *params, size_t p
 int cvdm_list(int (*fn)(const char *name, const struct cvdm_info *info, void *ud), void *ud);
 /* wait until @name's event counter passes @event_nr */
 int cvdm_wait_event(const char *name, uint32_t event_nr);
+/* a descriptor that polls readable after any device-mapper event that
+ * follows cvdm_event_arm() (arm again after each); -errno when none */
+int cvdm_event_open(void);
+int cvdm_event_arm(int fd);
 /* "cowvol-VOL[-SNAP][-LAYER]", hyphens inside each part doubled as LVM
  * does; -ENAMETOOLONG past the kernel's 127 characters */
 int cvdm_name(char *out, size_t len, const char *vol, const char *snap, const char *layer);

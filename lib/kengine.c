@@ -10,13 +10,25 @@
  *  - A device is changed only when its dm uuid is the one this object owns
  *    (COWVOL-<uuid>[-layer]); a device of the same name with another uuid
  *    is refused with -EEXIST, and nothing is changed.
- *  - A snapshot table is loaded, resumed or removed only while its origin
- *    is suspended (the kernel registers snapshots with the origin then).
+ *  - A snapshot table is loaded before its origin is suspended (it joins
+ *    the origin's list inactive, reading its store), then resumed or
+ *    removed only while the origin is suspended, and the origin resumes
+ *    after it (it sizes its I/O to its snapshots' chunks as it resumes).
  *    Taking a snapshot suspends the origin with lockfs, so a mounted
- *    filesystem is frozen, consistent, at that moment.
+ *    filesystem is frozen, consistent, at that moment; the store's new
+ *    header is flushed before the call returns.
+ *  - A device is taken under a stack only when nobody holds it open
+ *    exclusively (O_EXCL: a mount, another dm table, md): the kernel would
+ *    let two of our tables share a device (they all claim with one holder),
+ *    so two snapshots over one store, or a store that is a volume, are
+ *    refused here.
+ *  - Activating a snapshot over a store without the store's header is
+ *    refused: the kernel would take a zeroed header for a new, empty store
+ *    and show the origin as it is now.
  *  - A failure half-way undoes what it did: the origin is resumed, devices
  *    made for the operation are removed.
  */
+#include <endian.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -36,12 +48,33 @@ struct names {
         char origin_uuid[UUID_LEN], real_uuid[UUID_LEN], snap_uuid[UUID_LEN], cow_uuid[UUID_LEN];
 };
 
+/* A name part LVM's escaping keeps apart: not empty, no leading hyphen
+ * ("a-" + "b" and "a" + "-b" would both give "a---b"), no '/'. */
+static int name_ok(const char *what, const char *name)
+{
+        if (!name[0] || name[0] == '-' || strchr(name, '/'))
+                return log_err(-EINVAL, "The %s name '%s' cannot name a device-mapper device (empty, a leading '-' "
+                                        "or a '/')", what, name);
+        return 0;
+}
+
+/* "COWVOL-" + uuid + "-real" must fit the kernel's 128 characters */
+static int uuid_ok(const char *uuid)
+{
+        if (!uuid[0] || strlen(uuid) > 128 - strlen("COWVOL-") - strlen("-real"))
+                return log_err(-EINVAL, "The uuid '%s' cannot make a device-mapper uuid (empty or too long)", uuid);
+        return 0;
+}
+
 static int names_of(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, struct names *n)
 {
         int r;
 
         if (!v || !v->name || !v->uuid || (s && (!s->name || !s->uuid)))
                 return -EINVAL;
+        if ((r = name_ok("volume", v->name)) < 0 || (r = uuid_ok(v->uuid)) < 0 ||
+            (s && ((r = name_ok("snapshot", s->name)) < 0 || (r = uuid_ok(s->uuid)) < 0)))
+                return r;
         memset(n, 0, sizeof(*n));
         if ((r = cvdm_name(n->origin, NAME_LEN, v->name, NULL, NULL)) < 0 ||
             (r = cvdm_name(n->real, NAME_LEN, v->name, NULL, "real")) < 0)
@@ -96,6 +129,20 @@ _public_ int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cow
         return 0;
 }
 
+/* -EBUSY (logged) when someone holds block device @dev exclusively: a
+ * mounted filesystem, a device-mapper table (ours too), md. */
+static int not_held(const char *dev)
+{
+        int fd = open(dev, O_RDONLY | O_EXCL | O_CLOEXEC);
+
+        if (fd < 0)
+                return errno == EBUSY ? log_err(-EBUSY, "%s is in use (mounted, or under a device-mapper table: "
+                                                        "another volume or snapshot?)", dev)
+                                      : log_err(-errno, "Cannot open %s: %m", dev);
+        close(fd);
+        return 0;
+}
+
 /* sectors of a block device */
 static int sectors_of(const char *dev, uint64_t *ret)
 {
@@ -133,6 +180,8 @@ _public_ int cowvol_kernel_volume_activate(const struct cowvol_kvolume *v)
                         return r;
                 if (stat(v->device, &st) < 0 || !S_ISBLK(st.st_mode))
                         return log_err(-ENOTBLK, "%s is not a block device", v->device);
+                if ((r = not_held(v->device)) < 0)
+                        return r;
                 snprintf(params, sizeof(params), "%u:%u 0", major(st.st_rdev), minor(st.st_rdev));
                 r = cvdm_create(n.real, n.real_uuid, &(struct cvdm_target){ 0, sectors, "linear", params }, 1, true,
                                 true);
@@ -171,6 +220,11 @@ _public_ int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v)
                 return have_origin < 0 ? have_origin : have_real;
         if (have_origin && oi.open_count > 0)
                 return log_err(-EBUSY, "%s is in use (open %d times: mounted?)", n.origin, oi.open_count);
+        /* each snapshot holds -real open, as the origin does: check before
+         * anything goes, or the origin would go and -real stay */
+        if (have_real && ri.open_count > (have_origin ? 1 : 0))
+                return log_err(-EBUSY, "%s still has snapshots (%s is open %d times): remove them first", v->name,
+                               n.real, ri.open_count);
         if (have_origin && (r = cvdm_remove(n.origin, false)) < 0)
                 return r;
         if (have_real && (r = cvdm_remove(n.real, true)) < 0)
@@ -204,19 +258,65 @@ static int store_device(const char *store, char *dev, size_t len, int *ret_fd)
         return 0;
 }
 
-/* Zero the first chunk of the store: the kernel then writes a new header. */
-static int zero_header(const char *dev, uint32_t chunk_bytes)
+/*
+ * Open the store's device @dev exclusively (nobody else may hold it: not a
+ * mount, not another -cow table), then @fresh: zero its first chunk (the
+ * kernel then writes a new header), else check that it holds a store's
+ * header.  The descriptor is closed again: the -cow table claims it next.
+ */
+static int store_prepare(const char *store, const char *dev, uint32_t chunk_bytes, bool fresh)
 {
-        void *z = calloc(1, chunk_bytes);
-        int fd = open(dev, O_WRONLY | O_CLOEXEC), r = 0;
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ void *buf = NULL;
+        uint32_t h[4];
+        int r;
 
-        if (!z || fd < 0) {
-                r = fd < 0 ? log_err(-errno, "Cannot open the store %s: %m", dev) : -ENOMEM;
-        } else if (pwrite_full(fd, z, chunk_bytes, 0) < 0 || fsync(fd) < 0)
-                r = log_err(-errno ? -errno : -EIO, "Cannot zero the store's header on %s: %m", dev);
-        if (fd >= 0)
-                close(fd);
-        free(z);
+        fd = open(dev, (fresh ? O_RDWR : O_RDONLY) | O_EXCL | O_CLOEXEC);
+        if (fd < 0)
+                return errno == EBUSY ? log_err(-EBUSY, "The store %s (%s) is in use: by another snapshot, a "
+                                                        "mount or a device-mapper table", store, dev)
+                                      : log_err(-errno, "Cannot open the store %s: %m", dev);
+        if (fresh) {
+                if (!(buf = calloc(1, chunk_bytes)))
+                        return -ENOMEM;
+                if ((r = pwrite_full(fd, buf, chunk_bytes, 0)) < 0 || (r = fsync(fd) < 0 ? -errno : 0) < 0)
+                        return log_err(r, "Cannot zero the store's header on %s: %m", dev);
+                return 0;
+        }
+        /* O_DIRECT: a page cache of the device may predate the kernel's
+         * last writes through the -cow layer */
+        if (posix_memalign(&buf, 4096, 4096) != 0)
+                return -ENOMEM;
+        {
+                int dfd = open(dev, O_RDONLY | O_DIRECT | O_CLOEXEC);
+                r = dfd < 0 ? -EINVAL : pread_full(dfd, buf, 4096, 0);
+                if (dfd >= 0)
+                        close(dfd);
+                if (r < 0 && (r = pread_full(fd, buf, 4096, 0)) < 0)
+                        return log_err(r, "Cannot read the store's header on %s: %m", dev);
+        }
+        memcpy(h, buf, sizeof(h));
+        if (h[0] == 0)
+                return log_err(-EINVAL, "The store %s holds no snapshot store (its header is zero): activating it "
+                                        "would show the volume as it is now, not the snapshot", store);
+        if (le32toh(h[0]) != COWVOL_STORE_MAGIC || le32toh(h[2]) != 1)
+                return log_err(-EINVAL, "The store %s is not a snapshot store (no \"SnAp\" header of version 1)",
+                               store);
+        return 0;
+}
+
+/* Make the header the kernel wrote on a new store durable: it writes it
+ * without a flush, and a crash before the first copy would leave the
+ * zeroed one. */
+static int store_sync(const char *store)
+{
+        int fd = open(store, O_RDONLY | O_CLOEXEC), r = 0;
+
+        if (fd < 0)
+                return log_err(-errno, "Cannot open the store %s: %m", store);
+        if (fsync(fd) < 0)
+                r = log_err(-errno, "Cannot flush the store %s: %m", store);
+        close(fd);
         return r;
 }
 
@@ -235,7 +335,7 @@ static int cow_build(const struct names *n, const struct cowvol_ksnapshot *s, bo
                 return r;
         if (cow_sectors < 3ull * (s->chunk_bytes / 512))
                 return log_err(-ENOSPC, "The store %s is too small: at least 3 chunks", s->store);
-        if (fresh && (r = zero_header(dev, s->chunk_bytes)) < 0)
+        if ((r = store_prepare(s->store, dev, s->chunk_bytes, fresh)) < 0)
                 return r;
         if (stat(dev, &st) < 0)
                 return log_err(-errno, "Cannot use %s: %m", dev);
@@ -266,6 +366,15 @@ static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ks
                 return have_snap < 0 ? have_snap : have_cow;
         if (have_snap && si.live_table)
                 return fresh ? log_err(-EEXIST, "%s exists already", n.snap) : 0;
+        if (fresh) {
+                char type[32];
+                if ((r = cvdm_table(n.origin, type, sizeof(type), NULL, 0, NULL)) < 0)
+                        return r;
+                /* as LVM: no new snapshot of an origin that is merging one */
+                if (!strcmp(type, "snapshot-merge"))
+                        return log_err(-EBUSY, "%s is merging a snapshot: a new one waits for the merge's end",
+                                       v->name);
+        }
         if (!have_cow) {
                 if ((r = cow_build(&n, s, fresh, &loop_fd)) < 0)
                         goto out;
@@ -286,6 +395,9 @@ static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ks
                 made_snap = true;
         }
         if ((r = cvdm_reload(n.snap, &(struct cvdm_target){ 0, len, "snapshot", params }, 1)) < 0)
+                goto out;
+        /* loading the table wrote the new header: durable before we go on */
+        if (fresh && (r = store_sync(s->store)) < 0)
                 goto out;
         /* the origin suspended (a mounted filesystem frozen): the snapshot
          * registers with it as it resumes, then the origin goes on */
@@ -556,4 +668,23 @@ _public_ int cowvol_kernel_merge_finish(const struct cowvol_kvolume *v, const st
         if (have_cow && (r = cvdm_remove(n.cow, true)) < 0)
                 return r;
         return 0;
+}
+
+_public_ int cowvol_kernel_events_open(void)
+{
+        int fd = cvdm_event_open(), r;
+
+        if (fd < 0)
+                return fd;
+        r = cvdm_event_arm(fd);
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+_public_ int cowvol_kernel_events_arm(int fd)
+{
+        return cvdm_event_arm(fd);
 }

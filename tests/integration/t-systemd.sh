@@ -68,6 +68,8 @@ check "cowvold.service's StateDirectory=cowvol is cowvold's default state folder
 check "cowvold.socket: mode 0660, group cowvol (as the daemon's own socket; sysusers makes the group)" \
 	eval "grep -qx 'SocketMode=0660' '$REPO/systemd/cowvold.socket' && grep -qx 'SocketGroup=cowvol' '$REPO/systemd/cowvold.socket' && grep -qx 'g cowvol -' '$REPO/systemd/cowvol-sysusers.conf'"
 check "cowvold.service is Type=notify (cowvold sends READY=1)" grep -qx 'Type=notify' "$U/good/cowvold.service"
+check "cowvold.service runs before local filesystems are mounted (kernel volumes exist by then)" \
+	eval "grep -q '^Before=.*local-fs.target' '$U/good/cowvold.service' && grep -q '^WantedBy=.*local-fs.target' '$U/good/cowvold.service' && grep -qx 'DefaultDependencies=no' '$U/good/cowvold.service'"
 default_nbd=$("$COWVOLD" --help | sed -n 's/.*nbd_socket = \(.*\)$/\1/p')
 check "cowvold-nbd.socket listens where cowvold serves NBD by default ($default_nbd)" \
 	grep -qx "ListenStream=$default_nbd" "$REPO/systemd/cowvold-nbd.socket"
