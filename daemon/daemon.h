@@ -138,6 +138,13 @@ int kvol_restore(struct vol *v, struct snap *s, bool keep, char *why, size_t len
 /* the monitor: follow @v's merge; true when the catalogue changed */
 bool kvol_merge_watch(struct vol *v);
 void kvol_merge_resume(struct vol *v); /* at activation: a pending merge starts */
+/* between the engines: the userspace volume behind loop device @dev, the
+ * kernel volume over a loop device of @image; moving a volume with its
+ * snapshots (same stores) from one engine to the other */
+struct vol *kvol_userspace_behind(const char *dev);
+struct vol *kvol_kernel_over(const char *image);
+int kvol_from_userspace(struct vol *v, const char *spec, const char *dev, char *why, size_t len);
+int kvol_to_userspace(struct vol *v, const char *image, char *why, size_t len);
 
 /* monitor.c: kernel snapshots' fill levels, growth, invalidation, merges */
 int monitor_start(void);

@@ -426,6 +426,21 @@ static json_object *add_kernel(struct ctx *c, const char *spec, int64_t chunk)
 
         if (check_chunk(c, chunk) < 0)
                 return NULL;
+        /* a loop device over a userspace volume's image: that volume moves
+         * to the kernel engine, with its snapshots */
+        if (cowvol_device_resolve(spec, &dev) == 0 && (v = kvol_userspace_behind(dev))) {
+                if (name && strcmp(name, v->name))
+                        return free(dev), fail(c, -EINVAL, "%s is the image of volume '%s' (via %s): it moves "
+                                               "with its name", v->path, v->name, dev), NULL;
+                r = kvol_from_userspace(v, spec, dev, why, sizeof(why));
+                free(dev);
+                if (r < 0)
+                        return fail(c, r, "cannot move volume '%s': %s", v->name, why), NULL;
+                dlog(LOG_INFO_, "Volume %s moved to the kernel engine over %s, with its snapshots", v->name, v->path);
+                return vol_view(v);
+        }
+        free(dev);
+        dev = NULL;
         if (!name) {
                 /* LABEL=x names it x; a device path its last part (sdb1) */
                 const char *eq = strchr(spec, '=');
@@ -483,6 +498,20 @@ static json_object *op_add(struct ctx *c)
                 return fail(c, -errno, "cannot add %s: %s", path, strerror(errno)), NULL;
         if (!S_ISREG(st.st_mode))
                 return fail(c, -EINVAL, "%s is not an image file", path), NULL;
+        /* the image behind a kernel volume's loop device: that volume moves
+         * to the userspace engine, with its snapshots */
+        if ((v = kvol_kernel_over(path))) {
+                char why[512];
+                int r;
+                if (arg_str(c, "name") && strcmp(arg_str(c, "name"), v->name))
+                        return fail(c, -EINVAL, "%s backs volume '%s' (via %s): it moves with its name", path,
+                                    v->name, v->path), NULL;
+                r = kvol_to_userspace(v, path, why, sizeof(why));
+                if (r < 0)
+                        return fail(c, r, "cannot move volume '%s': %s", v->name, why), NULL;
+                dlog(LOG_INFO_, "Volume %s moved to the userspace engine over %s, with its snapshots", v->name, path);
+                return vol_view(v);
+        }
         if (st.st_size <= 0 || st.st_size % COWVOL_SECTOR_SIZE)
                 return fail(c, -EINVAL, "%s is %lld bytes: an image must be a non-empty multiple of 512 bytes",
                             path, (long long)st.st_size), NULL;

@@ -431,3 +431,143 @@ bool kvol_merge_watch(struct vol *v)
         pthread_cond_broadcast(&D.changed);
         return true;
 }
+
+/* --- between the engines ---------------------------------------------------------- */
+
+/* The userspace volume whose image backs the loop device @dev, if any. */
+struct vol *kvol_userspace_behind(const char *dev)
+{
+        char loop[300];
+
+        for (struct vol *v = D.vols; v; v = v->next)
+                if (!v->kernel && cowvol_loop_find(v->path, loop, sizeof(loop)) == 0 && strcmp(loop, dev) == 0)
+                        return v;
+        return NULL;
+}
+
+/* The kernel volume over a loop device that @image backs, if any. */
+struct vol *kvol_kernel_over(const char *image)
+{
+        char loop[300];
+
+        if (cowvol_loop_find(image, loop, sizeof(loop)) < 0)
+                return NULL;
+        for (struct vol *v = D.vols; v; v = v->next)
+                if (v->kernel && strcmp(v->path, loop) == 0)
+                        return v;
+        return NULL;
+}
+
+int kvol_from_userspace(struct vol *v, const char *spec, const char *dev, char *why, size_t len)
+{
+        char *path = strdup(v->path), *ndev = strdup(dev), *nsrc = strdup(spec);
+        int r;
+
+        if (!path || !ndev || !nsrc) {
+                free(path), free(ndev), free(nsrc);
+                return -ENOMEM;
+        }
+        if (v->refs || v->restoring) {
+                snprintf(why, len, "volume '%s' is %s", v->name, v->restoring ? "being restored" : "in use (NBD, cat, write)");
+                free(path), free(ndev), free(nsrc);
+                return -EBUSY;
+        }
+        /* the userspace engine lets go (flushed); the kernel takes the image
+         * through the loop device, and every store as it is */
+        vol_deactivate(v);
+        free(v->path);
+        v->path = ndev;
+        free(v->source);
+        v->source = nsrc;
+        v->kernel = true;
+        r = kvol_activate(v);
+        if (r >= 0 && (r = catalogue_save()) >= 0) {
+                free(path);
+                return 0;
+        }
+        /* back as it was */
+        {
+                struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+                for (struct snap *s = v->snaps; s; s = s->next) {
+                        struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
+                                                       .chunk_bytes = v->chunk };
+                        (void)cowvol_kernel_snapshot_remove(&kv, &ks);
+                }
+                (void)cowvol_kernel_volume_deactivate(&kv);
+        }
+        free(v->path);
+        v->path = path;
+        free(v->source);
+        v->source = NULL;
+        v->kernel = v->kactive = false;
+        (void)vol_activate(v);
+        return failf(r, why, len, "cannot move it to the kernel engine");
+}
+
+int kvol_to_userspace(struct vol *v, const char *image, char *why, size_t len)
+{
+        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_kernel_status st;
+        char *img = strdup(image), *old = v->path;
+        int r;
+
+        if (!img)
+                return -ENOMEM;
+        if (v->restoring) {
+                snprintf(why, len, "volume '%s' is being restored", v->name);
+                free(img);
+                return -EBUSY;
+        }
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (s->store_device) {
+                        snprintf(why, len, "snapshot %s@%s keeps its store on the block device %s: the userspace engine "
+                                 "keeps stores in files", v->name, s->name, s->store);
+                        free(img);
+                        return -EINVAL;
+                }
+        /* nothing may hold the devices: the kernel flushes every store as
+         * the snapshots go */
+        if (cowvol_kernel_status(&kv, NULL, &st) == 0 && st.open_count > 0) {
+                snprintf(why, len, "volume '%s' is in use (open %d times: mounted?)", v->name, st.open_count);
+                free(img);
+                return -EBUSY;
+        }
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
+                                               .chunk_bytes = v->chunk };
+                if (cowvol_kernel_status(&kv, &ks, &st) == 0 && st.open_count > 0) {
+                        snprintf(why, len, "snapshot %s@%s is in use (mounted?)", v->name, s->name);
+                        free(img);
+                        return -EBUSY;
+                }
+        }
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
+                                               .chunk_bytes = v->chunk };
+                if ((r = cowvol_kernel_snapshot_remove(&kv, &ks)) < 0) {
+                        (void)kvol_activate(v);
+                        free(img);
+                        return failf(r, why, len, "cannot release its snapshots");
+                }
+        }
+        if ((r = cowvol_kernel_volume_deactivate(&kv)) < 0) {
+                (void)kvol_activate(v);
+                free(img);
+                return failf(r, why, len, "cannot release the volume");
+        }
+        v->path = img;
+        v->kernel = v->kactive = false;
+        r = vol_activate(v);
+        if (r >= 0 && (r = catalogue_save()) >= 0) {
+                free(old);
+                free(v->source);
+                v->source = NULL;
+                return 0;
+        }
+        vol_deactivate(v);
+        v->path = old;
+        v->kernel = true;
+        free(img);
+        (void)kvol_activate(v);
+        return failf(r, why, len, "cannot open it in the userspace engine");
+}

@@ -489,6 +489,9 @@ int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksn
 int cowvol_kernel_events_open(void);
 int cowvol_kernel_events_arm(int fd);
 
+/** The loop device that backs @file, or -ENOENT. */
+int cowvol_loop_find(const char *file, char *dev, size_t len);
+
 /** "UUID=...", "LABEL=..." or a path: the device's path (malloc'ed). */
 int cowvol_device_resolve(const char *spec, char **ret_path);
 /** The filesystem type and label on @dev ("" when none). */

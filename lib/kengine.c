@@ -688,3 +688,8 @@ _public_ int cowvol_kernel_events_arm(int fd)
 {
         return cvdm_event_arm(fd);
 }
+
+_public_ int cowvol_loop_find(const char *file, char *dev, size_t len)
+{
+        return cvloop_find(file, dev, len);
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# A volume moves between the engines with its snapshots, whose stores are
+# one format: a userspace volume's image attached as a loop device and
+# added goes to the kernel engine, and its snapshot reads the same through
+# /dev/mapper; adding the image file again brings it back to the
+# userspace engine, with what the kernel wrote meanwhile.
+#   tests/kernel/vm.sh tests/kernel/t-migrate.sh
+# shellcheck source=tests/kernel/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+COWVOLD=$BUILD/cowvold
+
+T=$(mktemp -d /tmp/migrate.XXXXXX)
+export COWVOL_SOCKET=$T/cowvold.sock
+NOTOK=0
+notok() { echo "not ok - $*"; NOTOK=$((NOTOK + 1)); }
+check() { local d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
+step() {
+	local d=$1 rc=0; shift
+	"$@" >"$T/out" 2>&1 || rc=$?
+	if [ "$rc" = 0 ]; then ok "$d"; else notok "$d (exit $rc)"; sed 's/^/#   /' "$T/out" | tail -8; fi
+	return $rc
+}
+"$COWVOLD" --state-dir "$T/state" --socket "$COWVOL_SOCKET" >>"$T/cowvold.log" 2>&1 &
+daemon=$!
+cleanup_migrate() {
+	kill -9 "$daemon" 2>/dev/null
+	for d in cowvol-u-s cowvol-u-s-cow cowvol-u cowvol-u-real; do dmsetup remove "$d" 2>/dev/null || true; done
+	[ -n "${LOOP:-}" ] && losetup -d "$LOOP" 2>/dev/null
+	[ "$NOTOK" -gt 0 ] && sed 's/^/#   cowvold: /' "$T/cowvold.log" | tail -15
+	true
+}
+on_exit cleanup_migrate
+for _ in $(seq 1 100); do "$COWVOL" status >/dev/null 2>&1 && break; sleep 0.1; done
+
+# a userspace volume with a snapshot
+step "create u (userspace, 32 MiB)" "$COWVOL" create u --size 32M
+"$COWTOOL" pattern "$T/p1" 32M 1
+"$COWVOL" write u --offset 0 <"$T/p1"
+step "snap u@s" "$COWVOL" snap u@s --store-size 16M
+head -c 3000000 /dev/urandom >"$T/w1"
+"$COWVOL" write u --offset 1000000 <"$T/w1"
+"$COWVOL" cat u@s >"$T/s.before"
+"$COWVOL" cat u >"$T/u.before"
+check "setup: the snapshot differs from the volume" eval "! cmp -s '$T/s.before' '$T/u.before'"
+
+# to the kernel engine: its image as a loop device
+IMG=$(ls "$T"/state/volumes/u.img)
+LOOP=$(losetup -f --show "$IMG")
+step "cowvol add $LOOP (the image of u): u moves to the kernel engine" "$COWVOL" add "$LOOP"
+check "u is a kernel volume now" eval "\"$COWVOL\" list u --json | grep -q '\"engine\":\"kernel\"'"
+check "/dev/mapper/cowvol-u reads as u did" eval "cmp -s /dev/mapper/cowvol-u '$T/u.before'"
+check "/dev/mapper/cowvol-u-s reads as u@s did (the same store, opened by the kernel)" \
+	eval "cmp -s /dev/mapper/cowvol-u-s '$T/s.before'"
+STORE=$(ls "$T"/state/stores/*.cow)
+check "the kernel's status = cowvol store info of the store" eval "[ \"\$(dm_status cowvol-u-s)\" = \"\$(info_field '$STORE' allocated_sectors)/\$(info_field '$STORE' total_sectors) \$(info_field '$STORE' metadata_sectors)\" ]"
+# the kernel writes: its copies go into the same store
+head -c 2000000 /dev/urandom >"$T/w2"
+dd if="$T/w2" of=/dev/mapper/cowvol-u bs=4096 seek=2000 conv=notrunc,fsync status=none
+dd if=/dev/mapper/cowvol-u of="$T/u.kernel" bs=1M status=none
+check "after kernel writes u@s still reads as before" eval "cmp -s /dev/mapper/cowvol-u-s '$T/s.before'"
+
+# and back: the image file added again
+step "cowvol add $IMG: u moves back to the userspace engine" "$COWVOL" add "$IMG"
+check "u is a userspace volume again" eval "\"$COWVOL\" list u --json | grep -q '\"engine\":\"userspace\"'"
+check "no cowvol-u device is left" eval "! dmsetup info cowvol-u >/dev/null 2>&1 && ! dmsetup info cowvol-u-s >/dev/null 2>&1"
+losetup -d "$LOOP"; LOOP=
+"$COWVOL" cat u >"$T/u.after"
+"$COWVOL" cat u@s >"$T/s.after"
+check "cowvol cat u shows what the kernel wrote" cmp -s "$T/u.after" "$T/u.kernel"
+check "cowvol cat u@s is the snapshot still (the kernel's copies read by the userspace engine)" cmp -s "$T/s.after" "$T/s.before"
+step "cowvol store check of u@s's store" "$COWVOL" store check "$STORE"
+kill -TERM "$daemon"; wait "$daemon" || notok "cowvold exits 0"
+[ "$NOTOK" = 0 ] || fail "$NOTOK check(s) failed"
