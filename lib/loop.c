@@ -4,7 +4,10 @@
  * table can name.  Attached with autoclear, so the loop device goes away by
  * itself once its last user (the -cow layer) lets go of it: nothing to
  * forget after a crash.  The attaching descriptor must stay open until the
- * table holds the device, hence cvloop_attach returns it.
+ * table holds the device, hence cvloop_attach returns it.  An existing loop
+ * device is reused only when it maps the whole file, writable (one page
+ * cache per file: two loop devices over a store would not see each other's
+ * writes).
  */
 #include <fcntl.h>
 #include <linux/loop.h>
@@ -77,6 +80,8 @@ int cvloop_attach(const char *file, char *ret_dev, size_t len)
                         break;
                 }
         }
+        if (r == -EBUSY)
+                r = log_err(-EBUSY, "Cannot attach %s: every free loop device was taken first", file);
         close(ctl);
         close(ffd);
         if (r < 0) {
@@ -84,8 +89,6 @@ int cvloop_attach(const char *file, char *ret_dev, size_t len)
                         close(lfd);
                 return r;
         }
-        if (lfd < 0)
-                return log_err(-EBUSY, "Cannot attach %s: every loop device was taken first", file);
         return lfd;
 }
 
@@ -112,8 +115,10 @@ int cvloop_find(const char *file, char *ret_dev, size_t len)
                 fd = open(dev, O_RDONLY | O_CLOEXEC);
                 if (fd < 0)
                         continue;
+                /* the whole file, writable: else it is no store's device */
                 if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && info.lo_inode == st.st_ino &&
-                    info.lo_device == st.st_dev) {
+                    info.lo_device == st.st_dev && info.lo_offset == 0 && info.lo_sizelimit == 0 &&
+                    !(info.lo_flags & LO_FLAGS_READ_ONLY)) {
                         snprintf(ret_dev, len, "%s", dev);
                         r = 0;
                 }

@@ -17,6 +17,24 @@
  *                                         chunks into a freshly created store
  *   cowtool cmpchunks A B CHUNK N SEED    compare A and B on the N seeded chunks
  *                                         plus the first and last chunk
+ *
+ * The kernel engine's public API, called directly (errors: the library's
+ * log on stderr, then "cowtool: CMD: <strerror> (errno N)", exit 1):
+ *   cowtool kavailable
+ *   cowtool kvol-activate NAME UUID DEVICE
+ *   cowtool kvol-deactivate NAME UUID
+ *   cowtool ksnap-create VOLNAME VOLUUID DEVICE SNAPNAME SNAPUUID STORE CHUNK
+ *   cowtool ksnap-activate VOLNAME VOLUUID DEVICE SNAPNAME SNAPUUID STORE CHUNK
+ *   cowtool ksnap-remove VOLNAME VOLUUID SNAPNAME SNAPUUID
+ *   cowtool kstatus VOLNAME VOLUUID [SNAPNAME SNAPUUID]
+ *                                         "key value" lines: exists, valid,
+ *                                         overflow, merge_failed, usage (as
+ *                                         dmsetup status: A/T M), open_count,
+ *                                         size (bytes)
+ *   cowtool kpath VOLNAME VOLUUID [SNAPNAME SNAPUUID]
+ *   cowtool device-probe DEV              "type T" and "label L" lines
+ *   cowtool device-signature DEV          "1 NAME" or "0"
+ *   cowtool device-resolve SPEC           the device's path
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -227,10 +245,125 @@ static int cmd_cmpchunks(char **argv)
         return bad ? 1 : 0;
 }
 
+/* --- the kernel engine ------------------------------------------------------ */
+
+static void log_to_stderr(int level, const char *msg, void *userdata)
+{
+        static const char *const names[] = { "error", "warning", "info", "debug" };
+
+        (void)userdata;
+        fprintf(stderr, "cowtool: libcowvol %s: %s\n", level >= 0 && level <= 3 ? names[level] : "?", msg);
+}
+
+static int kfail(const char *cmd, int r)
+{
+        fprintf(stderr, "cowtool: %s: %s (errno %d)\n", cmd, strerror(-r), -r);
+        return 1;
+}
+
+static uint32_t arg_chunk(const char *s)
+{
+        uint64_t v = arg_u64(s);
+
+        if (v > UINT32_MAX)
+                die(s, EINVAL);
+        return (uint32_t)v;
+}
+
+static int cmd_kernel(int argc, char **argv)
+{
+        const char *cmd = argv[1];
+        struct cowvol_kvolume v = { 0 };
+        struct cowvol_ksnapshot s = { 0 };
+        int r;
+
+        cowvol_set_log_callback(log_to_stderr, NULL);
+        if (!strcmp(cmd, "kavailable") && argc == 2) {
+                r = cowvol_kernel_available();
+                return r < 0 ? kfail(cmd, r) : 0;
+        }
+        if (!strcmp(cmd, "kvol-activate") && argc == 5) {
+                v = (struct cowvol_kvolume){ argv[2], argv[3], argv[4] };
+                r = cowvol_kernel_volume_activate(&v);
+                return r < 0 ? kfail(cmd, r) : 0;
+        }
+        if (!strcmp(cmd, "kvol-deactivate") && argc == 4) {
+                v = (struct cowvol_kvolume){ argv[2], argv[3], NULL };
+                r = cowvol_kernel_volume_deactivate(&v);
+                return r < 0 ? kfail(cmd, r) : 0;
+        }
+        if ((!strcmp(cmd, "ksnap-create") || !strcmp(cmd, "ksnap-activate")) && argc == 9) {
+                v = (struct cowvol_kvolume){ argv[2], argv[3], argv[4] };
+                s = (struct cowvol_ksnapshot){ argv[5], argv[6], argv[7], arg_chunk(argv[8]) };
+                r = !strcmp(cmd, "ksnap-create") ? cowvol_kernel_snapshot_create(&v, &s)
+                                                 : cowvol_kernel_snapshot_activate(&v, &s);
+                return r < 0 ? kfail(cmd, r) : 0;
+        }
+        if (!strcmp(cmd, "ksnap-remove") && argc == 6) {
+                v = (struct cowvol_kvolume){ argv[2], argv[3], NULL };
+                s = (struct cowvol_ksnapshot){ argv[4], argv[5], NULL, 0 };
+                r = cowvol_kernel_snapshot_remove(&v, &s);
+                return r < 0 ? kfail(cmd, r) : 0;
+        }
+        if ((!strcmp(cmd, "kstatus") || !strcmp(cmd, "kpath")) && (argc == 4 || argc == 6)) {
+                struct cowvol_kernel_status st;
+                char path[300];
+                v = (struct cowvol_kvolume){ argv[2], argv[3], NULL };
+                if (argc == 6)
+                        s = (struct cowvol_ksnapshot){ argv[4], argv[5], NULL, 0 };
+                if (!strcmp(cmd, "kpath")) {
+                        r = cowvol_kernel_path(&v, argc == 6 ? &s : NULL, path, sizeof(path));
+                        if (r < 0)
+                                return kfail(cmd, r);
+                        printf("%s\n", path);
+                        return 0;
+                }
+                r = cowvol_kernel_status(&v, argc == 6 ? &s : NULL, &st);
+                if (r < 0)
+                        return kfail(cmd, r);
+                printf("exists %d\nvalid %d\noverflow %d\nmerge_failed %d\n", st.exists, st.valid, st.overflow,
+                       st.merge_failed);
+                printf("usage %" PRIu64 "/%" PRIu64 " %" PRIu64 "\n", st.usage.allocated_sectors,
+                       st.usage.total_sectors, st.usage.metadata_sectors);
+                printf("open_count %d\nsize %" PRIu64 "\n", st.open_count, st.size);
+                return 0;
+        }
+        if (!strcmp(cmd, "device-probe") && argc == 3) {
+                char type[64], label[256];
+                r = cowvol_device_probe(argv[2], type, sizeof(type), label, sizeof(label));
+                if (r < 0)
+                        return kfail(cmd, r);
+                printf("type %s\nlabel %s\n", type, label);
+                return 0;
+        }
+        if (!strcmp(cmd, "device-signature") && argc == 3) {
+                char what[64];
+                r = cowvol_device_signature(argv[2], what, sizeof(what));
+                if (r < 0)
+                        return kfail(cmd, r);
+                printf(r ? "1 %s\n" : "0\n", what);
+                return 0;
+        }
+        if (!strcmp(cmd, "device-resolve") && argc == 3) {
+                char *path = NULL;
+                r = cowvol_device_resolve(argv[2], &path);
+                if (r < 0)
+                        return kfail(cmd, r);
+                printf("%s\n", path);
+                free(path);
+                return 0;
+        }
+        return -1;
+}
+
 int main(int argc, char **argv)
 {
+        int r;
+
         if (argc < 2)
                 goto usage;
+        if ((r = cmd_kernel(argc, argv)) >= 0)
+                return r;
         if (strcmp(argv[1], "pattern") == 0 && argc == 5)
                 return cmd_pattern(argv + 3);
         if (strcmp(argv[1], "tag") == 0 && argc == 6)
