@@ -48,8 +48,18 @@ static int check_chunk_size(const char *cmd, uint64_t cs)
 
 static void print_volume_made(const char *verb, json_object *v)
 {
+        const char *engine = result_string(v, "engine"), *dm = result_string(v, "dm_path");
         char a[32], b[32];
 
+        if (engine && !strcmp(engine, "kernel") && dm) {
+                /* what matters from now on: the device to mount */
+                printf("%s volume %s: %s (chunk size %s) on %s, under the kernel engine\n"
+                       "Use %s from now on (mount it, not %s).\n",
+                       verb, string_field(v, "name"), size_field(v, "size", a, sizeof(a)),
+                       size_field(v, "chunk_size", b, sizeof(b)), string_field(v, "path"), dm,
+                       string_field(v, "path"));
+                return;
+        }
         printf("%s volume %s: %s (chunk size %s), image %s\n", verb, string_field(v, "name"),
                size_field(v, "size", a, sizeof(a)), size_field(v, "chunk_size", b, sizeof(b)),
                string_field(v, "path"));
@@ -419,6 +429,9 @@ static char *volume_state_cell(json_object *v)
 
         if (json_object_object_get_ex(v, "restore", &restore) && json_object_is_type(restore, json_type_object)) {
                 const char *from = result_string(restore, "snapshot");
+                json_object *pending;
+                if (json_object_object_get_ex(restore, "pending", &pending) && json_object_get_boolean(pending))
+                        return cell("restore from %s waits for activation", from ? from : "?");
                 if (result_double(restore, "percent", &pct))
                         return cell("restoring from %s %.1f%%", from ? from : "?", pct);
                 return cell("restoring from %s", from ? from : "?");
@@ -648,8 +661,8 @@ static int restore_wait(client *cl, const char *volume, const char *snapshot)
         const struct timespec poll = { .tv_nsec = RESTORE_POLL_NS };
 
         for (;;) {
-                json_object *args = json_object_new_object(), *res, *done;
-                bool finished;
+                json_object *args = json_object_new_object(), *res, *done, *running, *pending;
+                bool finished, stopped, waits;
                 double pct = 0;
                 int r;
 
@@ -662,10 +675,26 @@ static int restore_wait(client *cl, const char *volume, const char *snapshot)
                         return r;
                 }
                 finished = json_object_object_get_ex(res, "done", &done) && json_object_get_boolean(done);
+                /* a restore that stopped (an error; it resumes at the daemon's
+                 * next start) or waits for an activation: no use waiting */
+                stopped = !finished && json_object_object_get_ex(res, "running", &running) &&
+                          !json_object_get_boolean(running);
+                waits = json_object_object_get_ex(res, "pending", &pending) && json_object_get_boolean(pending);
                 result_double(res, "percent", &pct);
                 json_object_put(res);
                 if (finished)
                         break;
+                if (stopped) {
+                        if (drawn)
+                                fputc('\n', stderr);
+                        if (waits)
+                                printf("The restore of %s from %s waits for the next activation ('cowvol activate "
+                                       "%s' once it is unmounted)\n", volume, snapshot, volume);
+                        else
+                                return log_error("the restore of %s from %s stopped at %.1f%% (see cowvold's log); "
+                                                 "it resumes when cowvold starts again", volume, snapshot, pct);
+                        return EXIT_SUCCESS;
+                }
                 if (tty) {
                         draw_bar(volume, snapshot, pct);
                         drawn = true;
@@ -795,6 +824,17 @@ int cmd_activate(int argc, char **argv)
         if (r)
                 return r;
         printf("Activated %s\n", string_field(res, "name"));
+        {
+                json_object *restore, *pending;
+                if (json_object_object_get_ex(res, "restore", &restore) && json_object_is_type(restore, json_type_object)) {
+                        bool waits = json_object_object_get_ex(restore, "pending", &pending) &&
+                                     json_object_get_boolean(pending);
+                        printf(waits ? "The restore from %s still waits: %s is open (mounted?); unmount it and "
+                                       "activate again\n"
+                                     : "Restoring from %s (see 'cowvol list %s')\n",
+                               string_field(restore, "snapshot"), string_field(res, "name"));
+                }
+        }
         json_object_put(res);
         return EXIT_SUCCESS;
 }
@@ -930,10 +970,19 @@ int cmd_status(int argc, char **argv)
         result_int(res, "snapshots", &snapshots);
         result_int(res, "clients", &clients);
         format_uptime(uptime, up, sizeof(up));
-        printf("cowvold %s (protocol %" PRId64 "), up %s, engine %s\n"
-               "volumes: %" PRId64 ", snapshots: %" PRId64 ", clients: %" PRId64 "\n",
-               string_field(res, "version"), protocol, up, string_field(res, "engine"), volumes, snapshots,
-               clients);
+        {
+                /* "userspace" or "userspace and kernel" */
+                json_object *e;
+                char engines[64] = "";
+                if (json_object_object_get_ex(res, "engines", &e) && json_object_is_type(e, json_type_array))
+                        for (size_t i = 0; i < json_object_array_length(e); i++)
+                                snprintf(engines + strlen(engines), sizeof(engines) - strlen(engines), "%s%s",
+                                         i ? " and " : "", json_object_get_string(json_object_array_get_idx(e, i)));
+                printf("cowvold %s (protocol %" PRId64 "), up %s, engines: %s\n"
+                       "volumes: %" PRId64 ", snapshots: %" PRId64 ", clients: %" PRId64 "\n",
+                       string_field(res, "version"), protocol, up, engines[0] ? engines : "?", volumes, snapshots,
+                       clients);
+        }
         json_object_put(res);
         return EXIT_SUCCESS;
 }

@@ -130,7 +130,8 @@ int kvol_add(const char *spec, const char *name, uint32_t chunk, struct vol **re
 int kvol_remove(struct vol *v, char *why, size_t len);
 int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *store_dev, bool force, char *why,
                size_t len);
-int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len);
+int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len); /* devices */
+void ksnap_drop_store(struct vol *v, struct snap *s);                  /* then its file */
 void kvol_view(const struct vol *v, json_object *o);
 /* restore @s into @v (snapshot-merge): 0 started, 1 recorded for the next
  * activation (the volume or snapshot is open), or a negative errno */

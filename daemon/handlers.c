@@ -193,6 +193,8 @@ static int kernel_device_only(struct ctx *c, const struct vol *v, const struct s
 
 static double merge_percent(const struct vol *v)
 {
+        if (v->restore_pending)
+                return 0; /* not started: waits for the next activation */
         if (!v->restore_total)
                 return 100.0;
         return 100.0 * (double)(v->restore_total - v->restore_left) / (double)v->restore_total;
@@ -283,6 +285,7 @@ static json_object *vol_view(const struct vol *v)
                 json_object_object_add(r, "snapshot", json_object_new_string(v->restoring->name));
                 json_object_object_add(r, "keep", json_object_new_boolean(v->restore_keep));
                 json_object_object_add(r, "percent", json_object_new_double(round(merge_percent(v) * 10) / 10));
+                json_object_object_add(r, "pending", json_object_new_boolean(v->restore_pending));
                 json_object_object_add(o, "restore", r);
         } else {
                 json_object_object_add(o, "restore", NULL);
@@ -330,7 +333,14 @@ static json_object *op_status(struct ctx *c)
         json_object_object_add(o, "volumes", json_object_new_int((int)nv));
         json_object_object_add(o, "snapshots", json_object_new_int((int)count_snaps()));
         json_object_object_add(o, "clients", json_object_new_int((int)D.clients));
-        json_object_object_add(o, "engine", json_object_new_string("userspace"));
+        {
+                /* the engines that serve volumes here */
+                json_object *e = json_object_new_array();
+                json_object_array_add(e, json_object_new_string("userspace"));
+                if (cowvol_kernel_available() == 0)
+                        json_object_array_add(e, json_object_new_string("kernel"));
+                json_object_object_add(o, "engines", e);
+        }
         return o;
 }
 
@@ -639,7 +649,8 @@ taken:
                 *p = NULL;
                 if (v->kernel) {
                         char why[512];
-                        (void)ksnap_remove(v, s, why, sizeof(why));
+                        if (ksnap_remove(v, s, why, sizeof(why)) >= 0)
+                                ksnap_drop_store(v, s);
                 } else {
                         cowvol_volume_snapshot_detach(v->eng, s->eng);
                         unlink(path);
@@ -806,8 +817,9 @@ static int rm_kernel_devices(struct ctx *c, struct vol *v)
                         return fail(c, r, "cannot remove %s@%s: %s", v->name, s->name, why);
                 v->snaps = s->next;
                 dlog(LOG_INFO_, "Removed snapshot %s@%s", v->name, s->name);
+                if (catalogue_save() >= 0)
+                        ksnap_drop_store(v, s); /* else the next start finds it unlisted */
                 snap_free_meta(s);
-                (void)catalogue_save();
         }
         r = kvol_remove(v, why, sizeof(why));
         if (r < 0)
@@ -834,7 +846,7 @@ static json_object *op_activate(struct ctx *c)
                 return fail(c, -EIO, "cannot activate '%s' (see cowvold's log)", v->name), NULL;
         (void)catalogue_save();
         monitor_wake();
-        return vol_view(v);
+        return vol_view(v); /* its "restore" says whether a merge still waits */
 }
 
 static json_object *op_rm(struct ctx *c)
@@ -869,11 +881,15 @@ static json_object *op_rm(struct ctx *c)
                 r = catalogue_save();
                 if (r < 0) {
                         *p = s;
+                        if (v->kernel)
+                                (void)kvol_activate(v); /* its devices back: nothing changed */
                         return fail(c, r, "cannot save the catalogue: %s", strerror(-r)), NULL;
                 }
                 if (s->eng)
                         cowvol_volume_snapshot_detach(v->eng, s->eng);
-                if (!v->kernel)
+                if (v->kernel)
+                        ksnap_drop_store(v, s);
+                else
                         unlink(s->store);
                 dlog(LOG_INFO_, "Removed snapshot %s@%s", v->name, s->name);
                 snap_free_meta(s);

@@ -185,6 +185,12 @@ int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *
                         }
                 }
                 r = cowvol_device_signature(dev, what, sizeof(what));
+                if (r < 0 && !force) {
+                        snprintf(why, len, "cannot look for signatures on %s (%s): use --force only if it holds "
+                                 "nothing of value", dev, strerror(-r));
+                        free(dev);
+                        return r;
+                }
                 if (r > 0 && !force) {
                         snprintf(why, len, "%s carries a %s signature: it would be destroyed (--force to use it anyway)",
                                  dev, what);
@@ -228,6 +234,8 @@ int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *
         return 0;
 }
 
+/* The devices only: the store stays until the catalogue lost the snapshot
+ * (ksnap_drop_store). */
 int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len)
 {
         struct cowvol_kvolume kv;
@@ -239,9 +247,13 @@ int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len)
         r = cowvol_kernel_snapshot_remove(&kv, &ks);
         if (r < 0)
                 return failf(r, why, len, "cannot remove its devices");
+        return 0;
+}
+
+void ksnap_drop_store(struct vol *v, struct snap *s)
+{
         if (!s->store_device && unlink(s->store) < 0 && errno != ENOENT)
                 dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
-        return 0;
 }
 
 void kvol_view(const struct vol *v, json_object *o)

@@ -8,7 +8,9 @@
  * store by autoextend_percent once it passes autoextend_threshold (the
  * file, its loop device, the -cow table), before it overflows; records a
  * snapshot the kernel invalidated, with the reason, in the catalogue and
- * the log; and follows kernel merges (restores) to their end.
+ * the log; and follows kernel merges (restores) to their end.  It also
+ * opens volumes that were unavailable at start once their image or device
+ * appears (cowvold starts before local filesystems are mounted).
  *
  * It works under D.lock, so it never races a request on the same volume.
  */
@@ -28,6 +30,7 @@
 
 #define MONITOR_INTERVAL_S 2
 #define WARN_PERCENT 80
+#define RETRY_ROUNDS 5 /* unavailable volumes: tried again every 5 rounds */
 
 static pthread_t tid;
 static bool running;
@@ -71,6 +74,32 @@ static void grow(struct vol *v, struct snap *s, const struct cowvol_store_usage 
              v->name, s->name, used_percent(u), old, size);
 }
 
+/* A volume unavailable at start (its image on a filesystem mounted later,
+ * its device not there yet): opened once its file or device exists.
+ * D.lock held; true when the catalogue changed. */
+static bool retry_unavailable(struct vol *v)
+{
+        struct stat st;
+
+        if (v->kernel ? v->kactive : v->eng != NULL)
+                return false;
+        if (!v->kernel && v->source == NULL && stat(v->path, &st) != 0)
+                return false; /* not there yet: no noise in the log */
+        if (v->kernel && !strchr(v->source ? v->source : "", '=') && stat(v->path, &st) != 0)
+                return false;
+        if (v->kernel) {
+                if (kvol_activate(v) < 0)
+                        return false;
+        } else {
+                if (vol_activate(v) < 0)
+                        return false;
+                if (v->restoring && restore_start(v) < 0)
+                        dlog(LOG_ERR_, "Volume %s: the restore from %s cannot resume", v->name, v->restoring->name);
+        }
+        dlog(LOG_INFO_, "Volume %s is available now (%s)", v->name, v->path);
+        return true;
+}
+
 /* One look at @v's snapshots; D.lock held.  True when the catalogue changed. */
 static bool watch_snapshots(struct vol *v)
 {
@@ -110,23 +139,26 @@ static void *monitor_main(void *arg)
 {
         /* no device-mapper here, or too old a kernel: polling alone */
         int ev = cowvol_kernel_events_open();
-        uint64_t n;
+        uint64_t n, round = 0;
 
         (void)arg;
         for (;;) {
                 struct pollfd pf[2] = { { .fd = wake_fd, .events = POLLIN }, { .fd = ev, .events = POLLIN } };
-                bool changed = false;
+                bool changed = false, retry_due = ++round % RETRY_ROUNDS == 0;
 
                 pthread_mutex_lock(&D.lock);
                 if (D.stopping) {
                         pthread_mutex_unlock(&D.lock);
                         break;
                 }
-                for (struct vol *v = D.vols; v; v = v->next)
+                for (struct vol *v = D.vols; v; v = v->next) {
+                        if (retry_due)
+                                changed |= retry_unavailable(v);
                         if (v->kernel && v->kactive) {
                                 changed |= watch_snapshots(v);
                                 changed |= kvol_merge_watch(v);
                         }
+                }
                 if (changed)
                         (void)catalogue_save();
                 pthread_mutex_unlock(&D.lock);

@@ -1167,6 +1167,12 @@ int nbd_tcp_listen(void)
                 if (fd < 0)
                         continue;
                 (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                /* cowvold starts early in boot: an address not up yet is
+                 * bound all the same, and served once it is */
+                if (a->ai_family == AF_INET)
+                        (void)setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
+                else if (a->ai_family == AF_INET6)
+                        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one));
                 if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 64) < 0) {
                         r = -errno;
                         close(fd);

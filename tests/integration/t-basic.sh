@@ -6,7 +6,7 @@
 start_daemon || exit 1
 
 expect 0 "status" cv status
-expect_in out "engine userspace" "status names the engine"
+expect_in out "engines: userspace" "status names the engines"
 expect 0 "create a 4 MiB volume" cv create vm1 --size 4M
 expect_in out "Created volume vm1: 4.0 MiB" "create says what it made"
 check "the image is a 4 MiB file in the state folder" test "$(stat -c %s "$STATE/volumes/vm1.img")" = 4194304

@@ -126,6 +126,8 @@ S1_STORE=$("$COWVOL" list data --json | sed -n 's/.*"store":"\([^"]*\.cow\)".*/\
 check "the store is a file in the state folder ($S1_STORE)" test -f "$S1_STORE"
 fsfreeze -f "$MNT" # the status and the store, read at one moment
 check "the kernel's status = cowvol store info of the store" eval "[ \"\$(dm_status cowvol-data-s1)\" = \"\$(info_field '$S1_STORE' allocated_sectors)/\$(info_field '$S1_STORE' total_sectors) \$(info_field '$S1_STORE' metadata_sectors)\" ]"
+step "cowvol store view of the origin (-real) and the store" "$COWVOL" store view /dev/mapper/cowvol-data-real "$S1_STORE" "$T/view.out"
+check "equals the kernel's snapshot device byte for byte" cmp -s "$T/view.out" /dev/mapper/cowvol-data-s1
 fsfreeze -u "$MNT"
 dd if=/dev/mapper/cowvol-data-s1 of="$T/s1.before" bs=1M status=none
 
