@@ -115,7 +115,9 @@ int cvloop_find(const char *file, char *ret_dev, size_t len)
                 fd = open(dev, O_RDONLY | O_CLOEXEC);
                 if (fd < 0)
                         continue;
-                /* the whole file, writable: else it is no store's device */
+                /* the whole file, writable: else it is no store's device
+                 * (zeroed first: valgrind does not know this ioctl fills it) */
+                memset(&info, 0, sizeof(info));
                 if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && info.lo_inode == st.st_ino &&
                     info.lo_device == st.st_dev && info.lo_offset == 0 && info.lo_sizelimit == 0 &&
                     !(info.lo_flags & LO_FLAGS_READ_ONLY)) {
