@@ -13,3 +13,6 @@ build/bench/engine-bench "$dir" "${BENCH_ENGINE_MIB:-256}" "${BENCH_ENGINE_BS:-1
 echo
 echo "=== NBD: fio against qemu-nbd (raw, qcow2 overlay) and cowvold (0, 1, 8 snapshots)"
 bench/nbd-bench.sh
+echo
+echo "=== kernel engine (Debian's kernel under qemu): snapshot creation latency, suspend window, daemon memory"
+bench/kernel-bench.sh
