@@ -435,10 +435,13 @@ bool kvol_merge_watch(struct vol *v)
                         ;
                 if (*p)
                         *p = s->next;
-                if (!s->store_device && unlink(s->store) < 0 && errno != ENOENT)
-                        dlog(LOG_WARN_, "Cannot remove the store %s: %m", s->store);
                 dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is consumed", v->name, v->name, s->name);
+                /* the store goes once the catalogue no longer lists it */
+                if (catalogue_save() >= 0)
+                        ksnap_drop_store(v, s);
                 snap_free_meta(s);
+                pthread_cond_broadcast(&D.changed);
+                return false; /* saved already */
         }
         pthread_cond_broadcast(&D.changed);
         return true;

@@ -384,6 +384,18 @@ static bool snap_attached(const cowvol_volume *v, const struct cowvol_snap *sn)
         return false;
 }
 
+/* May the volume (@sn NULL) or snapshot @sn change now?  Lock held. */
+static int change_allowed(const cowvol_volume *v, const struct cowvol_snap *sn)
+{
+        if (sn && !snap_attached(v, sn))
+                return -ENOENT;
+        if (v->merging)
+                return -EBUSY; /* a restore runs */
+        if (sn && !cowvol_store_is_valid(sn->store))
+                return -ESTALE;
+        return 0;
+}
+
 /* --- deferred origin chunks ----------------------------------------------- */
 
 static struct deferred *deferred_find(const cowvol_volume *v, uint64_t c)
@@ -800,12 +812,8 @@ _public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void 
         if (len == 0)
                 return 0;
         pthread_rwlock_wrlock(&v->lock);
-        if (sn && !snap_attached(v, sn))
-                r = -ENOENT;
-        else if (v->merging)
-                r = -EBUSY;
-        else if (sn && !cowvol_store_is_valid(sn->store))
-                r = -ESTALE;
+        if ((r = change_allowed(v, sn)) < 0)
+                ;
         else if (sn)
                 r = write_snapshot(v, sn, buf, len, off);
         else
@@ -945,19 +953,13 @@ static int zero_origin(cowvol_volume *v, uint64_t len, uint64_t off, bool punch,
 _public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
                                         unsigned flags)
 {
-        int r;
+        int r = check_range(v, len, off);
 
-        if (off > v->size || len > v->size - off)
-                return -EINVAL;
-        if (len == 0)
-                return 0;
+        if (r < 0 || len == 0)
+                return r;
         pthread_rwlock_wrlock(&v->lock);
-        if (sn && !snap_attached(v, sn))
-                r = -ENOENT;
-        else if (v->merging)
-                r = -EBUSY;
-        else if (sn && !cowvol_store_is_valid(sn->store))
-                r = -ESTALE;
+        if ((r = change_allowed(v, sn)) < 0)
+                ;
         else if (sn)
                 r = write_zero_bytes(v, sn, len, off);
         else
@@ -968,19 +970,13 @@ _public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint6
 
 _public_ int cowvol_volume_discard(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off)
 {
-        int r = 0;
+        int r = check_range(v, len, off);
 
-        if (off > v->size || len > v->size - off)
-                return -EINVAL;
-        if (len == 0)
-                return 0;
+        if (r < 0 || len == 0)
+                return r;
         pthread_rwlock_wrlock(&v->lock);
-        if (sn && !snap_attached(v, sn))
-                r = -ENOENT;
-        else if (v->merging)
-                r = -EBUSY;
-        else if (sn && !cowvol_store_is_valid(sn->store))
-                r = -ESTALE;
+        if ((r = change_allowed(v, sn)) < 0)
+                ;
         else if (!sn)
                 r = zero_origin(v, len, off, true, true);
         /* a snapshot keeps its chunks: the store has no way to drop one */
