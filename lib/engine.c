@@ -254,8 +254,9 @@ _public_ int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_p
         r = commit_deferred(v);
         if (r < 0)
                 goto out;
-        if (fdatasync(v->fd) < 0) {
-                r = log_err(-errno, "Cannot flush the volume: %m");
+        r = sys_fdatasync(v->fd);
+        if (r < 0) {
+                log_err(r, "Cannot flush the volume: %m");
                 goto out;
         }
         r = cowvol_store_create(store_path, v->chunk, store_bytes, COWVOL_STORE_PREALLOCATE, &st);
@@ -445,28 +446,11 @@ static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n)
                         len += cl;
                         k++;
                 }
-                for (size_t done = 0, j = 0; done < len;) {
-                        ssize_t w = pwritev(v->fd, iov + j, (int)(k - j), (off_t)(off + done));
-                        if (w < 0 && errno == EINTR)
-                                continue;
-                        if (w <= 0) {
-                                r = log_err(w < 0 ? -errno : -EIO, "Cannot write the volume at %" PRIu64 ": %m",
-                                            off + done);
-                                break;
-                        }
-                        done += (size_t)w;
-                        /* step over the iovecs written whole; trim a partial one */
-                        while (j < k && (size_t)w >= iov[j].iov_len) {
-                                w -= (ssize_t)iov[j].iov_len;
-                                j++;
-                        }
-                        if (j < k && w > 0) {
-                                iov[j].iov_base = (uint8_t *)iov[j].iov_base + w;
-                                iov[j].iov_len -= (size_t)w;
-                        }
-                }
-                if (r < 0)
+                r = pwritev_full(v->fd, iov, (int)k, off);
+                if (r < 0) {
+                        log_err(r, "Cannot write the volume at %" PRIu64 ": %m", off);
                         break;
+                }
                 /* the next flush must write these: start now, if the run is long */
                 if (len >= COWVOL_WRITEBACK_MIN)
                         (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
@@ -824,12 +808,13 @@ _public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void 
 
 _public_ int cowvol_volume_flush(cowvol_volume *v)
 {
-        int r;
+        int r, r2;
 
         pthread_rwlock_wrlock(&v->lock);
         r = commit_deferred(v);
-        if (fdatasync(v->fd) < 0 && r == 0)
-                r = -errno;
+        r2 = sys_fdatasync(v->fd);
+        if (r2 < 0 && r == 0)
+                r = r2;
         for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next)
                 if (cowvol_store_is_valid(sn->store) && cowvol_store_sync(sn->store) < 0 && r == 0)
                         r = -EIO;
@@ -856,9 +841,7 @@ static int punch_chunks(cowvol_volume *v, uint64_t first, uint64_t n)
 
         if (len > v->size - off)
                 len = v->size - off;
-        if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
-                return -errno;
-        return 0;
+        return sys_fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
 }
 
 static const uint8_t zero_chunk[COWVOL_CHUNK_MAX];
@@ -867,10 +850,10 @@ static const uint8_t zero_chunk[COWVOL_CHUNK_MAX];
  * still, so no snapshot needs a copy.  Write lock held. */
 static int allocate_zeroes(cowvol_volume *v, uint64_t off, uint64_t len)
 {
-        if (fallocate(v->fd, 0, (off_t)off, (off_t)len) == 0)
-                return 0;
-        if (errno != EOPNOTSUPP)
-                return log_err(-errno, "Cannot allocate the volume at %" PRIu64 ": %m", off);
+        int r = sys_fallocate(v->fd, 0, off, len);
+
+        if (r != -EOPNOTSUPP)
+                return r < 0 ? log_err(r, "Cannot allocate the volume at %" PRIu64 ": %m", off) : 0;
         return pwrite_full(v->fd, zero_chunk, (size_t)len, off); /* len <= one chunk */
 }
 
@@ -1158,8 +1141,9 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
                 }
         }
         /* the origin holds the run durably before the entries go */
-        if (fdatasync(v->fd) < 0) {
-                r = log_err(-errno, "Cannot flush the volume: %m");
+        r = sys_fdatasync(v->fd);
+        if (r < 0) {
+                log_err(r, "Cannot flush the volume: %m");
                 goto out;
         }
         r = cowvol_store_merge_commit(m->store, n);

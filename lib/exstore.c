@@ -102,7 +102,7 @@ static int fd_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
 
 static int fd_sync(void *ctx)
 {
-        return fdatasync(((struct fd_ctx *)ctx)->fd) < 0 ? -errno : 0;
+        return sys_fdatasync(((struct fd_ctx *)ctx)->fd);
 }
 
 static int fd_getsize(void *ctx, uint64_t *ret)
@@ -119,14 +119,12 @@ static int fd_resize(void *ctx, uint64_t size)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -ENOTTY;
-        if (ftruncate(fd, (off_t)size) < 0)
-                return -errno;
-        return 0;
+        return sys_ftruncate(fd, size);
 }
 
 static int fd_preallocate(void *ctx, uint64_t off, uint64_t len)
 {
-        return fallocate(((struct fd_ctx *)ctx)->fd, 0, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+        return sys_fallocate(((struct fd_ctx *)ctx)->fd, 0, off, len);
 }
 
 static void fd_writeback(void *ctx, uint64_t off, uint64_t len)

@@ -31,6 +31,22 @@ int cowvol_log_errno(int r, const char *fmt, ...) _printf_(2, 3);
 /* Full pread/pwrite: -errno, or -EIO on a short transfer past the end. */
 int pread_full(int fd, void *buf, size_t len, uint64_t off);
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Every change the library makes to a file's content or its durability goes
+ * through pwrite_full() and these (system calls returning 0 or -errno), so
+ * that a test can watch them in order and replay any prefix as a power cut
+ * (tests/unit/test-powercut.c).  Reads are not watched. */
+struct iovec;
+int pwritev_full(int fd, const struct iovec *iov, int n, uint64_t off);
+int sys_fdatasync(int fd);
+int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len);
+int sys_ftruncate(int fd, uint64_t size);
+enum sys_op { SYS_WRITE, SYS_SYNC, SYS_ALLOCATE, SYS_PUNCH, SYS_TRUNCATE };
+/* Called after each of them succeeds: SYS_WRITE with the bytes written at
+ * @off (one call per buffer); SYS_SYNC; SYS_ALLOCATE/SYS_PUNCH with the
+ * range; SYS_TRUNCATE with the new size in @len.  NULL: none (the default). */
+typedef void (*sys_watch_fn)(int fd, enum sys_op op, const void *buf, uint64_t len, uint64_t off, void *userdata);
+void sys_watch_set(sys_watch_fn fn, void *userdata);
 /* Size of a regular file or block device. */
 int fd_size(int fd, uint64_t *ret);
 /* True when every byte of @buf is zero. */

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Small helpers: full-length I/O, sizes of files and devices, size strings. */
 #include <ctype.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "internal.h"
 
@@ -30,6 +33,21 @@ int pread_full(int fd, void *buf, size_t len, uint64_t off)
         return 0;
 }
 
+static sys_watch_fn sys_watch;
+static void *sys_watch_userdata;
+
+void sys_watch_set(sys_watch_fn fn, void *userdata)
+{
+        sys_watch = fn;
+        sys_watch_userdata = userdata;
+}
+
+static void watch(int fd, enum sys_op op, const void *buf, uint64_t len, uint64_t off)
+{
+        if (sys_watch)
+                sys_watch(fd, op, buf, len, off, sys_watch_userdata);
+}
+
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
         const uint8_t *p = buf;
@@ -43,10 +61,67 @@ int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
                 }
                 if (n == 0)
                         return -ENOSPC;
+                watch(fd, SYS_WRITE, p, (uint64_t)n, off);
                 p += n;
                 len -= (size_t)n;
                 off += (uint64_t)n;
         }
+        return 0;
+}
+
+int pwritev_full(int fd, const struct iovec *iov_in, int n, uint64_t off)
+{
+        struct iovec iov[IOV_MAX];
+        int j = 0;
+
+        if (n < 0 || n > IOV_MAX)
+                return -EINVAL;
+        memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
+        while (j < n) {
+                ssize_t w = pwritev(fd, iov + j, n - j, (off_t)off);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w < 0)
+                        return -errno;
+                if (w == 0)
+                        return -ENOSPC;
+                /* step over the buffers written whole; trim a partial one */
+                while (j < n && w > 0) {
+                        size_t take = (size_t)w < iov[j].iov_len ? (size_t)w : iov[j].iov_len;
+
+                        watch(fd, SYS_WRITE, iov[j].iov_base, take, off);
+                        off += take;
+                        w -= (ssize_t)take;
+                        iov[j].iov_base = (uint8_t *)iov[j].iov_base + take;
+                        iov[j].iov_len -= take;
+                        if (!iov[j].iov_len)
+                                j++;
+                }
+        }
+        return 0;
+}
+
+int sys_fdatasync(int fd)
+{
+        if (fdatasync(fd) < 0)
+                return -errno;
+        watch(fd, SYS_SYNC, NULL, 0, 0);
+        return 0;
+}
+
+int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+        if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0)
+                return -errno;
+        watch(fd, (mode & FALLOC_FL_PUNCH_HOLE) ? SYS_PUNCH : SYS_ALLOCATE, NULL, len, off);
+        return 0;
+}
+
+int sys_ftruncate(int fd, uint64_t size)
+{
+        if (ftruncate(fd, (off_t)size) < 0)
+                return -errno;
+        watch(fd, SYS_TRUNCATE, NULL, size, 0);
         return 0;
 }
 
