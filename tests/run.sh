@@ -47,12 +47,14 @@ run_unit() {
 # scripts that print one "ok - ..." or "not ok - ..." line per check:
 # each line counts; a script that fails without such a line counts once
 run_tap() { # TIMEOUT SCRIPT...
-	local limit=$1 t out rc ok bad
+	local limit=$1 t out rc ok bad start
 	shift
 	for t in "$@"; do
 		out=$(mktemp)
+		start=$SECONDS
 		COWVOL_BUILD=build/san timeout "$limit" bash "$t" 2>&1 | tee "$out"
 		rc=${PIPESTATUS[0]}
+		echo "# $t: $((SECONDS - start)) s"
 		ok=$(grep -c '^ok - ' "$out") bad=$(grep -c '^not ok - ' "$out")
 		rm -f "$out"
 		passed=$((passed + ok))
@@ -101,6 +103,7 @@ run_kernel() {
 		_ {} "$dir"
 	for t in tests/kernel/t-*.sh; do
 		cat "$dir/${t##*/}.log"
+		grep -o 'guest script exited .*' "$dir/${t##*/}.log" | tail -1 | sed "s|^|# $t: |"
 		count "$t (kernel VM)" "$(cat "$dir/${t##*/}.rc" 2>/dev/null || echo 1)"
 	done
 	rm -rf "$dir"
@@ -108,7 +111,12 @@ run_kernel() {
 
 for s in "${suites[@]}"; do
 	case $s in
-	unit | cli | integration | fuzz | kernel) echo "=== $s tests"; "run_$s" ;;
+	unit | cli | integration | fuzz | kernel)
+		echo "=== $s tests"
+		begin=$SECONDS
+		"run_$s"
+		echo "# $s tests: $((SECONDS - begin)) s"
+		;;
 	*) echo "unknown suite '$s' (unit, cli, integration, fuzz, kernel)" >&2; exit 2 ;;
 	esac
 done
