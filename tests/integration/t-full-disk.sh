@@ -13,12 +13,14 @@
 # Then a store that must grow past its preallocation on the full disk: its
 # snapshot is invalidated with the reason in `cowvol list`, the volume's
 # write goes on and nothing else is touched (doc: README, "Snapshots").
-# FULLDISK_ROUNDS=N (default 1) repeats fill / refuse / free / succeed.
+# FULLDISK_ROUNDS=N (default 1, at most 50) repeats fill / refuse / free /
+# succeed, each round on holes of its own.
 # Needs root (tmpfs mount), qemu-io and nbdcopy.
 . "$(dirname "$0")/lib.sh"
 
 MiB=$((1024 * 1024))
 ROUNDS=${FULLDISK_ROUNDS:-1}
+check "FULLDISK_ROUNDS ($ROUNDS) is from 1 to 50" eval '[[ $ROUNDS =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 50 ]' || exit 1
 for c in qemu-io nbdcopy python3; do
 	check "$c is installed" eval "command -v $c >/dev/null"
 done
@@ -73,20 +75,23 @@ check "cowvol export v gives an NBD URI" test -n "$URI"
 
 for round in $(seq 1 "$ROUNDS"); do
 	r="round $round:"
+	# each round writes into holes of its own: 64 KiB by NBD, 64 KiB by the CLI
+	NOFF=$((MiB + (round - 1) * 131072)) COFF=$((MiB + (round - 1) * 131072 + 65536))
 	check "$r the tmpfs is full (filler written to ENOSPC)" fill
-	cp "$STATE/catalogue.json" "$T/cat.before"
-	cv list --json >"$T/list.before"
-
-	# writes that need blocks: refused, and the client is told why
-	qio -c "write -P 0x55 2M 64k"
-	check "$r NBD write into a hole: qemu-io says 'No space left on device'" grep -q "No space left on device" "$T/qio"
-	expect 1 "$r cowvol write into a hole: exit 1" eval 'cv write v --offset 3M <"$T/C"'
-	expect_in err "No space left on device" "$r cowvol write says 'No space left on device'"
-	# a write over blocks the image holds needs none
+	# a write over blocks the image holds needs none (its copies go to
+	# the stores' preallocated blocks)
 	qio -c "write -P 0x66 512k 4k" -c flush
 	check "$r NBD rewrite of allocated blocks works on the full disk" \
 		eval "! grep -qiE 'error|failed' '$T/qio'"
 	printf '\x66%.0s' $(seq 4096) | dd of="$T/v.ref" bs=4k seek=128 conv=notrunc status=none
+	cp "$STATE/catalogue.json" "$T/cat.before"
+	cv list --json >"$T/list.before"
+
+	# writes that need blocks: refused, and the client is told why
+	qio -c "write -P 0x55 $NOFF 64k"
+	check "$r NBD write into a hole: qemu-io says 'No space left on device'" grep -q "No space left on device" "$T/qio"
+	expect 1 "$r cowvol write into a hole: exit 1" eval 'cv write v --offset $COFF <"$T/C"'
+	expect_in err "No space left on device" "$r cowvol write says 'No space left on device'"
 
 	check "$r the catalogue is byte for byte the same" cmp -s "$T/cat.before" "$STATE/catalogue.json"
 	check "$r the catalogue is parseable JSON" parseable
@@ -103,11 +108,11 @@ for round in $(seq 1 "$ROUNDS"); do
 
 	# room again: the same writes succeed
 	rm -f "$FD/filler"
-	qio -c "write -P 0x55 2M 64k" -c flush
+	qio -c "write -P 0x55 $NOFF 64k" -c flush
 	check "$r with room again, the NBD write succeeds" eval "! grep -qiE 'error|failed|No space' '$T/qio'"
-	printf '\x55%.0s' $(seq 65536) | dd of="$T/v.ref" bs=64k seek=32 conv=notrunc status=none
-	expect 0 "$r with room again, cowvol write succeeds" eval 'cv write v --offset 3M <"$T/C"'
-	dd if="$T/C" of="$T/v.ref" bs=64k seek=48 conv=notrunc status=none
+	printf '\x55%.0s' $(seq 65536) | dd of="$T/v.ref" bs=64k seek=$((NOFF / 65536)) conv=notrunc status=none
+	expect 0 "$r with room again, cowvol write succeeds" eval 'cv write v --offset $COFF <"$T/C"'
+	dd if="$T/C" of="$T/v.ref" bs=64k seek=$((COFF / 65536)) conv=notrunc status=none
 	check "$r v reads with the new writes" eval "cv cat v | cmp -s - '$T/v.ref'"
 	check "$r v@s still reads as when it was taken" eval "cv cat v@s | cmp -s - '$T/s.ref'"
 	expect 0 "$r a new snapshot v@r$round" cv snap "v@r$round"
