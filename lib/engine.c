@@ -28,9 +28,15 @@
  *    image.  So the order above holds, and a write costs two flushes per
  *    commit, not per request.  As with a disk's write cache, a write is
  *    durable once a flush returns.
- *  - A snapshot whose store cannot take a copy (full, I/O error) is
- *    invalidated (header valid=0, as the kernel does); the origin write
- *    goes on: the volume is never harmed by a snapshot.
+ *  - A snapshot whose store cannot take a copy (full, I/O error, or no
+ *    room left on the filesystem under a store file that grew past its
+ *    preallocation) is invalidated (header valid=0, as the kernel does),
+ *    with that reason; the origin write goes on: the volume is never
+ *    harmed by a snapshot.
+ *  - A full filesystem under the image refuses the origin write that
+ *    needs new blocks with -ENOSPC, before anything is copied: the image's
+ *    blocks are allocated first (image_reserve), since copied chunks reach
+ *    the image only at the next commit.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -606,6 +612,14 @@ static int ensure_big(cowvol_volume *v, size_t chunks)
         return 0;
 }
 
+/* Why a store that could not take a copy is invalidated: a full filesystem
+ * under a store file is not a full store, and says so. */
+static const char *store_write_reason(int r)
+{
+        return r == -ENOSPC || r == -EDQUOT ? "no space left on the store's filesystem (it could not grow)"
+                                            : "I/O error writing the store";
+}
+
 /* Copy the old chunks [first, first+n) (in v->big) into every snapshot but
  * @skip that lacks them, as pending exceptions; runs that land at
  * consecutive store chunks are written with one call.  v->copied[i] tells
@@ -651,8 +665,24 @@ static void cow_range(cowvol_volume *v, uint64_t first, size_t n, struct cowvol_
                         }
                 }
                 if (r < 0 && cowvol_store_is_valid(sn->store))
-                        snap_invalidate(v, sn, "I/O error writing the store");
+                        snap_invalidate(v, sn, store_write_reason(r));
         }
+}
+
+/* Allocate the image's blocks under [off, off+len) before a copy-on-write
+ * (KEEP_SIZE; blocks there already cost nothing).  The new data of copied
+ * chunks waits in memory and reaches the image only at the next commit,
+ * after the write was answered: a full filesystem must refuse the write
+ * now (-ENOSPC, nothing copied, nothing changed), not fail that commit
+ * later and lose data already acknowledged.  A filesystem without
+ * fallocate reserves nothing, as before. */
+static int image_reserve(cowvol_volume *v, uint64_t off, size_t len)
+{
+        if (fallocate(v->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+                return 0;
+        if (errno == EOPNOTSUPP || errno == ENOSYS)
+                return 0;
+        return log_err(-errno, "Cannot allocate the volume's blocks at %" PRIu64 ": %m", off);
 }
 
 /* Read origin chunks [first, first+n) into v->big (zeros past the end). */
@@ -697,6 +727,9 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
                         return pwrite_full(v->fd, buf, len, off);
         } else {
                 r = ensure_big(v, n);
+                if (r < 0)
+                        return r;
+                r = image_reserve(v, off, len);
                 if (r < 0)
                         return r;
                 r = origin_read_range(v, first, n);
