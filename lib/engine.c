@@ -678,11 +678,11 @@ static void cow_range(cowvol_volume *v, uint64_t first, size_t n, struct cowvol_
  * fallocate reserves nothing, as before. */
 static int image_reserve(cowvol_volume *v, uint64_t off, size_t len)
 {
-        if (fallocate(v->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+        int r = sys_fallocate(v->fd, FALLOC_FL_KEEP_SIZE, off, len);
+
+        if (r == 0 || r == -EOPNOTSUPP || r == -ENOSYS)
                 return 0;
-        if (errno == EOPNOTSUPP || errno == ENOSYS)
-                return 0;
-        return log_err(-errno, "Cannot allocate the volume's blocks at %" PRIu64 ": %m", off);
+        return log_err(r, "Cannot allocate the volume's blocks at %" PRIu64 ": %m", off);
 }
 
 /* Read origin chunks [first, first+n) into v->big (zeros past the end). */
