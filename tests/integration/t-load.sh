@@ -125,7 +125,8 @@ touch "$T/stop"
 wait "$MON"
 mon_rc=$?
 check "every status during the load answered ($(grep -o '"status_failures": [0-9]*' "$T/monitor.json"))" test $mon_rc = 0
-for p in "${pids[@]}"; do wait "$p"; done
+# reap them (their results are in files; bash may have reaped some already)
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
 
 # the CLI clients: counts and failures
 lists=0 snaps=0 rms=0 idle=0
