@@ -212,6 +212,19 @@ static int load_vol(json_object *o, struct vol ***tail)
         return 0;
 }
 
+void counts_publish(void)
+{
+        unsigned nv = 0, ns = 0;
+
+        for (struct vol *v = D.vols; v; v = v->next) {
+                nv++;
+                for (struct snap *s = v->snaps; s; s = s->next)
+                        ns++;
+        }
+        __atomic_store_n(&D.n_vols, nv, __ATOMIC_RELAXED);
+        __atomic_store_n(&D.n_snaps, ns, __ATOMIC_RELAXED);
+}
+
 int catalogue_load(void)
 {
         char path[4096];
@@ -234,6 +247,7 @@ int catalogue_load(void)
                 for (size_t i = 0; i < json_object_array_length(vols) && r >= 0; i++)
                         r = load_vol(json_object_array_get_idx(vols, i), &tail);
         json_object_put(root);
+        counts_publish();
         return r;
 }
 
@@ -288,6 +302,7 @@ int catalogue_save(void)
         size_t len;
         int fd, dfd, r = 0;
 
+        counts_publish(); /* a failed save is undone by the caller, who publishes again */
         json_object_object_add(root, "version", json_object_new_int(1));
         for (struct vol *v = D.vols; v; v = v->next)
                 json_object_array_add(a, vol_json(v));

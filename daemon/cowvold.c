@@ -35,6 +35,10 @@ struct daemon D = {
 };
 
 #define MAX_CLIENTS 1024
+/* The client table has a lock of its own: accepting a client must not wait
+ * for D.lock, which a snapshot holds through its stores' flushes. */
+static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t clients_gone = PTHREAD_COND_INITIALIZER;
 static int client_fds[MAX_CLIENTS];
 
 void dlog(int prio, const char *fmt, ...)
@@ -308,12 +312,22 @@ static void clients_add(int fd)
                 }
 }
 
-/* D.lock held: a session forgets its socket before closing it */
-void clients_forget(int fd)
+/* clients_lock held */
+static void clients_forget(int fd)
 {
         for (int i = 0; i < MAX_CLIENTS; i++)
                 if (client_fds[i] == fd)
                         client_fds[i] = -1;
+}
+
+void client_done(int fd)
+{
+        pthread_mutex_lock(&clients_lock);
+        clients_forget(fd); /* before close: the number may be reused at once */
+        close(fd);
+        __atomic_sub_fetch(&D.clients, 1, __ATOMIC_RELAXED);
+        pthread_cond_broadcast(&clients_gone);
+        pthread_mutex_unlock(&clients_lock);
 }
 
 static void *session_start(void *arg)
@@ -337,27 +351,23 @@ static void accept_client(int lfd, void *(*fn)(void *))
                         usleep(100000);
                 return;
         }
-        pthread_mutex_lock(&D.lock);
+        pthread_mutex_lock(&clients_lock);
         if (D.clients >= MAX_CLIENTS) {
-                pthread_mutex_unlock(&D.lock);
+                pthread_mutex_unlock(&clients_lock);
                 dlog(LOG_WARN_, "Too many clients (%d); closing a new one", MAX_CLIENTS);
                 close(cfd);
                 return;
         }
         clients_add(cfd);
-        D.clients++;
-        pthread_mutex_unlock(&D.lock);
+        __atomic_add_fetch(&D.clients, 1, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&clients_lock);
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         r = pthread_create(&t, &attr, fn, (void *)(intptr_t)cfd);
         pthread_attr_destroy(&attr);
         if (r) {
                 dlog(LOG_WARN_, "Cannot start a client thread: %s", strerror(r));
-                pthread_mutex_lock(&D.lock);
-                clients_forget(cfd);
-                close(cfd);
-                D.clients--;
-                pthread_mutex_unlock(&D.lock);
+                client_done(cfd);
         }
 }
 
@@ -653,13 +663,15 @@ int main(int argc, char **argv)
                 close(tfd);
         pthread_mutex_lock(&D.lock);
         D.stopping = 1;
+        pthread_cond_broadcast(&D.changed);
+        pthread_mutex_unlock(&D.lock);
+        pthread_mutex_lock(&clients_lock);
         for (int i = 0; i < MAX_CLIENTS; i++)
                 if (client_fds[i] >= 0)
                         shutdown(client_fds[i], SHUT_RD);
-        pthread_cond_broadcast(&D.changed);
         while (D.clients > 0)
-                pthread_cond_wait(&D.changed, &D.lock);
-        pthread_mutex_unlock(&D.lock);
+                pthread_cond_wait(&clients_gone, &clients_lock);
+        pthread_mutex_unlock(&clients_lock);
         monitor_stop();
         pthread_mutex_lock(&D.lock);
         restore_join_all();

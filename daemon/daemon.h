@@ -78,7 +78,11 @@ struct daemon {
         struct vol *vols;
         struct config cfg;
         double started;
-        unsigned clients;
+        unsigned clients; /* changed under cowvold.c's clients_lock, with __atomic: status reads it */
+        /* the counts status shows, published under lock (counts_publish) and
+         * read with __atomic: status answers without waiting for the lock,
+         * which a snapshot holds through its stores' flushes */
+        unsigned n_vols, n_snaps;
         volatile int stopping;
 };
 
@@ -94,6 +98,7 @@ int dlog_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 /* catalogue.c: the truth about volumes and snapshots, in state_dir */
 int catalogue_load(void);
 int catalogue_save(void); /* atomic: write, fsync, rename, fsync the folder */
+void counts_publish(void); /* D.lock held: D.n_vols, D.n_snaps for status */
 struct vol *vol_find(const char *name);
 struct snap *snap_find(const struct vol *v, const char *name);
 struct snap *snap_find_uuid(const struct vol *v, const char *uuid);
@@ -111,7 +116,7 @@ int restore_start(struct vol *v);     /* spawn the thread; D.lock held */
 void restore_join_all(void);
 
 /* cowvold.c */
-void clients_forget(int fd);
+void client_done(int fd); /* a client thread's last act: forget and close @fd */
 /* Write all of @buf (retrying short writes and EINTR); 0 or -errno. */
 int write_all(int fd, const void *buf, size_t n);
 

@@ -1080,12 +1080,7 @@ void *nbd_session_main(void *arg)
                 }
         }
         conn_release(&c);
-        pthread_mutex_lock(&D.lock);
-        clients_forget(c.fd);
-        close(c.fd);
-        D.clients--;
-        pthread_cond_broadcast(&D.changed);
-        pthread_mutex_unlock(&D.lock);
+        client_done(c.fd);
         return NULL;
 }
 

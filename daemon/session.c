@@ -224,11 +224,6 @@ void *session_main(void *arg)
 done:
         session_free(s);
 out:
-        pthread_mutex_lock(&D.lock);
-        clients_forget(fd);
-        close(fd);
-        D.clients--;
-        pthread_cond_broadcast(&D.changed);
-        pthread_mutex_unlock(&D.lock);
+        client_done(fd);
         return NULL;
 }
