@@ -326,7 +326,7 @@ static json_object *op_status(struct ctx *c)
                 /* the engines that serve volumes here */
                 json_object *e = json_object_new_array();
                 json_object_array_add(e, json_object_new_string("userspace"));
-                if (cowvol_kernel_available() == 0)
+                if (cowvol_kernel_present()) /* a status poll must not fill the log */
                         json_object_array_add(e, json_object_new_string("kernel"));
                 json_object_object_add(o, "engines", e);
         }

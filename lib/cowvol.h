@@ -423,6 +423,8 @@ struct cowvol_ksnapshot {
 
 /** 0 when device-mapper can be used here; -ENODEV (logged) when not. */
 int cowvol_kernel_available(void);
+/** The same question, never logged: true when device-mapper answers here. */
+bool cowvol_kernel_present(void);
 
 /** /dev/mapper/cowvol-V, or (@s) /dev/mapper/cowvol-V-S. */
 int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out, size_t len);

@@ -73,21 +73,29 @@ static void dm_unlock(void)
         (void)pthread_mutex_unlock(&dm_mutex);
 }
 
-int cvdm_available(void)
+/* 0 when device-mapper answers here; -ENODEV otherwise, logged when @log. */
+int cvdm_probe(bool log)
 {
         struct stat st;
+        char v[64];
+        int ok;
 
         if (stat("/dev/mapper/control", &st) < 0)
-                return log_err(-ENODEV, "No device-mapper here (no /dev/mapper/control): the kernel engine, which "
-                                        "serves block devices, needs the dm-mod and dm-snapshot modules "
-                                        "(modprobe dm-snapshot)");
-        char v[64];
+                return !log ? -ENODEV
+                            : log_err(-ENODEV, "No device-mapper here (no /dev/mapper/control): the kernel engine, "
+                                               "which serves block devices, needs the dm-mod and dm-snapshot "
+                                               "modules (modprobe dm-snapshot)");
         dm_lock();
-        int ok = dm_driver_version(v, sizeof(v));
+        ok = dm_driver_version(v, sizeof(v));
         dm_unlock();
         if (!ok)
-                return log_err(-ENODEV, "The device-mapper driver does not answer");
+                return !log ? -ENODEV : log_err(-ENODEV, "The device-mapper driver does not answer");
         return 0;
+}
+
+int cvdm_available(void)
+{
+        return cvdm_probe(true);
 }
 
 static void task_free(struct dm_task *t)

@@ -149,6 +149,8 @@ struct cvdm_info {
 
 /* 0 when device-mapper can be used here, else -ENODEV (logged) */
 int cvdm_available(void);
+/* The same, silent when @log is false (a status poll). */
+int cvdm_probe(bool log);
 /* Create @name (dm uuid @uuid), load @n targets (if any) and resume when
  * @activate.  @hidden: udev skips its rules (the -real and -cow layers).
  * On failure nothing is left behind. */

@@ -117,6 +117,11 @@ _public_ int cowvol_kernel_available(void)
         return cvdm_available();
 }
 
+_public_ bool cowvol_kernel_present(void)
+{
+        return cvdm_probe(false) == 0;
+}
+
 _public_ int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out,
                                 size_t len)
 {
