@@ -94,6 +94,9 @@ int dlog_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 /* catalogue.c: the truth about volumes and snapshots, in state_dir */
 int catalogue_load(void);
 int catalogue_save(void); /* atomic: write, fsync, rename, fsync the folder */
+/* at start: remove the files STATE_DIR/stores/UUID.cow that no snapshot of
+ * the catalogue owns (left by a crash in a snap or rm); how many, or -errno */
+int catalogue_sweep_stores(void);
 struct vol *vol_find(const char *name);
 struct snap *snap_find(const struct vol *v, const char *name);
 struct snap *snap_find_uuid(const struct vol *v, const char *uuid);
