@@ -30,7 +30,8 @@
 #     the CLI's earlier writes; the rest as before the round.  Older
 #     snapshots are unchanged;
 #   - no request or command failed before the kill.
-# What was read becomes the baseline of the next round.
+# What was read becomes the baseline of the next round.  Before the rounds:
+# a store no snapshot owns, planted with the daemon down, is removed at start.
 #   COWVOL_KILL_SEED=N    repeat a run (the choices; the timing differs)
 #   COWVOL_KILL_ROUNDS=N  rounds (default 8)
 . "$(dirname "$0")/lib.sh"
