@@ -373,6 +373,8 @@ class Checker:
                                        f"{lo_b}..{hi} of the {len(seq.blocks[b]) - 1} touching it)")
             if d != cands[0]:
                 newer += 1
+        if not seqs:
+            return self.say(True, f"{target} is as it was before the round")
         self.count("blocks newer than their last durable write", newer)
         return self.say(True, f"{target} holds every durable write ({len(seqs)} client region(s); {newer} blocks "
                               f"hold later writes)")
