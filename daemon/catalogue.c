@@ -4,7 +4,11 @@
  * It is the truth after a restart.  Saves are atomic: the whole catalogue
  * goes to a temporary file, which is flushed, renamed over the old one, and
  * the folder flushed; a crash leaves either the old or the new catalogue.
+ * A store is made before the catalogue names it (snap) and removed after the
+ * catalogue stopped naming it (rm, the end of a restore): a crash between
+ * leaves a store no snapshot owns, which the next start removes.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -340,4 +344,55 @@ out:
         if (r < 0)
                 dlog_errno(r, "Cannot save the catalogue %s: %m", path);
         return r;
+}
+
+/* Is STATE_DIR/stores/@name the store of a snapshot in the catalogue?  By
+ * its name, not its path: the state folder may have been reached by another
+ * path when the catalogue was written. */
+static bool store_owned(const char *name)
+{
+        for (struct vol *v = D.vols; v; v = v->next)
+                for (struct snap *s = v->snaps; s; s = s->next) {
+                        const char *b = s->store ? strrchr(s->store, '/') : NULL;
+                        if ((b && strcmp(b + 1, name) == 0) ||
+                            (strncmp(name, s->uuid, UUID_LEN) == 0 && strcmp(name + UUID_LEN, ".cow") == 0))
+                                return true;
+                }
+        return false;
+}
+
+int catalogue_sweep_stores(void)
+{
+        char dir[4096], path[4096 + 256], uuid[UUID_LEN + 1];
+        struct dirent *de;
+        uuid_t u;
+        DIR *d;
+        int n = 0;
+
+        /* without a catalogue nothing says which stores are leftovers */
+        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
+        if (access(path, F_OK) < 0)
+                return 0;
+        snprintf(dir, sizeof(dir), "%s/stores", D.cfg.state_dir);
+        d = opendir(dir);
+        if (!d)
+                return dlog_errno(-errno, "Cannot read %s: %m", dir);
+        while ((de = readdir(d))) {
+                /* only names the daemon gives its stores: UUID.cow */
+                if (strlen(de->d_name) != UUID_LEN + 4 || strcmp(de->d_name + UUID_LEN, ".cow") != 0)
+                        continue;
+                memcpy(uuid, de->d_name, UUID_LEN);
+                uuid[UUID_LEN] = 0;
+                if (uuid_parse(uuid, u) < 0 || store_owned(de->d_name))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                if (unlink(path) < 0) {
+                        dlog_errno(-errno, "Cannot remove %s, a store no snapshot owns: %m", path);
+                        continue;
+                }
+                dlog(LOG_INFO_, "Removed %s: no snapshot owns it (a snap or rm was cut short)", path);
+                n++;
+        }
+        closedir(d);
+        return n;
 }

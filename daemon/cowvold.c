@@ -565,6 +565,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "cowvold: the catalogue in %s cannot be used; nothing was changed\n", D.cfg.state_dir);
                 return EXIT_FAILURE;
         }
+        (void)catalogue_sweep_stores();
         D.started = now_s();
 
         /* signals arrive through a descriptor, never in a thread's way */

@@ -99,6 +99,9 @@ int dlog_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 int catalogue_load(void);
 int catalogue_save(void); /* atomic: write, fsync, rename, fsync the folder */
 void counts_publish(void); /* D.lock held: D.n_vols, D.n_snaps for status */
+/* at start: remove the files STATE_DIR/stores/UUID.cow that no snapshot of
+ * the catalogue owns (left by a crash in a snap or rm); how many, or -errno */
+int catalogue_sweep_stores(void);
 struct vol *vol_find(const char *name);
 struct snap *snap_find(const struct vol *v, const char *name);
 struct snap *snap_find_uuid(const struct vol *v, const char *uuid);

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# kill -9 of cowvold at random moments while clients write through NBD and
+# the CLI.  Two volumes, ka (4 KiB chunks) and kb (64 KiB chunks), and kb@pin,
+# a snapshot written through its own NBD export.  Each round, with the
+# daemon running:
+#   - three raw NBD clients (killmodel.py nbd), one on ka, one on kb, one on
+#     kb@pin, each in its own region: seeded writes at random places (aligned
+#     or not; some with FUA, some write zeroes), one request in flight, a
+#     flush now and then; each logs every request before sending it and every
+#     acknowledgement (a flush's fsynced) with the time;
+#   - one CLI client (killmodel.py cli): `cowvol write` into each volume's CLI
+#     region, and now and then `cowvol snap` / `cowvol rm` of its snapshots
+#     (at most 3 a volume), logging each command and its exit code;
+# then, after a random delay, kill -9 of cowvold, then of the clients.  With
+# the daemon down the catalogue parses and each store passes `cowvol store
+# check`.  After the restart (killmodel.py check; its header has the details):
+#   - the catalogue lists both volumes, everything active, no restore; every
+#     snapshot whose snap returned 0 is there, every one whose rm returned 0
+#     is gone, interrupted ones either way; one store file a snapshot;
+#   - per 4 KiB block of ka, kb and kb@pin: the state after the last durable
+#     write (acknowledged before an acknowledged flush, an acknowledged FUA
+#     write, a `cowvol write` that returned 0) or after a later write of the
+#     same client (a kill may cut a write, page by page);
+#   - a snapshot taken in this round holds the volume as it was at one
+#     moment of its `snap`: per block of an NBD region the state after a
+#     write acknowledged before the snap started or one sent before it
+#     returned (acknowledged writes are in, flushed or not: a snapshot
+#     commits the engine's pending writes); the CLI regions exactly as after
+#     the CLI's earlier writes; the rest as before the round.  Older
+#     snapshots are unchanged;
+#   - no request or command failed before the kill.
+# What was read becomes the baseline of the next round.  Before the rounds:
+# a store no snapshot owns, planted with the daemon down, is removed at start.
+#   COWVOL_KILL_SEED=N    repeat a run (the choices; the timing differs)
+#   COWVOL_KILL_ROUNDS=N  rounds (default 8)
+. "$(dirname "$0")/lib.sh"
+
+if ! command -v python3 >/dev/null; then
+	notok "python3 is installed (the clients and the checker are in Python)"
+	exit 1
+fi
+K=$REPO/tests/integration/killmodel.py
+SEED=${COWVOL_KILL_SEED:-$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}
+ROUNDS=${COWVOL_KILL_ROUNDS:-8}
+echo "# seed $SEED (COWVOL_KILL_SEED=$SEED to repeat), $ROUNDS rounds"
+RANDOM=$SEED
+M=$T/model
+mkdir -p "$M"
+export KILL_SEED=$SEED COWVOL=$COWVOL T STATE
+NBD=$T/nbd.sock
+
+# cowvold stopped: each store the catalogue names passes 'cowvol store
+# check' (a file it does not name is the leftover of a snap or rm cut by the
+# kill: the restart must remove it, which the checker sees)
+stores_sound() { # WHEN
+	local f bad=0 n=0
+	for f in $(python3 -c "import json, sys
+for v in json.load(open(sys.argv[1]))['volumes']:
+    for s in v['snapshots']:
+        print(s['store'])" "$STATE/catalogue.json"); do
+		n=$((n + 1))
+		if ! cv store check "$f" >"$T/out" 2>&1; then
+			bad=1
+			notok "$1: store ${f##*/} passes 'cowvol store check' ($(head -2 "$T/out" | tr '\n' ' '))"
+		fi
+	done
+	[ "$bad" = 1 ] || ok "$1: the $n stores of the catalogue pass 'cowvol store check'"
+}
+
+start_daemon || exit 1
+cv create ka --size 8M >/dev/null
+cv create kb --size 8M --chunk-size 64K >/dev/null
+for v in ka kb; do
+	python3 "$REPO/tests/integration/model.py" gen "$SEED-$v" $((8 << 20)) "$T/d"
+	cv write $v <"$T/d"
+done
+cv snap kb@pin >/dev/null
+cv snap ka@r0c1 >/dev/null
+cv snap kb@r0c2 >/dev/null
+# a store no snapshot owns (as a snap or rm cut by a kill leaves it) is
+# removed at start; the stores of the catalogue and other files stay
+expect 0 "setup: SIGTERM, cowvold exits 0" stop_daemon
+stray=$STATE/stores/$(python3 -c "import uuid; print(uuid.uuid4())").cow
+cp "$(ls "$STATE"/stores/*.cow | head -1)" "$stray"
+echo keep >"$STATE/stores/notes.txt"
+start_daemon || exit 1
+check "setup: the start removed a store no snapshot owns" test ! -e "$stray"
+check "setup: and left a file that is no store of the daemon's" test -f "$STATE/stores/notes.txt"
+check "setup: and each snapshot's store" test "$(ls "$STATE"/stores/*.cow | wc -l)" = 3
+expect_in daemon.log "Removed .*${stray##*/}: no snapshot owns it" "setup: the daemon logs it"
+rm "$STATE/stores/notes.txt"
+check "setup: the volumes and kb@pin" python3 "$K" init "$M/state.json"
+t0=$SECONDS
+for round in $(seq 1 "$ROUNDS"); do
+	export KILL_ROUND=$round
+	rm -f "$T"/ready.*
+	pids=
+	for c in n1 n2 n3; do
+		python3 "$K" nbd "$NBD" $c "$M/r$round-$c.log" "$T/ready.$c" &
+		pids="$pids $!"
+	done
+	python3 "$K" cli "$M/state.json" cli "$M/r$round-cli.log" &
+	pids="$pids $!"
+	# the NBD clients connected, then 0.1 .. 2 s of work
+	for _ in $(seq 1 400); do
+		[ "$(ls "$T"/ready.* 2>/dev/null | wc -l)" = 3 ] && break
+		sleep 0.025
+	done
+	delay=$((RANDOM % 1900 + 100))
+	sleep "$((delay / 1000)).$(printf %03d $((delay % 1000)))"
+	when="at ${delay} ms"
+	# every other round, right after the next acknowledged flush
+	if [ $((RANDOM % 2)) = 0 ]; then
+		when="$when, then after a flush"
+		python3 "$K" wait-flush "$M/r$round"-n?.log || when="$when (none came)"
+	fi
+	tkill=$EPOCHREALTIME
+	kill9_daemon
+	# shellcheck disable=SC2086
+	kill -9 $pids 2>/dev/null
+	wait $pids 2>/dev/null
+	check "round $round: the catalogue parses after kill -9 $when" \
+		python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$STATE/catalogue.json"
+	stores_sound "round $round"
+	start_daemon || exit 1
+	if ! python3 "$K" check "$M/state.json" "$round" "$tkill"; then
+		NOTOK=$((NOTOK + 1))
+		echo "# round $round failed (COWVOL_KILL_SEED=$SEED); the logs:"
+		for f in "$M/r$round"-*.log; do
+			echo "#   ${f##*/}: $(wc -l <"$f") lines; last: $(tail -1 "$f")"
+		done
+		break
+	fi
+	rm -f "$M/r$round"-*.log
+done
+echo "# $round rounds in $((SECONDS - t0)) s: $(python3 "$K" stats "$M/state.json")"
+expect 0 "the end: SIGTERM, cowvold exits 0" stop_daemon
+stores_sound "the end"
