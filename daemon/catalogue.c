@@ -6,7 +6,11 @@
  * the folder flushed; a crash leaves either the old or the new catalogue.
  * A store is made before the catalogue names it (snap) and removed after the
  * catalogue stopped naming it (rm, the end of a restore): a crash between
- * leaves a store no snapshot owns, which the next start removes.
+ * leaves a store no snapshot owns, which the next start removes.  So with
+ * an image that create made before the catalogue named it: the start
+ * removes it while it holds no data (a create cut short); one with data
+ * (an rm of a volume cut short) stays, with a warning, for the
+ * administrator to remove or `cowvol add`.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -391,6 +395,62 @@ int catalogue_sweep_stores(void)
                         continue;
                 }
                 dlog(LOG_INFO_, "Removed %s: no snapshot owns it (a snap or rm was cut short)", path);
+                n++;
+        }
+        closedir(d);
+        return n;
+}
+
+/* Is STATE_DIR/volumes/@name the image of a volume in the catalogue? */
+static bool image_owned(const char *name)
+{
+        for (struct vol *v = D.vols; v; v = v->next) {
+                const char *b = v->path ? strrchr(v->path, '/') : NULL;
+                if (!v->kernel && b && strcmp(b + 1, name) == 0)
+                        return true;
+        }
+        return false;
+}
+
+int catalogue_sweep_images(void)
+{
+        char dir[4096], path[4096 + 256];
+        struct dirent *de;
+        DIR *d;
+        int n = 0;
+
+        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
+        if (access(path, F_OK) < 0)
+                return 0;
+        snprintf(dir, sizeof(dir), "%s/volumes", D.cfg.state_dir);
+        d = opendir(dir);
+        if (!d)
+                return errno == ENOENT ? 0 : dlog_errno(-errno, "Cannot read %s: %m", dir);
+        while ((de = readdir(d))) {
+                size_t len = strlen(de->d_name);
+                off_t data;
+                int fd;
+
+                /* only names create gives its images: NAME.img */
+                if (len <= 4 || strcmp(de->d_name + len - 4, ".img") != 0 || image_owned(de->d_name))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0)
+                        continue;
+                data = lseek(fd, 0, SEEK_DATA);
+                close(fd);
+                if (data >= 0 || errno != ENXIO) {
+                        dlog(LOG_WARN_, "%s holds data and no volume owns it (a volume's rm was cut short?): "
+                                           "left alone; remove it, or 'cowvol add' it",
+                             path);
+                        continue;
+                }
+                if (unlink(path) < 0) {
+                        dlog_errno(-errno, "Cannot remove %s, an empty image no volume owns: %m", path);
+                        continue;
+                }
+                dlog(LOG_INFO_, "Removed %s: empty, and no volume owns it (a create was cut short)", path);
                 n++;
         }
         closedir(d);

@@ -566,6 +566,7 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
         }
         (void)catalogue_sweep_stores();
+        (void)catalogue_sweep_images();
         D.started = now_s();
 
         /* signals arrive through a descriptor, never in a thread's way */

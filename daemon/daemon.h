@@ -102,6 +102,9 @@ void counts_publish(void); /* D.lock held: D.n_vols, D.n_snaps for status */
 /* at start: remove the files STATE_DIR/stores/UUID.cow that no snapshot of
  * the catalogue owns (left by a crash in a snap or rm); how many, or -errno */
 int catalogue_sweep_stores(void);
+/* the same for STATE_DIR/volumes/NAME.img that no volume owns: removed when
+ * they hold no data, else left with a warning */
+int catalogue_sweep_images(void);
 struct vol *vol_find(const char *name);
 struct snap *snap_find(const struct vol *v, const char *name);
 struct snap *snap_find_uuid(const struct vol *v, const char *uuid);

@@ -31,7 +31,9 @@
 #     snapshots are unchanged;
 #   - no request or command failed before the kill.
 # What was read becomes the baseline of the next round.  Before the rounds:
-# a store no snapshot owns, planted with the daemon down, is removed at start.
+# a store no snapshot owns, planted with the daemon down, is removed at start;
+# an image no volume owns, too, when it holds no data (else it is left, and
+# the log warns).
 #   COWVOL_KILL_SEED=N    repeat a run (the choices; the timing differs)
 #   COWVOL_KILL_ROUNDS=N  rounds (default 8)
 . "$(dirname "$0")/lib.sh"
@@ -84,7 +86,19 @@ expect 0 "setup: SIGTERM, cowvold exits 0" stop_daemon
 stray=$STATE/stores/$(python3 -c "import uuid; print(uuid.uuid4())").cow
 cp "$(ls "$STATE"/stores/*.cow | head -1)" "$stray"
 echo keep >"$STATE/stores/notes.txt"
+# an image a create cut short (sized, never written), and one an rm of a
+# volume cut short (it holds data): the first goes, the second stays
+truncate -s 1M "$STATE/volumes/ghost.img"
+truncate -s 1M "$STATE/volumes/gone.img"
+printf 'data' | dd of="$STATE/volumes/gone.img" bs=4096 seek=3 conv=notrunc status=none
 start_daemon || exit 1
+check "setup: the start removed an empty image no volume owns" test ! -e "$STATE/volumes/ghost.img"
+expect_in daemon.log "Removed .*ghost.img: empty, and no volume owns it" "setup: the daemon logs it"
+check "setup: and left one with data, with a warning" test -f "$STATE/volumes/gone.img"
+expect_in daemon.log "gone.img holds data and no volume owns it" "setup: the daemon warns of it"
+expect 0 "setup: the name of the removed image can be created again" cv create ghost --size 1M
+expect 0 "setup: and removed" cv rm ghost
+rm "$STATE/volumes/gone.img"
 check "setup: the start removed a store no snapshot owns" test ! -e "$stray"
 check "setup: and left a file that is no store of the daemon's" test -f "$STATE/stores/notes.txt"
 check "setup: and each snapshot's store" test "$(ls "$STATE"/stores/*.cow | wc -l)" = 3
