@@ -54,6 +54,28 @@ seeds = {
     "write-short": lines(req("write", {"target": "vm", "offset": 0, "length": 100000})),
     "diff": lines(req("diff", {"target": "vm@s"})),
     "export": lines(req("export", {"target": "vm@s"}), req("export", {"target": "vm"}, 2)),
+    # names taken already
+    "exists": lines(req("snap", {"volume": "vm", "name": "s"}), req("create", {"name": "vm", "size": MIB}, 2),
+                    req("add", {"path": "$STATE/spare.img", "name": "sp"}, 3),
+                    req("add", {"path": "$STATE/spare.img", "name": "sp2"}, 4),
+                    req("add", {"path": "$STATE/spare.img", "name": "sp"}, 5)),
+    # everything against a volume while a restore runs (64 copies to make)
+    "while-restoring": lines(*[req("write", {"target": "vm", "offset": k * 65536, "length": 65536}, k)
+                               for k in range(4)],
+                             req("restore", {"snapshot": "vm@s", "keep": True}, 10), req("list", None, 11),
+                             req("cat", {"target": "vm@s", "length": 4096}, 12),
+                             req("cat", {"target": "vm", "length": 4096}, 13),
+                             req("restore", {"snapshot": "vm@s"}, 14), req("rm", {"target": "vm@s"}, 15),
+                             req("snap", {"volume": "vm"}, 16), req("write", {"target": "vm", "length": 1}, 17),
+                             req("export", {"target": "vm@s"}, 18), req("diff", {"target": "vm@s"}, 19),
+                             req("restore-wait", {"volume": "vm", "progress": True}, 20),
+                             req("restore-wait", {"volume": "vm"}, 21), req("list", None, 22)),
+    # a store at its smallest, then more copies than it holds: it grows
+    "small-store": lines(req("snap", {"volume": "vm", "name": "t", "store_size": 8192}),
+                         req("snap", {"volume": "vm", "name": "u", "store_size": 12288}, 2),
+                         *[req("write", {"target": "vm", "offset": k * 65536, "length": 65536}, 3 + k) for k in range(8)],
+                         req("list", None, 20), req("diff", {"target": "vm@u"}, 21),
+                         req("cat", {"target": "vm@u", "offset": 0, "length": 524288}, 22)),
     # the descriptor-less data requests (no "length", or a large one)
     "cat-nofd": lines(req("cat", {"target": "vm"}), req("cat", {"target": "vm@s", "length": 1 << 30}, 2)),
     "write-nofd": lines(req("write", {"target": "vm", "length": 1 << 30})),
