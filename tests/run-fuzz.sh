@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Run every libFuzzer target (or those named) for SECONDS each, from its
-# seed corpus (tests/fuzz/corpus/NAME); new inputs go to
+# seed corpus (tests/fuzz/corpus/NAME) and dictionary (tests/fuzz/NAME.dict,
+# if any); new inputs go to
 # build/fuzz/corpus-NAME, crashes to build/fuzz/crash-NAME-*, each target's
 # whole log to build/fuzz/log-NAME.  Ends with one line a target: executions,
 # coverage (cov: edges, ft: features), corpus, new units, peak RSS, crashes.
@@ -35,7 +36,9 @@ for bin in "${bins[@]}"; do
 	mkdir -p "$work"
 	stamp=$(mktemp)
 	echo "=== fuzz $name: ${secs}s"
-	"$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 \
+	dict=()
+	[ ! -f "tests/fuzz/$name.dict" ] || dict=(-dict="tests/fuzz/$name.dict")
+	"$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 "${dict[@]}" \
 		-artifact_prefix=build/fuzz/crash-"$name"- -print_final_stats=1 \
 		"$work" "tests/fuzz/corpus/$name" >"$log" 2>&1
 	brc=$?
