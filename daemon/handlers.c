@@ -946,6 +946,9 @@ static json_object *op_cat(struct ctx *c)
                 return NULL;
         if (v->kernel)
                 return kernel_device_only(c, v, s), NULL;
+        /* the restore drops the snapshot at its end, whoever still reads it */
+        if (s && v->restoring == s)
+                return fail(c, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, s->name), NULL;
         if (c->peer->fd < 0)
                 return fail(c, -EBADF, "cat needs a file descriptor passed with the request"), NULL;
         arg_int(c, "offset", &off);

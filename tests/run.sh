@@ -72,16 +72,27 @@ run_cli() { run_tap 300 tests/cli/t-*.sh; }
 # the real daemon and CLI (sanitizer builds)
 run_integration() { run_tap 900 tests/integration/t-*.sh; }
 
-# each libFuzzer target briefly from its seed corpus (make fuzz: the long run)
+# each libFuzzer target: first every input that once crashed it
+# (tests/fuzz/regress/NAME/*, one check each), then briefly from its seed
+# corpus (make fuzz: the long run)
 run_fuzz() {
-	local bin name n=0
+	local bin name f rc dict n=0
 	for bin in build/fuzz/fuzz-*; do
 		[ -x "$bin" ] || continue
 		n=$((n + 1))
 		name=${bin##*/fuzz-}
+		for f in tests/fuzz/regress/"$name"/*; do
+			[ -f "$f" ] || continue
+			"$bin" -runs=1 -timeout=10 -rss_limit_mb=2048 "$f" >"build/fuzz/regress-$name.log" 2>&1
+			rc=$?
+			[ "$rc" = 0 ] || grep -aE 'SUMMARY|Deadly|ERROR' "build/fuzz/regress-$name.log" | tail -3
+			count "fuzz $name: regression ${f##*/}" "$rc"
+		done
 		# new inputs go to build/, never into the seed corpus in the tree
 		mkdir -p "build/fuzz/check-$name"
-		"$bin" -max_total_time="${FUZZ_CHECK_TIME:-15}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 \
+		dict=()
+		[ ! -f "tests/fuzz/$name.dict" ] || dict=(-dict="tests/fuzz/$name.dict")
+		"$bin" -max_total_time="${FUZZ_CHECK_TIME:-15}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 "${dict[@]}" \
 			-artifact_prefix=build/fuzz/crash-"$name"- "build/fuzz/check-$name" "tests/fuzz/corpus/$name" \
 			2>&1 | grep -E 'DONE|Deadly|SUMMARY|ERROR' | tail -3
 		count "fuzz $name (${FUZZ_CHECK_TIME:-15}s)" "${PIPESTATUS[0]}"
