@@ -365,40 +365,58 @@ static bool store_owned(const char *name)
         return false;
 }
 
-int catalogue_sweep_stores(void)
+/* Call @fn on each entry of STATE_DIR/@sub; the number it removed.  Not
+ * without a catalogue: then nothing says what is left over. */
+static int sweep(const char *sub, bool (*fn)(const char *path, const char *name))
 {
-        char dir[4096], path[4096 + 256], uuid[UUID_LEN + 1];
+        char dir[4096], path[4096 + 256];
         struct dirent *de;
-        uuid_t u;
         DIR *d;
         int n = 0;
 
-        /* without a catalogue nothing says which stores are leftovers */
         snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
         if (access(path, F_OK) < 0)
                 return 0;
-        snprintf(dir, sizeof(dir), "%s/stores", D.cfg.state_dir);
+        snprintf(dir, sizeof(dir), "%s/%s", D.cfg.state_dir, sub);
         d = opendir(dir);
         if (!d)
-                return dlog_errno(-errno, "Cannot read %s: %m", dir);
+                return errno == ENOENT ? 0 : dlog_errno(-errno, "Cannot read %s: %m", dir);
         while ((de = readdir(d))) {
-                /* only names the daemon gives its stores: UUID.cow */
-                if (strlen(de->d_name) != UUID_LEN + 4 || strcmp(de->d_name + UUID_LEN, ".cow") != 0)
-                        continue;
-                memcpy(uuid, de->d_name, UUID_LEN);
-                uuid[UUID_LEN] = 0;
-                if (uuid_parse(uuid, u) < 0 || store_owned(de->d_name))
-                        continue;
                 snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-                if (unlink(path) < 0) {
-                        dlog_errno(-errno, "Cannot remove %s, a store no snapshot owns: %m", path);
-                        continue;
-                }
-                dlog(LOG_INFO_, "Removed %s: no snapshot owns it (a snap or rm was cut short)", path);
-                n++;
+                n += fn(path, de->d_name);
         }
         closedir(d);
         return n;
+}
+
+static bool remove_logged(const char *path, const char *why)
+{
+        if (unlink(path) < 0) {
+                dlog_errno(-errno, "Cannot remove %s (%s): %m", path, why);
+                return false;
+        }
+        dlog(LOG_INFO_, "Removed %s: %s", path, why);
+        return true;
+}
+
+static bool sweep_store(const char *path, const char *name)
+{
+        char uuid[UUID_LEN + 1];
+        uuid_t u;
+
+        /* only names the daemon gives its stores: UUID.cow */
+        if (strlen(name) != UUID_LEN + 4 || strcmp(name + UUID_LEN, ".cow") != 0)
+                return false;
+        memcpy(uuid, name, UUID_LEN);
+        uuid[UUID_LEN] = 0;
+        if (uuid_parse(uuid, u) < 0 || store_owned(name))
+                return false;
+        return remove_logged(path, "no snapshot owns it (a snap or rm was cut short)");
+}
+
+int catalogue_sweep_stores(void)
+{
+        return sweep("stores", sweep_store);
 }
 
 /* Is STATE_DIR/volumes/@name the image of a volume in the catalogue? */
@@ -412,47 +430,30 @@ static bool image_owned(const char *name)
         return false;
 }
 
+static bool sweep_image(const char *path, const char *name)
+{
+        size_t len = strlen(name);
+        off_t data;
+        int fd;
+
+        /* only names create gives its images: NAME.img */
+        if (len <= 4 || strcmp(name + len - 4, ".img") != 0 || image_owned(name))
+                return false;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return false;
+        data = lseek(fd, 0, SEEK_DATA);
+        close(fd);
+        if (data >= 0 || errno != ENXIO) {
+                dlog(LOG_WARN_, "%s holds data and no volume owns it (a volume's rm was cut short?): "
+                                "left alone; remove it, or 'cowvol add' it",
+                     path);
+                return false;
+        }
+        return remove_logged(path, "empty, and no volume owns it (a create was cut short)");
+}
+
 int catalogue_sweep_images(void)
 {
-        char dir[4096], path[4096 + 256];
-        struct dirent *de;
-        DIR *d;
-        int n = 0;
-
-        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
-        if (access(path, F_OK) < 0)
-                return 0;
-        snprintf(dir, sizeof(dir), "%s/volumes", D.cfg.state_dir);
-        d = opendir(dir);
-        if (!d)
-                return errno == ENOENT ? 0 : dlog_errno(-errno, "Cannot read %s: %m", dir);
-        while ((de = readdir(d))) {
-                size_t len = strlen(de->d_name);
-                off_t data;
-                int fd;
-
-                /* only names create gives its images: NAME.img */
-                if (len <= 4 || strcmp(de->d_name + len - 4, ".img") != 0 || image_owned(de->d_name))
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-                if (fd < 0)
-                        continue;
-                data = lseek(fd, 0, SEEK_DATA);
-                close(fd);
-                if (data >= 0 || errno != ENXIO) {
-                        dlog(LOG_WARN_, "%s holds data and no volume owns it (a volume's rm was cut short?): "
-                                           "left alone; remove it, or 'cowvol add' it",
-                             path);
-                        continue;
-                }
-                if (unlink(path) < 0) {
-                        dlog_errno(-errno, "Cannot remove %s, an empty image no volume owns: %m", path);
-                        continue;
-                }
-                dlog(LOG_INFO_, "Removed %s: empty, and no volume owns it (a create was cut short)", path);
-                n++;
-        }
-        closedir(d);
-        return n;
+        return sweep("volumes", sweep_image);
 }

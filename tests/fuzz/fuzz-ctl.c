@@ -41,7 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "fuzz-daemon.h"
 
 #define FD_LENGTH_MAX (1 << 20) /* cat and write with a descriptor: at most this */
 #define WRITE_SOURCE (64 << 10) /* what the write descriptor holds */
@@ -49,23 +49,6 @@
 static char state_dir[] = "/dev/shm/cowvol-fuzz-ctl.XXXXXX";
 static int null_fd = -1, source_fd = -1;
 static bool verbose; /* FUZZ_CTL_VERBOSE=1: the replies on stderr */
-
-static void setup_call(const char *op, const char *json)
-{
-        json_object *args = json_tokener_parse(json), *res = NULL;
-        struct peer p = { .uid = 0, .admin = true, .fd = -1 };
-        char *msg = NULL;
-        int err = 0;
-
-        handle_request(op, args, &p, &res, &err, &msg);
-        if (err) {
-                fprintf(stderr, "fuzz-ctl: setup %s failed: %s\n", op, msg ? msg : "?");
-                abort();
-        }
-        json_object_put(res);
-        json_object_put(args);
-        free(msg);
-}
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -97,8 +80,8 @@ static void state_make(void)
         }
         write_file("spare.img", 1 << 20);
         write_file("odd.img", 1000);
-        setup_call("create", "{\"name\": \"vm\", \"size\": 4194304}");
-        setup_call("snap", "{\"volume\": \"vm\", \"name\": \"s\"}");
+        fuzz_setup_call("fuzz-ctl", "create", "{\"name\": \"vm\", \"size\": 4194304}");
+        fuzz_setup_call("fuzz-ctl", "snap", "{\"volume\": \"vm\", \"name\": \"s\"}");
 }
 
 /* what the input left: restores end, every volume closes and is forgotten */

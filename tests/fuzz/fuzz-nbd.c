@@ -21,26 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "fuzz-daemon.h"
 
 static char state_dir[] = "/dev/shm/cowvol-fuzz-nbd.XXXXXX";
-
-static void setup_call(const char *op, const char *json)
-{
-        json_object *args = json_tokener_parse(json), *res = NULL;
-        struct peer p = { .uid = 0, .admin = true, .fd = -1 };
-        char *msg = NULL;
-        int err = 0;
-
-        handle_request(op, args, &p, &res, &err, &msg);
-        if (err) {
-                fprintf(stderr, "fuzz-nbd: setup %s failed: %s\n", op, msg ? msg : "?");
-                abort();
-        }
-        json_object_put(res);
-        json_object_put(args);
-        free(msg);
-}
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -76,8 +59,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         D.cfg.nbd_handshake_timeout = 5;
         if (catalogue_load() < 0)
                 abort();
-        setup_call("create", "{\"name\": \"vm\", \"size\": 4194304}");
-        setup_call("snap", "{\"volume\": \"vm\", \"name\": \"s\", \"store_size\": 8388608}");
+        fuzz_setup_call("fuzz-nbd", "create", "{\"name\": \"vm\", \"size\": 4194304}");
+        fuzz_setup_call("fuzz-nbd", "snap", "{\"volume\": \"vm\", \"name\": \"s\", \"store_size\": 8388608}");
         return 0;
 }
 
