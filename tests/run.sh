@@ -105,11 +105,13 @@ run_kernel() {
 	# the first boot prepares the VM's cache (kernel, initramfs) alone
 	tests/kernel/vm.sh --mem 4096 --timeout 1200 tests/kernel/smoke.sh
 	count "tests/kernel/smoke.sh (kernel VM)" $?
-	# then two VMs at a time: qemu's emulation runs a guest on one host
-	# thread, and these machines have two cores; each one's output is
-	# printed whole when all are done
+	# then three VMs at a time (COWVOL_VM_JOBS): qemu's emulation runs a
+	# guest on one host thread and these machines have two cores, but the
+	# guests wait often enough (sync, paced writers, the monitor's poll)
+	# that a third one fills the gaps: 410 s instead of 627 s for the
+	# suite; each one's output is printed whole when all are done
 	dir=$(mktemp -d)
-	printf '%s\n' tests/kernel/t-*.sh | xargs -P 2 -I{} sh -c \
+	printf '%s\n' tests/kernel/t-*.sh | xargs -P "${COWVOL_VM_JOBS:-3}" -I{} sh -c \
 		'tests/kernel/vm.sh --mem 4096 --timeout 1200 "$1" >"$2/${1##*/}.log" 2>&1; echo $? >"$2/${1##*/}.rc"' \
 		_ {} "$dir"
 	for t in tests/kernel/t-*.sh; do
