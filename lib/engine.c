@@ -27,7 +27,9 @@
  *    metadata, flush) and only then writes the deferred chunks to the
  *    image.  So the order above holds, and a write costs two flushes per
  *    commit, not per request.  As with a disk's write cache, a write is
- *    durable once a flush returns.
+ *    durable once a flush returns.  Chunks the image refuses at a commit
+ *    (an I/O error) keep waiting, and are read from memory, until a commit
+ *    writes them; while they do, no write copies more (-EIO).
  *  - A snapshot whose store cannot take a copy (full, I/O error, or no
  *    room left on the filesystem under a store file that grew past its
  *    preallocation) is invalidated (header valid=0, as the kernel does),
@@ -434,14 +436,16 @@ static int cmp_deferred(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-/* Write runs of consecutive deferred chunks with one pwritev each. */
-static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n)
+/* Write runs of consecutive deferred chunks with one pwritev each;
+ * *ret_done: how many of the sorted @list reached the image. */
+static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n, size_t *ret_done)
 {
         struct iovec iov[IOV_MAX];
+        size_t i = 0;
         int r = 0;
 
         qsort(list, n, sizeof(*list), cmp_deferred);
-        for (size_t i = 0; i < n;) {
+        while (i < n) {
                 uint64_t off = list[i]->chunk * v->chunk, len = 0;
                 size_t k = 0;
 
@@ -462,15 +466,17 @@ static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n)
                         (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
                 i += k;
         }
+        *ret_done = i;
         return r;
 }
 
 /* The group commit: every store durable, then the waiting origin chunks go
- * to the image.  Write lock held. */
+ * to the image.  Chunks the image refused (an I/O error) keep waiting: reads
+ * still see them, and the next commit tries again.  Write lock held. */
 static int commit_deferred(cowvol_volume *v)
 {
         struct deferred **list;
-        size_t n = 0;
+        size_t n = 0, done;
         int r;
 
         commit_all(v);
@@ -482,12 +488,20 @@ static int commit_deferred(cowvol_volume *v)
         for (size_t i = 0; i < DTAB_SIZE; i++)
                 for (struct deferred *d = v->dtab[i]; d; d = d->next)
                         list[n++] = d;
-        r = write_deferred(v, list, n);
-        for (size_t i = 0; i < n; i++)
-                free(list[i]);
-        free(list);
+        r = write_deferred(v, list, n, &done);
         memset(v->dtab, 0, DTAB_SIZE * sizeof(*v->dtab));
         v->n_deferred = 0;
+        for (size_t i = 0; i < n; i++) {
+                struct deferred *d = list[i];
+                if (i < done) {
+                        free(d);
+                        continue;
+                }
+                d->next = v->dtab[d->chunk % DTAB_SIZE];
+                v->dtab[d->chunk % DTAB_SIZE] = d;
+                v->n_deferred++;
+        }
+        free(list);
         return r;
 }
 
@@ -726,6 +740,10 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
                 if (!v->n_deferred)
                         return pwrite_full(v->fd, buf, len, off);
         } else {
+                /* what waits already is as much as may wait: when the image
+                 * refuses it, take no more */
+                if (v->n_deferred * v->chunk >= DEFER_MAX_BYTES && (r = commit_deferred(v)) < 0)
+                        return r;
                 r = ensure_big(v, n);
                 if (r < 0)
                         return r;

@@ -47,6 +47,10 @@ enum sys_op { SYS_WRITE, SYS_SYNC, SYS_ALLOCATE, SYS_PUNCH, SYS_TRUNCATE };
  * range; SYS_TRUNCATE with the new size in @len.  NULL: none (the default). */
 typedef void (*sys_watch_fn)(int fd, enum sys_op op, const void *buf, uint64_t len, uint64_t off, void *userdata);
 void sys_watch_set(sys_watch_fn fn, void *userdata);
+/* Called before each of them: a negative errno fails it without doing it (a
+ * test's failing disk).  NULL: none (the default). */
+typedef int (*sys_fault_fn)(int fd, enum sys_op op, uint64_t len, uint64_t off, void *userdata);
+void sys_fault_set(sys_fault_fn fn, void *userdata);
 /* Size of a regular file or block device. */
 int fd_size(int fd, uint64_t *ret);
 /* True when every byte of @buf is zero. */

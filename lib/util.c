@@ -42,6 +42,20 @@ void sys_watch_set(sys_watch_fn fn, void *userdata)
         sys_watch_userdata = userdata;
 }
 
+static sys_fault_fn sys_fault;
+static void *sys_fault_userdata;
+
+void sys_fault_set(sys_fault_fn fn, void *userdata)
+{
+        sys_fault = fn;
+        sys_fault_userdata = userdata;
+}
+
+static int fault(int fd, enum sys_op op, uint64_t len, uint64_t off)
+{
+        return sys_fault ? sys_fault(fd, op, len, off, sys_fault_userdata) : 0;
+}
+
 static void watch(int fd, enum sys_op op, const void *buf, uint64_t len, uint64_t off)
 {
         if (sys_watch)
@@ -51,7 +65,10 @@ static void watch(int fd, enum sys_op op, const void *buf, uint64_t len, uint64_
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
         const uint8_t *p = buf;
+        int r = fault(fd, SYS_WRITE, len, off);
 
+        if (r < 0)
+                return r;
         while (len > 0) {
                 ssize_t n = pwrite(fd, p, len, (off_t)off);
                 if (n < 0) {
@@ -72,10 +89,15 @@ int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 int pwritev_full(int fd, const struct iovec *iov_in, int n, uint64_t off)
 {
         struct iovec iov[IOV_MAX];
-        int j = 0;
+        uint64_t len = 0;
+        int j = 0, r;
 
         if (n < 0 || n > IOV_MAX)
                 return -EINVAL;
+        for (int i = 0; i < n; i++)
+                len += iov_in[i].iov_len;
+        if ((r = fault(fd, SYS_WRITE, len, off)) < 0)
+                return r;
         memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
         while (j < n) {
                 ssize_t w = pwritev(fd, iov + j, n - j, (off_t)off);
@@ -103,6 +125,10 @@ int pwritev_full(int fd, const struct iovec *iov_in, int n, uint64_t off)
 
 int sys_fdatasync(int fd)
 {
+        int r = fault(fd, SYS_SYNC, 0, 0);
+
+        if (r < 0)
+                return r;
         if (fdatasync(fd) < 0)
                 return -errno;
         watch(fd, SYS_SYNC, NULL, 0, 0);
@@ -111,6 +137,10 @@ int sys_fdatasync(int fd)
 
 int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 {
+        int r = fault(fd, (mode & FALLOC_FL_PUNCH_HOLE) ? SYS_PUNCH : SYS_ALLOCATE, len, off);
+
+        if (r < 0)
+                return r;
         if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0)
                 return -errno;
         /* an allocation within the size changes nothing a reader sees */
@@ -123,6 +153,10 @@ int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 
 int sys_ftruncate(int fd, uint64_t size)
 {
+        int r = fault(fd, SYS_TRUNCATE, size, 0);
+
+        if (r < 0)
+                return r;
         if (ftruncate(fd, (off_t)size) < 0)
                 return -errno;
         watch(fd, SYS_TRUNCATE, NULL, size, 0);
