@@ -141,6 +141,7 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 }
 
 static int commit_deferred(cowvol_volume *v);
+static size_t deferred_drop(cowvol_volume *v);
 
 static void snap_free(struct cowvol_snap *sn)
 {
@@ -156,6 +157,9 @@ _public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
         if (!v)
                 return NULL;
         (void)cowvol_volume_flush(v);
+        if (v->n_deferred)
+                log_err(-EIO, "Closing the volume: %zu chunks written since the last successful flush never "
+                              "reached the image", deferred_drop(v));
         while (v->snaps) {
                 struct cowvol_snap *n = v->snaps->next;
                 snap_free(v->snaps);
@@ -427,6 +431,27 @@ static struct deferred *deferred_add(cowvol_volume *v, uint64_t c, const uint8_t
         v->dtab[c % DTAB_SIZE] = d;
         v->n_deferred++;
         return d;
+}
+
+/* As much waits as may: time for a commit. */
+static bool deferred_full(const cowvol_volume *v)
+{
+        return v->n_deferred * v->chunk >= DEFER_MAX_BYTES;
+}
+
+/* Free what waits still (a volume closed after a failed commit). */
+static size_t deferred_drop(cowvol_volume *v)
+{
+        size_t n = v->n_deferred;
+
+        for (size_t i = 0; i < DTAB_SIZE; i++)
+                while (v->dtab[i]) {
+                        struct deferred *d = v->dtab[i];
+                        v->dtab[i] = d->next;
+                        free(d);
+                }
+        v->n_deferred = 0;
+        return n;
 }
 
 static int cmp_deferred(const void *a, const void *b)
@@ -742,7 +767,7 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
         } else {
                 /* what waits already is as much as may wait: when the image
                  * refuses it, take no more */
-                if (v->n_deferred * v->chunk >= DEFER_MAX_BYTES && (r = commit_deferred(v)) < 0)
+                if (deferred_full(v) && (r = commit_deferred(v)) < 0)
                         return r;
                 r = ensure_big(v, n);
                 if (r < 0)
@@ -786,7 +811,7 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
                 if (r < 0)
                         return r;
         }
-        if (v->n_deferred * v->chunk >= DEFER_MAX_BYTES)
+        if (deferred_full(v))
                 return commit_deferred(v);
         return 0;
 }
@@ -847,12 +872,9 @@ _public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void 
         if (len == 0)
                 return 0;
         pthread_rwlock_wrlock(&v->lock);
-        if ((r = change_allowed(v, sn)) < 0)
-                ;
-        else if (sn)
-                r = write_snapshot(v, sn, buf, len, off);
-        else
-                r = write_origin(v, buf, len, off);
+        r = change_allowed(v, sn);
+        if (r == 0)
+                r = sn ? write_snapshot(v, sn, buf, len, off) : write_origin(v, buf, len, off);
         pthread_rwlock_unlock(&v->lock);
         return r;
 }
@@ -992,12 +1014,9 @@ _public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint6
         if (r < 0 || len == 0)
                 return r;
         pthread_rwlock_wrlock(&v->lock);
-        if ((r = change_allowed(v, sn)) < 0)
-                ;
-        else if (sn)
-                r = write_zero_bytes(v, sn, len, off);
-        else
-                r = zero_origin(v, len, off, flags & COWVOL_ZERO_PUNCH, false);
+        r = change_allowed(v, sn);
+        if (r == 0)
+                r = sn ? write_zero_bytes(v, sn, len, off) : zero_origin(v, len, off, flags & COWVOL_ZERO_PUNCH, false);
         pthread_rwlock_unlock(&v->lock);
         return r;
 }
@@ -1009,11 +1028,10 @@ _public_ int cowvol_volume_discard(cowvol_volume *v, cowvol_snap *sn, uint64_t l
         if (r < 0 || len == 0)
                 return r;
         pthread_rwlock_wrlock(&v->lock);
-        if ((r = change_allowed(v, sn)) < 0)
-                ;
-        else if (!sn)
-                r = zero_origin(v, len, off, true, true);
+        r = change_allowed(v, sn);
         /* a snapshot keeps its chunks: the store has no way to drop one */
+        if (r == 0 && !sn)
+                r = zero_origin(v, len, off, true, true);
         pthread_rwlock_unlock(&v->lock);
         return r;
 }

@@ -137,3 +137,17 @@ Test(ioerror, no_more_waits_while_the_image_refuses)
         }
         free(big);
 }
+
+Test(ioerror, closed_while_the_image_refuses)
+{
+        uint8_t nw[CHUNK];
+
+        fill_pattern(nw, CHUNK, 5, 2);
+        cr_assert_eq(cowvol_volume_pwrite(vol, NULL, nw, CHUNK, 2 * CHUNK), 0);
+        failing = true;
+        log_capture_start();
+        /* the waiting chunk is freed (no leak: LeakSanitizer), and the loss said */
+        vol = cowvol_volume_close(vol);
+        cr_assert(contains_ci(log_text(), "1 chunks written since the last successful flush never reached the image"),
+                  "log: %s", log_text());
+}
