@@ -32,7 +32,13 @@ run_unit() {
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		build/san/unit-tests --jobs 2 2>&1 | tee "$out"
 	line=$(grep -a 'Synthesis: Tested:' "$out" | tail -1)
+	# LeakSanitizer reports at a test's exit, after Criterion has its verdict
+	san=$(grep -acE 'ERROR: (Leak|Address)Sanitizer|runtime error:' "$out")
 	rm -f "$out"
+	if [ "$san" != 0 ]; then
+		failed=$((failed + 1))
+		failures+=("unit tests ($san sanitizer reports)")
+	fi
 	if [[ $line =~ Tested:\ [^0-9]*([0-9]+).*Passing:\ [^0-9]*([0-9]+).*Failing:\ [^0-9]*([0-9]+).*Crashing:\ [^0-9]*([0-9]+) ]]; then
 		t=${BASH_REMATCH[1]} p=${BASH_REMATCH[2]} f=${BASH_REMATCH[3]} c=${BASH_REMATCH[4]}
 		passed=$((passed + p))
