@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "cowvol.h"
@@ -120,6 +121,13 @@ void vol_deactivate(struct vol *v);
 bool vol_note_reasons(struct vol *v);
 int restore_start(struct vol *v);     /* spawn the thread; D.lock held */
 void restore_join_all(void);
+
+/* A JSON string holding a NUL: as a C string it would read as something
+ * else ("rm\u0000x" as "rm"), so requests refuse it. */
+static inline bool json_string_has_nul(json_object *s)
+{
+        return strlen(json_object_get_string(s)) != (size_t)json_object_get_string_len(s);
+}
 
 /* cowvold.c */
 void client_done(int fd); /* a client thread's last act: forget and close @fd */

@@ -82,9 +82,7 @@ static int check_args(struct ctx *c, const char *op, const struct argspec *spec)
                                     a->type == json_type_int       ? "an integer"
                                     : a->type == json_type_boolean ? "true or false"
                                                                    : "a string");
-                /* a C string ends at a NUL: "vm1\u0000x" must not pass as "vm1" */
-                if (a->type == json_type_string &&
-                    strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val))
+                if (a->type == json_type_string && json_string_has_nul(val))
                         return fail(c, -EINVAL, "%s: argument '%s' contains the control character 0x00", op, key);
         }
         for (const struct argspec *a = spec; a->name; a++)

@@ -127,8 +127,7 @@ static bool handle_line(struct session *s, const char *line, size_t len)
         } else if (!json_object_object_get_ex(req, "op", &x) || !json_object_is_type(x, json_type_string)) {
                 err = -EINVAL;
                 msg = strdup("the request has no \"op\"");
-        } else if (strlen(json_object_get_string(x)) != (size_t)json_object_get_string_len(x)) {
-                /* "status\u0000x" would be read as "status": another op than the one sent */
+        } else if (json_string_has_nul(x)) {
                 err = -EINVAL;
                 msg = strdup("\"op\" contains the control character 0x00");
         } else {
