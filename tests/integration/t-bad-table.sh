@@ -43,7 +43,7 @@ mkdir -p "$T/base" "$T/dmg" "$T/scratch"
 	"$COWTOOL" fill "$T/base/origin.img" "$T/base/filled.cow" 300 3 10
 check "setup: a store with 300 exceptions" eval "\"\$COWVOL\" store check '$T/base/filled.cow' | grep -q 'sound: 300 exceptions'"
 cp "$REPO/tests/fixtures/kernel-4k.cow" "$T/base/kernel.cow"
-check "setup: the kernel's store is sound" "$COWVOL" store check "$T/base/kernel.cow" >/dev/null
+check "setup: the kernel's store is sound" eval "\"\$COWVOL\" store check '$T/base/kernel.cow' >/dev/null"
 mkdir -p "$T/scratch/dir"
 sha256sum "$T"/base/* >"$T/base.sum"
 # every row's arguments, payload and damaged store, made before the first runs
