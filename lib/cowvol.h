@@ -413,6 +413,13 @@ struct cowvol_kvolume {
         const char *name;   /* the volume's name */
         const char *uuid;   /* its uuid, in its dm uuids */
         const char *device; /* the block device under it */
+        /* Optional: the messages of one call made with this volume (or one
+         * of its snapshots) go here as well as to the process-wide
+         * callback, so that a caller serving many clients tells each the
+         * reason of its own call (cryptsetup's per-device log callback).
+         * Called in the calling thread, before the call returns. */
+        cowvol_log_fn log_fn;
+        void *log_userdata;
 };
 
 struct cowvol_ksnapshot {

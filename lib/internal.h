@@ -26,6 +26,18 @@ void cowvol_log(int level, const char *fmt, ...) _printf_(2, 3);
 int cowvol_log_errno(int r, const char *fmt, ...) _printf_(2, 3);
 #define log_err(r, ...) cowvol_log_errno((r), __VA_ARGS__)
 #define log_debug(...) cowvol_log(COWVOL_LOG_DEBUG, __VA_ARGS__)
+/* A call's own log callback (struct cowvol_kvolume's log_fn): set for the
+ * calling thread until the scope ends, the previous one restored then. */
+struct log_scope {
+        cowvol_log_fn fn;
+        void *userdata;
+        const struct log_scope *prev;
+};
+void log_scope_enter(struct log_scope *s, cowvol_log_fn fn, void *userdata);
+void log_scope_leave(struct log_scope *s);
+#define LOG_SCOPE(fn, ud) \
+        __attribute__((cleanup(log_scope_leave))) struct log_scope _log_scope_; \
+        log_scope_enter(&_log_scope_, (fn), (ud))
 
 /* util.c */
 /* Full pread/pwrite: -errno, or -EIO on a short transfer past the end. */

@@ -7,6 +7,21 @@
 
 static cowvol_log_fn log_fn;
 static void *log_userdata;
+/* the innermost scope of the calling thread (LOG_SCOPE) */
+static __thread const struct log_scope *scope;
+
+void log_scope_enter(struct log_scope *s, cowvol_log_fn fn, void *userdata)
+{
+        s->fn = fn;
+        s->userdata = userdata;
+        s->prev = scope;
+        scope = s;
+}
+
+void log_scope_leave(struct log_scope *s)
+{
+        scope = s->prev;
+}
 
 _public_ void cowvol_set_log_callback(cowvol_log_fn fn, void *userdata)
 {
@@ -18,12 +33,19 @@ _printf_(2, 0) static void log_va(int level, const char *fmt, va_list ap)
 {
         char buf[1024];
 
-        if (!log_fn)
+        const struct log_scope *own = scope;
+
+        while (own && !own->fn)
+                own = own->prev;
+        if (!log_fn && !own)
                 return;
         if (level >= COWVOL_LOG_DEBUG && !getenv("COWVOL_DEBUG"))
                 return;
         vsnprintf(buf, sizeof(buf), fmt, ap);
-        log_fn(level, buf, log_userdata);
+        if (own)
+                own->fn(level, buf, own->userdata);
+        if (log_fn)
+                log_fn(level, buf, log_userdata);
 }
 
 void cowvol_log(int level, const char *fmt, ...)

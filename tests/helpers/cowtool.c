@@ -283,24 +283,24 @@ static int cmd_kernel(int argc, char **argv)
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if (!strcmp(cmd, "kvol-activate") && argc == 5) {
-                v = (struct cowvol_kvolume){ argv[2], argv[3], argv[4] };
+                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = argv[4] };
                 r = cowvol_kernel_volume_activate(&v);
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if (!strcmp(cmd, "kvol-deactivate") && argc == 4) {
-                v = (struct cowvol_kvolume){ argv[2], argv[3], NULL };
+                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = NULL };
                 r = cowvol_kernel_volume_deactivate(&v);
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if ((!strcmp(cmd, "ksnap-create") || !strcmp(cmd, "ksnap-activate")) && argc == 9) {
-                v = (struct cowvol_kvolume){ argv[2], argv[3], argv[4] };
+                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = argv[4] };
                 s = (struct cowvol_ksnapshot){ argv[5], argv[6], argv[7], arg_chunk(argv[8]) };
                 r = !strcmp(cmd, "ksnap-create") ? cowvol_kernel_snapshot_create(&v, &s)
                                                  : cowvol_kernel_snapshot_activate(&v, &s);
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if (!strcmp(cmd, "ksnap-remove") && argc == 6) {
-                v = (struct cowvol_kvolume){ argv[2], argv[3], NULL };
+                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = NULL };
                 s = (struct cowvol_ksnapshot){ argv[4], argv[5], NULL, 0 };
                 r = cowvol_kernel_snapshot_remove(&v, &s);
                 return r < 0 ? kfail(cmd, r) : 0;
@@ -308,7 +308,7 @@ static int cmd_kernel(int argc, char **argv)
         if ((!strcmp(cmd, "kstatus") || !strcmp(cmd, "kpath")) && (argc == 4 || argc == 6)) {
                 struct cowvol_kernel_status st;
                 char path[300];
-                v = (struct cowvol_kvolume){ argv[2], argv[3], NULL };
+                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = NULL };
                 if (argc == 6)
                         s = (struct cowvol_ksnapshot){ argv[4], argv[5], NULL, 0 };
                 if (!strcmp(cmd, "kpath")) {
