@@ -22,9 +22,20 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
-#include "daemon.h"
+#include <json-c/json.h>
+
+#include "../common/util.h"
+#include "catalogue.h"
+#include "config.h"
+#include "engine.h"
+#include "log.h"
 
 #define CATALOGUE "catalogue.json"
+
+struct catalogue catalogue = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .changed = PTHREAD_COND_INITIALIZER,
+};
 
 void new_uuid(char out[UUID_LEN + 1])
 {
@@ -36,7 +47,7 @@ void new_uuid(char out[UUID_LEN + 1])
 
 struct vol *vol_find(const char *name)
 {
-        for (struct vol *v = D.vols; v; v = v->next)
+        for (struct vol *v = catalogue.vols; v; v = v->next)
                 if (strcmp(v->name, name) == 0)
                         return v;
         return NULL;
@@ -165,7 +176,7 @@ static int load_snap(struct vol *v, json_object *o)
         return 0;
 }
 
-static int load_vol(json_object *o, struct vol ***tail)
+static int load_vol(json_object *o, const struct engine_ops *const *engines, struct vol ***tail)
 {
         struct vol *v = calloc(1, sizeof(*v));
         const char *name = jstr(o, "name"), *uuid = jstr(o, "uuid"), *path = jstr(o, "path");
@@ -190,11 +201,14 @@ static int load_vol(json_object *o, struct vol ***tail)
         v->owned = json_object_object_get_ex(o, "owned", &owned) && json_object_get_boolean(owned);
         {
                 const char *engine = jstr(o, "engine"), *source = jstr(o, "source");
-                if (engine && strcmp(engine, "kernel") && strcmp(engine, "userspace")) {
+                /* no engine: written before there was a second one */
+                for (size_t i = 0; engines[i] && !v->ops; i++)
+                        if (!strcmp(engine ? engine : "userspace", engines[i]->name))
+                                v->ops = engines[i];
+                if (!v->ops) {
                         vol_free(v);
                         return dlog_errno(-EINVAL, "Catalogue: volume %s has an unknown engine '%s'", name, engine);
                 }
-                v->kernel = engine && !strcmp(engine, "kernel");
                 v->source = source ? strdup(source) : NULL;
         }
         if (json_object_object_get_ex(o, "snapshots", &snaps) && json_object_is_type(snaps, json_type_array))
@@ -224,24 +238,24 @@ void counts_publish(void)
 {
         unsigned nv = 0, ns = 0;
 
-        for (struct vol *v = D.vols; v; v = v->next) {
+        for (struct vol *v = catalogue.vols; v; v = v->next) {
                 nv++;
                 for (struct snap *s = v->snaps; s; s = s->next)
                         ns++;
         }
-        __atomic_store_n(&D.n_vols, nv, __ATOMIC_RELAXED);
-        __atomic_store_n(&D.n_snaps, ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&catalogue.n_vols, nv, __ATOMIC_RELAXED);
+        __atomic_store_n(&catalogue.n_snaps, ns, __ATOMIC_RELAXED);
 }
 
-int catalogue_load(void)
+int catalogue_load(const struct engine_ops *const *engines)
 {
         char path[4096];
         json_object *root, *vols;
-        struct vol **tail = &D.vols;
+        struct vol **tail = &catalogue.vols;
         int64_t version;
         int r = 0;
 
-        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
+        snprintf(path, sizeof(path), "%s/" CATALOGUE, settings.state_dir);
         if (access(path, F_OK) < 0 && errno == ENOENT)
                 return 0; /* a new state folder */
         root = json_object_from_file(path);
@@ -253,7 +267,7 @@ int catalogue_load(void)
         }
         if (json_object_object_get_ex(root, "volumes", &vols) && json_object_is_type(vols, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(vols) && r >= 0; i++)
-                        r = load_vol(json_object_array_get_idx(vols, i), &tail);
+                        r = load_vol(json_object_array_get_idx(vols, i), engines, &tail);
         json_object_put(root);
         counts_publish();
         return r;
@@ -286,7 +300,7 @@ static json_object *vol_json(const struct vol *v)
         json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
         json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk));
         json_object_object_add(o, "owned", json_object_new_boolean(v->owned));
-        json_object_object_add(o, "engine", json_object_new_string(v->kernel ? "kernel" : "userspace"));
+        json_object_object_add(o, "engine", json_object_new_string(v->ops->name));
         if (v->source)
                 json_object_object_add(o, "source", json_object_new_string(v->source));
         json_object_object_add(o, "created", json_object_new_int64(v->created));
@@ -312,14 +326,14 @@ int catalogue_save(void)
 
         counts_publish(); /* a failed save is undone by the caller, who publishes again */
         json_object_object_add(root, "version", json_object_new_int(1));
-        for (struct vol *v = D.vols; v; v = v->next)
+        for (struct vol *v = catalogue.vols; v; v = v->next)
                 json_object_array_add(a, vol_json(v));
         json_object_object_add(root, "volumes", a);
         text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
         len = strlen(text);
 
-        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
-        snprintf(tmp, sizeof(tmp), "%s/." CATALOGUE ".tmp", D.cfg.state_dir);
+        snprintf(path, sizeof(path), "%s/" CATALOGUE, settings.state_dir);
+        snprintf(tmp, sizeof(tmp), "%s/." CATALOGUE ".tmp", settings.state_dir);
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0) {
                 r = -errno;
@@ -337,7 +351,7 @@ int catalogue_save(void)
                 unlink(tmp);
                 goto out;
         }
-        dfd = open(D.cfg.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        dfd = open(settings.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
                 if (fsync(dfd) < 0)
                         r = -errno;
@@ -355,7 +369,7 @@ out:
  * path when the catalogue was written. */
 static bool store_owned(const char *name)
 {
-        for (struct vol *v = D.vols; v; v = v->next)
+        for (struct vol *v = catalogue.vols; v; v = v->next)
                 for (struct snap *s = v->snaps; s; s = s->next) {
                         const char *b = s->store ? strrchr(s->store, '/') : NULL;
                         if ((b && strcmp(b + 1, name) == 0) ||
@@ -374,10 +388,10 @@ static int sweep(const char *sub, bool (*fn)(const char *path, const char *name)
         DIR *d;
         int n = 0;
 
-        snprintf(path, sizeof(path), "%s/" CATALOGUE, D.cfg.state_dir);
+        snprintf(path, sizeof(path), "%s/" CATALOGUE, settings.state_dir);
         if (access(path, F_OK) < 0)
                 return 0;
-        snprintf(dir, sizeof(dir), "%s/%s", D.cfg.state_dir, sub);
+        snprintf(dir, sizeof(dir), "%s/%s", settings.state_dir, sub);
         d = opendir(dir);
         if (!d)
                 return errno == ENOENT ? 0 : dlog_errno(-errno, "Cannot read %s: %m", dir);
@@ -422,9 +436,9 @@ int catalogue_sweep_stores(void)
 /* Is STATE_DIR/volumes/@name the image of a volume in the catalogue? */
 static bool image_owned(const char *name)
 {
-        for (struct vol *v = D.vols; v; v = v->next) {
+        for (struct vol *v = catalogue.vols; v; v = v->next) {
                 const char *b = v->path ? strrchr(v->path, '/') : NULL;
-                if (!v->kernel && b && strcmp(b + 1, name) == 0)
+                if (b && strcmp(b + 1, name) == 0)
                         return true;
         }
         return false;

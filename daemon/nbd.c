@@ -20,7 +20,7 @@
  * Invariants:
  * - From NBD_OPT_GO / NBD_OPT_EXPORT_NAME until the connection closes it
  *   holds a reference on its struct vol (and struct snap), taken under
- *   D.lock, so rm and restore refuse with EBUSY; I/O runs without D.lock.
+ *   catalogue.lock, so rm and restore refuse with EBUSY; I/O runs without catalogue.lock.
  * - A write is acknowledged only after the engine took all of it (and, with
  *   NBD_CMD_FLAG_FUA, after cowvol_volume_flush); a client that goes away
  *   before its whole payload arrived gets nothing written.  NBD_CMD_FLUSH is
@@ -122,7 +122,7 @@ static uint16_t export_flags(const struct nbd_conn *c, bool read_only)
 
 bool nbd_export_read_only(const struct snap *s)
 {
-        return D.cfg.nbd_read_only == NBD_RO_ALL || (s && D.cfg.nbd_read_only == NBD_RO_SNAPSHOTS);
+        return settings.nbd_read_only == NBD_RO_ALL || (s && settings.nbd_read_only == NBD_RO_SNAPSHOTS);
 }
 
 /* --- the wire --------------------------------------------------------------- */
@@ -230,7 +230,7 @@ __attribute__((format(printf, 4, 5))) static int opt_error(int fd, uint32_t opt,
 
 /* --- exports ------------------------------------------------------------------ */
 
-/* D.lock held.  "VOLUME" or "VOLUME@SNAP" that can be served now; on failure
+/* catalogue.lock held.  "VOLUME" or "VOLUME@SNAP" that can be served now; on failure
  * *ret_why says why, for the client. */
 static int export_find(const char *name, struct vol **ret_v, struct snap **ret_s, char *why, size_t len)
 {
@@ -245,7 +245,7 @@ static int export_find(const char *name, struct vol **ret_v, struct snap **ret_s
                 snprintf(why, len, "bad export name: %s", bad);
                 return -EINVAL;
         }
-        if (D.stopping) {
+        if (catalogue.stopping) {
                 snprintf(why, len, "cowvold is stopping");
                 return -ESHUTDOWN;
         }
@@ -294,12 +294,12 @@ static void conn_release(struct nbd_conn *c)
 {
         if (!c->v)
                 return;
-        pthread_mutex_lock(&D.lock);
+        pthread_mutex_lock(&catalogue.lock);
         c->v->refs--;
         if (c->s)
                 c->s->refs--;
-        pthread_cond_broadcast(&D.changed);
-        pthread_mutex_unlock(&D.lock);
+        pthread_cond_broadcast(&catalogue.changed);
+        pthread_mutex_unlock(&catalogue.lock);
         c->v = NULL;
         c->s = NULL;
 }
@@ -323,7 +323,7 @@ static int names_add(struct name_list *l, const char *vol, const char *snap)
         return 0;
 }
 
-/* NBD_OPT_LIST: every volume and every valid snapshot, gathered under D.lock
+/* NBD_OPT_LIST: every volume and every valid snapshot, gathered under catalogue.lock
  * and sent without it. */
 static int opt_list(struct nbd_conn *c, uint32_t len)
 {
@@ -336,9 +336,9 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
         if (!c->admin)
                 return opt_error(c->fd, NBD_OPT_LIST, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
-                                 D.cfg.group ? D.cfg.group : "cowvol");
-        pthread_mutex_lock(&D.lock);
-        for (struct vol *v = D.vols; v && r == 0; v = v->next) {
+                                 settings.group ? settings.group : "cowvol");
+        pthread_mutex_lock(&catalogue.lock);
+        for (struct vol *v = catalogue.vols; v && r == 0; v = v->next) {
                 if (!v->eng)
                         continue;
                 r = names_add(&l, v->name, NULL);
@@ -346,7 +346,7 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
                         if (s->eng && v->restoring != s && cowvol_snap_info(v->eng, s->eng, &si) == 0 && si.valid)
                                 r = names_add(&l, v->name, s->name);
         }
-        pthread_mutex_unlock(&D.lock);
+        pthread_mutex_unlock(&catalogue.lock);
         if (r < 0) {
                 free(l.names);
                 return opt_error(c->fd, NBD_OPT_LIST, NBD_REP_ERR_TOO_BIG, "out of memory");
@@ -385,7 +385,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
         if (!c->admin)
                 return opt_error(c->fd, opt, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
-                                 D.cfg.group ? D.cfg.group : "cowvol");
+                                 settings.group ? settings.group : "cowvol");
         if (nlen == 0)
                 return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN,
                                  "there is no default export; name one: VOLUME or VOLUME@SNAPSHOT");
@@ -393,7 +393,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
                 return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN, "no such export (a bad name)");
         memcpy(name, data + 4, nlen);
         name[nlen] = '\0';
-        pthread_mutex_lock(&D.lock);
+        pthread_mutex_lock(&catalogue.lock);
         r = export_find(name, &v, &s, why, sizeof(why));
         if (r == 0) {
                 size = v->size;
@@ -402,7 +402,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
                 if (opt == NBD_OPT_GO)
                         conn_hold(c, v, s);
         }
-        pthread_mutex_unlock(&D.lock);
+        pthread_mutex_unlock(&catalogue.lock);
         if (r < 0)
                 return opt_error(c->fd, opt, r == -ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_UNKNOWN, "%s",
                                  why);
@@ -475,14 +475,14 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *data, uint3
         if (!c->admin)
                 return opt_error(c->fd, opt, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
-                                 D.cfg.group ? D.cfg.group : "cowvol");
+                                 settings.group ? settings.group : "cowvol");
         if (nlen == 0 || nlen > EXPORT_NAME_MAX || memchr(data + 4, '\0', nlen))
                 return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN, "no such export");
         memcpy(name, data + 4, nlen);
         name[nlen] = '\0';
-        pthread_mutex_lock(&D.lock);
+        pthread_mutex_lock(&catalogue.lock);
         r = export_find(name, &v, &s, why, sizeof(why));
-        pthread_mutex_unlock(&D.lock);
+        pthread_mutex_unlock(&catalogue.lock);
         if (r < 0)
                 return opt_error(c->fd, opt, r == -ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_UNKNOWN, "%s",
                                  why);
@@ -513,11 +513,11 @@ static int opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len
                 return -EACCES;
         memcpy(name, data, len);
         name[len] = '\0';
-        pthread_mutex_lock(&D.lock);
+        pthread_mutex_lock(&catalogue.lock);
         r = export_find(name, &v, &s, why, sizeof(why));
         if (r == 0)
                 conn_hold(c, v, s);
-        pthread_mutex_unlock(&D.lock);
+        pthread_mutex_unlock(&catalogue.lock);
         if (r < 0) {
                 dlog(LOG_INFO_, "NBD: refused export '%s': %s", name, why);
                 return r;
@@ -737,10 +737,10 @@ static const char *engine_why(int e)
 /* after a write: invalidations the engine reported go to the catalogue */
 static void note_reasons(struct nbd_conn *c)
 {
-        pthread_mutex_lock(&D.lock);
-        if (vol_note_reasons(c->v))
+        pthread_mutex_lock(&catalogue.lock);
+        if (c->v->ops->note_reasons(c->v))
                 catalogue_save();
-        pthread_mutex_unlock(&D.lock);
+        pthread_mutex_unlock(&catalogue.lock);
 }
 
 static int cmd_block_status(struct nbd_conn *c, uint64_t cookie, uint16_t flags, uint64_t off, uint32_t len)
@@ -1064,12 +1064,12 @@ void *nbd_session_main(void *arg)
         }
         if (r == 0) {
                 /* a client that has not chosen an export in time is dropped */
-                c.deadline_ms = now_ms() + (uint64_t)D.cfg.nbd_handshake_timeout * 1000;
-                set_timeouts(c.fd, (uint64_t)D.cfg.nbd_handshake_timeout * 1000);
+                c.deadline_ms = now_ms() + (uint64_t)settings.nbd_handshake_timeout * 1000;
+                set_timeouts(c.fd, (uint64_t)settings.nbd_handshake_timeout * 1000);
                 r = negotiate(&c);
                 if (r == -ETIMEDOUT || r == -EAGAIN)
                         dlog(LOG_INFO_, "NBD: a client chose no export within %u s; closing it",
-                             D.cfg.nbd_handshake_timeout);
+                             settings.nbd_handshake_timeout);
                 if (r == 1) {
                         c.deadline_ms = 0;
                         set_timeouts(c.fd, 0);
@@ -1143,7 +1143,7 @@ int nbd_tcp_parse(const char *spec, char **ret_host, unsigned *ret_port)
         return 0;
 }
 
-/* Listen on D.cfg.nbd_tcp / nbd_tcp_port; sets the host for URIs. */
+/* Listen on settings.nbd_tcp / nbd_tcp_port; sets the host for URIs. */
 int nbd_tcp_listen(void)
 {
         struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -1151,10 +1151,10 @@ int nbd_tcp_listen(void)
         char port[8], name[256], num[INET6_ADDRSTRLEN + 1] = "";
         int fd = -1, one = 1, r;
 
-        snprintf(port, sizeof(port), "%u", D.cfg.nbd_tcp_port);
-        r = getaddrinfo(D.cfg.nbd_tcp, port, &hints, &ai);
+        snprintf(port, sizeof(port), "%u", settings.nbd_tcp_port);
+        r = getaddrinfo(settings.nbd_tcp, port, &hints, &ai);
         if (r) {
-                dlog(LOG_ERR_, "NBD over TCP: cannot resolve '%s': %s", D.cfg.nbd_tcp, gai_strerror(r));
+                dlog(LOG_ERR_, "NBD over TCP: cannot resolve '%s': %s", settings.nbd_tcp, gai_strerror(r));
                 return -EINVAL;
         }
         for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
@@ -1177,7 +1177,7 @@ int nbd_tcp_listen(void)
         }
         freeaddrinfo(ai);
         if (fd < 0) {
-                dlog(LOG_ERR_, "NBD over TCP: cannot listen on %s port %u: %s", D.cfg.nbd_tcp, D.cfg.nbd_tcp_port,
+                dlog(LOG_ERR_, "NBD over TCP: cannot listen on %s port %u: %s", settings.nbd_tcp, settings.nbd_tcp_port,
                      strerror(r ? -r : EADDRNOTAVAIL));
                 return r ? r : -EADDRNOTAVAIL;
         }
@@ -1189,6 +1189,6 @@ int nbd_tcp_listen(void)
                 name[sizeof(name) - 1] = '\0';
         } else
                 snprintf(name, sizeof(name), "%s%s%s", strchr(num, ':') ? "[" : "", num, strchr(num, ':') ? "]" : "");
-        D.cfg.nbd_tcp_uri_host = strdup(name);
+        settings.nbd_tcp_uri_host = strdup(name);
         return fd;
 }

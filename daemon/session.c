@@ -31,13 +31,13 @@ bool peer_is_admin(int fd, const struct ucred *cred)
 
         if (cred->uid == 0)
                 return true;
-        if (!D.cfg.have_gid)
+        if (!settings.have_gid)
                 return false;
-        if (cred->gid == D.cfg.gid)
+        if (cred->gid == settings.gid)
                 return true;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
                 for (size_t i = 0; i < len / sizeof(gid_t); i++)
-                        if (groups[i] == D.cfg.gid)
+                        if (groups[i] == settings.gid)
                                 return true;
         return false;
 }
@@ -98,10 +98,8 @@ static bool handle_line(struct session *s, const char *line, size_t len)
 {
         json_tokener *tok = json_tokener_new();
         json_object *req, *x, *args = NULL, *result = NULL;
+        struct failure f = {};
         int64_t id = 0;
-        const char *op;
-        char *msg = NULL;
-        int err = 0;
         bool keep = true;
 
         req = json_tokener_parse_ex(tok, line, (int)len);
@@ -121,28 +119,20 @@ static bool handle_line(struct session *s, const char *line, size_t len)
         if (json_object_object_get_ex(req, "id", &x) && json_object_is_type(x, json_type_int))
                 id = json_object_get_int64(x);
         if (!json_object_object_get_ex(req, "v", &x) || !json_object_is_type(x, json_type_int) ||
-            json_object_get_int64(x) != PROTOCOL_VERSION) {
-                err = -EPROTO;
-                msg = strdup("unsupported protocol version (this daemon speaks version 1)");
-        } else if (!json_object_object_get_ex(req, "op", &x) || !json_object_is_type(x, json_type_string)) {
-                err = -EINVAL;
-                msg = strdup("the request has no \"op\"");
-        } else if (json_string_has_nul(x)) {
-                err = -EINVAL;
-                msg = strdup("\"op\" contains the control character 0x00");
-        } else {
-                op = json_object_get_string(x);
-                if (json_object_object_get_ex(req, "args", &args) && !json_object_is_type(args, json_type_object)) {
-                        err = -EINVAL;
-                        msg = strdup("\"args\" must be an object");
-                } else {
-                        s->peer.fd = s->pending_fd;
-                        handle_request(op, args, &s->peer, &result, &err, &msg);
-                }
+            json_object_get_int64(x) != PROTOCOL_VERSION)
+                fail(&f, -EPROTO, "unsupported protocol version (this daemon speaks version 1)");
+        else if (!json_object_object_get_ex(req, "op", &x) || !json_object_is_type(x, json_type_string))
+                fail(&f, -EINVAL, "the request has no \"op\"");
+        else if (json_string_has_nul(x))
+                fail(&f, -EINVAL, "\"op\" contains the control character 0x00");
+        else if (json_object_object_get_ex(req, "args", &args) && !json_object_is_type(args, json_type_object))
+                fail(&f, -EINVAL, "\"args\" must be an object");
+        else {
+                s->peer.fd = s->pending_fd;
+                handle_request(json_object_get_string(x), args, &s->peer, &result, &f);
         }
-        if (reply(s, id, result, err, msg) < 0)
+        if (reply(s, id, result, f.err, f.err ? f.msg : NULL) < 0)
                 keep = false;
-        free(msg);
         json_object_put(req);
         if (s->pending_fd >= 0) {
                 close(s->pending_fd);

@@ -87,15 +87,15 @@ static void state_make(void)
 /* what the input left: restores end, every volume closes and is forgotten */
 static void state_drop(void)
 {
-        pthread_mutex_lock(&D.lock);
-        restore_join_all();
-        while (D.vols) {
-                struct vol *x = D.vols->next;
-                vol_deactivate(D.vols);
-                vol_free(D.vols);
-                D.vols = x;
+        pthread_mutex_lock(&catalogue.lock);
+        engine_restore_join_all();
+        while (catalogue.vols) {
+                struct vol *x = catalogue.vols->next;
+                catalogue.vols->ops->deactivate(catalogue.vols);
+                vol_free(catalogue.vols);
+                catalogue.vols = x;
         }
-        pthread_mutex_unlock(&D.lock);
+        pthread_mutex_unlock(&catalogue.lock);
 }
 
 /* the state folder goes when the run ends */
@@ -121,11 +121,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         signal(SIGPIPE, SIG_IGN); /* as cowvold */
         verbose = getenv("FUZZ_CTL_VERBOSE") != NULL;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        D.started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-        D.cfg.state_dir = state_dir;
-        D.cfg.autoextend_threshold = 70;
-        D.cfg.autoextend_percent = 20;
-        D.cfg.nbd_socket_path = strdup("/run/cowvol fuzz/nbd.sock"); /* export answers with a URI */
+        catalogue.started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        settings.state_dir = state_dir;
+        settings.autoextend_threshold = 70;
+        settings.autoextend_percent = 20;
+        settings.nbd_socket_path = strdup("/run/cowvol fuzz/nbd.sock"); /* export answers with a URI */
         null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
         source_fd = memfd_create("fuzz-ctl-write", MFD_CLOEXEC);
         if (null_fd < 0 || source_fd < 0)
@@ -135,7 +135,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         for (size_t i = 0; i < WRITE_SOURCE / sizeof(buf); i++)
                 if (write_all(source_fd, buf, sizeof(buf)) < 0)
                         abort();
-        if (catalogue_load() < 0)
+        if (catalogue_load(engine_all) < 0)
                 abort();
         return 0;
 }
@@ -334,9 +334,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
         c.fd = sv[1];
         if (pthread_create(&r, NULL, reader_main, &c) != 0 || pthread_create(&w, NULL, writer_main, &c) != 0)
                 abort();
-        pthread_mutex_lock(&D.lock);
-        D.clients++;
-        pthread_mutex_unlock(&D.lock);
+        __atomic_add_fetch(&catalogue.n_clients, 1, __ATOMIC_RELAXED); /* as listen.c: session_main's end takes it back */
         session_main((void *)(intptr_t)sv[0]); /* closes sv[0] */
         pthread_join(w, NULL);
         pthread_join(r, NULL);

@@ -16,17 +16,15 @@ static inline void fuzz_setup_call(const char *target, const char *op, const cha
 {
         json_object *args = json_tokener_parse(json), *res = NULL;
         struct peer p = { .uid = 0, .admin = true, .fd = -1 };
-        char *msg = NULL;
-        int err = 0;
+        struct failure f = {};
 
-        handle_request(op, args, &p, &res, &err, &msg);
-        if (err) {
-                fprintf(stderr, "%s: setup %s failed: %s\n", target, op, msg ? msg : "?");
+        handle_request(op, args, &p, &res, &f);
+        if (f.err) {
+                fprintf(stderr, "%s: setup %s failed: %s\n", target, op, f.msg);
                 abort();
         }
         json_object_put(res);
         json_object_put(args);
-        free(msg);
 }
 
 #endif

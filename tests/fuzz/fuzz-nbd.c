@@ -53,11 +53,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                         abort();
         }
         atexit(cleanup);
-        D.cfg.state_dir = state_dir;
-        D.cfg.autoextend_threshold = 70;
-        D.cfg.autoextend_percent = 20;
-        D.cfg.nbd_handshake_timeout = 5;
-        if (catalogue_load() < 0)
+        settings.state_dir = state_dir;
+        settings.autoextend_threshold = 70;
+        settings.autoextend_percent = 20;
+        settings.nbd_handshake_timeout = 5;
+        if (catalogue_load(engine_all) < 0)
                 abort();
         fuzz_setup_call("fuzz-nbd", "create", "{\"name\": \"vm\", \"size\": 4194304}");
         fuzz_setup_call("fuzz-nbd", "snap", "{\"volume\": \"vm\", \"name\": \"s\", \"store_size\": 8388608}");
@@ -95,9 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
         c.fd = sv[1];
         if (pthread_create(&t, NULL, client_main, &c) != 0)
                 abort();
-        pthread_mutex_lock(&D.lock);
-        D.clients++;
-        pthread_mutex_unlock(&D.lock);
+        __atomic_add_fetch(&catalogue.n_clients, 1, __ATOMIC_RELAXED); /* as listen.c: session_main's end takes it back */
         nbd_session_main((void *)(intptr_t)sv[0]); /* closes sv[0] */
         pthread_join(t, NULL);
         close(sv[1]);

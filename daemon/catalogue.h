@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The catalogue: every volume and snapshot (catalogue.c keeps it in
+ * STATE_DIR/catalogue.json), under one lock.
+ *
+ * Locks, and the order they are taken in (a thread holding one may take
+ * only those below it):
+ *   1. catalogue.lock        here: the catalogue, every struct vol and snap,
+ *                            `stopping`; held by requests (handlers.c), the
+ *                            monitor, restores' ends, NBD's export lookup
+ *   2. clients_lock          listen.c: the table of client sockets (accept
+ *                            must not wait for lock 1, which a snapshot
+ *                            holds through its stores' flushes)
+ *   3. an NBD connection's   nbd*.c: its reply stream and request queue
+ *      send/queue locks
+ *   4. a volume's rwlock     lib/engine.c: the userspace engine's state of
+ *                            one volume (copies, commits, merges)
+ *   5. the dm lock           lib/dm.c: every libdevmapper call
+ * Data moves (cat, write, NBD I/O) let lock 1 go and hold references
+ * (refs) instead, which keep rm, restore and moves away.
+ */
+#ifndef COWVOLD_CATALOGUE_H
+#define COWVOLD_CATALOGUE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cowvol.h"
+
+#define NAME_MAX_LEN 64
+#define UUID_LEN 36
+
+struct engine_ops;
+
+struct snap {
+        char name[NAME_MAX_LEN + 1];
+        char uuid[UUID_LEN + 1];
+        char *store;   /* path of the store file (or block device: store_device) */
+        bool store_device; /* a block device the user named: rm leaves it */
+        bool warned;       /* kernel: its store passed 80 % (logged once) */
+        int64_t created;
+        char *reason;  /* why invalid (persisted), or NULL */
+        cowvol_snap *eng; /* userspace: the library's snapshot */
+        unsigned refs; /* I/O in flight through it */
+        struct snap *next;
+};
+
+struct vol {
+        char name[NAME_MAX_LEN + 1];
+        char uuid[UUID_LEN + 1];
+        char *path; /* image file; for a kernel volume the block device */
+        const struct engine_ops *ops; /* the engine that serves it (engine.h) */
+        char *source; /* kernel: as the user named the device (UUID=..., /dev/...) */
+        bool kactive; /* kernel: its device-mapper stack is built */
+        uint64_t size;
+        uint32_t chunk;
+        bool owned; /* made by create: rm deletes the image */
+        int64_t created;
+        struct snap *snaps;
+        cowvol_volume *eng; /* userspace: the library's volume */
+        unsigned refs;
+
+        /* a restore (persisted: snapshot uuid and keep) */
+        struct snap *restoring;
+        bool restore_keep;
+        uint64_t restore_total, restore_left;
+        bool restore_thread;
+        pthread_t restore_tid;
+        bool restore_pending; /* kernel: the merge waits for the next activation */
+
+        struct vol *next;
+};
+
+struct catalogue {
+        pthread_mutex_t lock;
+        pthread_cond_t changed; /* a restore moved, a volume went, stopping */
+        struct vol *vols;
+        volatile int stopping;  /* SIGTERM: requests in flight finish */
+        /* what status shows, published with __atomic (counts_publish, the
+         * client table): status answers without waiting for the lock */
+        unsigned n_vols, n_snaps, n_clients;
+        double started; /* the monotonic clock at start */
+};
+
+extern struct catalogue catalogue;
+
+/* catalogue.c: the truth about volumes and snapshots, in state_dir.  Load:
+ * a volume's "engine" is the name of one of @engines (NULL-terminated). */
+int catalogue_load(const struct engine_ops *const *engines);
+int catalogue_save(void); /* atomic: write, fsync, rename, fsync the folder */
+void counts_publish(void); /* lock held: n_vols, n_snaps for status */
+/* at start: remove the files STATE_DIR/stores/UUID.cow that no snapshot of
+ * the catalogue owns (left by a crash in a snap or rm); how many, or -errno */
+int catalogue_sweep_stores(void);
+/* the same for STATE_DIR/volumes/NAME.img that no volume owns: removed when
+ * they hold no data, else left with a warning */
+int catalogue_sweep_images(void);
+struct vol *vol_find(const char *name);
+struct snap *snap_find(const struct vol *v, const char *name);
+struct snap *snap_find_uuid(const struct vol *v, const char *uuid);
+void vol_free(struct vol *v);
+void snap_free_meta(struct snap *s);
+void new_uuid(char out[UUID_LEN + 1]);
+/* A volume or snapshot name: [A-Za-z0-9_.+-], 1 to NAME_MAX_LEN, not
+ * starting with '.' or '-'; else false and @why says what is wrong. */
+bool name_valid(const char *s, char *why, size_t len);
+
+#endif

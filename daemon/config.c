@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * cowvold's settings (config.h): defaults, then the config file (`key =
+ * value` lines; '#' starts a comment; an unknown key is an error), then the
+ * command line.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cowvol.h"
+#include "config.h"
+
+struct settings settings;
+
+static void help(void)
+{
+        printf("Usage: cowvold [OPTIONS]\n"
+               "\n"
+               "The cowvol daemon: owns volumes and their copy-on-write snapshots and\n"
+               "serves the cowvol command over a Unix socket.\n"
+               "\n"
+               "  -s, --state-dir DIR   catalogue, volumes and stores (default /var/lib/cowvol)\n"
+               "  -S, --socket PATH     control socket (default /run/cowvol/cowvold.sock)\n"
+               "  -N, --nbd-socket PATH NBD socket serving every volume and snapshot\n"
+               "                        (default: nbd.sock beside the control socket)\n"
+               "  -T, --nbd-tcp[=ADDR]  serve NBD on TCP too: HOST, HOST:PORT, [IPV6]:PORT\n"
+               "                        or PORT (no ADDR: 127.0.0.1:10809).  Off by default:\n"
+               "                        whoever reaches the address may use every volume\n"
+               "  -R, --nbd-read-only=WHAT  export 'snapshots' or 'all' read-only over NBD\n"
+               "                        (default: no, every export is writable)\n"
+               "  -c, --config FILE     settings (default /etc/cowvol/cowvold.conf if present)\n"
+               "  -f, --foreground      stay in the foreground (it always does; for systemd)\n"
+               "  -h, --help            show this help\n"
+               "  -V, --version         show the version\n"
+               "\n"
+               "Settings in the config file, one 'key = value' a line:\n"
+               "  group = cowvol                   who may use volumes beside root\n"
+               "  autoextend_threshold = 70        grow a store when its use passes this %%\n"
+               "  autoextend_percent = 20          by this %% of its size (threshold 100: never)\n"
+               "  state_dir = /var/lib/cowvol\n"
+               "  socket = /run/cowvol/cowvold.sock\n"
+               "  nbd_socket = /run/cowvol/nbd.sock\n"
+               "  nbd_tcp = no                     yes (loopback), or an address as --nbd-tcp\n"
+               "  nbd_read_only = no               snapshots, all\n"
+               "  nbd_handshake_timeout = 30       seconds an NBD client may take to choose\n"
+               "                                   an export\n");
+}
+
+static char *trim(char *s)
+{
+        char *e;
+
+        while (*s == ' ' || *s == '\t')
+                s++;
+        e = s + strlen(s);
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+                *--e = '\0';
+        return s;
+}
+
+static int parse_uint(const char *file, unsigned line, const char *key, const char *val, unsigned lo,
+                         unsigned hi, unsigned *ret)
+{
+        char *end;
+        unsigned long v = strtoul(val, &end, 10);
+
+        if (!*val || *end || v < lo || v > hi) {
+                fprintf(stderr, "cowvold: %s:%u: %s must be a whole number from %u to %u, not '%s'\n", file, line,
+                        key, lo, hi, val);
+                return -EINVAL;
+        }
+        *ret = (unsigned)v;
+        return 0;
+}
+
+static bool group_named; /* the config names a group: it must exist */
+
+/* key = value lines; '#' starts a comment.  Unknown keys are errors. */
+static int config_load(const char *file, bool must_exist, char **ret_state, char **ret_socket,
+                       char **ret_nbd_socket)
+{
+        FILE *f = fopen(file, "re");
+        char buf[1024];
+        unsigned line = 0;
+        int r = 0;
+
+        if (!f) {
+                if (errno == ENOENT && !must_exist)
+                        return 0;
+                fprintf(stderr, "cowvold: cannot read %s: %s\n", file, strerror(errno));
+                return -errno;
+        }
+        while (r == 0 && fgets(buf, sizeof(buf), f)) {
+                char *k, *v, *eq, *hash;
+                line++;
+                if ((hash = strchr(buf, '#')))
+                        *hash = '\0';
+                k = trim(buf);
+                if (!*k)
+                        continue;
+                eq = strchr(k, '=');
+                if (!eq) {
+                        fprintf(stderr, "cowvold: %s:%u: expected 'key = value'\n", file, line);
+                        r = -EINVAL;
+                        break;
+                }
+                *eq = '\0';
+                v = trim(eq + 1);
+                k = trim(k);
+                if (strcmp(k, "group") == 0) {
+                        free(settings.group);
+                        settings.group = strdup(v);
+                        group_named = true;
+                } else if (strcmp(k, "autoextend_threshold") == 0)
+                        r = parse_uint(file, line, k, v, 50, 100, &settings.autoextend_threshold);
+                else if (strcmp(k, "autoextend_percent") == 0)
+                        r = parse_uint(file, line, k, v, 1, 1000, &settings.autoextend_percent);
+                else if (strcmp(k, "nbd_handshake_timeout") == 0)
+                        r = parse_uint(file, line, k, v, 1, 3600, &settings.nbd_handshake_timeout);
+                else if (strcmp(k, "state_dir") == 0) {
+                        free(*ret_state);
+                        *ret_state = strdup(v);
+                } else if (strcmp(k, "socket") == 0) {
+                        free(*ret_socket);
+                        *ret_socket = strdup(v);
+                } else if (strcmp(k, "nbd_socket") == 0) {
+                        free(*ret_nbd_socket);
+                        *ret_nbd_socket = strdup(v);
+                } else if (strcmp(k, "nbd_tcp") == 0) {
+                        free(settings.nbd_tcp);
+                        if (nbd_tcp_parse(v, &settings.nbd_tcp, &settings.nbd_tcp_port) < 0) {
+                                fprintf(stderr,
+                                        "cowvold: %s:%u: nbd_tcp must be no, yes, HOST, HOST:PORT, [IPV6], [IPV6]:PORT "
+                                        "or PORT, not '%s'\n",
+                                        file, line, v);
+                                r = -EINVAL;
+                        }
+                } else if (strcmp(k, "nbd_read_only") == 0) {
+                        int ro = nbd_read_only_parse(v);
+                        if (ro < 0) {
+                                fprintf(stderr, "cowvold: %s:%u: nbd_read_only must be no, snapshots or all, not '%s'\n",
+                                        file, line, v);
+                                r = -EINVAL;
+                        } else
+                                settings.nbd_read_only = ro;
+                } else {
+                        fprintf(stderr, "cowvold: %s:%u: unknown setting '%s'\n", file, line, k);
+                        r = -EINVAL;
+                }
+        }
+        fclose(f);
+        return r;
+}
+
+bool settings_export_read_only(bool snapshot)
+{
+        return settings.nbd_read_only == NBD_RO_ALL || (snapshot && settings.nbd_read_only == NBD_RO_SNAPSHOTS);
+}
+
+/* The NBD socket's path: --nbd-socket, nbd_socket =, else nbd.sock beside
+ * the control socket; made absolute, since it goes into URIs. */
+static char *nbd_socket_default(const char *arg, const char *conf)
+{
+        const char *p = arg ? arg : conf;
+        char *out = NULL, cwd[4096];
+
+        if (!p) {
+                const char *slash = strrchr(settings.socket_path, '/');
+                if (asprintf(&out, "%.*s%snbd.sock", slash ? (int)(slash - settings.socket_path) : 0,
+                             settings.socket_path, slash ? "/" : "") < 0)
+                        return NULL;
+        } else if (!(out = strdup(p)))
+                return NULL;
+        if (out[0] != '/' && getcwd(cwd, sizeof(cwd))) {
+                char *abs;
+                if (asprintf(&abs, "%s/%s", cwd, out) < 0)
+                        abs = NULL;
+                free(out);
+                out = abs;
+        }
+        return out;
+}
+
+char *settings_nbd_socket(void)
+{
+        return nbd_socket_default(settings.arg_nbd_socket, settings.conf_nbd_socket);
+}
+
+int settings_load(int argc, char **argv)
+{
+        static const struct option longopts[] = {
+                { "state-dir", required_argument, NULL, 's' },
+                { "socket", required_argument, NULL, 'S' },
+                { "nbd-socket", required_argument, NULL, 'N' },
+                { "nbd-tcp", optional_argument, NULL, 'T' },
+                { "nbd-read-only", required_argument, NULL, 'R' },
+                { "config", required_argument, NULL, 'c' },
+                { "foreground", no_argument, NULL, 'f' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                {},
+        };
+        const char *arg_state = NULL, *arg_sock = NULL, *config = NULL, *arg_tcp = NULL, *arg_ro = NULL;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "s:S:N:T::R:c:fhV", longopts, NULL)) >= 0) {
+                switch (c) {
+                case 's': arg_state = optarg; break;
+                case 'S': arg_sock = optarg; break;
+                case 'N': settings.arg_nbd_socket = optarg; break;
+                case 'T': arg_tcp = optarg ? optarg : "yes"; break;
+                case 'R': arg_ro = optarg; break;
+                case 'c': config = optarg; break;
+                case 'f': settings.foreground = true; break;
+                case 'h': help(); return EXIT_SUCCESS;
+                case 'V': printf("cowvold %s\n", cowvol_version()); return EXIT_SUCCESS;
+                default: fprintf(stderr, "Try 'cowvold --help'.\n"); return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "cowvold: unexpected argument '%s'\nTry 'cowvold --help'.\n", argv[optind]);
+                return 2;
+        }
+        settings.autoextend_threshold = 70;
+        settings.autoextend_percent = 20;
+        settings.nbd_handshake_timeout = 30;
+        settings.group = strdup("cowvol");
+        r = config_load(config ? config : "/etc/cowvol/cowvold.conf", config != NULL, &settings.conf_state_dir,
+                        &settings.conf_socket, &settings.conf_nbd_socket);
+        if (r < 0)
+                return EXIT_FAILURE;
+        if (arg_tcp) {
+                free(settings.nbd_tcp);
+                if (nbd_tcp_parse(arg_tcp, &settings.nbd_tcp, &settings.nbd_tcp_port) < 0) {
+                        fprintf(stderr, "cowvold: --nbd-tcp wants HOST, HOST:PORT, [IPV6], [IPV6]:PORT, PORT or no, not '%s'\n",
+                                arg_tcp);
+                        return 2;
+                }
+        }
+        if (arg_ro) {
+                int ro = nbd_read_only_parse(arg_ro);
+                if (ro < 0) {
+                        fprintf(stderr, "cowvold: --nbd-read-only wants no, snapshots or all, not '%s'\n", arg_ro);
+                        return 2;
+                }
+                settings.nbd_read_only = ro;
+        }
+        settings.state_dir = arg_state ? arg_state : settings.conf_state_dir ? settings.conf_state_dir : "/var/lib/cowvol";
+        settings.socket_path = arg_sock ? arg_sock : settings.conf_socket ? settings.conf_socket : "/run/cowvol/cowvold.sock";
+        if (settings.group && *settings.group) {
+                struct group *g = getgrnam(settings.group);
+                if (g) {
+                        settings.gid = g->gr_gid;
+                        settings.have_gid = true;
+                } else if (group_named) {
+                        fprintf(stderr, "cowvold: group '%s' does not exist\n", settings.group);
+                        return EXIT_FAILURE;
+                }
+        }
+        return -1;
+}
+
+void settings_free(void)
+{
+        free(settings.group);
+        free(settings.nbd_tcp);
+        free(settings.nbd_tcp_uri_host);
+        free(settings.conf_state_dir);
+        free(settings.conf_socket);
+        free(settings.conf_nbd_socket);
+        free(settings.nbd_socket_path);
+}

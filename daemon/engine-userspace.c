@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The userspace engine: image files whose snapshots libcowvol copies
+ * (lib/engine.c), in the kernel's crash order; volumes and snapshots are
+ * also served over NBD (nbd*.c).  Restores run in a thread of their own,
+ * one merge step at a time, so that the daemon goes on serving and a crash
+ * resumes where the store says.
+ *
+ * Every operation runs with the catalogue's lock held, but for the data
+ * calls (pread, pwrite, flush), whose caller holds references instead.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/util.h"
+#include "catalogue.h"
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+
+static void on_event(cowvol_volume *ev, cowvol_snap *sn, enum cowvol_event e, const char *msg, void *ud)
+{
+        struct vol *v = ud;
+        struct snap *s;
+
+        (void)ev;
+        for (s = v->snaps; s; s = s->next)
+                if (s->eng == sn)
+                        break;
+        switch (e) {
+        case COWVOL_EVENT_EXTENDED:
+                dlog(LOG_INFO_, "%s@%s: %s", v->name, s ? s->name : "?", msg);
+                break;
+        case COWVOL_EVENT_WARNING:
+                dlog(LOG_WARN_, "%s@%s: %s", v->name, s ? s->name : "?", msg);
+                break;
+        case COWVOL_EVENT_INVALID:
+                /* only logged here: this runs under the volume's lock, maybe
+                 * without the catalogue's; the engine keeps the reason, and
+                 * note_reasons copies it into the catalogue */
+                dlog(LOG_ERR_, "%s@%s is now invalid: %s", v->name, s ? s->name : "?", msg);
+                break;
+        }
+}
+
+static int restore_start(struct vol *v);
+
+/* Open the image and attach the snapshots; resume a restore. */
+static int u_activate(struct vol *v)
+{
+        int r;
+
+        r = cowvol_volume_open(v->path, v->chunk, &v->eng);
+        if (r < 0)
+                return dlog_errno(r, "Volume %s: cannot open its image %s", v->name, v->path);
+        cowvol_volume_set_event_callback(v->eng, on_event, v);
+        cowvol_volume_set_autoextend(v->eng, settings.autoextend_threshold, settings.autoextend_percent);
+        if (cowvol_volume_size(v->eng) != v->size)
+                dlog(LOG_WARN_, "Volume %s: its image is now %llu bytes (catalogue: %llu)", v->name,
+                     (unsigned long long)cowvol_volume_size(v->eng), (unsigned long long)v->size);
+        v->size = cowvol_volume_size(v->eng);
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                r = cowvol_volume_snapshot_attach(v->eng, s->store, &s->eng);
+                if (r < 0) {
+                        dlog_errno(r, "Snapshot %s@%s: cannot open its store %s", v->name, s->name, s->store);
+                        if (!s->reason)
+                                s->reason = strdup("its store cannot be opened");
+                }
+        }
+        if (v->restoring) {
+                r = restore_start(v);
+                if (r < 0)
+                        dlog_errno(r, "Volume %s: cannot resume the restore from %s: %m", v->name,
+                                   v->restoring->name);
+                else
+                        dlog(LOG_INFO_, "Volume %s: resuming the restore from %s (%llu chunks left)", v->name,
+                             v->restoring->name, (unsigned long long)v->restore_left);
+        }
+        return 0;
+}
+
+static void u_deactivate(struct vol *v)
+{
+        for (struct snap *s = v->snaps; s; s = s->next)
+                s->eng = NULL;
+        v->eng = cowvol_volume_close(v->eng); /* flushes the image and the stores */
+}
+
+static bool u_is_active(const struct vol *v)
+{
+        return v->eng != NULL;
+}
+
+/* an image on a filesystem mounted later: once it is there */
+static bool u_can_retry(const struct vol *v)
+{
+        struct stat st;
+
+        return stat(v->path, &st) == 0;
+}
+
+static bool u_note_reasons(struct vol *v)
+{
+        bool changed = false;
+
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                struct cowvol_snap_info si;
+                if (s->reason || !s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || si.valid || !si.reason[0])
+                        continue;
+                s->reason = strdup(si.reason);
+                changed = true;
+        }
+        return changed;
+}
+
+/* --- snapshots ------------------------------------------------------------ */
+
+static int u_snapshot_check(const struct vol *v, const char *name, const struct snap_options *o, struct failure *f)
+{
+        (void)name;
+        if (o->store_device)
+                return fail(f, -EINVAL, "--store names a block device for a kernel volume; '%s' is an image file "
+                            "volume, whose stores live in the state folder", v->name);
+        if (!v->eng)
+                return fail(f, -EIO, "volume '%s' is unavailable (its image could not be opened)", v->name);
+        return 0;
+}
+
+static int u_snapshot(struct vol *v, struct snap *s, const struct snap_options *o, struct failure *f)
+{
+        char path[4096];
+        int r;
+
+        snprintf(path, sizeof(path), "%s/stores/%s.cow", settings.state_dir, s->uuid);
+        if (!(s->store = strdup(path)))
+                return fail(f, -ENOMEM, "out of memory");
+        r = cowvol_volume_snapshot_create(v->eng, path, o->store_bytes, &s->eng);
+        if (r < 0)
+                return fail(f, r, "cannot create the store of %s@%s: %s", v->name, s->name, strerror(-r));
+        return 0;
+}
+
+/* the store goes after the catalogue forgot the snapshot */
+static void u_snapshot_drop(struct vol *v, struct snap *s)
+{
+        if (s->eng)
+                cowvol_volume_snapshot_detach(v->eng, s->eng);
+        s->eng = NULL;
+        if (unlink(s->store) < 0 && errno != ENOENT)
+                dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
+}
+
+/* nothing to let go of before the catalogue forgets it */
+static int u_snapshot_release(struct vol *v, struct snap *s, struct failure *f)
+{
+        (void)v;
+        (void)s;
+        (void)f;
+        return 0;
+}
+
+static void u_snapshot_release_undo(struct vol *v, struct snap *s)
+{
+        (void)v;
+        (void)s;
+}
+
+static int u_volume_busy(const struct vol *v, struct failure *f)
+{
+        (void)v;
+        (void)f;
+        return 0; /* references (NBD, cat, write) are the handler's to count */
+}
+
+static int u_volume_release(struct vol *v, struct failure *f)
+{
+        (void)v;
+        (void)f;
+        return 0;
+}
+
+/* the catalogue forgot it: close, and remove its stores */
+static void u_volume_drop(struct vol *v)
+{
+        u_deactivate(v);
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (!s->store_device)
+                        unlink(s->store);
+}
+
+/* --- restores: a thread of merge steps ----------------------------------------- */
+
+/* The end of a restore: the store is empty; drop or keep the snapshot. */
+static void restore_finish(struct vol *v)
+{
+        struct snap *s = v->restoring, **p;
+
+        cowvol_volume_merge_end(v->eng);
+        v->restoring = NULL;
+        if (!v->restore_keep) {
+                for (p = &v->snaps; *p; p = &(*p)->next)
+                        if (*p == s) {
+                                *p = s->next;
+                                break;
+                        }
+                cowvol_volume_snapshot_detach(v->eng, s->eng);
+        }
+        if (catalogue_save() < 0 && !v->restore_keep)
+                dlog(LOG_ERR_, "Restore of %s: the catalogue could not be saved; the snapshot %s is "
+                     "merged and will be dropped at the next start", v->name, s->name);
+        if (!v->restore_keep) {
+                if (unlink(s->store) < 0 && errno != ENOENT)
+                        dlog(LOG_WARN_, "Cannot remove the store %s: %s", s->store, strerror(errno));
+                dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is consumed", v->name, v->name, s->name);
+                snap_free_meta(s);
+        } else {
+                dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is kept", v->name, v->name, s->name);
+        }
+}
+
+static void *restore_main(void *arg)
+{
+        struct vol *v = arg;
+        uint64_t left = 0;
+        int r = 0;
+
+        for (;;) {
+                if (catalogue.stopping)
+                        break; /* the next start resumes from the store */
+                r = cowvol_volume_merge_step(v->eng, &left);
+                pthread_mutex_lock(&catalogue.lock);
+                v->restore_left = left;
+                pthread_cond_broadcast(&catalogue.changed);
+                pthread_mutex_unlock(&catalogue.lock);
+                if (r <= 0)
+                        break;
+        }
+        pthread_mutex_lock(&catalogue.lock);
+        if (r == 0 && !catalogue.stopping)
+                restore_finish(v);
+        else if (r < 0)
+                dlog_errno(r, "Restore of %s stopped: %m; it resumes when the daemon restarts", v->name);
+        v->restore_thread = false;
+        pthread_cond_broadcast(&catalogue.changed);
+        pthread_mutex_unlock(&catalogue.lock);
+        return NULL;
+}
+
+static int restore_start(struct vol *v)
+{
+        struct cowvol_snap_info si;
+        int r;
+
+        r = cowvol_volume_merge_begin(v->eng, v->restoring->eng);
+        if (r < 0)
+                return r;
+        cowvol_snap_info(v->eng, v->restoring->eng, &si);
+        v->restore_total = v->restore_left = si.exceptions;
+        r = -pthread_create(&v->restore_tid, NULL, restore_main, v);
+        if (r < 0) {
+                cowvol_volume_merge_end(v->eng);
+                return r;
+        }
+        pthread_detach(v->restore_tid);
+        v->restore_thread = true;
+        return 0;
+}
+
+static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f)
+{
+        struct cowvol_snap_info si;
+        int r;
+
+        if (!s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid)
+                return fail(f, -ESTALE, "snapshot %s@%s is invalid (%s): it cannot be restored", v->name, s->name,
+                            s->reason ? s->reason : "store unusable");
+        if (v->refs)
+                return fail(f, -EBUSY, "volume '%s' is in use by %u transfer(s)", v->name, v->refs);
+        v->restoring = s;
+        v->restore_keep = keep;
+        /* recorded first: a crash from here on resumes the restore */
+        r = catalogue_save();
+        if (r < 0) {
+                v->restoring = NULL;
+                return fail(f, r, "cannot save the catalogue: %s", strerror(-r));
+        }
+        r = restore_start(v);
+        if (r < 0) {
+                v->restoring = NULL;
+                catalogue_save();
+                return fail(f, r, "cannot start the restore: %s", strerror(-r));
+        }
+        return 0;
+}
+
+static bool u_restore_running(const struct vol *v)
+{
+        return v->restore_thread;
+}
+
+void engine_restore_join_all(void)
+{
+        for (;;) {
+                bool any = false;
+                for (struct vol *v = catalogue.vols; v; v = v->next)
+                        any = any || v->restore_thread;
+                if (!any)
+                        return;
+                pthread_cond_wait(&catalogue.changed, &catalogue.lock);
+        }
+}
+
+/* --- list, diff, data ---------------------------------------------------------- */
+
+/* the image's filesystem, as blkid sees it on disk */
+static void u_volume_view(const struct vol *v, json_object *o)
+{
+        char type[32] = "", label[128] = "";
+
+        if (v->eng)
+                (void)cowvol_device_probe(v->path, type, sizeof(type), label, sizeof(label));
+        json_object_object_add(o, "fstype", json_object_new_string(type));
+        json_object_object_add(o, "label", json_object_new_string(label));
+}
+
+static void u_snapshot_view(const struct vol *v, const struct snap *s, json_object *o)
+{
+        (void)v;
+        (void)s;
+        (void)o;
+}
+
+static void u_snapshot_state(const struct vol *v, const struct snap *s, struct snap_state *ret)
+{
+        struct cowvol_snap_info si = {};
+
+        memset(ret, 0, sizeof(*ret));
+        ret->have = s->eng && cowvol_snap_info(v->eng, s->eng, &si) == 0;
+        if (!ret->have) {
+                /* a store that cannot be opened still has a size on disk */
+                struct stat st;
+                if (stat(s->store, &st) == 0)
+                        ret->store_bytes = (uint64_t)st.st_size;
+                return;
+        }
+        ret->valid = si.valid;
+        snprintf(ret->reason, sizeof(ret->reason), "%s", si.reason);
+        ret->usage = si.usage;
+        ret->exceptions = si.exceptions;
+        ret->store_bytes = si.store_bytes;
+}
+
+static int u_diff(struct vol *v, struct snap *s, range_fn fn, void *userdata)
+{
+        if (!s->eng)
+                return -ESTALE;
+        return cowvol_snap_diff(v->eng, s->eng, fn, userdata);
+}
+
+static int u_pread(struct vol *v, struct snap *s, void *buf, size_t len, uint64_t off)
+{
+        return cowvol_volume_pread(v->eng, s ? s->eng : NULL, buf, len, off);
+}
+
+static int u_pwrite(struct vol *v, struct snap *s, const void *buf, size_t len, uint64_t off)
+{
+        return cowvol_volume_pwrite(v->eng, s ? s->eng : NULL, buf, len, off);
+}
+
+static int u_flush(struct vol *v)
+{
+        return cowvol_volume_flush(v->eng);
+}
+
+static bool u_snapshot_open(const struct vol *v, const struct snap *s)
+{
+        (void)v;
+        return s->eng != NULL;
+}
+
+/* the library grows stores itself; the monitor has nothing to follow */
+static bool u_watch(struct vol *v)
+{
+        (void)v;
+        return false;
+}
+
+const struct engine_ops userspace_engine = {
+        .name = "userspace",
+        .activate = u_activate,
+        .deactivate = u_deactivate,
+        .is_active = u_is_active,
+        .can_retry = u_can_retry,
+        .snapshot_check = u_snapshot_check,
+        .snapshot = u_snapshot,
+        .snapshot_undo = u_snapshot_drop,
+        .snapshot_release = u_snapshot_release,
+        .snapshot_release_undo = u_snapshot_release_undo,
+        .snapshot_drop = u_snapshot_drop,
+        .volume_busy = u_volume_busy,
+        .volume_release = u_volume_release,
+        .volume_drop = u_volume_drop,
+        .restore = u_restore,
+        .restore_running = u_restore_running,
+        .volume_view = u_volume_view,
+        .snapshot_view = u_snapshot_view,
+        .snapshot_state = u_snapshot_state,
+        .diff = u_diff,
+        .pread = u_pread,
+        .pwrite = u_pwrite,
+        .flush = u_flush,
+        .snapshot_open = u_snapshot_open,
+        .watch = u_watch,
+        .note_reasons = u_note_reasons,
+};
+
+const struct engine_ops *const engine_all[] = { &userspace_engine, &kernel_engine, NULL };

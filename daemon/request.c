@@ -1,0 +1,659 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Parse and check requests (request.h): every argument of every operation
+ * is looked at here, before anything changes.  The order of the checks is
+ * the order of the messages a client sees for a request with several
+ * faults: its arguments' types and names first, then the catalogue.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "catalogue.h"
+#include "config.h"
+#include "engine.h"
+#include "request.h"
+
+#define SIZE_MAX_BYTES (1ull << 50) /* 1 PiB: anything larger is a typo */
+
+const char *ascii_safe(const char *in, char *out, size_t len)
+{
+        size_t i = 0;
+
+        for (; *in && i + 4 < len; in++)
+                out[i++] = (*in >= 0x20 && *in < 0x7f) ? *in : '?';
+        if (*in)
+                out[i++] = '.', out[i++] = '.', out[i++] = '.';
+        out[i] = '\0';
+        return out;
+}
+
+bool json_string_has_nul(json_object *s)
+{
+        return strlen(json_object_get_string(s)) != (size_t)json_object_get_string_len(s);
+}
+
+/* --- arguments -------------------------------------------------------------- */
+
+struct argspec {
+        const char *name;
+        json_type type;
+        bool required;
+};
+
+static int check_args(json_object *args, const char *op, const struct argspec *spec, struct failure *f)
+{
+        json_object_object_foreach(args, key, val) {
+                const struct argspec *a;
+                for (a = spec; a->name; a++)
+                        if (strcmp(a->name, key) == 0)
+                                break;
+                if (!a->name) {
+                        char safe[72];
+                        return fail(f, -EINVAL, "%s: unknown argument '%s'", op, ascii_safe(key, safe, sizeof(safe)));
+                }
+                if (!json_object_is_type(val, a->type))
+                        return fail(f, -EINVAL, "%s: argument '%s' must be %s", op, key,
+                                    a->type == json_type_int       ? "an integer"
+                                    : a->type == json_type_boolean ? "true or false"
+                                                                   : "a string");
+                if (a->type == json_type_string && json_string_has_nul(val))
+                        return fail(f, -EINVAL, "%s: argument '%s' contains the control character 0x00", op, key);
+        }
+        for (const struct argspec *a = spec; a->name; a++)
+                if (a->required && !json_object_object_get_ex(args, a->name, NULL))
+                        return fail(f, -EINVAL, "%s: missing argument '%s'", op, a->name);
+        return 0;
+}
+
+static const char *arg_str(json_object *args, const char *k)
+{
+        json_object *x;
+
+        return json_object_object_get_ex(args, k, &x) ? json_object_get_string(x) : NULL;
+}
+
+static bool arg_int(json_object *args, const char *k, int64_t *ret)
+{
+        json_object *x;
+
+        if (!json_object_object_get_ex(args, k, &x))
+                return false;
+        *ret = json_object_get_int64(x);
+        return true;
+}
+
+static bool arg_bool(json_object *args, const char *k)
+{
+        json_object *x;
+
+        return json_object_object_get_ex(args, k, &x) && json_object_get_boolean(x);
+}
+
+static int check_name(const char *what, const char *name, struct failure *f)
+{
+        char why[160];
+
+        if (!name_valid(name, why, sizeof(why)))
+                return fail(f, -EINVAL, "bad %s name: %s", what, why);
+        return 0;
+}
+
+static int check_chunk(int64_t chunk, struct failure *f)
+{
+        if (chunk < (int64_t)COWVOL_CHUNK_MIN || chunk > (int64_t)COWVOL_CHUNK_MAX || (chunk & (chunk - 1)))
+                return fail(f, -EINVAL, "chunk size %" PRId64 " is not a power of two from 4 KiB to 512 KiB", chunk);
+        return 0;
+}
+
+/* "vol" or "vol@snap": both names well formed; a snapshot when @want_snap */
+static int check_target(const char *target, bool want_snap, struct failure *f)
+{
+        char vname[NAME_MAX_LEN * 2 + 2];
+        const char *at = strchr(target, '@');
+
+        if (strlen(target) >= sizeof(vname)) {
+                char safe[48];
+                return fail(f, -EINVAL, "bad name: '%s' is too long", ascii_safe(target, safe, sizeof(safe)));
+        }
+        snprintf(vname, sizeof(vname), "%.*s", at ? (int)(at - target) : (int)strlen(target), target);
+        if (check_name("volume", vname, f) < 0)
+                return f->err;
+        if (at && check_name("snapshot", at + 1, f) < 0)
+                return f->err;
+        if (want_snap && !at)
+                return fail(f, -EINVAL, "'%s' names a volume; give VOLUME@SNAPSHOT", target);
+        return 0;
+}
+
+/* --- parsing: one function an operation --------------------------------------------- */
+
+#define ARGS(...) ((const struct argspec[]){ __VA_ARGS__, {} })
+
+static int parse_status(json_object *a, struct request *r, struct failure *f)
+{
+        (void)r;
+        return check_args(a, "status", ARGS({ NULL, 0, false }), f);
+}
+
+static int parse_create(json_object *a, struct request *r, struct failure *f)
+{
+        int64_t size = 0, chunk = COWVOL_CHUNK_DEFAULT;
+
+        if (check_args(a, "create", ARGS({ "name", json_type_string, true }, { "size", json_type_int, true },
+                                         { "chunk_size", json_type_int, false }), f) < 0 ||
+            check_name("volume", (r->name = arg_str(a, "name")), f) < 0)
+                return f->err;
+        arg_int(a, "size", &size);
+        arg_int(a, "chunk_size", &chunk);
+        if (size <= 0 || (uint64_t)size > SIZE_MAX_BYTES)
+                return fail(f, -EINVAL, "size %" PRId64 " is out of range (1 byte to 1 PiB)", size);
+        if (size % COWVOL_SECTOR_SIZE)
+                return fail(f, -EINVAL, "size %" PRId64 " is not a multiple of 512 bytes", size);
+        if (check_chunk(chunk, f) < 0)
+                return f->err;
+        r->size = (uint64_t)size;
+        r->chunk = (uint32_t)chunk;
+        return 0;
+}
+
+static int parse_add(json_object *a, struct request *r, struct failure *f)
+{
+        int64_t chunk = COWVOL_CHUNK_DEFAULT;
+
+        if (check_args(a, "add", ARGS({ "path", json_type_string, true }, { "name", json_type_string, false },
+                                      { "chunk_size", json_type_int, false }), f) < 0)
+                return f->err;
+        r->path = arg_str(a, "path");
+        r->name = arg_str(a, "name");
+        arg_int(a, "chunk_size", &chunk);
+        /* checked with the device or image it is for (check_add) */
+        r->chunk = chunk >= 0 && chunk <= UINT32_MAX ? (uint32_t)chunk : 0;
+        return 0;
+}
+
+static int parse_snap(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "snap", ARGS({ "volume", json_type_string, true }, { "name", json_type_string, false },
+                                       { "store_size", json_type_int, false }, { "store", json_type_string, false },
+                                       { "force", json_type_boolean, false }), f) < 0 ||
+            check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
+                return f->err;
+        r->name = arg_str(a, "name");
+        if (!r->name) {
+                time_t t = time(NULL);
+                struct tm tm;
+                gmtime_r(&t, &tm);
+                strftime(r->auto_name, sizeof(r->auto_name), "%Y%m%dT%H%M%SZ", &tm);
+                r->name = r->auto_name;
+        }
+        if (check_name("snapshot", r->name, f) < 0)
+                return f->err;
+        r->snap.store_device = arg_str(a, "store");
+        r->snap.force = arg_bool(a, "force");
+        r->store_size_given = arg_int(a, "store_size", &r->store_size);
+        if (r->snap.store_device && r->store_size_given)
+                return fail(f, -EINVAL, "give --store-size or --store, not both");
+        return 0;
+}
+
+static int parse_list(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "list", ARGS({ "volume", json_type_string, false }), f) < 0)
+                return f->err;
+        r->volume = arg_str(a, "volume");
+        if (r->volume && check_name("volume", r->volume, f) < 0)
+                return f->err;
+        return 0;
+}
+
+static int parse_restore(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "restore", ARGS({ "snapshot", json_type_string, true }, { "keep", json_type_boolean, false }),
+                       f) < 0 ||
+            check_target((r->target = arg_str(a, "snapshot")), true, f) < 0)
+                return f->err;
+        r->keep = arg_bool(a, "keep");
+        return 0;
+}
+
+static int parse_restore_wait(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "restore-wait", ARGS({ "volume", json_type_string, true },
+                                               { "progress", json_type_boolean, false }), f) < 0 ||
+            check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
+                return f->err;
+        r->progress = arg_bool(a, "progress");
+        return 0;
+}
+
+static int parse_rm(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "rm", ARGS({ "target", json_type_string, true }, { "recursive", json_type_boolean, false }),
+                       f) < 0 ||
+            check_target((r->target = arg_str(a, "target")), false, f) < 0)
+                return f->err;
+        r->recursive = arg_bool(a, "recursive");
+        return 0;
+}
+
+static int parse_activate(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "activate", ARGS({ "volume", json_type_string, true }), f) < 0 ||
+            check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
+                return f->err;
+        return 0;
+}
+
+static int parse_cat(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "cat", ARGS({ "target", json_type_string, true }, { "offset", json_type_int, false },
+                                      { "length", json_type_int, false }), f) < 0 ||
+            check_target((r->target = arg_str(a, "target")), false, f) < 0)
+                return f->err;
+        r->offset = 0;
+        r->length = -1;
+        arg_int(a, "offset", &r->offset);
+        arg_int(a, "length", &r->length);
+        return 0;
+}
+
+static int parse_write(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "write", ARGS({ "target", json_type_string, true }, { "offset", json_type_int, false },
+                                        { "length", json_type_int, true }), f) < 0 ||
+            check_target((r->target = arg_str(a, "target")), false, f) < 0)
+                return f->err;
+        r->offset = r->length = 0;
+        arg_int(a, "offset", &r->offset);
+        arg_int(a, "length", &r->length);
+        return 0;
+}
+
+static int parse_diff(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "diff", ARGS({ "target", json_type_string, true }), f) < 0 ||
+            check_target((r->target = arg_str(a, "target")), true, f) < 0)
+                return f->err;
+        return 0;
+}
+
+static int parse_export(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "export", ARGS({ "target", json_type_string, true }), f) < 0 ||
+            check_target((r->target = arg_str(a, "target")), false, f) < 0)
+                return f->err;
+        return 0;
+}
+
+/* --- checking against the catalogue ---------------------------------------------------- */
+
+static int find_volume(const char *name, struct vol **ret, struct failure *f)
+{
+        if (!(*ret = vol_find(name)))
+                return fail(f, -ENOENT, "no volume named '%s'", name);
+        return 0;
+}
+
+/* r->target, well formed already: r->v and r->s (NULL without '@') */
+static int find_target(struct request *r, struct failure *f)
+{
+        char vname[NAME_MAX_LEN + 1];
+        const char *at = strchr(r->target, '@');
+
+        snprintf(vname, sizeof(vname), "%.*s", at ? (int)(at - r->target) : (int)strlen(r->target), r->target);
+        if (find_volume(vname, &r->v, f) < 0)
+                return f->err;
+        r->s = NULL;
+        if (at && !(r->s = snap_find(r->v, at + 1)))
+                return fail(f, -ENOENT, "volume '%s' has no snapshot named '%s'", vname, at + 1);
+        return 0;
+}
+
+/* A snapshot or volume whose files could not be opened: say which, and why. */
+static int fail_unavailable(const struct vol *v, const struct snap *s, struct failure *f)
+{
+        if (s)
+                return fail(f, -ESTALE, "snapshot %s@%s is invalid: %s", v->name, s->name,
+                            s->reason ? s->reason : "its store cannot be used");
+        return fail(f, -EIO, "volume '%s' is unavailable: its image %s could not be opened", v->name, v->path);
+}
+
+/* cat, write, export: the data goes through cowvold, unless the engine's
+ * volumes are block devices, to be used directly */
+static int check_data_path(const struct vol *v, const struct snap *s, struct failure *f)
+{
+        char path[300] = "its device";
+
+        if (!v->ops->pread) {
+                (void)v->ops->device_path(v, s, path, sizeof(path));
+                return fail(f, -ENOTSUP, "%s%s%s is a block device under the kernel engine: use %s directly",
+                            v->name, s ? "@" : "", s ? s->name : "", path);
+        }
+        return 0;
+}
+
+static int check_data_open(const struct vol *v, const struct snap *s, struct failure *f)
+{
+        if (!v->ops->is_active(v) || (s && !v->ops->snapshot_open(v, s)))
+                return fail_unavailable(v, s && !v->ops->snapshot_open(v, s) ? s : NULL, f);
+        return 0;
+}
+
+static int check_create(struct request *r, struct failure *f)
+{
+        if (vol_find(r->name))
+                return fail(f, -EEXIST, "a volume named '%s' exists already", r->name);
+        return 0;
+}
+
+/* the name a volume gets from what it was added by: LABEL=x names it x; a
+ * path its last part (sdb1, or vm1 for vm1.img) */
+static int default_name(struct request *r, const char *dev, struct failure *f)
+{
+        const char *spec = r->path, *eq = strchr(spec, '=');
+        char *copy, *base, *dot;
+
+        if (r->name)
+                return 0;
+        if (!r->add_block_device) {
+                if (!(copy = strdup(spec)))
+                        return fail(f, -ENOMEM, "out of memory");
+                base = basename(copy);
+                if ((dot = strrchr(base, '.')) && dot != base)
+                        *dot = '\0';
+                snprintf(r->auto_name, sizeof(r->auto_name), "%s", base);
+                free(copy);
+        } else if (eq && !strncmp(spec, "LABEL=", 6))
+                snprintf(r->auto_name, sizeof(r->auto_name), "%s", eq + 1);
+        else if (!eq)
+                snprintf(r->auto_name, sizeof(r->auto_name), "%s", strrchr(spec, '/') ? strrchr(spec, '/') + 1 : spec);
+        else if (dev)
+                snprintf(r->auto_name, sizeof(r->auto_name), "%s", strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev);
+        else
+                return fail(f, -ENOENT, "no device has %s", spec);
+        r->name = r->auto_name;
+        return 0;
+}
+
+static int check_add(struct request *r, struct failure *f)
+{
+        const char *path = r->path;
+        struct stat st;
+        char *dev = NULL;
+        int e;
+
+        /* a block device (or UUID=, LABEL=): the kernel engine */
+        r->add_block_device = (path[0] != '/' && strchr(path, '=')) || (stat(path, &st) == 0 && S_ISBLK(st.st_mode));
+        if (r->add_block_device) {
+                if (check_chunk(r->chunk, f) < 0)
+                        return f->err;
+                /* a loop device over a userspace volume's image: that
+                 * volume moves to the kernel engine, with its snapshots */
+                if (cowvol_device_resolve(path, &dev) == 0 && (r->moving = engine_userspace_behind(dev))) {
+                        struct vol *v = r->moving;
+                        if (r->name && strcmp(r->name, v->name))
+                                fail(f, -EINVAL, "%s is the image of volume '%s' (via %s): it moves with its name",
+                                     v->path, v->name, dev);
+                        free(dev);
+                        return f->err;
+                }
+                e = default_name(r, dev, f);
+                free(dev);
+        } else {
+                if (path[0] != '/')
+                        return fail(f, -EINVAL, "path '%s' is not absolute", path);
+                if (stat(path, &st) < 0)
+                        return fail(f, -errno, "cannot add %s: %s", path, strerror(errno));
+                if (!S_ISREG(st.st_mode))
+                        return fail(f, -EINVAL, "%s is not an image file", path);
+                /* the image behind a kernel volume's loop device: that
+                 * volume moves to the userspace engine, with its snapshots */
+                if ((r->moving = engine_kernel_over(path))) {
+                        struct vol *v = r->moving;
+                        if (r->name && strcmp(r->name, v->name))
+                                return fail(f, -EINVAL, "%s backs volume '%s' (via %s): it moves with its name", path,
+                                            v->name, v->path);
+                        return 0;
+                }
+                if (st.st_size <= 0 || st.st_size % COWVOL_SECTOR_SIZE)
+                        return fail(f, -EINVAL, "%s is %lld bytes: an image must be a non-empty multiple of 512 bytes",
+                                    path, (long long)st.st_size);
+                if (check_chunk(r->chunk, f) < 0)
+                        return f->err;
+                r->size = (uint64_t)st.st_size;
+                e = default_name(r, NULL, f);
+        }
+        if (e < 0 || check_name("volume", r->name, f) < 0)
+                return f->err;
+        if (vol_find(r->name))
+                return fail(f, -EEXIST, "a volume named '%s' exists already", r->name);
+        if (!r->add_block_device)
+                for (struct vol *o = catalogue.vols; o; o = o->next)
+                        if (strcmp(o->path, path) == 0)
+                                return fail(f, -EEXIST, "%s is volume '%s' already", path, o->name);
+        return 0;
+}
+
+static int check_snap(struct request *r, struct failure *f)
+{
+        struct vol *v;
+        int64_t store;
+
+        if (find_volume(r->volume, &r->v, f) < 0)
+                return f->err;
+        v = r->v;
+        if (snap_find(v, r->name))
+                return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
+        if (v->ops->snapshot_check(v, r->name, &r->snap, f) < 0)
+                return f->err;
+        if (v->restoring)
+                return fail(f, -EBUSY, "volume '%s' is being restored; snapshot it when that ends", v->name);
+        if (!r->store_size_given) {
+                /* default: 20 % of the volume, at least 1 MiB */
+                store = (int64_t)(v->size / 5);
+                if (store < (1 << 20))
+                        store = 1 << 20;
+        } else
+                store = r->store_size;
+        if (store < (int64_t)COWVOL_STORE_MIN_CHUNKS * v->chunk || (uint64_t)store > SIZE_MAX_BYTES)
+                return fail(f, -EINVAL, "store size %" PRId64 " is out of range (%u chunks of %" PRIu32
+                            " bytes to 1 PiB)", store, COWVOL_STORE_MIN_CHUNKS, v->chunk);
+        r->snap.store_bytes = ((uint64_t)store + v->chunk - 1) / v->chunk * v->chunk;
+        return 0;
+}
+
+static int check_list(struct request *r, struct failure *f)
+{
+        r->v = NULL;
+        if (r->volume && find_volume(r->volume, &r->v, f) < 0)
+                return f->err;
+        return 0;
+}
+
+static int check_restore(struct request *r, struct failure *f)
+{
+        if (find_target(r, f) < 0)
+                return f->err;
+        if (r->v->restoring)
+                return fail(f, -EBUSY, "volume '%s' is being restored from '%s' already", r->v->name,
+                            r->v->restoring->name);
+        return 0;
+}
+
+static int check_volume(struct request *r, struct failure *f)
+{
+        return find_volume(r->volume, &r->v, f);
+}
+
+static int check_activate(struct request *r, struct failure *f)
+{
+        if (find_volume(r->volume, &r->v, f) < 0)
+                return f->err;
+        if (!r->v->ops->reactivate)
+                return fail(f, -EINVAL, "'%s' is an image file volume: it is always active while cowvold runs",
+                            r->v->name);
+        return 0;
+}
+
+static int check_rm(struct request *r, struct failure *f)
+{
+        struct vol *v;
+        unsigned n = 0;
+
+        if (find_target(r, f) < 0)
+                return f->err;
+        v = r->v;
+        if (v->restoring)
+                return fail(f, -EBUSY, "volume '%s' is being restored; wait for it to end", v->name);
+        if (r->s) {
+                if (r->s->refs)
+                        return fail(f, -EBUSY, "snapshot %s@%s is in use", v->name, r->s->name);
+                return 0;
+        }
+        for (struct snap *x = v->snaps; x; x = x->next)
+                n++;
+        if (n && !r->recursive)
+                return fail(f, -EBUSY, "volume '%s' has %u snapshot%s; remove them first or use --recursive", v->name,
+                            n, n == 1 ? "" : "s");
+        if (v->refs)
+                return fail(f, -EBUSY, "volume '%s' is in use", v->name);
+        for (struct snap *x = v->snaps; x; x = x->next)
+                if (x->refs)
+                        return fail(f, -EBUSY, "snapshot %s@%s is in use", v->name, x->name);
+        return v->ops->volume_busy(v, f);
+}
+
+static int check_cat(struct request *r, struct failure *f)
+{
+        struct vol *v;
+
+        if (find_target(r, f) < 0 || check_data_path(r->v, r->s, f) < 0)
+                return f->err;
+        v = r->v;
+        /* the restore drops the snapshot at its end, whoever still reads it */
+        if (r->s && v->restoring == r->s)
+                return fail(f, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, r->s->name);
+        if (r->peer->fd < 0)
+                return fail(f, -EBADF, "cat needs a file descriptor passed with the request");
+        if (r->offset < 0 || (uint64_t)r->offset > v->size)
+                return fail(f, -EINVAL, "offset %" PRId64 " is outside the volume (%" PRIu64 " bytes)", r->offset,
+                            v->size);
+        if (r->length < 0 || (uint64_t)r->length > v->size - (uint64_t)r->offset)
+                r->length = (int64_t)(v->size - (uint64_t)r->offset);
+        return check_data_open(v, r->s, f);
+}
+
+static int check_write(struct request *r, struct failure *f)
+{
+        struct vol *v;
+
+        if (find_target(r, f) < 0 || check_data_path(r->v, r->s, f) < 0)
+                return f->err;
+        v = r->v;
+        if (r->peer->fd < 0)
+                return fail(f, -EBADF, "write needs a file descriptor passed with the request");
+        if (r->offset < 0 || r->length < 0)
+                return fail(f, -EINVAL, "offset and length must not be negative");
+        if ((uint64_t)r->offset > v->size || (uint64_t)r->length > v->size - (uint64_t)r->offset)
+                return fail(f, -ENOSPC, "%" PRId64 " bytes at offset %" PRId64 " go past the end of the volume "
+                            "(%" PRIu64 " bytes); nothing was written", r->length, r->offset, v->size);
+        if (v->restoring)
+                return fail(f, -EBUSY, "volume '%s' is being restored; writes wait until it ends", v->name);
+        return check_data_open(v, r->s, f);
+}
+
+static int check_diff(struct request *r, struct failure *f)
+{
+        if (find_target(r, f) < 0)
+                return f->err;
+        if (!r->v->ops->snapshot_open(r->v, r->s))
+                return fail_unavailable(r->v, r->s, f);
+        return 0;
+}
+
+static int check_export(struct request *r, struct failure *f)
+{
+        struct snap_state st;
+        struct vol *v;
+
+        if (find_target(r, f) < 0 || check_data_path(r->v, r->s, f) < 0 || check_data_open(r->v, r->s, f) < 0)
+                return f->err;
+        v = r->v;
+        if (r->s) {
+                v->ops->snapshot_state(v, r->s, &st);
+                if (!st.have || !st.valid)
+                        return fail_unavailable(v, r->s, f);
+        }
+        if (r->s && v->restoring == r->s)
+                return fail(f, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, r->s->name);
+        if (!settings.nbd_socket_path && !settings.nbd_tcp_uri_host)
+                return fail(f, -ENOTSUP, "cowvold is not serving NBD");
+        return 0;
+}
+
+static int check_nothing(struct request *r, struct failure *f)
+{
+        (void)r;
+        (void)f;
+        return 0;
+}
+
+static const struct {
+        const char *name;
+        int (*parse)(json_object *args, struct request *r, struct failure *f);
+        int (*check)(struct request *r, struct failure *f);
+        bool admin;
+        bool unlocked; /* runs without the catalogue's lock (status) */
+} ops[_OP_MAX] = {
+        [OP_STATUS] = { "status", parse_status, check_nothing, false, true },
+        [OP_CREATE] = { "create", parse_create, check_create, true, false },
+        [OP_ADD] = { "add", parse_add, check_add, true, false },
+        [OP_SNAP] = { "snap", parse_snap, check_snap, true, false },
+        [OP_LIST] = { "list", parse_list, check_list, true, false },
+        [OP_RESTORE] = { "restore", parse_restore, check_restore, true, false },
+        [OP_RESTORE_WAIT] = { "restore-wait", parse_restore_wait, check_volume, true, false },
+        [OP_RM] = { "rm", parse_rm, check_rm, true, false },
+        [OP_ACTIVATE] = { "activate", parse_activate, check_activate, true, false },
+        [OP_CAT] = { "cat", parse_cat, check_cat, true, false },
+        [OP_WRITE] = { "write", parse_write, check_write, true, false },
+        [OP_DIFF] = { "diff", parse_diff, check_diff, true, false },
+        [OP_EXPORT] = { "export", parse_export, check_export, true, false },
+};
+
+int request_parse(const char *op, json_object *args, struct peer *p, struct request *ret, struct failure *f)
+{
+        json_object *empty = NULL;
+        int i, r;
+
+        for (i = 0; i < _OP_MAX; i++)
+                if (strcmp(ops[i].name, op) == 0)
+                        break;
+        if (i == _OP_MAX) {
+                char safe[72];
+                return fail(f, -EINVAL, "unknown operation '%s'", ascii_safe(op, safe, sizeof(safe)));
+        }
+        if (ops[i].admin && !p->admin)
+                return fail(f, -EACCES, "permission denied: '%s' needs root or membership of group '%s'", op,
+                            settings.group ? settings.group : "cowvol");
+        memset(ret, 0, sizeof(*ret));
+        ret->op = (enum op_id)i;
+        ret->op_name = ops[i].name;
+        ret->unlocked = ops[i].unlocked;
+        ret->peer = p;
+        if (!args)
+                args = empty = json_object_new_object();
+        r = ops[i].parse(args, ret, f);
+        json_object_put(empty); /* no string of an empty object is kept */
+        return r;
+}
+
+int request_check(struct request *r, struct failure *f)
+{
+        return ops[r->op].check(r, f);
+}
