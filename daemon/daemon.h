@@ -178,7 +178,8 @@ struct ucred;
 /* root, or a member of the configured group (SO_PEERCRED, SO_PEERGROUPS) */
 bool peer_is_admin(int fd, const struct ucred *cred);
 
-/* nbd.c: one NBD connection (the accepted socket as the argument) */
+/* nbd-listen.c (with nbd-handshake.c and nbd-transmit.c, the NBD server):
+ * one NBD connection (the accepted socket as the argument) */
 void *nbd_session_main(void *arg);
 /* the nbd_read_only setting: an NBD_RW.. value or -EINVAL */
 int nbd_read_only_parse(const char *s);
