@@ -357,7 +357,8 @@ static int serve(struct nbd_conn *c, struct nbd_req *q)
                 free(buf);
                 return r;
         case NBD_CMD_WRITE:
-                return change_done(c, cookie, "write", flags, len ? cowvol_volume_pwrite(eng, sn, q->buf, len, off) : 0);
+                return change_done(c, cookie, "write", flags,
+                                   len ? cowvol_volume_pwrite(eng, sn, q->buf, len, off) : 0);
         case NBD_CMD_WRITE_ZEROES:
                 return change_done(c, cookie, "write zeroes", flags,
                                    cowvol_volume_write_zeroes(eng, sn, len, off,

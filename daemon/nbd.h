@@ -6,8 +6,9 @@
  * turn: nbd_handshake() (nbd-handshake.c) until an export is chosen, then
  * nbd_transmit() (nbd-transmit.c) until the client leaves.
  *
- * Lock order: D.lock, then a connection's q_lock, then its send_lock (none
- * is taken with another held today).
+ * Locks: D.lock (exports looked up and held, snapshots a write
+ * invalidated), a connection's q_lock (its queue) and send_lock (its
+ * replies).  None is taken with another held.
  */
 #ifndef COWVOLD_NBD_H
 #define COWVOLD_NBD_H
