@@ -14,6 +14,7 @@
 
 #include "cowvol.h"
 #include "config.h"
+#include "nbd-proto.h" /* NBD_DEFAULT_PORT */
 
 struct settings settings;
 
@@ -155,6 +156,63 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
         }
         fclose(f);
         return r;
+}
+
+int nbd_read_only_parse(const char *s)
+{
+        if (!strcmp(s, "no") || !strcmp(s, "none"))
+                return NBD_RW;
+        if (!strcmp(s, "snapshots"))
+                return NBD_RO_SNAPSHOTS;
+        if (!strcmp(s, "all") || !strcmp(s, "yes"))
+                return NBD_RO_ALL;
+        return -EINVAL;
+}
+
+/* "yes" (loopback, port 10809), "PORT", "HOST", "HOST:PORT", "[V6]" or
+ * "[V6]:PORT" into a host and a port; "no" into NULL.  -EINVAL when it is
+ * none of these. */
+int nbd_tcp_parse(const char *spec, char **ret_host, unsigned *ret_port)
+{
+        const char *host = spec, *port = NULL, *end;
+        size_t hlen;
+        char *e;
+        unsigned long p = NBD_DEFAULT_PORT;
+
+        *ret_host = NULL;
+        if (!strcmp(spec, "no") || !strcmp(spec, "off") || !*spec)
+                return 0;
+        if (!strcmp(spec, "yes") || !strcmp(spec, "on") || !strcmp(spec, "loopback"))
+                spec = host = "127.0.0.1";
+        if (strspn(spec, "0123456789") == strlen(spec)) {
+                host = "127.0.0.1";
+                port = spec;
+                hlen = strlen(host);
+        } else if (spec[0] == '[') {
+                if (!(end = strchr(spec, ']')) || (end[1] && end[1] != ':'))
+                        return -EINVAL;
+                host = spec + 1;
+                hlen = (size_t)(end - host);
+                if (end[1] == ':')
+                        port = end + 2;
+        } else {
+                end = strchr(spec, ':');
+                if (end && strchr(end + 1, ':'))
+                        return -EINVAL; /* a bare IPv6 address: it needs [ ] */
+                hlen = end ? (size_t)(end - spec) : strlen(spec);
+                if (end)
+                        port = end + 1;
+        }
+        if (port) {
+                errno = 0;
+                p = strtoul(port, &e, 10);
+                if (!*port || *e || errno || p == 0 || p > 65535)
+                        return -EINVAL;
+        }
+        if (hlen == 0 || !(*ret_host = strndup(host, hlen)))
+                return hlen == 0 ? -EINVAL : -ENOMEM;
+        *ret_port = (unsigned)p;
+        return 0;
 }
 
 bool settings_export_read_only(bool snapshot)

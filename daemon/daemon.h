@@ -13,7 +13,9 @@
  *   monitor.c          a thread: fill levels, growth, merges, retries
  *   handlers.c         each request acted on, through the engine
  *   session.c          a control client's thread: lines in, answers out
- *   nbd*.c             an NBD client's thread
+ *   nbd-handshake.c, nbd-transmit.c, nbd-listen.c
+ *                      an NBD client's thread: negotiation, then requests
+ *                      validated before they act
  *   listen.c           listeners and the client table
  *   cowvold.c          main(): starts things
  *
@@ -56,10 +58,9 @@ struct ucred;
 /* root, or a member of the configured group (SO_PEERCRED, SO_PEERGROUPS) */
 bool peer_is_admin(int fd, const struct ucred *cred);
 
-/* nbd.c: one NBD connection (the accepted socket as the argument) */
+/* nbd-listen.c (with nbd-handshake.c and nbd-transmit.c, the NBD server):
+ * one NBD connection (the accepted socket as the argument) */
 void *nbd_session_main(void *arg);
-/* is the export of the volume (@s NULL) or snapshot @s read-only */
-bool nbd_export_read_only(const struct snap *s);
 /* listen on settings.nbd_tcp; the socket or a negative errno (logged) */
 int nbd_tcp_listen(void);
 

@@ -608,7 +608,7 @@ static int do_export(struct request *r, json_object **ret, struct failure *f)
         char *uri;
 
         json_object_object_add(o, "name", json_object_new_string(r->target));
-        json_object_object_add(o, "read_only", json_object_new_boolean(nbd_export_read_only(r->s)));
+        json_object_object_add(o, "read_only", json_object_new_boolean(settings_export_read_only(r->s != NULL)));
         /* the Unix socket, and TCP when configured */
         if (settings.nbd_socket_path) {
                 if (!(uri = nbd_uri(r->target, settings.nbd_socket_path))) {
