@@ -25,7 +25,7 @@ struct snap {
         bool warned;       /* kernel: its store passed 80 % (logged once) */
         int64_t created;
         char *reason;  /* why invalid (persisted), or NULL */
-        cowvol_snap *eng;
+        cowvol_snapshot *eng;
         unsigned refs; /* I/O in flight through it */
         struct snap *next;
 };

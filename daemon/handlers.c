@@ -178,8 +178,8 @@ static int fail_unavailable(struct ctx *c, const struct vol *v, const struct sna
  * written there, not through cowvold. */
 static int kernel_device_only(struct ctx *c, const struct vol *v, const struct snap *s)
 {
-        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
-        struct cowvol_ksnapshot ks = { .name = s ? s->name : "", .uuid = s ? s->uuid : "", .store = "" };
+        struct cowvol_kernel_volume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_kernel_snapshot ks = { .name = s ? s->name : "", .uuid = s ? s->uuid : "", .store = "" };
         char path[300] = "its device";
 
         (void)cowvol_kernel_path(&kv, s ? &ks : NULL, path, sizeof(path));
@@ -201,9 +201,9 @@ static double merge_percent(const struct vol *v)
 static json_object *snap_view(const struct vol *v, const struct snap *s)
 {
         json_object *o = json_object_new_object();
-        struct cowvol_snap_info si = {};
+        struct cowvol_snapshot_info si = {};
         char full[NAME_MAX_LEN * 2 + 2];
-        bool have = s->eng && cowvol_snap_info(v->eng, s->eng, &si) == 0;
+        bool have = s->eng && cowvol_snapshot_info(v->eng, s->eng, &si) == 0;
         const char *state = "active";
         double pct = 0;
 
@@ -678,7 +678,7 @@ static json_object *op_restore(struct ctx *c)
                 { "keep", json_type_boolean, false },
                 {},
         };
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
         struct vol *v;
         struct snap *s;
         json_object *o;
@@ -709,7 +709,7 @@ static json_object *op_restore(struct ctx *c)
                 json_object_object_add(o, "chunks", json_object_new_int64((int64_t)v->restore_total));
                 return o;
         }
-        if (!s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid)
+        if (!s->eng || cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || !si.valid)
                 return fail(c, -ESTALE, "snapshot %s@%s is invalid (%s): it cannot be restored", v->name, s->name,
                             s->reason ? s->reason : "store unusable"), NULL;
         if (v->refs)
@@ -781,7 +781,7 @@ static void vol_unlink(struct vol *v)
  * in use) none of the volume's own; snapshots removed stay removed. */
 static int rm_kernel_devices(struct ctx *c, struct vol *v)
 {
-        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_kernel_volume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
         struct cowvol_kernel_status st;
         char why[512];
         int r;
@@ -791,7 +791,7 @@ static int rm_kernel_devices(struct ctx *c, struct vol *v)
                 return fail(c, -EBUSY, "volume '%s' is in use (open %d times: mounted?); nothing was removed",
                             v->name, st.open_count);
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store };
+                struct cowvol_kernel_snapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store };
                 if (cowvol_kernel_status(&kv, &ks, &st) == 0 && st.open_count > 0)
                         return fail(c, -EBUSY, "snapshot %s@%s is in use (open %d times: mounted?); nothing was "
                                     "removed", v->name, s->name, st.open_count);
@@ -1149,7 +1149,7 @@ static json_object *op_diff(struct ctx *c)
         if (!v->kernel && !s->eng)
                 return fail_unavailable(c, v, s), NULL;
         a = json_object_new_array();
-        r = v->kernel ? kernel_diff(v, s, a) : cowvol_snap_diff(v->eng, s->eng, diff_range, a);
+        r = v->kernel ? kernel_diff(v, s, a) : cowvol_snapshot_diff(v->eng, s->eng, diff_range, a);
         if (r < 0) {
                 json_object_put(a);
                 if (r == -ESTALE)
@@ -1197,7 +1197,7 @@ static char *nbd_uri(const char *name, const char *sock)
 static json_object *op_export(struct ctx *c)
 {
         static const struct argspec spec[] = { { "target", json_type_string, true }, {} };
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
         const char *target;
         struct vol *v;
         struct snap *s;
@@ -1210,7 +1210,7 @@ static json_object *op_export(struct ctx *c)
                 return kernel_device_only(c, v, s), NULL;
         if (!v->eng || (s && !s->eng))
                 return fail_unavailable(c, v, s && !s->eng ? s : NULL), NULL;
-        if (s && (cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid))
+        if (s && (cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || !si.valid))
                 return fail_unavailable(c, v, s), NULL;
         if (s && v->restoring == s)
                 return fail(c, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, s->name), NULL;

@@ -17,14 +17,14 @@
 
 #include "daemon.h"
 
-static void kv_of(const struct vol *v, struct cowvol_kvolume *kv)
+static void kv_of(const struct vol *v, struct cowvol_kernel_volume *kv)
 {
-        *kv = (struct cowvol_kvolume){ .name = v->name, .uuid = v->uuid, .device = v->path };
+        *kv = (struct cowvol_kernel_volume){ .name = v->name, .uuid = v->uuid, .device = v->path };
 }
 
-static void ks_of(const struct vol *v, const struct snap *s, struct cowvol_ksnapshot *ks)
+static void ks_of(const struct vol *v, const struct snap *s, struct cowvol_kernel_snapshot *ks)
 {
-        *ks = (struct cowvol_ksnapshot){ .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
+        *ks = (struct cowvol_kernel_snapshot){ .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
 }
 
 /* The library's last error, for a client: its log goes to ours as well. */
@@ -47,7 +47,7 @@ static int failf(int r, char *why, size_t len, const char *what)
  * reason, the others go on. */
 int kvol_activate(struct vol *v)
 {
-        struct cowvol_kvolume kv;
+        struct cowvol_kernel_volume kv;
         char *dev = NULL;
         int r;
 
@@ -65,7 +65,7 @@ int kvol_activate(struct vol *v)
                 return dlog_errno(r, "Volume %s: cannot build its device-mapper stack over %s", v->name, v->path);
         v->kactive = true;
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_ksnapshot ks;
+                struct cowvol_kernel_snapshot ks;
                 if (s == v->restoring)
                         continue; /* its store is the merge's: no snapshot device over it */
                 ks_of(v, s, &ks);
@@ -83,7 +83,7 @@ int kvol_activate(struct vol *v)
 int kvol_add(const char *spec, const char *name, uint32_t chunk, struct vol **ret, char *why, size_t len)
 {
         struct cowvol_kernel_status st;
-        struct cowvol_kvolume kv;
+        struct cowvol_kernel_volume kv;
         char *dev = NULL;
         struct vol *v;
         int r;
@@ -141,7 +141,7 @@ int kvol_add(const char *spec, const char *name, uint32_t chunk, struct vol **re
 
 int kvol_remove(struct vol *v, char *why, size_t len)
 {
-        struct cowvol_kvolume kv;
+        struct cowvol_kernel_volume kv;
         int r;
 
         kv_of(v, &kv);
@@ -155,8 +155,8 @@ int kvol_remove(struct vol *v, char *why, size_t len)
 int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *store_dev, bool force, char *why,
                size_t len)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         char path[4096], what[64];
         int r, fd = -1;
 
@@ -238,8 +238,8 @@ int ksnap_take(struct vol *v, struct snap *s, uint64_t store_bytes, const char *
  * (ksnap_drop_store). */
 int ksnap_remove(struct vol *v, struct snap *s, char *why, size_t len)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         int r;
 
         kv_of(v, &kv);
@@ -258,7 +258,7 @@ void ksnap_drop_store(struct vol *v, struct snap *s)
 
 void kvol_view(const struct vol *v, json_object *o)
 {
-        struct cowvol_kvolume kv;
+        struct cowvol_kernel_volume kv;
         struct cowvol_kernel_status st;
         char path[300], type[32] = "", label[128] = "";
 
@@ -276,8 +276,8 @@ void kvol_view(const struct vol *v, json_object *o)
 
 void ksnap_view(const struct vol *v, const struct snap *s, struct ksnap_state *ret)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct cowvol_kernel_status st;
         struct stat sb;
 
@@ -310,8 +310,8 @@ void ksnap_view(const struct vol *v, const struct snap *s, struct ksnap_state *r
  * otherwise it stays pending, as LVM's "merge on next activation". */
 static int merge_try(struct vol *v, char *why, size_t len)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct cowvol_kernel_status st;
         struct snap *s = v->restoring;
         int r;
@@ -340,8 +340,8 @@ static int merge_try(struct vol *v, char *why, size_t len)
 
 int kvol_restore(struct vol *v, struct snap *s, bool keep, char *why, size_t len)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct cowvol_kernel_status st;
         int r;
 
@@ -392,8 +392,8 @@ void kvol_merge_resume(struct vol *v)
 
 bool kvol_merge_watch(struct vol *v)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct cowvol_kernel_status st;
         struct snap *s = v->restoring;
         char why[512];
@@ -502,9 +502,9 @@ int kvol_from_userspace(struct vol *v, const char *spec, const char *dev, char *
         }
         /* back as it was */
         {
-                struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+                struct cowvol_kernel_volume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
                 for (struct snap *s = v->snaps; s; s = s->next) {
-                        struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
+                        struct cowvol_kernel_snapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
                                                        .chunk_bytes = v->chunk };
                         (void)cowvol_kernel_snapshot_remove(&kv, &ks);
                 }
@@ -521,7 +521,7 @@ int kvol_from_userspace(struct vol *v, const char *spec, const char *dev, char *
 
 int kvol_to_userspace(struct vol *v, const char *image, char *why, size_t len)
 {
-        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_kernel_volume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
         struct cowvol_kernel_status st;
         char *img = strdup(image), *old = v->path;
         int r;
@@ -548,7 +548,7 @@ int kvol_to_userspace(struct vol *v, const char *image, char *why, size_t len)
                 return -EBUSY;
         }
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
+                struct cowvol_kernel_snapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
                                                .chunk_bytes = v->chunk };
                 if (cowvol_kernel_status(&kv, &ks, &st) == 0 && st.open_count > 0) {
                         snprintf(why, len, "snapshot %s@%s is in use (mounted?)", v->name, s->name);
@@ -557,7 +557,7 @@ int kvol_to_userspace(struct vol *v, const char *image, char *why, size_t len)
                 }
         }
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
+                struct cowvol_kernel_snapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
                                                .chunk_bytes = v->chunk };
                 if ((r = cowvol_kernel_snapshot_remove(&kv, &ks)) < 0) {
                         (void)kvol_activate(v);

@@ -44,8 +44,8 @@ static double used_percent(const struct cowvol_store_usage *u)
 /* Grow @s's store file by the configured step; D.lock held. */
 static void grow(struct vol *v, struct snap *s, const struct cowvol_store_usage *u)
 {
-        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
-        struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
+        struct cowvol_kernel_volume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_kernel_snapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
         uint64_t old = u->total_sectors * COWVOL_SECTOR_SIZE;
         uint64_t step = old / 100 * D.cfg.autoextend_percent, size;
         int fd, r;
@@ -103,11 +103,11 @@ static bool retry_unavailable(struct vol *v)
 /* One look at @v's snapshots; D.lock held.  True when the catalogue changed. */
 static bool watch_snapshots(struct vol *v)
 {
-        struct cowvol_kvolume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
+        struct cowvol_kernel_volume kv = { .name = v->name, .uuid = v->uuid, .device = v->path };
         bool changed = false;
 
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_ksnapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
+                struct cowvol_kernel_snapshot ks = { .name = s->name, .uuid = s->uuid, .store = s->store,
                                                .chunk_bytes = v->chunk };
                 struct cowvol_kernel_status st;
                 double pct;

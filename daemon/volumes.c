@@ -13,7 +13,7 @@
 
 #include "daemon.h"
 
-static void on_event(cowvol_volume *ev, cowvol_snap *sn, enum cowvol_event e, const char *msg, void *ud)
+static void on_event(cowvol_volume *ev, cowvol_snapshot *sn, enum cowvol_event e, const char *msg, void *ud)
 {
         struct vol *v = ud;
         struct snap *s;
@@ -67,8 +67,8 @@ bool vol_note_reasons(struct vol *v)
         bool changed = false;
 
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_snap_info si;
-                if (s->reason || !s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || si.valid || !si.reason[0])
+                struct cowvol_snapshot_info si;
+                if (s->reason || !s->eng || cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || si.valid || !si.reason[0])
                         continue;
                 s->reason = strdup(si.reason);
                 changed = true;
@@ -147,8 +147,8 @@ int restore_start(struct vol *v)
         if (r < 0)
                 return r;
         {
-                struct cowvol_snap_info si;
-                cowvol_snap_info(v->eng, v->restoring->eng, &si);
+                struct cowvol_snapshot_info si;
+                cowvol_snapshot_info(v->eng, v->restoring->eng, &si);
                 v->restore_total = v->restore_left = si.exceptions;
         }
         r = -pthread_create(&v->restore_tid, NULL, restore_main, v);

@@ -266,7 +266,7 @@ int cowvol_store_view(const cowvol_store *s, const char *origin, const char *out
 /* --- the userspace engine: volumes (image files) and their snapshots ------- */
 
 typedef struct cowvol_volume cowvol_volume;
-typedef struct cowvol_snap cowvol_snap;
+typedef struct cowvol_snapshot cowvol_snapshot;
 
 enum cowvol_event {
         COWVOL_EVENT_EXTENDED, /* a store grew (autoextend) */
@@ -274,7 +274,7 @@ enum cowvol_event {
         COWVOL_EVENT_INVALID,  /* a snapshot became invalid (reason in the message) */
 };
 
-typedef void (*cowvol_event_fn)(cowvol_volume *v, cowvol_snap *sn, enum cowvol_event ev, const char *msg,
+typedef void (*cowvol_event_fn)(cowvol_volume *v, cowvol_snapshot *sn, enum cowvol_event ev, const char *msg,
                                 void *userdata);
 
 /**
@@ -305,15 +305,15 @@ void cowvol_volume_set_event_callback(cowvol_volume *v, cowvol_event_fn fn, void
  * copy into it.  -EBUSY during a restore.
  */
 int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_path, uint64_t store_bytes,
-                                  cowvol_snap **ret);
+                                  cowvol_snapshot **ret);
 
 /** Attach an existing store (after a restart).  Its chunk size must be the volume's. */
-int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snap **ret);
+int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snapshot **ret);
 
 /** Detach a snapshot: flush and close its store (the file stays). */
-int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snap *sn);
+int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn);
 
-struct cowvol_snap_info {
+struct cowvol_snapshot_info {
         bool valid;
         char reason[128];               /* why it is invalid, "" if valid */
         uint64_t exceptions;
@@ -321,7 +321,7 @@ struct cowvol_snap_info {
         struct cowvol_store_usage usage; /* as the kernel's status line */
 };
 
-int cowvol_snap_info(cowvol_volume *v, cowvol_snap *sn, struct cowvol_snap_info *ret);
+int cowvol_snapshot_info(cowvol_volume *v, cowvol_snapshot *sn, struct cowvol_snapshot_info *ret);
 
 /**
  * Read or write @len bytes at @off of the volume (@sn NULL) or of snapshot
@@ -332,8 +332,8 @@ int cowvol_snap_info(cowvol_volume *v, cowvol_snap *sn, struct cowvol_snap_info 
  * goes on.  -EINVAL past the end, -ESTALE reading an invalid snapshot,
  * -EBUSY writing during a restore.
  */
-int cowvol_volume_pread(cowvol_volume *v, cowvol_snap *sn, void *buf, size_t len, uint64_t off);
-int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void *buf, size_t len, uint64_t off);
+int cowvol_volume_pread(cowvol_volume *v, cowvol_snapshot *sn, void *buf, size_t len, uint64_t off);
+int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snapshot *sn, const void *buf, size_t len, uint64_t off);
 
 /** Make every acknowledged write durable: the image and every store. */
 int cowvol_volume_flush(cowvol_volume *v);
@@ -345,7 +345,7 @@ int cowvol_volume_flush(cowvol_volume *v);
  * is written with zeroes through the ordinary path (copies first).
  */
 #define COWVOL_ZERO_PUNCH 1u
-int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off, unsigned flags);
+int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off, unsigned flags);
 
 /**
  * Discard (TRIM) @len bytes at @off: advice that the content is no longer
@@ -353,7 +353,7 @@ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, 
  * deallocated and then read as zeroes; everything else, and every snapshot,
  * keeps its content.  -EBUSY during a restore.
  */
-int cowvol_volume_discard(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off);
+int cowvol_volume_discard(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off);
 
 /** One extent of cowvol_volume_block_status(). */
 struct cowvol_extent {
@@ -370,7 +370,7 @@ struct cowvol_extent {
  * origin's.  Returns the number of extents, which may cover less than
  * @len (never nothing), or -EINVAL, -ESTALE.
  */
-int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
+int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off,
                                struct cowvol_extent *ext, size_t max);
 
 /**
@@ -381,7 +381,7 @@ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint64_t len, 
  * 1 while more is left, 0 when done; merge_end ends it.  A crash at any
  * point resumes with merge_begin on the same snapshot.
  */
-int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn);
+int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn);
 int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left);
 int cowvol_volume_merge_end(cowvol_volume *v);
 
@@ -390,7 +390,7 @@ int cowvol_volume_merge_end(cowvol_volume *v);
  * written in @sn): runs of consecutive chunks with an exception, clipped to
  * the volume's size, in order.
  */
-int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
+int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
                      void *userdata);
 
 
@@ -409,13 +409,13 @@ int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, 
  * exists with the right uuid is kept).
  * ========================================================================== */
 
-struct cowvol_kvolume {
+struct cowvol_kernel_volume {
         const char *name;   /* the volume's name */
         const char *uuid;   /* its uuid, in its dm uuids */
         const char *device; /* the block device under it */
 };
 
-struct cowvol_ksnapshot {
+struct cowvol_kernel_snapshot {
         const char *name, *uuid;
         const char *store;    /* a store file (attached through a loop device) or a block device */
         uint32_t chunk_bytes; /* 4 KiB to 512 KiB, a power of two */
@@ -427,15 +427,15 @@ int cowvol_kernel_available(void);
 bool cowvol_kernel_present(void);
 
 /** /dev/mapper/cowvol-V, or (@s) /dev/mapper/cowvol-V-S. */
-int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out, size_t len);
+int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, char *out, size_t len);
 
 /** Build the volume's -real and origin devices (kept when they exist).
  * -EEXIST when a device of those names belongs to someone else. */
-int cowvol_kernel_volume_activate(const struct cowvol_kvolume *v);
+int cowvol_kernel_volume_activate(const struct cowvol_kernel_volume *v);
 
 /** Remove the volume's devices; its snapshots must be gone.  -EBUSY when
  * the volume is open (mounted). */
-int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v);
+int cowvol_kernel_volume_deactivate(const struct cowvol_kernel_volume *v);
 
 /**
  * Take a snapshot, in LVM's order: zero the store's header, load the -cow
@@ -443,17 +443,17 @@ int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v);
  * filesystem), resume the snapshot, resume the origin.  A file store must
  * exist at its full size.  On failure nothing is left behind.
  */
-int cowvol_kernel_snapshot_create(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_snapshot_create(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /** Rebuild an existing snapshot's devices over its store (after a reboot). */
-int cowvol_kernel_snapshot_activate(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_snapshot_activate(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /** Remove a snapshot's devices (the store stays).  -EBUSY when it is open. */
-int cowvol_kernel_snapshot_remove(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_snapshot_remove(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /** A file store grew (by the caller): its loop device and -cow see the new
  * size; the snapshot uses it from its next copy. */
-int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_store_grown(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /**
  * Restore (merge) snapshot @s into its volume, as lvconvert --merge: the
@@ -464,8 +464,8 @@ int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvo
  * metadata is left, cowvol_kernel_merge_finish() puts snapshot-origin back
  * and removes the -cow layer.
  */
-int cowvol_kernel_merge_start(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
-int cowvol_kernel_merge_finish(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_merge_start(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
+int cowvol_kernel_merge_finish(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 struct cowvol_kernel_status {
         bool exists;       /* the device is there */
@@ -479,7 +479,7 @@ struct cowvol_kernel_status {
 };
 
 /** The status of the volume (@s NULL) or of snapshot @s, from the kernel. */
-int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s,
+int cowvol_kernel_status(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
                          struct cowvol_kernel_status *ret);
 
 /**

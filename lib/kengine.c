@@ -66,7 +66,7 @@ static int uuid_ok(const char *uuid)
         return 0;
 }
 
-static int names_of(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, struct names *n)
+static int names_of(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, struct names *n)
 {
         int r;
 
@@ -122,7 +122,7 @@ _public_ bool cowvol_kernel_present(void)
         return cvdm_probe(false) == 0;
 }
 
-_public_ int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out,
+_public_ int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, char *out,
                                 size_t len)
 {
         struct names n;
@@ -167,7 +167,7 @@ static int sectors_of(const char *dev, uint64_t *ret)
         return 0;
 }
 
-_public_ int cowvol_kernel_volume_activate(const struct cowvol_kvolume *v)
+_public_ int cowvol_kernel_volume_activate(const struct cowvol_kernel_volume *v)
 {
         struct names n;
         struct cvdm_info ri, oi;
@@ -213,7 +213,7 @@ undo:
         return r;
 }
 
-_public_ int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v)
+_public_ int cowvol_kernel_volume_deactivate(const struct cowvol_kernel_volume *v)
 {
         struct names n;
         struct cvdm_info ri, oi;
@@ -327,7 +327,7 @@ static int store_sync(const char *store)
 
 /* Build -cow over the store (its header zeroed first when @fresh); a file
  * store's loop device stays held by *loop_fd until the caller closes it. */
-static int cow_build(const struct names *n, const struct cowvol_ksnapshot *s, bool fresh, int *loop_fd)
+static int cow_build(const struct names *n, const struct cowvol_kernel_snapshot *s, bool fresh, int *loop_fd)
 {
         char dev[300], params[320];
         uint64_t cow_sectors;
@@ -350,7 +350,7 @@ static int cow_build(const struct names *n, const struct cowvol_ksnapshot *s, bo
 }
 
 /* Build -cow and the snapshot; @fresh: zero the header first (a new one). */
-static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, bool fresh)
+static int snapshot_build(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, bool fresh)
 {
         struct names n;
         struct cvdm_info oi, ri, si, ci;
@@ -425,17 +425,17 @@ out:
         return r;
 }
 
-_public_ int cowvol_kernel_snapshot_create(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_snapshot_create(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         return snapshot_build(v, s, true);
 }
 
-_public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         return snapshot_build(v, s, false);
 }
 
-_public_ int cowvol_kernel_snapshot_remove(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_snapshot_remove(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         struct names n;
         struct cvdm_info oi, si, ci;
@@ -483,7 +483,7 @@ static void parse_snapshot_status(const char *p, struct cowvol_kernel_status *re
         }
 }
 
-_public_ int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s,
+_public_ int cowvol_kernel_status(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
                                   struct cowvol_kernel_status *ret)
 {
         struct names n;
@@ -544,7 +544,7 @@ static int table_type(const char *name, char *type, size_t len)
         return r;
 }
 
-_public_ int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_store_grown(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         struct names n;
         struct cvdm_info si, ci;
@@ -588,7 +588,7 @@ _public_ int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const str
         return r;
 }
 
-_public_ int cowvol_kernel_merge_start(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_merge_start(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         struct names n;
         struct cvdm_info oi, ri, si, ci;
@@ -643,7 +643,7 @@ out:
         return r;
 }
 
-_public_ int cowvol_kernel_merge_finish(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_merge_finish(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         struct names n;
         struct cvdm_info oi, ri, ci;
