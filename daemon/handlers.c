@@ -126,7 +126,7 @@ static int check_name(struct ctx *c, const char *what, const char *name)
 
 static int check_chunk(struct ctx *c, int64_t chunk)
 {
-        if (chunk < (int64_t)COWVOL_CHUNK_MIN || chunk > (int64_t)COWVOL_CHUNK_MAX || (chunk & (chunk - 1)))
+        if (!cowvol_chunk_size_valid(chunk))
                 return fail(c, -EINVAL, "chunk size %" PRId64 " is not a power of two from 4 KiB to 512 KiB",
                             chunk);
         return 0;

@@ -23,7 +23,8 @@ extern "C" {
 /* The kernel's store: magic "SnAp" (le32 0x70416e53), version 1. */
 #define COWVOL_STORE_MAGIC 0x70416e53u
 #define COWVOL_STORE_VERSION 1u
-/* Chunk sizes a new store may use (LVM2's range), in bytes. */
+/* Chunk sizes a new store may use (LVM2's range), in bytes: a power of two
+ * from COWVOL_CHUNK_MIN to COWVOL_CHUNK_MAX (cowvol_chunk_size_valid()). */
 #define COWVOL_CHUNK_MIN 4096u
 #define COWVOL_CHUNK_MAX (512u * 1024u)
 #define COWVOL_CHUNK_DEFAULT 4096u
@@ -32,6 +33,15 @@ extern "C" {
 
 /** The library's version string, "MAJOR.MINOR.PATCH". */
 const char *cowvol_version(void);
+
+/**
+ * True when @bytes may be the chunk size of a new store, volume or kernel
+ * snapshot: a power of two from COWVOL_CHUNK_MIN (4 KiB) to COWVOL_CHUNK_MAX
+ * (512 KiB), LVM2's range.  (An existing store written by someone else may
+ * have another size: cowvol_store_open() checks it against the kernel's rules.)
+ * Since LIBCOWVOL_0.2.
+ */
+bool cowvol_chunk_size_valid(uint64_t bytes);
 
 enum cowvol_log_level {
         COWVOL_LOG_ERROR = 0,
@@ -265,6 +275,8 @@ int cowvol_store_view(const cowvol_store *s, const char *origin, const char *out
 
 /* --- the userspace engine: volumes (image files) and their snapshots ------- */
 
+/* A volume (an image file) and one of its snapshots, both opaque.  A
+ * snapshot belongs to its volume: every call on one names both. */
 typedef struct cowvol_volume cowvol_volume;
 typedef struct cowvol_snapshot cowvol_snapshot;
 
@@ -274,8 +286,8 @@ enum cowvol_event {
         COWVOL_EVENT_INVALID,  /* a snapshot became invalid (reason in the message) */
 };
 
-typedef void (*cowvol_event_fn)(cowvol_volume *v, cowvol_snapshot *sn, enum cowvol_event ev, const char *msg,
-                                void *userdata);
+typedef void (*cowvol_event_fn)(cowvol_volume *v, cowvol_snapshot *sn, enum cowvol_event ev,
+                                const char *msg, void *userdata);
 
 /**
  * Open the image file @path as a volume with chunks of @chunk_bytes (a power
@@ -286,7 +298,9 @@ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_volume **r
 /** Flush and close the volume and every snapshot attached.  Accepts NULL. */
 cowvol_volume *cowvol_volume_close(cowvol_volume *v);
 
+/** The volume's size in bytes (its image file's). */
 uint64_t cowvol_volume_size(const cowvol_volume *v);
+/** The volume's chunk size in bytes, which its snapshots share. */
 uint32_t cowvol_volume_chunk_size(const cowvol_volume *v);
 
 /**
@@ -313,6 +327,7 @@ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowv
 /** Detach a snapshot: flush and close its store (the file stays). */
 int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn);
 
+/** What cowvol_snapshot_info() tells of a snapshot. */
 struct cowvol_snapshot_info {
         bool valid;
         char reason[128];               /* why it is invalid, "" if valid */
@@ -321,6 +336,7 @@ struct cowvol_snapshot_info {
         struct cowvol_store_usage usage; /* as the kernel's status line */
 };
 
+/** Fill @ret with snapshot @sn's state: valid or why not, exceptions, store size and usage. */
 int cowvol_snapshot_info(cowvol_volume *v, cowvol_snapshot *sn, struct cowvol_snapshot_info *ret);
 
 /**
@@ -390,8 +406,8 @@ int cowvol_volume_merge_end(cowvol_volume *v);
  * written in @sn): runs of consecutive chunks with an exception, clipped to
  * the volume's size, in order.
  */
-int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
-                     void *userdata);
+int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
+                         int (*fn)(uint64_t off, uint64_t len, void *userdata), void *userdata);
 
 
 /* ==========================================================================
@@ -409,12 +425,14 @@ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn, int (*fn)(uint64
  * exists with the right uuid is kept).
  * ========================================================================== */
 
+/** A volume of the kernel engine, as the caller's catalogue knows it. */
 struct cowvol_kernel_volume {
         const char *name;   /* the volume's name */
         const char *uuid;   /* its uuid, in its dm uuids */
         const char *device; /* the block device under it */
 };
 
+/** A snapshot of the kernel engine, as the caller's catalogue knows it. */
 struct cowvol_kernel_snapshot {
         const char *name, *uuid;
         const char *store;    /* a store file (attached through a loop device) or a block device */
@@ -427,7 +445,8 @@ int cowvol_kernel_available(void);
 bool cowvol_kernel_present(void);
 
 /** /dev/mapper/cowvol-V, or (@s) /dev/mapper/cowvol-V-S. */
-int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, char *out, size_t len);
+int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, char *out,
+                       size_t len);
 
 /** Build the volume's -real and origin devices (kept when they exist).
  * -EEXIST when a device of those names belongs to someone else. */

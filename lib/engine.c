@@ -100,7 +100,7 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 
         if (!path || !ret)
                 return -EINVAL;
-        if (chunk_bytes < COWVOL_CHUNK_MIN || chunk_bytes > COWVOL_CHUNK_MAX || (chunk_bytes & (chunk_bytes - 1)))
+        if (!cowvol_chunk_size_valid(chunk_bytes))
                 return log_err(-EINVAL, "Chunk size %" PRIu32 " is not a power of two from 4 KiB to 512 KiB",
                                chunk_bytes);
         fd = open(path, O_RDWR | O_CLOEXEC);
@@ -1292,8 +1292,8 @@ static int diff_one(uint64_t old, uint64_t nw, void *ud)
         return 0;
 }
 
-_public_ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
-                              void *userdata)
+_public_ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
+                                  int (*fn)(uint64_t off, uint64_t len, void *userdata), void *userdata)
 {
         struct diff_ctx d = { .v = v, .fn = fn, .ud = userdata };
         int r;

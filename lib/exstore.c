@@ -183,7 +183,7 @@ static void skip_metadata(cowvol_store *s)
                 s->next_free++;
 }
 
-static bool chunk_bytes_ok(uint64_t bytes)
+_public_ bool cowvol_chunk_size_valid(uint64_t bytes)
 {
         return bytes >= COWVOL_CHUNK_MIN && bytes <= COWVOL_CHUNK_MAX && (bytes & (bytes - 1)) == 0;
 }
@@ -648,7 +648,7 @@ int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk
         uint8_t hbuf[COWVOL_SECTOR_SIZE];
         int r;
 
-        if (!chunk_bytes_ok(chunk_bytes)) {
+        if (!cowvol_chunk_size_valid(chunk_bytes)) {
                 if (io->free)
                         io->free(ctx);
                 return log_err(-EINVAL,

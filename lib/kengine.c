@@ -122,8 +122,8 @@ _public_ bool cowvol_kernel_present(void)
         return cvdm_probe(false) == 0;
 }
 
-_public_ int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, char *out,
-                                size_t len)
+_public_ int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
+                                char *out, size_t len)
 {
         struct names n;
         int r = names_of(v, s, &n);
@@ -361,8 +361,7 @@ static int snapshot_build(const struct cowvol_kernel_volume *v, const struct cow
 
         if ((r = names_of(v, s, &n)) < 0 || (r = cvdm_available()) < 0)
                 return r;
-        if (s->chunk_bytes < COWVOL_CHUNK_MIN || s->chunk_bytes > COWVOL_CHUNK_MAX ||
-            (s->chunk_bytes & (s->chunk_bytes - 1)))
+        if (!cowvol_chunk_size_valid(s->chunk_bytes))
                 return log_err(-EINVAL, "Chunk size %" PRIu32 " is not a power of two from 4 KiB to 512 KiB",
                                s->chunk_bytes);
         if ((r = ours(n.origin, n.origin_uuid, &oi)) <= 0 || (r = ours(n.real, n.real_uuid, &ri)) <= 0)
@@ -430,7 +429,8 @@ _public_ int cowvol_kernel_snapshot_create(const struct cowvol_kernel_volume *v,
         return snapshot_build(v, s, true);
 }
 
-_public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
+_public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kernel_volume *v,
+                                             const struct cowvol_kernel_snapshot *s)
 {
         return snapshot_build(v, s, false);
 }
