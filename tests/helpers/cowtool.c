@@ -113,6 +113,14 @@ static int open_rw(const char *path, uint64_t *ret_size)
         return fd;
 }
 
+/* what a command wrote is on the disk before it exits */
+static void sync_close(int fd)
+{
+        if (fsync(fd) < 0)
+                die("fsync", -errno);
+        close(fd);
+}
+
 static int cmd_pattern(char **argv)
 {
         uint64_t size = arg_u64(argv[0]), seed = arg_u64(argv[1]), off;
@@ -130,9 +138,7 @@ static int cmd_pattern(char **argv)
                 if (r < 0)
                         die("write", r);
         }
-        if (fsync(fd) < 0)
-                die("fsync", -errno);
-        close(fd);
+        sync_close(fd);
         return 0;
 }
 
@@ -149,9 +155,7 @@ static int cmd_tag(char **argv)
                 if (r < 0)
                         die("write", r);
         }
-        if (fsync(fd) < 0)
-                die("fsync", -errno);
-        close(fd);
+        sync_close(fd);
         free(c);
         return 0;
 }
@@ -206,10 +210,8 @@ static int cmd_fill(int argc, char **argv)
                         }
                 }
         }
-        if (fsync(fd) < 0)
-                die("fsync", -errno);
+        sync_close(fd);
         cowvol_store_close(s);
-        close(fd);
         free(buf);
         free(c);
         return 0;

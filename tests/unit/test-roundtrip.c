@@ -584,13 +584,6 @@ Test(roundtrip, allocate_errors_as_documented)
         memdisk_free(d);
 }
 
-static int fail_area_writes(struct memdisk *d, uint64_t off, size_t len)
-{
-        (void)d;
-        (void)len;
-        return off == 1ull * CH ? -EIO : 0;
-}
-
 Test(roundtrip, commit_io_error_invalidates)
 {
         struct memdisk *d = memdisk_new(50ull * CH);
@@ -598,7 +591,7 @@ Test(roundtrip, commit_io_error_invalidates)
         char line[64];
 
         put(s, NULL, 3);
-        d->write_hook = fail_area_writes;
+        d->write_hook = memdisk_fail_area_0;
         cr_assert_eq(cowvol_store_commit(s), -EIO);
         cr_assert_not(cowvol_store_is_valid(s));
         cr_assert_str_eq(cowvol_store_status_line(s, line, sizeof(line)), "Invalid");
