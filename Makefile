@@ -94,7 +94,9 @@ $(B)/tests/%: tests/helpers/%.c $(B)/libcowvol.a
 	@mkdir -p $(@D)
 	$(call say,CCLD,$@)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(B)/libcowvol.a $(PKG_LIBS)
 
-$(B)/unit-tests: $(UNIT_OBJS) $(B)/libcowvol.a
+# test-symbols reads lib/ from the source tree and checks the shared library beside it
+$(B)/tests/unit/test-symbols.o: ALL_CFLAGS += -DCOWVOL_SRCDIR=\"$(CURDIR)\"
+$(B)/unit-tests: $(UNIT_OBJS) $(B)/libcowvol.a $(B)/libcowvol.so
 	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJS) $(B)/libcowvol.a $(PKG_LIBS) -lcriterion
 
 $(B)/bench/%: bench/%.c $(B)/libcowvol.a

@@ -77,7 +77,7 @@ static double raw_pass(const char *img, bool write)
         return (double)size / (now() - t0) / 1048576.0;
 }
 
-static double engine_pass(cowvol_volume *v, cowvol_snap *sn, bool write)
+static double engine_pass(cowvol_volume *v, cowvol_snapshot *sn, bool write)
 {
         double t0 = now();
 
@@ -95,7 +95,7 @@ static void creation(uint64_t gib)
 {
         char img[4096], st[4096];
         cowvol_volume *v;
-        cowvol_snap *sn;
+        cowvol_snapshot *sn;
         double t0, best = 1e9;
 
         path_of(img, "bench-create.img");
@@ -127,7 +127,7 @@ static void throughput(int nsnaps)
 {
         char img[4096], st[4096];
         cowvol_volume *v;
-        cowvol_snap *sn[8];
+        cowvol_snapshot *sn[8];
         double raw_w, raw_r, first, rewrite, sread;
 
         path_of(img, "bench-io.img");

@@ -129,8 +129,7 @@ static int store_create(int argc, char **argv)
         r = want_args("store create ", argc - i, 1, "PATH");
         if (r)
                 return r;
-        if (o.chunk_size < COWVOL_CHUNK_MIN || o.chunk_size > COWVOL_CHUNK_MAX ||
-            (o.chunk_size & (o.chunk_size - 1)))
+        if (!cowvol_chunk_size_valid(o.chunk_size))
                 return usage_error("store create ",
                                    "--chunk-size must be a power of two from 4K to 512K, not %" PRIu64,
                                    o.chunk_size);

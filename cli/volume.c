@@ -41,7 +41,7 @@ static const char *string_field(json_object *o, const char *key)
 
 static int check_chunk_size(const char *cmd, uint64_t cs)
 {
-        if (cs < COWVOL_CHUNK_MIN || cs > COWVOL_CHUNK_MAX || (cs & (cs - 1)))
+        if (!cowvol_chunk_size_valid(cs))
                 return usage_error(cmd, "--chunk-size must be a power of two from 4K to 512K, not %" PRIu64, cs);
         return 0;
 }

@@ -41,7 +41,7 @@ struct snap {
         bool warned;       /* kernel: its store passed 80 % (logged once) */
         int64_t created;
         char *reason;  /* why invalid (persisted), or NULL */
-        cowvol_snap *eng; /* userspace: the library's snapshot */
+        cowvol_snapshot *eng; /* userspace: the library's snapshot */
         unsigned refs; /* I/O in flight through it */
         struct snap *next;
 };

@@ -44,9 +44,9 @@ static void libmsg_note(int level, const char *msg, void *userdata)
                 snprintf(m->text, sizeof(m->text), "%s", msg);
 }
 
-static void kv_of(const struct vol *v, struct cowvol_kvolume *kv, struct libmsg *m)
+static void kv_of(const struct vol *v, struct cowvol_kernel_volume *kv, struct libmsg *m)
 {
-        *kv = (struct cowvol_kvolume){ .name = v->name, .uuid = v->uuid, .device = v->path };
+        *kv = (struct cowvol_kernel_volume){ .name = v->name, .uuid = v->uuid, .device = v->path };
         if (m) {
                 m->text[0] = '\0';
                 kv->log_fn = libmsg_note;
@@ -54,9 +54,9 @@ static void kv_of(const struct vol *v, struct cowvol_kvolume *kv, struct libmsg 
         }
 }
 
-static void ks_of(const struct vol *v, const struct snap *s, struct cowvol_ksnapshot *ks)
+static void ks_of(const struct vol *v, const struct snap *s, struct cowvol_kernel_snapshot *ks)
 {
-        *ks = (struct cowvol_ksnapshot){ .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
+        *ks = (struct cowvol_kernel_snapshot){ .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
 }
 
 /* "WHAT: the library's reason" (or the errno's) into @f; returns @r */
@@ -77,8 +77,8 @@ static int resolve_fail(struct failure *f, int r, const char *spec, const char *
 
 static int kstatus(const struct vol *v, const struct snap *s, struct cowvol_kernel_status *st)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
 
         kv_of(v, &kv, NULL);
         if (s)
@@ -88,8 +88,8 @@ static int kstatus(const struct vol *v, const struct snap *s, struct cowvol_kern
 
 static int kpath(const struct vol *v, const struct snap *s, char *buf, size_t len)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
 
         kv_of(v, &kv, NULL);
         if (s)
@@ -112,7 +112,7 @@ static void merge_resume(struct vol *v);
  * the others go on; a merge waiting for this activation starts. */
 static int kactivate(struct vol *v, struct libmsg *m)
 {
-        struct cowvol_kvolume kv;
+        struct cowvol_kernel_volume kv;
         char *dev = NULL;
         int r;
 
@@ -130,7 +130,7 @@ static int kactivate(struct vol *v, struct libmsg *m)
                 return dlog_errno(r, "Volume %s: cannot build its device-mapper stack over %s", v->name, v->path);
         v->kactive = true;
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_ksnapshot ks;
+                struct cowvol_kernel_snapshot ks;
                 if (s == v->restoring)
                         continue; /* its store is the merge's: no snapshot device over it */
                 ks_of(v, s, &ks);
@@ -181,7 +181,7 @@ static int k_reactivate(struct vol *v, struct failure *f)
 int engine_kernel_add(const char *spec, const char *name, uint32_t chunk, struct vol **ret, struct failure *f)
 {
         struct cowvol_kernel_status st;
-        struct cowvol_kvolume kv;
+        struct cowvol_kernel_volume kv;
         struct libmsg m;
         char *dev = NULL;
         struct vol *v;
@@ -326,8 +326,8 @@ static int store_file_make(struct snap *s, uint64_t bytes, struct failure *f)
 
 static int k_snapshot(struct vol *v, struct snap *s, const struct snap_options *o, struct failure *f)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct libmsg m;
         int r;
 
@@ -349,8 +349,8 @@ static int k_snapshot(struct vol *v, struct snap *s, const struct snap_options *
  * (snapshot_drop). */
 static int k_snapshot_release(struct vol *v, struct snap *s, struct failure *f)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct libmsg m;
         int r;
 
@@ -402,7 +402,7 @@ static int k_volume_busy(const struct vol *v, struct failure *f)
  * in use) none of the volume's own; snapshots removed stay removed. */
 static int k_volume_release(struct vol *v, struct failure *f)
 {
-        struct cowvol_kvolume kv;
+        struct cowvol_kernel_volume kv;
         struct libmsg m;
         int r;
 
@@ -564,8 +564,8 @@ static bool k_snapshot_open(const struct vol *v, const struct snap *s)
  * (1, @f->msg says why). */
 static int merge_try(struct vol *v, struct failure *f)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct cowvol_kernel_status st;
         struct snap *s = v->restoring;
         struct libmsg m;
@@ -646,8 +646,8 @@ static void merge_resume(struct vol *v)
 /* the monitor follows @v's merge; true when the catalogue changed */
 static bool merge_watch(struct vol *v)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct cowvol_kernel_status st;
         struct snap *s = v->restoring;
         struct libmsg m;
@@ -710,8 +710,8 @@ static double used_percent(const struct cowvol_store_usage *u)
 /* Grow @s's store file by the configured step. */
 static void grow(struct vol *v, struct snap *s, const struct cowvol_store_usage *u)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct libmsg m;
         uint64_t old = u->total_sectors * COWVOL_SECTOR_SIZE;
         uint64_t step = old / 100 * settings.autoextend_percent, size;
@@ -848,8 +848,8 @@ struct vol *engine_kernel_over(const char *image)
 /* the kernel lets go of @v's devices, snapshots first */
 static int kernel_release_all(struct vol *v, struct failure *f, const char *what_snaps, const char *what_vol)
 {
-        struct cowvol_kvolume kv;
-        struct cowvol_ksnapshot ks;
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
         struct libmsg m;
         int r;
 

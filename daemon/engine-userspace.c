@@ -22,7 +22,7 @@
 #include "engine.h"
 #include "log.h"
 
-static void on_event(cowvol_volume *ev, cowvol_snap *sn, enum cowvol_event e, const char *msg, void *ud)
+static void on_event(cowvol_volume *ev, cowvol_snapshot *sn, enum cowvol_event e, const char *msg, void *ud)
 {
         struct vol *v = ud;
         struct snap *s;
@@ -108,8 +108,8 @@ static bool u_note_reasons(struct vol *v)
         bool changed = false;
 
         for (struct snap *s = v->snaps; s; s = s->next) {
-                struct cowvol_snap_info si;
-                if (s->reason || !s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || si.valid || !si.reason[0])
+                struct cowvol_snapshot_info si;
+                if (s->reason || !s->eng || cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || si.valid || !si.reason[0])
                         continue;
                 s->reason = strdup(si.reason);
                 changed = true;
@@ -252,13 +252,13 @@ static void *restore_main(void *arg)
 
 static int restore_start(struct vol *v)
 {
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
         int r;
 
         r = cowvol_volume_merge_begin(v->eng, v->restoring->eng);
         if (r < 0)
                 return r;
-        cowvol_snap_info(v->eng, v->restoring->eng, &si);
+        cowvol_snapshot_info(v->eng, v->restoring->eng, &si);
         v->restore_total = v->restore_left = si.exceptions;
         r = -pthread_create(&v->restore_tid, NULL, restore_main, v);
         if (r < 0) {
@@ -272,10 +272,10 @@ static int restore_start(struct vol *v)
 
 static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f)
 {
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
         int r;
 
-        if (!s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid)
+        if (!s->eng || cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || !si.valid)
                 return fail(f, -ESTALE, "snapshot %s@%s is invalid (%s): it cannot be restored", v->name, s->name,
                             s->reason ? s->reason : "store unusable");
         if (v->refs)
@@ -336,10 +336,10 @@ static void u_snapshot_view(const struct vol *v, const struct snap *s, json_obje
 
 static void u_snapshot_state(const struct vol *v, const struct snap *s, struct snap_state *ret)
 {
-        struct cowvol_snap_info si = {};
+        struct cowvol_snapshot_info si = {};
 
         memset(ret, 0, sizeof(*ret));
-        ret->have = s->eng && cowvol_snap_info(v->eng, s->eng, &si) == 0;
+        ret->have = s->eng && cowvol_snapshot_info(v->eng, s->eng, &si) == 0;
         if (!ret->have) {
                 /* a store that cannot be opened still has a size on disk */
                 struct stat st;
@@ -358,7 +358,7 @@ static int u_diff(struct vol *v, struct snap *s, range_fn fn, void *userdata)
 {
         if (!s->eng)
                 return -ESTALE;
-        return cowvol_snap_diff(v->eng, s->eng, fn, userdata);
+        return cowvol_snapshot_diff(v->eng, s->eng, fn, userdata);
 }
 
 static int u_pread(struct vol *v, struct snap *s, void *buf, size_t len, uint64_t off)

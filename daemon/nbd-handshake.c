@@ -149,7 +149,7 @@ static int export_find(const char *name, struct vol **ret_v, struct snap **ret_s
 {
         char vname[EXPORT_NAME_MAX + 1], bad[160];
         const char *at = strchr(name, '@');
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
         struct vol *v = NULL;
         struct snap *s = NULL;
 
@@ -177,7 +177,7 @@ static int export_find(const char *name, struct vol **ret_v, struct snap **ret_s
                         snprintf(why, len, "volume '%s' has no snapshot named '%s'", v->name, at + 1);
                         return -ENOENT;
                 }
-                if (!s->eng || cowvol_snap_info(v->eng, s->eng, &si) < 0 || !si.valid) {
+                if (!s->eng || cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || !si.valid) {
                         snprintf(why, len, "snapshot %s@%s is invalid: %s", v->name, s->name,
                                  s->reason ? s->reason : "its store cannot be used");
                         return -ESTALE;
@@ -226,7 +226,7 @@ static int names_add(struct name_list *l, const char *vol, const char *snap)
  * and sent without it. */
 static int opt_list(struct nbd_conn *c, uint32_t len)
 {
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
         struct name_list l = { 0 };
         int r = 0;
 
@@ -242,7 +242,7 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
                         continue;
                 r = names_add(&l, v->name, NULL);
                 for (struct snap *s = v->snaps; s && r == 0; s = s->next)
-                        if (s->eng && v->restoring != s && cowvol_snap_info(v->eng, s->eng, &si) == 0 && si.valid)
+                        if (s->eng && v->restoring != s && cowvol_snapshot_info(v->eng, s->eng, &si) == 0 && si.valid)
                                 r = names_add(&l, v->name, s->name);
         }
         pthread_mutex_unlock(&catalogue.lock);

@@ -335,7 +335,7 @@ static int change_done(struct nbd_conn *c, uint64_t cookie, const char *what, ui
 static int serve(struct nbd_conn *c, struct nbd_req *q)
 {
         cowvol_volume *eng = c->v->eng;
-        cowvol_snap *sn = c->s ? c->s->eng : NULL;
+        cowvol_snapshot *sn = c->s ? c->s->eng : NULL;
         uint64_t cookie = q->cookie, off = q->off;
         uint32_t len = q->len, err;
         uint16_t flags = q->flags;

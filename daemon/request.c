@@ -106,7 +106,7 @@ static int check_name(const char *what, const char *name, struct failure *f)
 
 static int check_chunk(int64_t chunk, struct failure *f)
 {
-        if (chunk < (int64_t)COWVOL_CHUNK_MIN || chunk > (int64_t)COWVOL_CHUNK_MAX || (chunk & (chunk - 1)))
+        if (!cowvol_chunk_size_valid(chunk))
                 return fail(f, -EINVAL, "chunk size %" PRId64 " is not a power of two from 4 KiB to 512 KiB", chunk);
         return 0;
 }

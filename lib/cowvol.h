@@ -23,7 +23,8 @@ extern "C" {
 /* The kernel's store: magic "SnAp" (le32 0x70416e53), version 1. */
 #define COWVOL_STORE_MAGIC 0x70416e53u
 #define COWVOL_STORE_VERSION 1u
-/* Chunk sizes a new store may use (LVM2's range), in bytes. */
+/* Chunk sizes a new store may use (LVM2's range), in bytes: a power of two
+ * from COWVOL_CHUNK_MIN to COWVOL_CHUNK_MAX (cowvol_chunk_size_valid()). */
 #define COWVOL_CHUNK_MIN 4096u
 #define COWVOL_CHUNK_MAX (512u * 1024u)
 #define COWVOL_CHUNK_DEFAULT 4096u
@@ -32,6 +33,15 @@ extern "C" {
 
 /** The library's version string, "MAJOR.MINOR.PATCH". */
 const char *cowvol_version(void);
+
+/**
+ * True when @bytes may be the chunk size of a new store, volume or kernel
+ * snapshot: a power of two from COWVOL_CHUNK_MIN (4 KiB) to COWVOL_CHUNK_MAX
+ * (512 KiB), LVM2's range.  (An existing store written by someone else may
+ * have another size: cowvol_store_open() checks it against the kernel's rules.)
+ * Since LIBCOWVOL_0.2.
+ */
+bool cowvol_chunk_size_valid(uint64_t bytes);
 
 enum cowvol_log_level {
         COWVOL_LOG_ERROR = 0,
@@ -265,8 +275,10 @@ int cowvol_store_view(const cowvol_store *s, const char *origin, const char *out
 
 /* --- the userspace engine: volumes (image files) and their snapshots ------- */
 
+/* A volume (an image file) and one of its snapshots, both opaque.  A
+ * snapshot belongs to its volume: every call on one names both. */
 typedef struct cowvol_volume cowvol_volume;
-typedef struct cowvol_snap cowvol_snap;
+typedef struct cowvol_snapshot cowvol_snapshot;
 
 enum cowvol_event {
         COWVOL_EVENT_EXTENDED, /* a store grew (autoextend) */
@@ -274,8 +286,8 @@ enum cowvol_event {
         COWVOL_EVENT_INVALID,  /* a snapshot became invalid (reason in the message) */
 };
 
-typedef void (*cowvol_event_fn)(cowvol_volume *v, cowvol_snap *sn, enum cowvol_event ev, const char *msg,
-                                void *userdata);
+typedef void (*cowvol_event_fn)(cowvol_volume *v, cowvol_snapshot *sn, enum cowvol_event ev,
+                                const char *msg, void *userdata);
 
 /**
  * Open the image file @path as a volume with chunks of @chunk_bytes (a power
@@ -286,7 +298,9 @@ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_volume **r
 /** Flush and close the volume and every snapshot attached.  Accepts NULL. */
 cowvol_volume *cowvol_volume_close(cowvol_volume *v);
 
+/** The volume's size in bytes (its image file's). */
 uint64_t cowvol_volume_size(const cowvol_volume *v);
+/** The volume's chunk size in bytes, which its snapshots share. */
 uint32_t cowvol_volume_chunk_size(const cowvol_volume *v);
 
 /**
@@ -305,15 +319,16 @@ void cowvol_volume_set_event_callback(cowvol_volume *v, cowvol_event_fn fn, void
  * copy into it.  -EBUSY during a restore.
  */
 int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_path, uint64_t store_bytes,
-                                  cowvol_snap **ret);
+                                  cowvol_snapshot **ret);
 
 /** Attach an existing store (after a restart).  Its chunk size must be the volume's. */
-int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snap **ret);
+int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snapshot **ret);
 
 /** Detach a snapshot: flush and close its store (the file stays). */
-int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snap *sn);
+int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn);
 
-struct cowvol_snap_info {
+/** What cowvol_snapshot_info() tells of a snapshot. */
+struct cowvol_snapshot_info {
         bool valid;
         char reason[128];               /* why it is invalid, "" if valid */
         uint64_t exceptions;
@@ -321,7 +336,8 @@ struct cowvol_snap_info {
         struct cowvol_store_usage usage; /* as the kernel's status line */
 };
 
-int cowvol_snap_info(cowvol_volume *v, cowvol_snap *sn, struct cowvol_snap_info *ret);
+/** Fill @ret with snapshot @sn's state: valid or why not, exceptions, store size and usage. */
+int cowvol_snapshot_info(cowvol_volume *v, cowvol_snapshot *sn, struct cowvol_snapshot_info *ret);
 
 /**
  * Read or write @len bytes at @off of the volume (@sn NULL) or of snapshot
@@ -332,8 +348,8 @@ int cowvol_snap_info(cowvol_volume *v, cowvol_snap *sn, struct cowvol_snap_info 
  * goes on.  -EINVAL past the end, -ESTALE reading an invalid snapshot,
  * -EBUSY writing during a restore.
  */
-int cowvol_volume_pread(cowvol_volume *v, cowvol_snap *sn, void *buf, size_t len, uint64_t off);
-int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void *buf, size_t len, uint64_t off);
+int cowvol_volume_pread(cowvol_volume *v, cowvol_snapshot *sn, void *buf, size_t len, uint64_t off);
+int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snapshot *sn, const void *buf, size_t len, uint64_t off);
 
 /** Make every acknowledged write durable: the image and every store. */
 int cowvol_volume_flush(cowvol_volume *v);
@@ -345,7 +361,7 @@ int cowvol_volume_flush(cowvol_volume *v);
  * is written with zeroes through the ordinary path (copies first).
  */
 #define COWVOL_ZERO_PUNCH 1u
-int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off, unsigned flags);
+int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off, unsigned flags);
 
 /**
  * Discard (TRIM) @len bytes at @off: advice that the content is no longer
@@ -353,7 +369,7 @@ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, 
  * deallocated and then read as zeroes; everything else, and every snapshot,
  * keeps its content.  -EBUSY during a restore.
  */
-int cowvol_volume_discard(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off);
+int cowvol_volume_discard(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off);
 
 /** One extent of cowvol_volume_block_status(). */
 struct cowvol_extent {
@@ -370,7 +386,7 @@ struct cowvol_extent {
  * origin's.  Returns the number of extents, which may cover less than
  * @len (never nothing), or -EINVAL, -ESTALE.
  */
-int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
+int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off,
                                struct cowvol_extent *ext, size_t max);
 
 /**
@@ -381,7 +397,7 @@ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint64_t len, 
  * 1 while more is left, 0 when done; merge_end ends it.  A crash at any
  * point resumes with merge_begin on the same snapshot.
  */
-int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn);
+int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn);
 int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left);
 int cowvol_volume_merge_end(cowvol_volume *v);
 
@@ -390,8 +406,8 @@ int cowvol_volume_merge_end(cowvol_volume *v);
  * written in @sn): runs of consecutive chunks with an exception, clipped to
  * the volume's size, in order.
  */
-int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
-                     void *userdata);
+int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
+                         int (*fn)(uint64_t off, uint64_t len, void *userdata), void *userdata);
 
 
 /* ==========================================================================
@@ -409,7 +425,8 @@ int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, 
  * exists with the right uuid is kept).
  * ========================================================================== */
 
-struct cowvol_kvolume {
+/** A volume of the kernel engine, as the caller's catalogue knows it. */
+struct cowvol_kernel_volume {
         const char *name;   /* the volume's name */
         const char *uuid;   /* its uuid, in its dm uuids */
         const char *device; /* the block device under it */
@@ -422,7 +439,8 @@ struct cowvol_kvolume {
         void *log_userdata;
 };
 
-struct cowvol_ksnapshot {
+/** A snapshot of the kernel engine, as the caller's catalogue knows it. */
+struct cowvol_kernel_snapshot {
         const char *name, *uuid;
         const char *store;    /* a store file (attached through a loop device) or a block device */
         uint32_t chunk_bytes; /* 4 KiB to 512 KiB, a power of two */
@@ -434,15 +452,16 @@ int cowvol_kernel_available(void);
 bool cowvol_kernel_present(void);
 
 /** /dev/mapper/cowvol-V, or (@s) /dev/mapper/cowvol-V-S. */
-int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out, size_t len);
+int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, char *out,
+                       size_t len);
 
 /** Build the volume's -real and origin devices (kept when they exist).
  * -EEXIST when a device of those names belongs to someone else. */
-int cowvol_kernel_volume_activate(const struct cowvol_kvolume *v);
+int cowvol_kernel_volume_activate(const struct cowvol_kernel_volume *v);
 
 /** Remove the volume's devices; its snapshots must be gone.  -EBUSY when
  * the volume is open (mounted). */
-int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v);
+int cowvol_kernel_volume_deactivate(const struct cowvol_kernel_volume *v);
 
 /**
  * Take a snapshot, in LVM's order: zero the store's header, load the -cow
@@ -450,17 +469,17 @@ int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v);
  * filesystem), resume the snapshot, resume the origin.  A file store must
  * exist at its full size.  On failure nothing is left behind.
  */
-int cowvol_kernel_snapshot_create(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_snapshot_create(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /** Rebuild an existing snapshot's devices over its store (after a reboot). */
-int cowvol_kernel_snapshot_activate(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_snapshot_activate(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /** Remove a snapshot's devices (the store stays).  -EBUSY when it is open. */
-int cowvol_kernel_snapshot_remove(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_snapshot_remove(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /** A file store grew (by the caller): its loop device and -cow see the new
  * size; the snapshot uses it from its next copy. */
-int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_store_grown(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 /**
  * Restore (merge) snapshot @s into its volume, as lvconvert --merge: the
@@ -471,8 +490,8 @@ int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvo
  * metadata is left, cowvol_kernel_merge_finish() puts snapshot-origin back
  * and removes the -cow layer.
  */
-int cowvol_kernel_merge_start(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
-int cowvol_kernel_merge_finish(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s);
+int cowvol_kernel_merge_start(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
+int cowvol_kernel_merge_finish(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s);
 
 struct cowvol_kernel_status {
         bool exists;       /* the device is there */
@@ -486,7 +505,7 @@ struct cowvol_kernel_status {
 };
 
 /** The status of the volume (@s NULL) or of snapshot @s, from the kernel. */
-int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s,
+int cowvol_kernel_status(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
                          struct cowvol_kernel_status *ret);
 
 /**

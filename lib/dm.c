@@ -50,7 +50,7 @@ static void dm_log(int level, const char *file, int line, int dm_errno, const ch
         va_start(ap, f);
         vsnprintf(msg, sizeof(msg), f, ap);
         va_end(ap);
-        cowvol_log(COWVOL_LOG_DEBUG, "libdevmapper: %s", msg);
+        cvlog(COWVOL_LOG_DEBUG, "libdevmapper: %s", msg);
 }
 
 static pthread_mutex_t dm_mutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;

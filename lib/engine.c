@@ -52,11 +52,11 @@
 
 #include "internal.h"
 
-struct cowvol_snap {
+struct cowvol_snapshot {
         cowvol_store *store;
         char *path;
         char reason[128];
-        struct cowvol_snap *next;
+        struct cowvol_snapshot *next;
 };
 
 struct cowvol_volume {
@@ -67,8 +67,8 @@ struct cowvol_volume {
         unsigned threshold, percent;
         cowvol_event_fn event_fn;
         void *event_ud;
-        struct cowvol_snap *snaps;
-        struct cowvol_snap *merging;
+        struct cowvol_snapshot *snaps;
+        struct cowvol_snapshot *merging;
         uint64_t merge_total;
         uint8_t *buf; /* one chunk, used under the write lock */
 
@@ -100,7 +100,7 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 
         if (!path || !ret)
                 return -EINVAL;
-        if (chunk_bytes < COWVOL_CHUNK_MIN || chunk_bytes > COWVOL_CHUNK_MAX || (chunk_bytes & (chunk_bytes - 1)))
+        if (!cowvol_chunk_size_valid(chunk_bytes))
                 return log_err(-EINVAL, "Chunk size %" PRIu32 " is not a power of two from 4 KiB to 512 KiB",
                                chunk_bytes);
         fd = open(path, O_RDWR | O_CLOEXEC);
@@ -143,7 +143,7 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 static int commit_deferred(cowvol_volume *v);
 static size_t deferred_drop(cowvol_volume *v);
 
-static void snap_free(struct cowvol_snap *sn)
+static void snap_free(struct cowvol_snapshot *sn)
 {
         if (!sn)
                 return;
@@ -161,7 +161,7 @@ _public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
                 log_err(-EIO, "Closing the volume: %zu chunks written since the last successful flush never "
                               "reached the image", deferred_drop(v));
         while (v->snaps) {
-                struct cowvol_snap *n = v->snaps->next;
+                struct cowvol_snapshot *n = v->snaps->next;
                 snap_free(v->snaps);
                 v->snaps = n;
         }
@@ -202,7 +202,7 @@ _public_ void cowvol_volume_set_event_callback(cowvol_volume *v, cowvol_event_fn
         v->event_ud = userdata;
 }
 
-_printf_(4, 5) static void event(cowvol_volume *v, cowvol_snap *sn, enum cowvol_event ev, const char *fmt, ...)
+_printf_(4, 5) static void event(cowvol_volume *v, cowvol_snapshot *sn, enum cowvol_event ev, const char *fmt, ...)
 {
         char msg[256];
         va_list ap;
@@ -214,7 +214,7 @@ _printf_(4, 5) static void event(cowvol_volume *v, cowvol_snap *sn, enum cowvol_
                 v->event_fn(v, sn, ev, msg, v->event_ud);
 }
 
-static void snap_invalidate(cowvol_volume *v, struct cowvol_snap *sn, const char *reason)
+static void snap_invalidate(cowvol_volume *v, struct cowvol_snapshot *sn, const char *reason)
 {
         if (cowvol_store_is_valid(sn->store))
                 (void)cowvol_store_invalidate(sn->store);
@@ -224,9 +224,9 @@ static void snap_invalidate(cowvol_volume *v, struct cowvol_snap *sn, const char
         }
 }
 
-static int attach(cowvol_volume *v, cowvol_store *st, const char *path, cowvol_snap **ret)
+static int attach(cowvol_volume *v, cowvol_store *st, const char *path, cowvol_snapshot **ret)
 {
-        struct cowvol_snap *sn;
+        struct cowvol_snapshot *sn;
 
         if (cowvol_store_chunk_size(st) != v->chunk) {
                 cowvol_store_close(st);
@@ -249,7 +249,7 @@ static int attach(cowvol_volume *v, cowvol_store *st, const char *path, cowvol_s
 }
 
 _public_ int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_path, uint64_t store_bytes,
-                                           cowvol_snap **ret)
+                                           cowvol_snapshot **ret)
 {
         cowvol_store *st;
         int r;
@@ -282,7 +282,7 @@ out:
         return r;
 }
 
-_public_ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snap **ret)
+_public_ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowvol_snapshot **ret)
 {
         cowvol_store *st;
         int r;
@@ -298,9 +298,9 @@ _public_ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_p
         return r;
 }
 
-_public_ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snap *sn)
+_public_ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn)
 {
-        struct cowvol_snap **p;
+        struct cowvol_snapshot **p;
         int r = -ENOENT;
 
         pthread_rwlock_wrlock(&v->lock);
@@ -323,7 +323,7 @@ out:
         return r;
 }
 
-_public_ int cowvol_snap_info(cowvol_volume *v, cowvol_snap *sn, struct cowvol_snap_info *ret)
+_public_ int cowvol_snapshot_info(cowvol_volume *v, cowvol_snapshot *sn, struct cowvol_snapshot_info *ret)
 {
         pthread_rwlock_rdlock(&v->lock);
         memset(ret, 0, sizeof(*ret));
@@ -351,7 +351,7 @@ static int origin_read_chunk(cowvol_volume *v, uint64_t c, uint8_t *buf)
 }
 
 /* Grow @sn's store before it fills, as LVM's autoextend. */
-static void maybe_extend(cowvol_volume *v, struct cowvol_snap *sn)
+static void maybe_extend(cowvol_volume *v, struct cowvol_snapshot *sn)
 {
         struct cowvol_store_usage u;
         uint64_t size, grown;
@@ -377,7 +377,7 @@ static void maybe_extend(cowvol_volume *v, struct cowvol_snap *sn)
 
 static void commit_all(cowvol_volume *v)
 {
-        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next)
+        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next)
                 if (cowvol_store_is_valid(sn->store) && cowvol_store_commit(sn->store) < 0)
                         snap_invalidate(v, sn, "I/O error committing exceptions");
 }
@@ -389,16 +389,16 @@ static int check_range(const cowvol_volume *v, size_t len, uint64_t off)
         return 0;
 }
 
-static bool snap_attached(const cowvol_volume *v, const struct cowvol_snap *sn)
+static bool snap_attached(const cowvol_volume *v, const struct cowvol_snapshot *sn)
 {
-        for (const struct cowvol_snap *p = v->snaps; p; p = p->next)
+        for (const struct cowvol_snapshot *p = v->snaps; p; p = p->next)
                 if (p == sn)
                         return true;
         return false;
 }
 
 /* May the volume (@sn NULL) or snapshot @sn change now?  Lock held. */
-static int change_allowed(const cowvol_volume *v, const struct cowvol_snap *sn)
+static int change_allowed(const cowvol_volume *v, const struct cowvol_snapshot *sn)
 {
         if (sn && !snap_attached(v, sn))
                 return -ENOENT;
@@ -536,9 +536,9 @@ static int commit_deferred(cowvol_volume *v)
  * deferred chunks from memory, chunks a restore has not reached yet from
  * the merging snapshot).  Runs of chunks read from the same file at
  * consecutive places are read with one call. */
-static int read_locked(cowvol_volume *v, struct cowvol_snap *sn, uint8_t *buf, size_t len, uint64_t off)
+static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *buf, size_t len, uint64_t off)
 {
-        struct cowvol_snap *from = sn ? sn : v->merging;
+        struct cowvol_snapshot *from = sn ? sn : v->merging;
         /* the pending run: from the image (store NULL) or a store */
         cowvol_store *run_store = NULL;
         uint64_t run_pos = 0; /* image offset, or store chunk */
@@ -616,7 +616,7 @@ static int read_locked(cowvol_volume *v, struct cowvol_snap *sn, uint8_t *buf, s
         return 0;
 }
 
-_public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snap *sn, void *buf, size_t len, uint64_t off)
+_public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snapshot *sn, void *buf, size_t len, uint64_t off)
 {
         int r = check_range(v, len, off);
 
@@ -663,10 +663,10 @@ static const char *store_write_reason(int r)
  * @skip that lacks them, as pending exceptions; runs that land at
  * consecutive store chunks are written with one call.  v->copied[i] tells
  * which chunks got a copy. */
-static void cow_range(cowvol_volume *v, uint64_t first, size_t n, struct cowvol_snap *skip)
+static void cow_range(cowvol_volume *v, uint64_t first, size_t n, struct cowvol_snapshot *skip)
 {
         memset(v->copied, 0, n * sizeof(bool));
-        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next) {
+        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next) {
                 uint64_t run_new = 0;
                 size_t run_i = 0, run_n = 0;
                 int r = 0;
@@ -738,7 +738,7 @@ static int origin_read_range(cowvol_volume *v, uint64_t first, size_t n)
 
 static bool any_copy_needed(cowvol_volume *v, uint64_t first, size_t n)
 {
-        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next) {
+        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next) {
                 if (!cowvol_store_is_valid(sn->store))
                         continue;
                 for (size_t i = 0; i < n; i++) {
@@ -816,7 +816,7 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
         return 0;
 }
 
-static int write_snapshot(cowvol_volume *v, struct cowvol_snap *sn, const uint8_t *buf, size_t len, uint64_t off)
+static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const uint8_t *buf, size_t len, uint64_t off)
 {
         bool added = false;
         int r = 0;
@@ -863,7 +863,7 @@ static int write_snapshot(cowvol_volume *v, struct cowvol_snap *sn, const uint8_
         return r;
 }
 
-_public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snap *sn, const void *buf, size_t len, uint64_t off)
+_public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snapshot *sn, const void *buf, size_t len, uint64_t off)
 {
         int r = check_range(v, len, off);
 
@@ -888,7 +888,7 @@ _public_ int cowvol_volume_flush(cowvol_volume *v)
         r2 = sys_fdatasync(v->fd);
         if (r2 < 0 && r == 0)
                 r = r2;
-        for (struct cowvol_snap *sn = v->snaps; sn; sn = sn->next)
+        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next)
                 if (cowvol_store_is_valid(sn->store) && cowvol_store_sync(sn->store) < 0 && r == 0)
                         r = -EIO;
         pthread_rwlock_unlock(&v->lock);
@@ -932,7 +932,7 @@ static int allocate_zeroes(cowvol_volume *v, uint64_t off, uint64_t len)
 
 /* @len bytes of zeroes at @off through the ordinary write path (copies
  * first, where snapshots need them).  Write lock held. */
-static int write_zero_bytes(cowvol_volume *v, struct cowvol_snap *sn, uint64_t len, uint64_t off)
+static int write_zero_bytes(cowvol_volume *v, struct cowvol_snapshot *sn, uint64_t len, uint64_t off)
 {
         int r = 0;
 
@@ -1006,7 +1006,7 @@ static int zero_origin(cowvol_volume *v, uint64_t len, uint64_t off, bool punch,
         return r;
 }
 
-_public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
+_public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off,
                                         unsigned flags)
 {
         int r = check_range(v, len, off);
@@ -1021,7 +1021,7 @@ _public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snap *sn, uint6
         return r;
 }
 
-_public_ int cowvol_volume_discard(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off)
+_public_ int cowvol_volume_discard(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off)
 {
         int r = check_range(v, len, off);
 
@@ -1089,7 +1089,7 @@ static int extent_add(struct cowvol_extent *ext, size_t max, size_t *n, uint64_t
 /* at most this many chunks of a snapshot are looked at per call */
 #define STATUS_MAX_CHUNKS (1u << 20)
 
-_public_ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint64_t len, uint64_t off,
+_public_ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off,
                                         struct cowvol_extent *ext, size_t max)
 {
         uint64_t end, pos, img_end = 0;
@@ -1152,7 +1152,7 @@ _public_ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snap *sn, uint6
 
 /* --- restore ----------------------------------------------------------------- */
 
-_public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn)
+_public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn)
 {
         int r = 0;
 
@@ -1173,7 +1173,7 @@ _public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snap *sn)
 
 _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
 {
-        struct cowvol_snap *m;
+        struct cowvol_snapshot *m;
         uint64_t old, nw, i;
         int n, r;
 
@@ -1228,7 +1228,7 @@ out:
 
 _public_ int cowvol_volume_merge_end(cowvol_volume *v)
 {
-        struct cowvol_snap *m;
+        struct cowvol_snapshot *m;
         cowvol_store *st;
         int r = 0;
 
@@ -1292,8 +1292,8 @@ static int diff_one(uint64_t old, uint64_t nw, void *ud)
         return 0;
 }
 
-_public_ int cowvol_snap_diff(cowvol_volume *v, cowvol_snap *sn, int (*fn)(uint64_t off, uint64_t len, void *userdata),
-                              void *userdata)
+_public_ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
+                                  int (*fn)(uint64_t off, uint64_t len, void *userdata), void *userdata)
 {
         struct diff_ctx d = { .v = v, .fn = fn, .ud = userdata };
         int r;

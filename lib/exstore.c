@@ -183,7 +183,7 @@ static void skip_metadata(cowvol_store *s)
                 s->next_free++;
 }
 
-static bool chunk_bytes_ok(uint64_t bytes)
+_public_ bool cowvol_chunk_size_valid(uint64_t bytes)
 {
         return bytes >= COWVOL_CHUNK_MIN && bytes <= COWVOL_CHUNK_MAX && (bytes & (bytes - 1)) == 0;
 }
@@ -464,7 +464,7 @@ static int store_load(cowvol_store *s, struct scan *sc)
                 return -EUCLEAN;
         }
         if (h.valid > 1)
-                cowvol_log(COWVOL_LOG_WARNING, "Valid flag is %" PRIu32 " (0 or 1 expected); read as valid, "
+                cvlog(COWVOL_LOG_WARNING, "Valid flag is %" PRIu32 " (0 or 1 expected); read as valid, "
                            "as the kernel does", h.valid);
         s->valid = h.valid ? 1 : 0;
         s->version = h.version;
@@ -596,7 +596,7 @@ out:
 static void log_fault(const struct cowvol_fault *f, void *userdata)
 {
         (void)userdata;
-        cowvol_log(COWVOL_LOG_ERROR, "%s", f->message);
+        cvlog(COWVOL_LOG_ERROR, "%s", f->message);
 }
 
 int exstore_open_io(const struct store_io *io, void *ctx, unsigned flags, cowvol_store **ret)
@@ -648,7 +648,7 @@ int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk
         uint8_t hbuf[COWVOL_SECTOR_SIZE];
         int r;
 
-        if (!chunk_bytes_ok(chunk_bytes)) {
+        if (!cowvol_chunk_size_valid(chunk_bytes)) {
                 if (io->free)
                         io->free(ctx);
                 return log_err(-EINVAL,
@@ -845,7 +845,7 @@ _public_ cowvol_store *cowvol_store_close(cowvol_store *s)
         if (!s)
                 return NULL;
         if (s->n_pending && cowvol_store_commit(s) < 0)
-                cowvol_log(COWVOL_LOG_ERROR, "Pending exceptions were lost at close");
+                cvlog(COWVOL_LOG_ERROR, "Pending exceptions were lost at close");
         store_free(s);
         return NULL;
 }

@@ -21,12 +21,12 @@ static inline void closep(int *fd) { if (*fd >= 0) { int e = errno; close(*fd); 
 #define _cleanup_close_ __attribute__((cleanup(closep)))
 
 /* log.c */
-void cowvol_log(int level, const char *fmt, ...) _printf_(2, 3);
+void cvlog(int level, const char *fmt, ...) _printf_(2, 3);
 /* Log at ERROR and return @r (a negative errno): "return log_err(-EINVAL, ...)". */
-int cowvol_log_errno(int r, const char *fmt, ...) _printf_(2, 3);
-#define log_err(r, ...) cowvol_log_errno((r), __VA_ARGS__)
-#define log_debug(...) cowvol_log(COWVOL_LOG_DEBUG, __VA_ARGS__)
-/* A call's own log callback (struct cowvol_kvolume's log_fn): set for the
+int cvlog_errno(int r, const char *fmt, ...) _printf_(2, 3);
+#define log_err(r, ...) cvlog_errno((r), __VA_ARGS__)
+#define log_debug(...) cvlog(COWVOL_LOG_DEBUG, __VA_ARGS__)
+/* A call's own log callback (struct cowvol_kernel_volume's log_fn): set for the
  * calling thread until the scope ends, the previous one restored then. */
 struct log_scope {
         cowvol_log_fn fn;

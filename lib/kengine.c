@@ -66,7 +66,7 @@ static int uuid_ok(const char *uuid)
         return 0;
 }
 
-static int names_of(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, struct names *n)
+static int names_of(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, struct names *n)
 {
         int r;
 
@@ -122,8 +122,8 @@ _public_ bool cowvol_kernel_present(void)
         return cvdm_probe(false) == 0;
 }
 
-_public_ int cowvol_kernel_path(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, char *out,
-                                size_t len)
+_public_ int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
+                                char *out, size_t len)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         struct names n;
@@ -168,7 +168,7 @@ static int sectors_of(const char *dev, uint64_t *ret)
         return 0;
 }
 
-_public_ int cowvol_kernel_volume_activate(const struct cowvol_kvolume *v)
+_public_ int cowvol_kernel_volume_activate(const struct cowvol_kernel_volume *v)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         struct names n;
@@ -215,7 +215,7 @@ undo:
         return r;
 }
 
-_public_ int cowvol_kernel_volume_deactivate(const struct cowvol_kvolume *v)
+_public_ int cowvol_kernel_volume_deactivate(const struct cowvol_kernel_volume *v)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         struct names n;
@@ -330,7 +330,7 @@ static int store_sync(const char *store)
 
 /* Build -cow over the store (its header zeroed first when @fresh); a file
  * store's loop device stays held by *loop_fd until the caller closes it. */
-static int cow_build(const struct names *n, const struct cowvol_ksnapshot *s, bool fresh, int *loop_fd)
+static int cow_build(const struct names *n, const struct cowvol_kernel_snapshot *s, bool fresh, int *loop_fd)
 {
         char dev[300], params[320];
         uint64_t cow_sectors;
@@ -353,7 +353,7 @@ static int cow_build(const struct names *n, const struct cowvol_ksnapshot *s, bo
 }
 
 /* Build -cow and the snapshot; @fresh: zero the header first (a new one). */
-static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s, bool fresh)
+static int snapshot_build(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s, bool fresh)
 {
         struct names n;
         struct cvdm_info oi, ri, si, ci;
@@ -364,8 +364,7 @@ static int snapshot_build(const struct cowvol_kvolume *v, const struct cowvol_ks
 
         if ((r = names_of(v, s, &n)) < 0 || (r = cvdm_available()) < 0)
                 return r;
-        if (s->chunk_bytes < COWVOL_CHUNK_MIN || s->chunk_bytes > COWVOL_CHUNK_MAX ||
-            (s->chunk_bytes & (s->chunk_bytes - 1)))
+        if (!cowvol_chunk_size_valid(s->chunk_bytes))
                 return log_err(-EINVAL, "Chunk size %" PRIu32 " is not a power of two from 4 KiB to 512 KiB",
                                s->chunk_bytes);
         if ((r = ours(n.origin, n.origin_uuid, &oi)) <= 0 || (r = ours(n.real, n.real_uuid, &ri)) <= 0)
@@ -428,19 +427,20 @@ out:
         return r;
 }
 
-_public_ int cowvol_kernel_snapshot_create(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_snapshot_create(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         return snapshot_build(v, s, true);
 }
 
-_public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kernel_volume *v,
+                                             const struct cowvol_kernel_snapshot *s)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         return snapshot_build(v, s, false);
 }
 
-_public_ int cowvol_kernel_snapshot_remove(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_snapshot_remove(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         struct names n;
@@ -489,7 +489,7 @@ static void parse_snapshot_status(const char *p, struct cowvol_kernel_status *re
         }
 }
 
-_public_ int cowvol_kernel_status(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s,
+_public_ int cowvol_kernel_status(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
                                   struct cowvol_kernel_status *ret)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
@@ -551,7 +551,7 @@ static int table_type(const char *name, char *type, size_t len)
         return r;
 }
 
-_public_ int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_store_grown(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         struct names n;
@@ -596,7 +596,7 @@ _public_ int cowvol_kernel_store_grown(const struct cowvol_kvolume *v, const str
         return r;
 }
 
-_public_ int cowvol_kernel_merge_start(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_merge_start(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         struct names n;
@@ -652,7 +652,7 @@ out:
         return r;
 }
 
-_public_ int cowvol_kernel_merge_finish(const struct cowvol_kvolume *v, const struct cowvol_ksnapshot *s)
+_public_ int cowvol_kernel_merge_finish(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
         LOG_SCOPE(v->log_fn, v->log_userdata);
         struct names n;

@@ -48,7 +48,7 @@ _printf_(2, 0) static void log_va(int level, const char *fmt, va_list ap)
                 log_fn(level, buf, log_userdata);
 }
 
-void cowvol_log(int level, const char *fmt, ...)
+void cvlog(int level, const char *fmt, ...)
 {
         va_list ap;
 
@@ -57,7 +57,7 @@ void cowvol_log(int level, const char *fmt, ...)
         va_end(ap);
 }
 
-int cowvol_log_errno(int r, const char *fmt, ...)
+int cvlog_errno(int r, const char *fmt, ...)
 {
         va_list ap;
         int saved = errno;

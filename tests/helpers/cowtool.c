@@ -273,8 +273,8 @@ static uint32_t arg_chunk(const char *s)
 static int cmd_kernel(int argc, char **argv)
 {
         const char *cmd = argv[1];
-        struct cowvol_kvolume v = { 0 };
-        struct cowvol_ksnapshot s = { 0 };
+        struct cowvol_kernel_volume v = { 0 };
+        struct cowvol_kernel_snapshot s = { 0 };
         int r;
 
         cowvol_set_log_callback(log_to_stderr, NULL);
@@ -283,34 +283,34 @@ static int cmd_kernel(int argc, char **argv)
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if (!strcmp(cmd, "kvol-activate") && argc == 5) {
-                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = argv[4] };
+                v = (struct cowvol_kernel_volume){ .name = argv[2], .uuid = argv[3], .device = argv[4] };
                 r = cowvol_kernel_volume_activate(&v);
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if (!strcmp(cmd, "kvol-deactivate") && argc == 4) {
-                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = NULL };
+                v = (struct cowvol_kernel_volume){ .name = argv[2], .uuid = argv[3], .device = NULL };
                 r = cowvol_kernel_volume_deactivate(&v);
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if ((!strcmp(cmd, "ksnap-create") || !strcmp(cmd, "ksnap-activate")) && argc == 9) {
-                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = argv[4] };
-                s = (struct cowvol_ksnapshot){ argv[5], argv[6], argv[7], arg_chunk(argv[8]) };
+                v = (struct cowvol_kernel_volume){ .name = argv[2], .uuid = argv[3], .device = argv[4] };
+                s = (struct cowvol_kernel_snapshot){ argv[5], argv[6], argv[7], arg_chunk(argv[8]) };
                 r = !strcmp(cmd, "ksnap-create") ? cowvol_kernel_snapshot_create(&v, &s)
                                                  : cowvol_kernel_snapshot_activate(&v, &s);
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if (!strcmp(cmd, "ksnap-remove") && argc == 6) {
-                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = NULL };
-                s = (struct cowvol_ksnapshot){ argv[4], argv[5], NULL, 0 };
+                v = (struct cowvol_kernel_volume){ .name = argv[2], .uuid = argv[3], .device = NULL };
+                s = (struct cowvol_kernel_snapshot){ argv[4], argv[5], NULL, 0 };
                 r = cowvol_kernel_snapshot_remove(&v, &s);
                 return r < 0 ? kfail(cmd, r) : 0;
         }
         if ((!strcmp(cmd, "kstatus") || !strcmp(cmd, "kpath")) && (argc == 4 || argc == 6)) {
                 struct cowvol_kernel_status st;
                 char path[300];
-                v = (struct cowvol_kvolume){ .name = argv[2], .uuid = argv[3], .device = NULL };
+                v = (struct cowvol_kernel_volume){ .name = argv[2], .uuid = argv[3], .device = NULL };
                 if (argc == 6)
-                        s = (struct cowvol_ksnapshot){ argv[4], argv[5], NULL, 0 };
+                        s = (struct cowvol_kernel_snapshot){ argv[4], argv[5], NULL, 0 };
                 if (!strcmp(cmd, "kpath")) {
                         r = cowvol_kernel_path(&v, argc == 6 ? &s : NULL, path, sizeof(path));
                         if (r < 0)

@@ -117,6 +117,23 @@ Test(geometry, create_refuses_bad_chunk_sizes_and_tiny_stores)
         memdisk_free(d);
 }
 
+/* the one chunk-size check every part of cowvol calls */
+Test(geometry, chunk_size_valid)
+{
+        static const uint64_t good[] = { 4096, 8192, 16384, 65536, 256u << 10, 512u << 10 };
+        static const uint64_t bad[] = { 0, 1, 512, 2048, 4095, 4097, 12288, 3u << 12, (512u << 10) + 4096,
+                                        1u << 20, 1ull << 32, (1ull << 32) + 4096, UINT64_MAX,
+                                        (uint64_t)-4096, 1ull << 63 };
+
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+                cr_assert(cowvol_chunk_size_valid(good[i]), "%" PRIu64 " refused", good[i]);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                cr_assert_not(cowvol_chunk_size_valid(bad[i]), "%" PRIu64 " accepted", bad[i]);
+        cr_assert(cowvol_chunk_size_valid(COWVOL_CHUNK_MIN));
+        cr_assert(cowvol_chunk_size_valid(COWVOL_CHUNK_MAX));
+        cr_assert(cowvol_chunk_size_valid(COWVOL_CHUNK_DEFAULT));
+}
+
 Test(geometry, metadata_areas_at_1_258_515)
 {
         struct memdisk *d = memdisk_new(600ull * K4);

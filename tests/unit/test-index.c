@@ -316,22 +316,27 @@ static uint64_t key_mixed(uint64_t i)
         return ((i & 0xff) << 40) | ((i >> 8) << 8) | 0x8000000000000000ULL;
 }
 
+/* the loads both bulk tests run: how many keys, which keys, and how many of
+ * them the duplicates test repeats */
+static const struct {
+        size_t n;
+        uint64_t (*key)(uint64_t i);
+        size_t dups;
+} bulk_loads[] = {
+        { 10, key_spread, 2 },       { 200, key_spread, 7 }, { 5000, key_spread, 7 },
+        { 3000, key_high_bits, 5 }, { 30000, key_mixed, 9 },
+};
+
 Test(index, bulk_load)
 {
-        bulk_case(10, key_spread, 0);
-        bulk_case(200, key_spread, 0);
-        bulk_case(5000, key_spread, 0);
-        bulk_case(3000, key_high_bits, 0);
-        bulk_case(30000, key_mixed, 0);
+        for (size_t i = 0; i < sizeof(bulk_loads) / sizeof(bulk_loads[0]); i++)
+                bulk_case(bulk_loads[i].n, bulk_loads[i].key, 0);
 }
 
 Test(index, bulk_finish_detects_duplicates)
 {
-        bulk_case(10, key_spread, 2);
-        bulk_case(200, key_spread, 7);
-        bulk_case(5000, key_spread, 7);
-        bulk_case(3000, key_high_bits, 5);
-        bulk_case(30000, key_mixed, 9);
+        for (size_t i = 0; i < sizeof(bulk_loads) / sizeof(bulk_loads[0]); i++)
+                bulk_case(bulk_loads[i].n, bulk_loads[i].key, bulk_loads[i].dups);
 }
 
 Test(index, foreach_ascending_and_stops)

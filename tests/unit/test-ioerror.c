@@ -21,7 +21,7 @@
 
 static char *dir, *img, *store;
 static cowvol_volume *vol;
-static cowvol_snap *snap;
+static cowvol_snapshot *snap;
 static ino_t img_ino;
 static bool failing;
 static unsigned refused;
@@ -103,7 +103,7 @@ Test(ioerror, a_failed_commit_keeps_the_waiting_data)
 Test(ioerror, no_more_waits_while_the_image_refuses)
 {
         uint8_t *big = malloc(1u << 20), got[CHUNK];
-        struct cowvol_snap_info before, after;
+        struct cowvol_snapshot_info before, after;
         uint64_t off = 0;
         int r = 0;
 
@@ -119,12 +119,12 @@ Test(ioerror, no_more_waits_while_the_image_refuses)
         cr_assert_leq(off, 34u << 20, "no more than a commit's worth waited (%llu bytes written)",
                       (unsigned long long)off);
         /* a writer that goes on: refused before anything is copied */
-        cr_assert_eq(cowvol_snap_info(vol, snap, &before), 0);
+        cr_assert_eq(cowvol_snapshot_info(vol, snap, &before), 0);
         for (unsigned i = 0; i < 4; i++) {
                 fill_pattern(big, 1u << 20, 4, i);
                 cr_assert_eq(cowvol_volume_pwrite(vol, NULL, big, 1u << 20, (uint64_t)(48 + i) << 20), -EIO);
         }
-        cr_assert_eq(cowvol_snap_info(vol, snap, &after), 0);
+        cr_assert_eq(cowvol_snapshot_info(vol, snap, &after), 0);
         cr_assert_eq(after.exceptions, before.exceptions, "nothing more was copied (%llu -> %llu exceptions)",
                      (unsigned long long)before.exceptions, (unsigned long long)after.exceptions);
         failing = false;

@@ -195,7 +195,7 @@ static void add_barrier(struct work *W, struct call c)
 static void run_workload(struct work *W, unsigned steps)
 {
         cowvol_volume *v;
-        cowvol_snap *sn[MAX_SNAPS];
+        cowvol_snapshot *sn[MAX_SNAPS];
         uint8_t *cur;
         uint64_t rng = W->seed * 0x9e3779b97f4a7c15ull + W->chunk;
         int fd;
@@ -473,7 +473,7 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
 {
         struct work *W = P->W;
         cowvol_volume *v;
-        cowvol_snap *sn[MAX_SNAPS] = { 0 };
+        cowvol_snapshot *sn[MAX_SNAPS] = { 0 };
         uint8_t *got;
         char msg[256], *img;
         int n = 0, r;
@@ -499,14 +499,14 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
         cr_assert_eq(cowvol_volume_open(img, W->chunk, &v), 0);
         for (int i = 0; i < n; i++) {
                 char *path = path_in(P->dir, W->snaps[i].name);
-                struct cowvol_snap_info info;
+                struct cowvol_snapshot_info info;
 
                 r = cowvol_volume_snapshot_attach(v, path, &sn[i]);
                 if (r < 0) {
                         snprintf(msg, sizeof(msg), "snapshot %s does not attach: %d", W->snaps[i].name, r);
                         CUT_FAIL(P, k, var, msg);
                 }
-                cowvol_snap_info(v, sn[i], &info);
+                cowvol_snapshot_info(v, sn[i], &info);
                 if (!info.valid) {
                         snprintf(msg, sizeof(msg), "snapshot %s is invalid: %s", W->snaps[i].name, info.reason);
                         CUT_FAIL(P, k, var, msg);

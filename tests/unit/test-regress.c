@@ -73,13 +73,6 @@ Test(regress, torn_area_leftovers_not_revived)
         memdisk_free(d);
 }
 
-static int fail_reads_of(struct memdisk *d, uint64_t off, size_t len)
-{
-        (void)d;
-        (void)len;
-        return off == CH ? -EIO : 0; /* area 0 */
-}
-
 /* A read error while merging back into an earlier area stops the merge; it
  * never skips the area. */
 Test(regress, merge_read_error_stops)
@@ -95,7 +88,7 @@ Test(regress, merge_read_error_stops)
                         break;
         }
         cr_assert_eq(cowvol_store_count(s), 256);
-        d->read_hook = fail_reads_of;
+        d->read_hook = memdisk_fail_area_0;
         cr_assert_eq(cowvol_store_merge_prepare(s, &o, &n), -EIO);
         d->read_hook = NULL;
         cr_assert_eq(cowvol_store_merge_prepare(s, &o, &n), -EIO, "a failed merge went on");
@@ -105,13 +98,6 @@ Test(regress, merge_read_error_stops)
         cr_assert_eq(cowvol_store_count(s), 256);
         cowvol_store_close(s);
         memdisk_free(d);
-}
-
-static int fail_area_writes(struct memdisk *d, uint64_t off, size_t len)
-{
-        (void)d;
-        (void)len;
-        return off == CH ? -EIO : 0;
 }
 
 /* A failed merge write stops the merge instead of handing out chunk 0. */
@@ -124,7 +110,7 @@ Test(regress, merge_write_error_stops)
 
         r = cowvol_store_merge_prepare(s, &o, &n);
         cr_assert_eq(r, 10);
-        d->write_hook = fail_area_writes;
+        d->write_hook = memdisk_fail_area_0;
         cr_assert_eq(cowvol_store_merge_commit(s, 1), -EIO);
         d->write_hook = NULL;
         cr_assert_eq(cowvol_store_merge_prepare(s, &o, &n), -EIO);

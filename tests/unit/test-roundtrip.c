@@ -135,6 +135,33 @@ static cowvol_store *md_open(struct memdisk *d, unsigned flags)
         return s;
 }
 
+/* The end of a test over @d: close @s, open the store again and find @m in
+ * it (with the data when @data; in store order too when @order), then free
+ * the store, the model and the disk. */
+static void reopen_verify_free(cowvol_store *s, struct memdisk *d, struct model *m, bool data, bool order)
+{
+        cowvol_store_close(s);
+        s = md_open(d, 0);
+        verify(s, m, data);
+        if (order)
+                verify_order(s, m);
+        cowvol_store_close(s);
+        free(m->e);
+        memdisk_free(d);
+}
+
+/* Close @s and count the exceptions of the store on @d opened again. */
+static uint64_t count_after_reopen(cowvol_store *s, struct memdisk *d)
+{
+        uint64_t n;
+
+        cowvol_store_close(s);
+        s = md_open(d, 0);
+        n = cowvol_store_count(s);
+        cowvol_store_close(s);
+        return n;
+}
+
 /* distinct random origin chunks */
 static uint64_t fresh_old(const struct model *m, uint64_t *rng, uint64_t range)
 {
@@ -223,12 +250,7 @@ Test(roundtrip, one_area_write_per_group)
                 memcpy(e, d->ops[1].data + i * 16, 16);
                 cr_assert_eq(le64toh(e[0]), m.e[i].old);
         }
-        cowvol_store_close(s);
-        s = md_open(d, 0);
-        verify(s, &m, true);
-        cowvol_store_close(s);
-        free(m.e);
-        memdisk_free(d);
+        reopen_verify_free(s, d, &m, true, false);
 }
 
 static ssize_t find_write(const struct memdisk *d, uint64_t off, bool zero, size_t from)
@@ -320,13 +342,7 @@ static void crossing(unsigned before, unsigned add)
         /* the next commit goes on in area 1 */
         put(s, &m, 999999);
         cr_assert_eq(cowvol_store_commit(s), 1);
-        cowvol_store_close(s);
-        s = md_open(d, 0);
-        verify(s, &m, true);
-        verify_order(s, &m);
-        cowvol_store_close(s);
-        free(m.e);
-        memdisk_free(d);
+        reopen_verify_free(s, d, &m, true, true);
 }
 
 Test(roundtrip, group_crossing_an_area_boundary)
@@ -370,13 +386,7 @@ Test(roundtrip, group_crossing_two_boundaries)
         cr_assert_lt(w1, w0);
         cr_assert(sync_between(d, w2 > w1 ? w2 : w1, w0));
         cr_assert_eq(count_writes(d, 1ull * CH), 1);
-        cowvol_store_close(s);
-        s = md_open(d, 0);
-        verify(s, &m, true);
-        verify_order(s, &m);
-        cowvol_store_close(s);
-        free(m.e);
-        memdisk_free(d);
+        reopen_verify_free(s, d, &m, true, true);
 }
 
 Test(roundtrip, pending_visible_before_commit)
@@ -404,12 +414,7 @@ Test(roundtrip, pending_visible_before_commit)
         cr_assert_eq(e[0], 0);
         cr_assert_eq(e[1], 0);
         /* close commits what is pending */
-        cowvol_store_close(s);
-        s = md_open(d, 0);
-        verify(s, &m, true);
-        cowvol_store_close(s);
-        free(m.e);
-        memdisk_free(d);
+        reopen_verify_free(s, d, &m, true, false);
 }
 
 Test(roundtrip, add_duplicate_origin_chunk)
@@ -436,10 +441,7 @@ Test(roundtrip, add_duplicate_origin_chunk)
         cr_assert_eq(cowvol_store_add(s, 5, c), -EEXIST);
         cr_assert_eq(cowvol_store_add(s, 6, c), 0);
         cr_assert_eq(cowvol_store_commit(s), 1);
-        cowvol_store_close(s);
-        s = md_open(d, 0);
-        cr_assert_eq(cowvol_store_count(s), 2);
-        cowvol_store_close(s);
+        cr_assert_eq(count_after_reopen(s, d), 2);
         free(m.e);
         memdisk_free(d);
 }
@@ -459,10 +461,7 @@ Test(roundtrip, add_unallocated_chunk)
         cr_assert_eq(cowvol_store_count(s), 0);
         cr_assert_eq(cowvol_store_add(s, 10, 302), 0);
         cr_assert_eq(cowvol_store_commit(s), 1);
-        cowvol_store_close(s);
-        s = md_open(d, 0);
-        cr_assert_eq(cowvol_store_count(s), 1);
-        cowvol_store_close(s);
+        cr_assert_eq(count_after_reopen(s, d), 1);
         memdisk_free(d);
 }
 
@@ -585,13 +584,6 @@ Test(roundtrip, allocate_errors_as_documented)
         memdisk_free(d);
 }
 
-static int fail_area_writes(struct memdisk *d, uint64_t off, size_t len)
-{
-        (void)d;
-        (void)len;
-        return off == 1ull * CH ? -EIO : 0;
-}
-
 Test(roundtrip, commit_io_error_invalidates)
 {
         struct memdisk *d = memdisk_new(50ull * CH);
@@ -599,7 +591,7 @@ Test(roundtrip, commit_io_error_invalidates)
         char line[64];
 
         put(s, NULL, 3);
-        d->write_hook = fail_area_writes;
+        d->write_hook = memdisk_fail_area_0;
         cr_assert_eq(cowvol_store_commit(s), -EIO);
         cr_assert_not(cowvol_store_is_valid(s));
         cr_assert_str_eq(cowvol_store_status_line(s, line, sizeof(line)), "Invalid");
@@ -688,13 +680,7 @@ Test(roundtrip, grow_past_an_area_boundary)
                 model_push(&m, 3 * c, c);
         }
         cr_assert_eq(cowvol_store_commit(s), 5);
-        cowvol_store_close(s);
-        s = md_open(d, 0);
-        verify(s, &m, false);
-        verify_order(s, &m);
-        cowvol_store_close(s);
-        free(m.e);
-        memdisk_free(d);
+        reopen_verify_free(s, d, &m, false, true);
 }
 
 Test(roundtrip, foreach_order)
@@ -886,6 +872,15 @@ static void check_remaining(const cowvol_store *s, struct model *m, size_t remai
         m->n = n;
 }
 
+/* A merged store: what its status line counts as allocated is metadata alone. */
+static void assert_only_metadata(const cowvol_store *s)
+{
+        struct cowvol_store_usage u;
+
+        cr_assert_eq(cowvol_store_usage(s, &u), 0);
+        cr_assert_eq(u.allocated_sectors, u.metadata_sectors);
+}
+
 Test(roundtrip, merge_follows_the_kernels_rule)
 {
         static struct run runs[1024];
@@ -958,9 +953,7 @@ Test(roundtrip, merge_reopen_midway)
                 remaining -= (size_t)runs[i].n;
         }
         cr_assert_eq(cowvol_store_merge_prepare(s, &o, &w), 0);
-        struct cowvol_store_usage u;
-        cr_assert_eq(cowvol_store_usage(s, &u), 0);
-        cr_assert_eq(u.allocated_sectors, u.metadata_sectors);
+        assert_only_metadata(s);
         cowvol_store_close(s);
         free(m.e);
         memdisk_free(d);
@@ -1037,9 +1030,7 @@ Test(roundtrip, merge_complete_then_reopen)
         cowvol_store_close(s);
         s = md_open(d, 0);
         cr_assert_eq(cowvol_store_count(s), 0);
-        struct cowvol_store_usage u;
-        cr_assert_eq(cowvol_store_usage(s, &u), 0);
-        cr_assert_eq(u.allocated_sectors, u.metadata_sectors);
+        assert_only_metadata(s);
         cowvol_store_close(s);
         memdisk_free(d);
 }

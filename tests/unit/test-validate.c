@@ -141,39 +141,69 @@ static int expect_fault(const char *path, int err, const char *what, int64_t are
         return n;
 }
 
+/*
+ * One corruption of a valid store and the fault it must give: the field at
+ * @off set to @val (a little-endian field of @bits 32 or 64 bits), or with
+ * @bits 0 the file cut to @val bytes; then expect_fault() with the rest,
+ * and with @faults non-zero, check must report exactly so many.
+ */
+struct corruption {
+        uint64_t off;
+        unsigned bits;
+        uint64_t val;
+        int err;
+        const char *what;
+        int64_t area, slot;
+        const char *m1, *m2;
+        int faults;
+};
+#define CUT 0u
+/* the new_chunk field of an entry */
+#define NEW_OF(area, slot) (entry_off((area), (slot)) + 8)
+
+/* On a valid store of @chunks chunks with @n exceptions (fx_make), each of
+ * @c in turn, on the same file. */
+static void corrupt_and_expect(uint64_t chunks, size_t n, const struct corruption *c, size_t nc)
+{
+        struct fx f;
+
+        fx_make(&f, chunks, n);
+        for (size_t i = 0; i < nc; i++) {
+                if (c[i].bits == CUT)
+                        file_truncate(f.path, c[i].val);
+                else if (c[i].bits == 32)
+                        file_put_le32(f.path, c[i].off, (uint32_t)c[i].val);
+                else
+                        file_put_le64(f.path, c[i].off, c[i].val);
+                int r = expect_fault(f.path, c[i].err, c[i].what, c[i].area, c[i].slot, c[i].m1, c[i].m2);
+                if (c[i].faults)
+                        cr_assert_eq(r, c[i].faults, "check reported %d faults, expected %d", r, c[i].faults);
+        }
+        fx_done(&f);
+}
+#define CORRUPT(chunks, n, ...)                                                                           \
+        do {                                                                                              \
+                const struct corruption c_[] = { __VA_ARGS__ };                                           \
+                corrupt_and_expect((chunks), (n), c_, sizeof(c_) / sizeof(c_[0]));                        \
+        } while (0)
+
 /* --- truncated ---------------------------------------------------------------- */
 
 Test(validate, truncated_empty_file)
 {
-        struct fx f;
-
-        fx_make(&f, 20, 3);
-        file_truncate(f.path, 0);
-        cr_assert_eq(expect_fault(f.path, -EUCLEAN, "truncated", -1, -1, "0 bytes", NULL), 1);
-        fx_done(&f);
+        CORRUPT(20, 3, { 0, CUT, 0, -EUCLEAN, "truncated", -1, -1, "0 bytes", NULL, 1 });
 }
 
 Test(validate, truncated_100_bytes)
 {
-        struct fx f;
-
-        fx_make(&f, 20, 3);
-        file_truncate(f.path, 100);
-        cr_assert_eq(expect_fault(f.path, -EUCLEAN, "truncated", -1, -1, "100 bytes", NULL), 1);
-        fx_done(&f);
+        CORRUPT(20, 3, { 0, CUT, 100, -EUCLEAN, "truncated", -1, -1, "100 bytes", NULL, 1 });
 }
 
 Test(validate, truncated_header_only)
 {
-        struct fx f;
-
-        fx_make(&f, 20, 3);
-        file_truncate(f.path, CH);
-        cr_assert_eq(expect_fault(f.path, -EUCLEAN, "truncated", -1, -1, "4096 bytes", NULL), 1);
-        /* and with part of area 0 */
-        file_truncate(f.path, CH + 512);
-        cr_assert_eq(expect_fault(f.path, -EUCLEAN, "truncated", -1, -1, "4608 bytes", NULL), 1);
-        fx_done(&f);
+        CORRUPT(20, 3, { 0, CUT, CH, -EUCLEAN, "truncated", -1, -1, "4096 bytes", NULL, 1 },
+                /* and with part of area 0 */
+                { 0, CUT, CH + 512, -EUCLEAN, "truncated", -1, -1, "4608 bytes", NULL, 1 });
 }
 
 Test(validate, truncated_area_1_past_the_end)
@@ -211,49 +241,26 @@ Test(validate, truncated_cuts_data_chunks)
 
 Test(validate, bad_magic)
 {
-        struct fx f;
-
-        fx_make(&f, 20, 3);
-        file_put_le32(f.path, 0, 0x12345678);
-        expect_fault(f.path, -EUCLEAN, "magic", -1, -1, "0x12345678", NULL);
-        /* one byte off: "SnAq" */
-        file_put_bytes(f.path, 0, "SnAq", 4);
-        expect_fault(f.path, -EUCLEAN, "magic", -1, -1, "magic", NULL);
-        fx_done(&f);
+        CORRUPT(20, 3, { 0, 32, 0x12345678, -EUCLEAN, "magic", -1, -1, "0x12345678", NULL, 0 },
+                /* one byte off: "SnAq" */
+                { 0, 32, 0x71416e53, -EUCLEAN, "magic", -1, -1, "magic", NULL, 0 });
 }
 
 Test(validate, version_2)
 {
-        struct fx f;
-
-        fx_make(&f, 20, 3);
-        file_put_le32(f.path, 8, 2);
-        expect_fault(f.path, -EPROTONOSUPPORT, "version", -1, -1, "version 2", NULL);
-        file_put_le32(f.path, 8, 0);
-        expect_fault(f.path, -EPROTONOSUPPORT, "version", -1, -1, "version 0", NULL);
-        fx_done(&f);
+        CORRUPT(20, 3, { 8, 32, 2, -EPROTONOSUPPORT, "version", -1, -1, "version 2", NULL, 0 },
+                { 8, 32, 0, -EPROTONOSUPPORT, "version", -1, -1, "version 0", NULL, 0 });
 }
 
 Test(validate, chunk_size_0)
 {
-        struct fx f;
-
-        fx_make(&f, 20, 3);
-        file_put_le32(f.path, 12, 0);
-        expect_fault(f.path, -EUCLEAN, "chunk size", -1, -1, "chunk size 0", NULL);
-        fx_done(&f);
+        CORRUPT(20, 3, { 12, 32, 0, -EUCLEAN, "chunk size", -1, -1, "chunk size 0", NULL, 0 });
 }
 
 Test(validate, chunk_size_3)
 {
-        struct fx f;
-
-        fx_make(&f, 20, 3);
-        file_put_le32(f.path, 12, 3);
-        expect_fault(f.path, -EUCLEAN, "chunk size", -1, -1, "chunk size 3", NULL);
-        file_put_le32(f.path, 12, 24);
-        expect_fault(f.path, -EUCLEAN, "chunk size", -1, -1, "chunk size 24", NULL);
-        fx_done(&f);
+        CORRUPT(20, 3, { 12, 32, 3, -EUCLEAN, "chunk size", -1, -1, "chunk size 3", NULL, 0 },
+                { 12, 32, 24, -EUCLEAN, "chunk size", -1, -1, "chunk size 24", NULL, 0 });
 }
 
 Test(validate, all_zero_header_is_a_new_store)
@@ -264,77 +271,66 @@ Test(validate, all_zero_header_is_a_new_store)
         fx_make(&f, 20, 3);
         file_put_bytes(f.path, 0, zero, CH);
         expect_fault(f.path, -ENODATA, "header", -1, -1, NULL, NULL);
+        fx_done(&f);
         /* the kernel takes magic 0 as new whatever follows: so does open */
-        fx_done(&f);
-        fx_make(&f, 20, 3);
-        file_put_le32(f.path, 0, 0);
-        expect_fault(f.path, -ENODATA, "header", -1, -1, NULL, NULL);
-        fx_done(&f);
+        CORRUPT(20, 3, { 0, 32, 0, -ENODATA, "header", -1, -1, NULL, NULL, 0 });
 }
 
 /* --- entries -------------------------------------------------------------------- */
 
 Test(validate, entry_past_the_end)
 {
-        struct fx f;
-
-        fx_make(&f, 40, 10);
-        file_put_le64(f.path, entry_off(0, 3) + 8, 40);
-        expect_fault(f.path, -EUCLEAN, "range", 0, 3, "area 0 slot 3", "40");
-        file_put_le64(f.path, entry_off(0, 3) + 8, 1ull << 40);
-        expect_fault(f.path, -EUCLEAN, "range", 0, 3, "area 0 slot 3", "1099511627776");
-        fx_done(&f);
+        CORRUPT(40, 10, { NEW_OF(0, 3), 64, 40, -EUCLEAN, "range", 0, 3, "area 0 slot 3", "40", 0 },
+                { NEW_OF(0, 3), 64, 1ull << 40, -EUCLEAN, "range", 0, 3, "area 0 slot 3", "1099511627776", 0 });
 }
 
 Test(validate, entry_on_metadata_area_0)
 {
-        struct fx f;
-
-        fx_make(&f, 40, 10);
-        file_put_le64(f.path, entry_off(0, 3) + 8, 1);
-        expect_fault(f.path, -EUCLEAN, "metadata", 0, 3, "area 0 slot 3", "metadata");
-        fx_done(&f);
+        CORRUPT(40, 10, { NEW_OF(0, 3), 64, 1, -EUCLEAN, "metadata", 0, 3, "area 0 slot 3", "metadata", 0 });
 }
 
 Test(validate, entry_on_metadata_area_1)
 {
-        struct fx f;
-
-        fx_make(&f, 300, 10);
-        file_put_le64(f.path, entry_off(0, 3) + 8, 258);
-        expect_fault(f.path, -EUCLEAN, "metadata", 0, 3, "area 0 slot 3", "258");
-        fx_done(&f);
+        CORRUPT(300, 10, { NEW_OF(0, 3), 64, 258, -EUCLEAN, "metadata", 0, 3, "area 0 slot 3", "258", 0 });
 }
 
 Test(validate, entry_in_area_1_on_metadata_area_2)
 {
-        struct fx f;
+        CORRUPT(600, 300, { NEW_OF(1, 10), 64, 515, -EUCLEAN, "metadata", 1, 10, "area 1 slot 10", "515", 0 });
+}
 
-        fx_make(&f, 600, 300);
-        file_put_le64(f.path, entry_off(1, 10) + 8, 515);
-        expect_fault(f.path, -EUCLEAN, "metadata", 1, 10, "area 1 slot 10", "515");
+/*
+ * Entry @slot of area 0 given @val (its origin chunk when @field is 0, its
+ * store chunk when 8), which another entry has: open fails with -EUCLEAN
+ * and logs @val; check reports one fault, whose what says @what1 (and
+ * @what2) and whose message says @val.
+ */
+static void expect_shared(uint64_t slot, uint64_t field, size_t other, const char *what1, const char *what2)
+{
+        struct fx f;
+        struct fault_list *fl = calloc(1, sizeof(*fl));
+        cowvol_store *s = NULL;
+        char num[32];
+
+        fx_make(&f, 40, 10);
+        uint64_t val = field == 0 ? f.old[other] : f.new_chunk[other];
+        file_put_le64(f.path, entry_off(0, slot) + field, val);
+        snprintf(num, sizeof(num), "%" PRIu64, val);
+        log_capture_start();
+        cr_assert_eq(cowvol_store_open(f.path, 0, &s), -EUCLEAN);
+        cr_assert(contains_ci(log_text(), num), "%s", log_text());
+        cr_assert_eq(cowvol_store_check(f.path, fault_collect, fl), 1);
+        cr_assert(contains_ci(fl->f[0].what, what1), "%s", fl->f[0].what);
+        if (what2)
+                cr_assert(contains_ci(fl->f[0].what, what2), "%s", fl->f[0].what);
+        cr_assert(contains_ci(fl->f[0].message, num), "%s", fl->f[0].message);
+        free(fl);
         fx_done(&f);
 }
 
 Test(validate, duplicate_origin_chunk)
 {
-        struct fx f;
-
-        fx_make(&f, 40, 10);
-        file_put_le64(f.path, entry_off(0, 5), f.old[2]);
-        char num[32];
-        snprintf(num, sizeof(num), "%" PRIu64, f.old[2]);
-        struct fault_list *fl = calloc(1, sizeof(*fl));
-        log_capture_start();
-        cowvol_store *s = NULL;
-        cr_assert_eq(cowvol_store_open(f.path, 0, &s), -EUCLEAN);
-        cr_assert(contains_ci(log_text(), num), "%s", log_text());
-        cr_assert_eq(cowvol_store_check(f.path, fault_collect, fl), 1);
-        cr_assert(contains_ci(fl->f[0].what, "duplicate"), "%s", fl->f[0].what);
-        cr_assert(contains_ci(fl->f[0].what, "origin"), "%s", fl->f[0].what);
-        cr_assert(contains_ci(fl->f[0].message, num), "%s", fl->f[0].message);
-        free(fl);
-        fx_done(&f);
+        expect_shared(5, 0, 2, "duplicate", "origin");
 }
 
 /* A duplicate is about an entry: the fault names where (cowvol_fault: area
@@ -351,22 +347,7 @@ Test(validate, duplicate_origin_chunk_located)
 
 Test(validate, shared_store_chunk)
 {
-        struct fx f;
-
-        fx_make(&f, 40, 10);
-        file_put_le64(f.path, entry_off(0, 6) + 8, f.new_chunk[1]);
-        char num[32];
-        snprintf(num, sizeof(num), "%" PRIu64, f.new_chunk[1]);
-        struct fault_list *fl = calloc(1, sizeof(*fl));
-        cowvol_store *s = NULL;
-        log_capture_start();
-        cr_assert_eq(cowvol_store_open(f.path, 0, &s), -EUCLEAN);
-        cr_assert(contains_ci(log_text(), num), "%s", log_text());
-        cr_assert_eq(cowvol_store_check(f.path, fault_collect, fl), 1);
-        cr_assert(contains_ci(fl->f[0].what, "store chunk"), "%s", fl->f[0].what);
-        cr_assert(contains_ci(fl->f[0].message, num), "%s", fl->f[0].message);
-        free(fl);
-        fx_done(&f);
+        expect_shared(6, 8, 1, "store chunk", NULL);
 }
 
 Test(validate, shared_store_chunk_located)
@@ -433,17 +414,25 @@ Test(validate, check_of_a_sound_store)
         fx_done(&f);
 }
 
+/* A store patched into another sound one: check finds nothing, open succeeds. */
+static cowvol_store *open_sound(const struct fx *f)
+{
+        cowvol_store *s = NULL;
+
+        cr_assert_eq(cowvol_store_check(f->path, NULL, NULL), 0);
+        cr_assert_eq(cowvol_store_open(f->path, 0, &s), 0);
+        return s;
+}
+
 /* new_chunk 0 ends the table: what follows is ignored, not a fault */
 Test(validate, zero_entry_ends_the_table)
 {
         struct fx f;
-        cowvol_store *s = NULL;
         uint64_t c;
 
         fx_make(&f, 40, 10);
         file_put_le64(f.path, entry_off(0, 3) + 8, 0);
-        cr_assert_eq(cowvol_store_check(f.path, NULL, NULL), 0);
-        cr_assert_eq(cowvol_store_open(f.path, 0, &s), 0);
+        cowvol_store *s = open_sound(&f);
         cr_assert_eq(cowvol_store_count(s), 3);
         cr_assert_eq(cowvol_store_lookup(s, f.old[2], &c), 1);
         cr_assert_eq(cowvol_store_lookup(s, f.old[4], &c), 0);
@@ -459,14 +448,12 @@ Test(validate, zero_entry_ends_the_table)
 Test(validate, entries_out_of_order)
 {
         struct fx f;
-        cowvol_store *s = NULL;
         uint64_t c;
 
         fx_make(&f, 40, 3);
         file_put_le64(f.path, entry_off(0, 0) + 8, 30);
         file_put_le64(f.path, entry_off(0, 2) + 8, 2);
-        cr_assert_eq(cowvol_store_check(f.path, NULL, NULL), 0);
-        cr_assert_eq(cowvol_store_open(f.path, 0, &s), 0);
+        cowvol_store *s = open_sound(&f);
         cr_assert_eq(cowvol_store_lookup(s, f.old[0], &c), 1);
         cr_assert_eq(c, 30);
         cr_assert_eq(cowvol_store_lookup(s, f.old[2], &c), 1);

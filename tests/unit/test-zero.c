@@ -43,7 +43,7 @@ static void teardown(void)
         tmpdir_remove(dir);
 }
 
-static void assert_reads(cowvol_snap *sn, const uint8_t *want)
+static void assert_reads(cowvol_snapshot *sn, const uint8_t *want)
 {
         uint8_t *got = malloc(VSIZE);
 
@@ -90,10 +90,10 @@ Test(zero, without_punch_writes_zeroes)
 
 Test(zero, a_snapshot_keeps_its_content)
 {
-        cowvol_snap *sn;
+        cowvol_snapshot *sn;
         uint8_t *snap_model = malloc(VSIZE);
         char *store = path_in(dir, "s1");
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
 
         memcpy(snap_model, model, VSIZE);
         cr_assert_eq(cowvol_volume_snapshot_create(vol, store, 1 << 20, &sn), 0);
@@ -103,7 +103,7 @@ Test(zero, a_snapshot_keeps_its_content)
         memset(model, 0, 16 * CHUNK);
         assert_reads(NULL, model);
         assert_reads(sn, snap_model);
-        cr_assert_eq(cowvol_snap_info(vol, sn, &si), 0);
+        cr_assert_eq(cowvol_snapshot_info(vol, sn, &si), 0);
         cr_assert_eq(si.exceptions, 16);
         /* once copied, a discard may punch them: the snapshot holds copies */
         cr_assert_eq(cowvol_volume_flush(vol), 0);
@@ -117,7 +117,7 @@ Test(zero, a_snapshot_keeps_its_content)
         cr_assert_eq(image_blocks(), before);
         assert_reads(NULL, model);
         assert_reads(sn, snap_model);
-        cr_assert_eq(cowvol_snap_info(vol, sn, &si), 0);
+        cr_assert_eq(cowvol_snapshot_info(vol, sn, &si), 0);
         cr_assert_eq(si.exceptions, 16, "a discard copies nothing");
         /* zeroes into the snapshot: only it changes */
         cr_assert_eq(cowvol_volume_write_zeroes(vol, sn, 2 * CHUNK, 40 * CHUNK, COWVOL_ZERO_PUNCH), 0);
@@ -144,7 +144,7 @@ Test(zero, past_the_end_is_refused)
 }
 
 /* expand extents into a per-chunk flag string: 'd' data, 'h' hole */
-static void status_string(cowvol_snap *sn, char *out)
+static void status_string(cowvol_snapshot *sn, char *out)
 {
         struct cowvol_extent e[NCHUNK];
         uint64_t pos = 0;
@@ -170,7 +170,7 @@ static void status_string(cowvol_snap *sn, char *out)
 Test(zero, block_status_of_volume_and_snapshot)
 {
         char got[NCHUNK + 1], want[NCHUNK + 1];
-        cowvol_snap *sn;
+        cowvol_snapshot *sn;
         char *store = path_in(dir, "s1");
         uint8_t buf[CHUNK];
         struct cowvol_extent one;
@@ -213,9 +213,9 @@ Test(zero, block_status_of_volume_and_snapshot)
 
 Test(zero, zeroes_over_a_hole_copy_nothing)
 {
-        cowvol_snap *sn;
+        cowvol_snapshot *sn;
         char *store = path_in(dir, "s1");
-        struct cowvol_snap_info si;
+        struct cowvol_snapshot_info si;
         uint64_t blocks;
 
         cr_assert_eq(cowvol_volume_discard(vol, NULL, 8 * CHUNK, 8 * CHUNK), 0);
@@ -225,14 +225,14 @@ Test(zero, zeroes_over_a_hole_copy_nothing)
         /* half in the hole, half over data: only the data half is copied */
         cr_assert_eq(cowvol_volume_write_zeroes(vol, NULL, 8 * CHUNK, 4 * CHUNK, COWVOL_ZERO_PUNCH), 0);
         memset(model + 4 * CHUNK, 0, 8 * CHUNK);
-        cr_assert_eq(cowvol_snap_info(vol, sn, &si), 0);
+        cr_assert_eq(cowvol_snapshot_info(vol, sn, &si), 0);
         cr_assert_eq(si.exceptions, 4, "chunks 4..7 copied, not the hole (%llu)", (unsigned long long)si.exceptions);
         cr_assert_eq(cowvol_volume_flush(vol), 0);
         cr_assert_leq(image_blocks(), blocks, "the hole stays a hole");
         /* without punching (NBD's NO_HOLE) the hole is allocated, still
          * without a copy: its content does not change */
         cr_assert_eq(cowvol_volume_write_zeroes(vol, NULL, 8 * CHUNK, 8 * CHUNK, 0), 0);
-        cr_assert_eq(cowvol_snap_info(vol, sn, &si), 0);
+        cr_assert_eq(cowvol_snapshot_info(vol, sn, &si), 0);
         cr_assert_eq(si.exceptions, 4, "no copy of a hole (%llu)", (unsigned long long)si.exceptions);
         cr_assert_geq(image_blocks(), blocks + 8 * CHUNK, "allocated: %llu, before %llu",
                       (unsigned long long)image_blocks(), (unsigned long long)blocks);

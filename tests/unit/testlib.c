@@ -101,6 +101,13 @@ static int md_resize(void *ctx, uint64_t size)
         return 0;
 }
 
+int memdisk_fail_area_0(struct memdisk *d, uint64_t off, size_t len)
+{
+        (void)d;
+        (void)len;
+        return off == 4096 ? -EIO : 0;
+}
+
 const struct store_io memdisk_io = {
         .pread = md_pread,
         .pwrite = md_pwrite,

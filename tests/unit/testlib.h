@@ -44,6 +44,9 @@ struct memdisk *memdisk_new(uint64_t size);
 struct memdisk *memdisk_from(const uint8_t *data, uint64_t size, bool rdonly);
 void memdisk_free(struct memdisk *d);
 void memdisk_clear_log(struct memdisk *d);
+/* A write_hook or read_hook: -EIO for I/O at chunk 1 (metadata area 0 of a
+ * store of 4 KiB chunks), else 0. */
+int memdisk_fail_area_0(struct memdisk *d, uint64_t off, size_t len);
 
 /* --- temp dirs -------------------------------------------------------------- */
 
