@@ -2,7 +2,7 @@
 /*
  * cowvol's options: every command describes its options in a table (struct
  * cli_option: name, kind, where the value goes, its check, its help) and its
- * positionals by their names; cli_parse() here builds getopt_long's arrays
+ * positionals by their names; cli_run() here builds getopt_long's arrays
  * from the table, parses and checks the values, answers --help from the same
  * table and counts the positionals.  So every command reports a wrong option
  * in the same words, with exit code 2 and "Try 'cowvol CMD --help'.", and its
