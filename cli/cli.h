@@ -19,17 +19,77 @@ extern bool lib_logged;
 
 /* Print "cowvol: MSG" to stderr; returns EXIT_FAILURE. */
 int log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Print "cowvol: MSG" and a hint at --help; returns EXIT_USAGE. */
+/*
+ * Print "cowvol: MSG" and a hint at --help: "Try 'cowvol CMD --help'." (@cmd
+ * such as "create" or "store info"; NULL: the program's help); returns EXIT_USAGE.
+ */
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Parse a size argument for option @opt; prints the error itself. */
-int parse_size_arg(const char *cmd, const char *opt, const char *arg, uint64_t *ret);
 
-/* Parse a size for @opt that must fit a JSON integer (at most INT64_MAX). */
-int parse_bytes_arg(const char *cmd, const char *opt, const char *arg, uint64_t *ret);
-/* Report getopt_long's '?' or ':' (@c) for @cmd as a usage error; returns EXIT_USAGE. */
-int getopt_error(const char *cmd, int c, char **argv);
-/* Check that @have positionals are @want; else a usage error naming @names. */
-int check_arg_count(const char *cmd, int have, int want, const char *names);
+/* --- options: a table per command, one parser (options.c) ----------------- */
+
+enum cli_kind {
+        CLI_FLAG,   /* no value: sets a bool */
+        CLI_SIZE,   /* a size with K, M, G or T (cowvol_parse_size): a uint64_t */
+        CLI_BYTES,  /* a size that fits a JSON integer (at most INT64_MAX): a uint64_t */
+        CLI_STRING, /* the value as given: a const char * */
+};
+
+/* A CLI_BYTES option's default that no value can be: "not given". */
+#define CLI_UNSET UINT64_MAX
+
+struct cli_option;
+/* Checks an option's @value once it is parsed: 0, or a usage error printed. */
+typedef int cli_check_fn(const char *cmd, const struct cli_option *opt, const void *value);
+
+struct cli_option {
+        const char *name;    /* the long name, without "--" */
+        char short_name;     /* its letter, or 0 */
+        enum cli_kind kind;
+        size_t offset;       /* where the value goes in the command's options struct */
+        cli_check_fn *check; /* may be NULL */
+        /* Where one table serves several commands: the scope bits of those it
+         * applies to (0: all); the others refuse it ("does not apply here"). */
+        unsigned only;
+        const char *arg;     /* the value's name in the help ("SIZE"); NULL for a flag */
+        const char *help;    /* its help; a '\n' goes on in the column of the first line */
+};
+
+struct cli_command {
+        const char *name; /* "create", "store info": the hint names it */
+        /* The help: "Usage: cowvol " and each line of @usage (the forms of the
+         * command), a blank line, @about, a blank line and the options. */
+        const char *usage;
+        const char *about;
+        const struct cli_option *options; /* ends with an empty entry; may be NULL */
+        size_t opts_size;                 /* the options struct's size */
+        const void *defaults;             /* its values before the options (NULL: zeros) */
+        /* The positionals' names, as errors name them: "NAME", "ORIGIN STORE
+         * OUTPUT"; one in brackets ("[VOLUME]") may be left out. */
+        const char *args;
+        int (*check_arg)(const char *cmd, const char *arg); /* on each positional; may be NULL */
+        unsigned scope; /* this command's bit for cli_option.only */
+        /* The work, once the options are in @opts and the positionals in @args
+         * (NULL-terminated); returns the exit code. */
+        int (*run)(const void *opts, char **args);
+};
+
+/*
+ * Run @cmd with @argv (argv[0] is the command's name): -h and --help print the
+ * help; each option's value is parsed, checked and stored where its entry
+ * says; the positionals are counted, then each checked by check_arg; then
+ * cmd->run.  A wrong option or count is a usage error ("Try 'cowvol CMD
+ * --help'.", exit code 2).  Returns the exit code.
+ */
+int cli_run(const struct cli_command *cmd, int argc, char **argv);
+/* Print @cmd's help on stdout. */
+void cli_help(const struct cli_command *cmd);
+/* The table of a command whose one option is --json ("the daemon's answer, as
+ * it is"): its options struct is that bool. */
+extern const struct cli_option cli_json_options[];
+/* cli_option.check: the size is more than 0. */
+int cli_check_positive(const char *cmd, const struct cli_option *opt, const void *value);
+/* cli_option.check: a chunk size, a power of two from 4K to 512K. */
+int cli_check_chunk_size(const char *cmd, const struct cli_option *opt, const void *value);
 
 int cmd_store(int argc, char **argv);
 
@@ -84,20 +144,8 @@ int check_target(const char *cmd, const char *target);
 
 /* --- commands that talk to cowvold ---------------------------------------- */
 
-/* volume.c */
-int cmd_create(int argc, char **argv);
-int cmd_add(int argc, char **argv);
-int cmd_snap(int argc, char **argv);
-int cmd_list(int argc, char **argv);
-int cmd_restore(int argc, char **argv);
-int cmd_activate(int argc, char **argv);
-int cmd_rm(int argc, char **argv);
-int cmd_status(int argc, char **argv);
-/* content.c */
-int cmd_cat(int argc, char **argv);
-int cmd_write(int argc, char **argv);
-int cmd_diff(int argc, char **argv);
-/* export.c */
-int cmd_export(int argc, char **argv);
+/* volume.c, content.c, export.c: one table each */
+extern const struct cli_command cmd_create, cmd_add, cmd_snap, cmd_list, cmd_restore, cmd_activate, cmd_rm,
+        cmd_status, cmd_cat, cmd_write, cmd_diff, cmd_export;
 
 #endif

@@ -11,9 +11,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,61 +27,24 @@
 
 /* --- cat ---------------------------------------------------------------- */
 
-static void cat_help(void)
-{
-        printf("Usage: %s cat TARGET [--offset BYTES] [--length BYTES]\n"
-               "\n"
-               "Write the content of the volume or snapshot TARGET (VOLUME or VOLUME@SNAP)\n"
-               "to stdout; cowvold writes it there itself.\n"
-               "\n"
-               "  --offset BYTES  start there (default 0)\n"
-               "  --length BYTES  so many bytes (default: to the end)\n",
-               program_name);
-}
+struct cat_opts {
+        uint64_t offset, length;
+};
 
-int cmd_cat(int argc, char **argv)
+static const struct cli_option cat_options[] = {
+        { "offset", .kind = CLI_BYTES, .offset = offsetof(struct cat_opts, offset), .arg = "BYTES",
+          .help = "start there (default 0)" },
+        { "length", .kind = CLI_BYTES, .offset = offsetof(struct cat_opts, length), .arg = "BYTES",
+          .help = "so many bytes (default: to the end)" },
+        {},
+};
+
+static int cat_run(const void *opts, char **target)
 {
-        static const struct option longopts[] = {
-                { "offset", required_argument, NULL, 'o' },
-                { "length", required_argument, NULL, 'l' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "cat ";
-        uint64_t offset = 0, length = 0;
-        bool has_offset = false, has_length = false;
+        const struct cat_opts *o = opts;
         json_object *args, *res;
-        int c, r, fl;
+        int r, fl;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        cat_help();
-                        return EXIT_SUCCESS;
-                case 'o':
-                        r = parse_bytes_arg(cmd, "--offset", optarg, &offset);
-                        if (r)
-                                return r;
-                        has_offset = true;
-                        break;
-                case 'l':
-                        r = parse_bytes_arg(cmd, "--length", optarg, &length);
-                        if (r)
-                                return r;
-                        has_length = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "TARGET");
-        if (r)
-                return r;
-        r = check_target(cmd, argv[optind]);
-        if (r)
-                return r;
         fl = fcntl(STDOUT_FILENO, F_GETFL);
         if (fl < 0)
                 return log_error("stdout is not open: %s", strerror(errno));
@@ -90,17 +53,25 @@ int cmd_cat(int argc, char **argv)
         fflush(stdout);
 
         args = json_object_new_object();
-        json_object_object_add(args, "target", json_object_new_string(argv[optind]));
-        if (has_offset)
-                json_object_object_add(args, "offset", json_object_new_int64((int64_t)offset));
-        if (has_length)
-                json_object_object_add(args, "length", json_object_new_int64((int64_t)length));
+        json_object_object_add(args, "target", json_object_new_string(target[0]));
+        if (o->offset != CLI_UNSET)
+                json_object_object_add(args, "offset", json_object_new_int64((int64_t)o->offset));
+        if (o->length != CLI_UNSET)
+                json_object_object_add(args, "length", json_object_new_int64((int64_t)o->length));
         r = daemon_call("cat", args, STDOUT_FILENO, &res);
         if (r)
                 return r;
         json_object_put(res);
         return EXIT_SUCCESS;
 }
+
+const struct cli_command cmd_cat = {
+        .name = "cat", .args = "TARGET", .check_arg = check_target, .run = cat_run, .options = cat_options,
+        .opts_size = sizeof(struct cat_opts), .defaults = &(struct cat_opts){ CLI_UNSET, CLI_UNSET },
+        .usage = "cat TARGET [--offset BYTES] [--length BYTES]",
+        .about = "Write the content of the volume or snapshot TARGET (VOLUME or VOLUME@SNAP)\n"
+                 "to stdout; cowvold writes it there itself.\n",
+};
 
 /* --- write -------------------------------------------------------------- */
 
@@ -183,52 +154,22 @@ static int write_source(int *ret_fd, uint64_t *ret_len)
         return 0;
 }
 
-static void write_help(void)
-{
-        printf("Usage: %s write TARGET [--offset BYTES] < DATA\n"
-               "\n"
-               "Write stdin into the volume TARGET at BYTES (default 0); the volume's\n"
-               "snapshots keep their content.  Writing past the end of the volume is\n"
-               "refused and writes nothing.  Prints nothing on success.\n"
-               "\n"
-               "  --offset BYTES  where to write (default 0)\n",
-               program_name);
-}
+struct write_opts {
+        uint64_t offset;
+};
 
-int cmd_write(int argc, char **argv)
+static const struct cli_option write_options[] = {
+        { "offset", .kind = CLI_BYTES, .offset = offsetof(struct write_opts, offset), .arg = "BYTES",
+          .help = "where to write (default 0)" },
+        {},
+};
+
+static int write_run(const void *opts, char **target)
 {
-        static const struct option longopts[] = {
-                { "offset", required_argument, NULL, 'o' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "write ";
-        uint64_t offset = 0, length = 0;
+        uint64_t offset = ((const struct write_opts *)opts)->offset, length = 0;
         json_object *args, *res;
-        int c, r, fd = -1;
+        int r, fd = -1;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        write_help();
-                        return EXIT_SUCCESS;
-                case 'o':
-                        r = parse_bytes_arg(cmd, "--offset", optarg, &offset);
-                        if (r)
-                                return r;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "TARGET");
-        if (r)
-                return r;
-        r = check_target(cmd, argv[optind]);
-        if (r)
-                return r;
         r = write_source(&fd, &length);
         if (r)
                 return r;
@@ -239,7 +180,7 @@ int cmd_write(int argc, char **argv)
         }
 
         args = json_object_new_object();
-        json_object_object_add(args, "target", json_object_new_string(argv[optind]));
+        json_object_object_add(args, "target", json_object_new_string(target[0]));
         json_object_object_add(args, "offset", json_object_new_int64((int64_t)offset));
         json_object_object_add(args, "length", json_object_new_int64((int64_t)length));
         r = daemon_call("write", args, fd, &res);
@@ -251,18 +192,16 @@ int cmd_write(int argc, char **argv)
         return EXIT_SUCCESS;
 }
 
-/* --- diff --------------------------------------------------------------- */
+const struct cli_command cmd_write = {
+        .name = "write", .args = "TARGET", .check_arg = check_target, .run = write_run, .options = write_options,
+        .opts_size = sizeof(struct write_opts),
+        .usage = "write TARGET [--offset BYTES] < DATA",
+        .about = "Write stdin into the volume TARGET at BYTES (default 0); the volume's\n"
+                 "snapshots keep their content.  Writing past the end of the volume is\n"
+                 "refused and writes nothing.  Prints nothing on success.\n",
+};
 
-static void diff_help(void)
-{
-        printf("Usage: %s diff VOLUME@SNAP [--json]\n"
-               "\n"
-               "The byte ranges of VOLUME that changed since the snapshot SNAP, one a line:\n"
-               "offset and length in bytes; then a line \"total: N bytes in M ranges\".\n"
-               "\n"
-               "  --json  the daemon's answer, as it is\n",
-               program_name);
-}
+/* --- diff --------------------------------------------------------------- */
 
 static int diff_print(json_object *res)
 {
@@ -290,46 +229,28 @@ static int diff_print(json_object *res)
         return EXIT_SUCCESS;
 }
 
-int cmd_diff(int argc, char **argv)
+/* @opts: --json (cli_json_options) */
+static int diff_run(const void *opts, char **target)
 {
-        static const struct option longopts[] = {
-                { "json", no_argument, NULL, 'j' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "diff ";
         json_object *args, *res;
-        bool json = false;
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        diff_help();
-                        return EXIT_SUCCESS;
-                case 'j':
-                        json = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "VOLUME@SNAP");
-        if (r)
-                return r;
-        r = check_target(cmd, argv[optind]);
-        if (r)
-                return r;
-        if (!strchr(argv[optind], '@'))
-                return usage_error(cmd, "'%s' is not a snapshot (VOLUME@SNAP)", argv[optind]);
+        if (!strchr(target[0], '@'))
+                return usage_error(cmd_diff.name, "'%s' is not a snapshot (VOLUME@SNAP)", target[0]);
         args = json_object_new_object();
-        json_object_object_add(args, "target", json_object_new_string(argv[optind]));
+        json_object_object_add(args, "target", json_object_new_string(target[0]));
         r = daemon_call("diff", args, -1, &res);
         if (r)
                 return r;
-        r = json ? print_json_result(res) : diff_print(res);
+        r = *(const bool *)opts ? print_json_result(res) : diff_print(res);
         json_object_put(res);
         return r;
 }
+
+const struct cli_command cmd_diff = {
+        .name = "diff", .args = "VOLUME@SNAP", .check_arg = check_target, .run = diff_run,
+        .options = cli_json_options, .opts_size = sizeof(bool),
+        .usage = "diff VOLUME@SNAP [--json]",
+        .about = "The byte ranges of VOLUME that changed since the snapshot SNAP, one a line:\n"
+                 "offset and length in bytes; then a line \"total: N bytes in M ranges\".\n",
+};

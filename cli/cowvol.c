@@ -1,7 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* cowvol: the command line of cowvol.  Subcommands live in their own files. */
-#include <errno.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,59 +31,8 @@ int usage_error(const char *cmd, const char *fmt, ...)
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
         va_end(ap);
-        fprintf(stderr, "\nTry '%s %s--help'.\n", program_name, cmd ? cmd : "");
+        fprintf(stderr, "\nTry '%s %s%s--help'.\n", program_name, cmd ? cmd : "", cmd ? " " : "");
         return EXIT_USAGE;
-}
-
-int parse_size_arg(const char *cmd, const char *opt, const char *arg, uint64_t *ret)
-{
-        int r = cowvol_parse_size(arg, ret);
-
-        if (r == -ERANGE)
-                return usage_error(cmd, "%s '%s' is too large", opt, arg);
-        if (r < 0)
-                return usage_error(cmd, "%s '%s' is not a size (a number with K, M, G or T, e.g. 64K)",
-                                   opt, arg);
-        return 0;
-}
-
-int parse_bytes_arg(const char *cmd, const char *opt, const char *arg, uint64_t *ret)
-{
-        uint64_t v;
-        int r = parse_size_arg(cmd, opt, arg, &v);
-
-        if (r)
-                return r;
-        if (v > INT64_MAX)
-                return usage_error(cmd, "%s '%s' is too large", opt, arg);
-        *ret = v;
-        return 0;
-}
-
-int getopt_error(const char *cmd, int c, char **argv)
-{
-        const char *a = argv[optind - 1], *eq;
-
-        if (c == ':')
-                return usage_error(cmd, "option '%s' needs a value", a);
-        if (strncmp(a, "--", 2) == 0) {
-                eq = strchr(a, '=');
-                /* getopt_long names the option in optopt when it got a value it takes none of */
-                if (eq && optopt)
-                        return usage_error(cmd, "option '%.*s' takes no value", (int)(eq - a), a);
-                return usage_error(cmd, "unknown option '%s'", a);
-        }
-        /* a short option inside a cluster ("-hx") is not the whole argument */
-        return usage_error(cmd, "unknown option '-%c'", optopt);
-}
-
-int check_arg_count(const char *cmd, int have, int want, const char *names)
-{
-        if (have < want)
-                return usage_error(cmd, "missing %s", names);
-        if (have > want)
-                return usage_error(cmd, "too many arguments (expected %s)", names);
-        return 0;
 }
 
 static void lib_log(int level, const char *msg, void *userdata)
@@ -143,14 +90,9 @@ static void help(void)
                program_name, COWVOL_SOCKET_DEFAULT, program_name);
 }
 
-static const struct {
-        const char *name;
-        int (*fn)(int argc, char **argv);
-} commands[] = {
-        { "create", cmd_create }, { "add", cmd_add },   { "snap", cmd_snap },   { "list", cmd_list },
-        { "restore", cmd_restore }, { "activate", cmd_activate }, { "rm", cmd_rm },   { "cat", cmd_cat },     { "write", cmd_write },
-        { "diff", cmd_diff },     { "status", cmd_status }, { "store", cmd_store },
-        { "export", cmd_export },
+static const struct cli_command *const commands[] = {
+        &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_activate, &cmd_rm,
+        &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export,
 };
 
 int main(int argc, char **argv)
@@ -188,8 +130,10 @@ int main(int argc, char **argv)
                 help();
                 return EXIT_SUCCESS;
         }
+        if (strcmp(argv[i], "store") == 0)
+                return cmd_store(argc - i, argv + i);
         for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
-                if (strcmp(argv[i], commands[k].name) == 0)
-                        return commands[k].fn(argc - i, argv + i);
+                if (strcmp(argv[i], commands[k]->name) == 0)
+                        return cli_run(commands[k], argc - i, argv + i);
         return usage_error(NULL, "unknown command '%s'", argv[i]);
 }

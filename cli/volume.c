@@ -6,10 +6,10 @@
  * daemon validates names and sizes and its message is printed as it is.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,12 +39,19 @@ static const char *string_field(json_object *o, const char *key)
 
 /* --- create ------------------------------------------------------------- */
 
-static int check_chunk_size(const char *cmd, uint64_t cs)
+/* A volume's name: a target without '@'. */
+static int check_volume_name(const char *cmd, const char *name)
 {
-        if (!cowvol_chunk_size_valid(cs))
-                return usage_error(cmd, "--chunk-size must be a power of two from 4K to 512K, not %" PRIu64, cs);
+        int r = check_target(cmd, name);
+
+        if (r)
+                return r;
+        if (strchr(name, '@'))
+                return usage_error(cmd, "'%s' is a snapshot name; a volume's name has no '@'", name);
         return 0;
 }
+
+#define CHUNK_SIZE_HELP "copy-on-write unit of its snapshots: 4K to 512K, a power of\ntwo (default 4K)"
 
 static void print_volume_made(const char *verb, json_object *v)
 {
@@ -65,76 +72,32 @@ static void print_volume_made(const char *verb, json_object *v)
                string_field(v, "path"));
 }
 
-static void create_help(void)
-{
-        printf("Usage: %s create NAME --size SIZE [--chunk-size SIZE]\n"
-               "\n"
-               "Make a new volume NAME: a sparse image file in cowvold's state folder.\n"
-               "\n"
-               "  --size SIZE        the volume's size\n"
-               "  --chunk-size SIZE  copy-on-write unit of its snapshots: 4K to 512K, a power of\n"
-               "                     two (default 4K)\n",
-               program_name);
-}
+struct create_opts {
+        uint64_t size, chunk_size; /* 0: not given */
+};
 
-int cmd_create(int argc, char **argv)
+static const struct cli_option create_options[] = {
+        { "size", .kind = CLI_BYTES, .offset = offsetof(struct create_opts, size), .check = cli_check_positive,
+          .arg = "SIZE", .help = "the volume's size" },
+        { "chunk-size", .kind = CLI_BYTES, .offset = offsetof(struct create_opts, chunk_size),
+          .check = cli_check_chunk_size, .arg = "SIZE", .help = CHUNK_SIZE_HELP },
+        {},
+};
+
+static int create_run(const void *opts, char **name)
 {
-        static const struct option longopts[] = {
-                { "size", required_argument, NULL, 's' },
-                { "chunk-size", required_argument, NULL, 'c' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "create ";
-        uint64_t size = 0, chunk_size = 0;
-        bool has_size = false, has_chunk = false;
+        const struct create_opts *o = opts;
         json_object *args, *res;
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        create_help();
-                        return EXIT_SUCCESS;
-                case 's':
-                        r = parse_bytes_arg(cmd, "--size", optarg, &size);
-                        if (r)
-                                return r;
-                        if (size == 0)
-                                return usage_error(cmd, "--size must be more than 0");
-                        has_size = true;
-                        break;
-                case 'c':
-                        r = parse_bytes_arg(cmd, "--chunk-size", optarg, &chunk_size);
-                        if (r)
-                                return r;
-                        r = check_chunk_size(cmd, chunk_size);
-                        if (r)
-                                return r;
-                        has_chunk = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "NAME");
-        if (r)
-                return r;
-        r = check_target(cmd, argv[optind]);
-        if (r)
-                return r;
-        if (strchr(argv[optind], '@'))
-                return usage_error(cmd, "'%s' is a snapshot name; a volume's name has no '@'", argv[optind]);
-        if (!has_size)
-                return usage_error(cmd, "missing --size");
+        if (!o->size)
+                return usage_error(cmd_create.name, "missing --size");
 
         args = json_object_new_object();
-        json_object_object_add(args, "name", json_object_new_string(argv[optind]));
-        json_object_object_add(args, "size", json_object_new_int64((int64_t)size));
-        if (has_chunk)
-                json_object_object_add(args, "chunk_size", json_object_new_int64((int64_t)chunk_size));
+        json_object_object_add(args, "name", json_object_new_string(name[0]));
+        json_object_object_add(args, "size", json_object_new_int64((int64_t)o->size));
+        if (o->chunk_size)
+                json_object_object_add(args, "chunk_size", json_object_new_int64((int64_t)o->chunk_size));
         r = daemon_call("create", args, -1, &res);
         if (r)
                 return r;
@@ -143,84 +106,57 @@ int cmd_create(int argc, char **argv)
         return EXIT_SUCCESS;
 }
 
+const struct cli_command cmd_create = {
+        .name = "create", .args = "NAME", .check_arg = check_volume_name, .run = create_run,
+        .options = create_options, .opts_size = sizeof(struct create_opts),
+        .usage = "create NAME --size SIZE [--chunk-size SIZE]",
+        .about = "Make a new volume NAME: a sparse image file in cowvold's state folder.\n",
+};
+
 /* --- add ---------------------------------------------------------------- */
 
-static void add_help(void)
+struct add_opts {
+        const char *name;    /* NULL: not given */
+        uint64_t chunk_size; /* 0: not given */
+};
+
+/* --name: a volume's name */
+static int check_name_option(const char *cmd, const struct cli_option *opt, const void *value)
 {
-        printf("Usage: %s add PATH [--name NAME] [--chunk-size SIZE]\n"
-               "\n"
-               "Adopt the existing image file PATH as a volume, where it is.  Removing the\n"
-               "volume later keeps the file.\n"
-               "\n"
-               "  --name NAME        the volume's name (default: the file name without its\n"
-               "                     extension)\n"
-               "  --chunk-size SIZE  copy-on-write unit of its snapshots: 4K to 512K, a power of\n"
-               "                     two (default 4K)\n",
-               program_name);
+        (void)opt;
+        return check_volume_name(cmd, *(const char *const *)value);
 }
 
-int cmd_add(int argc, char **argv)
+static const struct cli_option add_options[] = {
+        { "name", .kind = CLI_STRING, .offset = offsetof(struct add_opts, name), .check = check_name_option,
+          .arg = "NAME", .help = "the volume's name (default: the file name without its\nextension)" },
+        { "chunk-size", .kind = CLI_BYTES, .offset = offsetof(struct add_opts, chunk_size),
+          .check = cli_check_chunk_size, .arg = "SIZE", .help = CHUNK_SIZE_HELP },
+        {},
+};
+
+static int add_run(const void *opts, char **pos)
 {
-        static const struct option longopts[] = {
-                { "name", required_argument, NULL, 'n' },
-                { "chunk-size", required_argument, NULL, 'c' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "add ", *name = NULL;
-        uint64_t chunk_size = 0;
-        bool has_chunk = false;
+        const struct add_opts *o = opts;
         json_object *args, *res;
         char *path;
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        add_help();
-                        return EXIT_SUCCESS;
-                case 'n':
-                        name = optarg;
-                        r = check_target(cmd, name);
-                        if (r)
-                                return r;
-                        if (strchr(name, '@'))
-                                return usage_error(cmd, "'%s' is a snapshot name; a volume's name has no '@'",
-                                                   name);
-                        break;
-                case 'c':
-                        r = parse_bytes_arg(cmd, "--chunk-size", optarg, &chunk_size);
-                        if (r)
-                                return r;
-                        r = check_chunk_size(cmd, chunk_size);
-                        if (r)
-                                return r;
-                        has_chunk = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "PATH");
-        if (r)
-                return r;
         /* UUID=..., LABEL=...: the daemon finds the device (libblkid); a path
          * must be absolute for it, this one's cwd means nothing there */
-        if (argv[optind][0] != '/' && argv[optind][0] != '.' && strchr(argv[optind], '='))
-                path = strdup(argv[optind]);
+        if (pos[0][0] != '/' && pos[0][0] != '.' && strchr(pos[0], '='))
+                path = strdup(pos[0]);
         else
-                path = realpath(argv[optind], NULL);
+                path = realpath(pos[0], NULL);
         if (!path)
-                return log_error("%s: %s", argv[optind], strerror(errno));
+                return log_error("%s: %s", pos[0], strerror(errno));
 
         args = json_object_new_object();
         json_object_object_add(args, "path", json_object_new_string(path));
-        if (name)
-                json_object_object_add(args, "name", json_object_new_string(name));
-        if (has_chunk)
-                json_object_object_add(args, "chunk_size", json_object_new_int64((int64_t)chunk_size));
+        if (o->name)
+                json_object_object_add(args, "name", json_object_new_string(o->name));
+        if (o->chunk_size)
+                json_object_object_add(args, "chunk_size", json_object_new_int64((int64_t)o->chunk_size));
         free(path);
         r = daemon_call("add", args, -1, &res);
         if (r)
@@ -230,91 +166,61 @@ int cmd_add(int argc, char **argv)
         return EXIT_SUCCESS;
 }
 
+const struct cli_command cmd_add = {
+        .name = "add", .args = "PATH", .run = add_run, .options = add_options, .opts_size = sizeof(struct add_opts),
+        .usage = "add PATH [--name NAME] [--chunk-size SIZE]",
+        .about = "Adopt the existing image file PATH as a volume, where it is.  Removing the\n"
+                 "volume later keeps the file.\n",
+};
+
 /* --- snap --------------------------------------------------------------- */
 
-static void snap_help(void)
-{
-        printf("Usage: %s snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]]\n"
-               "\n"
-               "Take a snapshot of VOLUME.  Without NAME, the snapshot is named after the\n"
-               "time, in UTC (YYYYMMDDTHHMMSSZ).\n"
-               "\n"
-               "  --store-size SIZE  room for copied chunks (default: 20%% of the volume, at\n"
-               "                     least 1M; the store grows when it fills)\n"
-               "  --store DEVICE     a kernel volume's store on this block device (or\n"
-               "                     UUID=..., LABEL=...) instead of a file; its content is lost\n"
-               "  --force            use a --store device that carries a filesystem or\n"
-               "                     another signature anyway\n",
-               program_name);
-}
+struct snap_opts {
+        uint64_t store_size; /* 0: not given */
+        const char *store;
+        bool force;
+};
 
-int cmd_snap(int argc, char **argv)
+static const struct cli_option snap_options[] = {
+        { "store-size", .kind = CLI_BYTES, .offset = offsetof(struct snap_opts, store_size),
+          .check = cli_check_positive, .arg = "SIZE",
+          .help = "room for copied chunks (default: 20% of the volume, at\n"
+                  "least 1M; the store grows when it fills)" },
+        { "store", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, store), .arg = "DEVICE",
+          .help = "a kernel volume's store on this block device (or\n"
+                  "UUID=..., LABEL=...) instead of a file; its content is lost" },
+        { "force", .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, force),
+          .help = "use a --store device that carries a filesystem or\nanother signature anyway" },
+        {},
+};
+
+static int snap_run(const void *opts, char **pos)
 {
-        static const struct option longopts[] = {
-                { "store-size", required_argument, NULL, 's' },
-                { "store", required_argument, NULL, 'S' },
-                { "force", no_argument, NULL, 'f' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "snap ", *at, *store = NULL;
-        bool force = false;
-        uint64_t store_size = 0;
-        bool has_store_size = false;
+        const struct snap_opts *o = opts;
         json_object *args, *res;
+        const char *at;
         char a[32];
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        snap_help();
-                        return EXIT_SUCCESS;
-                case 's':
-                        r = parse_bytes_arg(cmd, "--store-size", optarg, &store_size);
-                        if (r)
-                                return r;
-                        if (store_size == 0)
-                                return usage_error(cmd, "--store-size must be more than 0");
-                        has_store_size = true;
-                        break;
-                case 'S':
-                        store = optarg;
-                        break;
-                case 'f':
-                        force = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "VOLUME[@NAME]");
-        if (r)
-                return r;
-        r = check_target(cmd, argv[optind]);
-        if (r)
-                return r;
-        if (store && has_store_size)
-                return usage_error(cmd, "give --store-size or --store, not both");
-        if (force && !store)
-                return usage_error(cmd, "--force goes with --store");
+        if (o->store && o->store_size)
+                return usage_error(cmd_snap.name, "give --store-size or --store, not both");
+        if (o->force && !o->store)
+                return usage_error(cmd_snap.name, "--force goes with --store");
 
         args = json_object_new_object();
-        at = strchr(argv[optind], '@');
+        at = strchr(pos[0], '@');
         if (at) {
                 json_object_object_add(args, "volume",
-                                       json_object_new_string_len(argv[optind], (int)(at - argv[optind])));
+                                       json_object_new_string_len(pos[0], (int)(at - pos[0])));
                 json_object_object_add(args, "name", json_object_new_string(at + 1));
         } else {
-                json_object_object_add(args, "volume", json_object_new_string(argv[optind]));
+                json_object_object_add(args, "volume", json_object_new_string(pos[0]));
         }
-        if (has_store_size)
-                json_object_object_add(args, "store_size", json_object_new_int64((int64_t)store_size));
-        if (store)
-                json_object_object_add(args, "store", json_object_new_string(store));
-        if (force)
+        if (o->store_size)
+                json_object_object_add(args, "store_size", json_object_new_int64((int64_t)o->store_size));
+        if (o->store)
+                json_object_object_add(args, "store", json_object_new_string(o->store));
+        if (o->force)
                 json_object_object_add(args, "force", json_object_new_boolean(true));
         r = daemon_call("snap", args, -1, &res);
         if (r)
@@ -324,6 +230,14 @@ int cmd_snap(int argc, char **argv)
         json_object_put(res);
         return EXIT_SUCCESS;
 }
+
+const struct cli_command cmd_snap = {
+        .name = "snap", .args = "VOLUME[@NAME]", .check_arg = check_target, .run = snap_run,
+        .options = snap_options, .opts_size = sizeof(struct snap_opts),
+        .usage = "snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]]",
+        .about = "Take a snapshot of VOLUME.  Without NAME, the snapshot is named after the\n"
+                 "time, in UTC (YYYYMMDDTHHMMSSZ).\n",
+};
 
 /* --- list --------------------------------------------------------------- */
 
@@ -562,80 +476,40 @@ static int list_print(json_object *res)
         return EXIT_SUCCESS;
 }
 
-static void list_help(void)
+/* @opts: --json (cli_json_options) */
+static int list_run(const void *opts, char **pos)
 {
-        printf("Usage: %s list [VOLUME] [--json]\n"
-               "\n"
-               "List the volumes (or only VOLUME) and their snapshots: NAME, ORIGIN (a\n"
-               "snapshot's volume), SIZE (a snapshot's: its store), CHUNK, DATA%% (how full a\n"
-               "snapshot's store is), FS and LABEL (the volume's filesystem, as blkid sees\n"
-               "it), STATE and CREATED (UTC).\n"
-               "\n"
-               "  --json  the daemon's answer, as it is\n",
-               program_name);
-}
-
-int cmd_list(int argc, char **argv)
-{
-        static const struct option longopts[] = {
-                { "json", no_argument, NULL, 'j' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "list ";
         json_object *args = NULL, *res;
-        bool json = false;
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        list_help();
-                        return EXIT_SUCCESS;
-                case 'j':
-                        json = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        if (argc - optind > 1)
-                return usage_error(cmd, "too many arguments (expected [VOLUME])");
-        if (argc - optind == 1) {
-                r = check_target(cmd, argv[optind]);
-                if (r)
-                        return r;
-                if (strchr(argv[optind], '@'))
-                        return usage_error(cmd, "'%s' is a snapshot; list takes a volume", argv[optind]);
+        if (pos[0]) {
+                if (strchr(pos[0], '@'))
+                        return usage_error(cmd_list.name, "'%s' is a snapshot; list takes a volume", pos[0]);
                 args = json_object_new_object();
-                json_object_object_add(args, "volume", json_object_new_string(argv[optind]));
+                json_object_object_add(args, "volume", json_object_new_string(pos[0]));
         }
         r = daemon_call("list", args, -1, &res);
         if (r)
                 return r;
-        r = json ? print_json_result(res) : list_print(res);
+        r = *(const bool *)opts ? print_json_result(res) : list_print(res);
         json_object_put(res);
         return r;
 }
+
+const struct cli_command cmd_list = {
+        .name = "list", .args = "[VOLUME]", .check_arg = check_target, .run = list_run,
+        .options = cli_json_options, .opts_size = sizeof(bool),
+        .usage = "list [VOLUME] [--json]",
+        .about = "List the volumes (or only VOLUME) and their snapshots: NAME, ORIGIN (a\n"
+                 "snapshot's volume), SIZE (a snapshot's: its store), CHUNK, DATA% (how full a\n"
+                 "snapshot's store is), FS and LABEL (the volume's filesystem, as blkid sees\n"
+                 "it), STATE and CREATED (UTC).\n",
+};
 
 /* --- restore ------------------------------------------------------------ */
 
 #define RESTORE_POLL_NS (200 * 1000 * 1000)
 #define RESTORE_BAR 20
-
-static void restore_help(void)
-{
-        printf("Usage: %s restore VOLUME@SNAP [--keep] [--no-wait]\n"
-               "\n"
-               "Give VOLUME the content of its snapshot SNAP, and wait until that is done\n"
-               "(with a progress bar on a terminal).  Without --keep the snapshot is used up.\n"
-               "\n"
-               "  --keep     keep the snapshot (as a snapshot of the restored content)\n"
-               "  --no-wait  return once the restore has started; 'cowvol list' shows it\n",
-               program_name);
-}
 
 static void draw_bar(const char *volume, const char *snapshot, double pct)
 {
@@ -707,48 +581,30 @@ static int restore_wait(client *cl, const char *volume, const char *snapshot)
         return EXIT_SUCCESS;
 }
 
-int cmd_restore(int argc, char **argv)
+struct restore_opts {
+        bool keep, no_wait;
+};
+
+static const struct cli_option restore_options[] = {
+        { "keep", .kind = CLI_FLAG, .offset = offsetof(struct restore_opts, keep),
+          .help = "keep the snapshot (as a snapshot of the restored content)" },
+        { "no-wait", .kind = CLI_FLAG, .offset = offsetof(struct restore_opts, no_wait),
+          .help = "return once the restore has started; 'cowvol list' shows it" },
+        {},
+};
+
+static int restore_run(const void *opts, char **pos)
 {
-        static const struct option longopts[] = {
-                { "keep", no_argument, NULL, 'k' },
-                { "no-wait", no_argument, NULL, 'n' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "restore ", *snapshot, *at;
-        bool keep = false, wait = true;
+        const struct restore_opts *o = opts;
+        const char *snapshot = pos[0], *at;
         json_object *args, *res;
         client *cl = NULL;
         char *volume;
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        restore_help();
-                        return EXIT_SUCCESS;
-                case 'k':
-                        keep = true;
-                        break;
-                case 'n':
-                        wait = false;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "VOLUME@SNAP");
-        if (r)
-                return r;
-        snapshot = argv[optind];
-        r = check_target(cmd, snapshot);
-        if (r)
-                return r;
         at = strchr(snapshot, '@');
         if (!at)
-                return usage_error(cmd, "'%s' is not a snapshot (VOLUME@SNAP)", snapshot);
+                return usage_error(cmd_restore.name, "'%s' is not a snapshot (VOLUME@SNAP)", snapshot);
         volume = strndup(snapshot, (size_t)(at - snapshot));
         if (!volume)
                 return log_error("out of memory");
@@ -758,7 +614,7 @@ int cmd_restore(int argc, char **argv)
                 goto out;
         args = json_object_new_object();
         json_object_object_add(args, "snapshot", json_object_new_string(snapshot));
-        json_object_object_add(args, "keep", json_object_new_boolean(keep));
+        json_object_object_add(args, "keep", json_object_new_boolean(o->keep));
         r = client_call(cl, "restore", args, -1, &res);
         if (r)
                 goto out;
@@ -776,7 +632,7 @@ int cmd_restore(int argc, char **argv)
                 }
         }
         json_object_put(res);
-        if (wait) {
+        if (!o->no_wait) {
                 r = restore_wait(cl, volume, snapshot);
         } else {
                 printf("Restore of %s from %s started; see 'cowvol list'\n", volume, snapshot);
@@ -788,38 +644,26 @@ out:
         return r;
 }
 
+const struct cli_command cmd_restore = {
+        .name = "restore", .args = "VOLUME@SNAP", .check_arg = check_target, .run = restore_run,
+        .options = restore_options, .opts_size = sizeof(struct restore_opts),
+        .usage = "restore VOLUME@SNAP [--keep] [--no-wait]",
+        .about = "Give VOLUME the content of its snapshot SNAP, and wait until that is done\n"
+                 "(with a progress bar on a terminal).  Without --keep the snapshot is used up.\n",
+};
+
 /* --- activate ------------------------------------------------------------ */
 
-int cmd_activate(int argc, char **argv)
+static int activate_run(const void *opts, char **pos)
 {
-        static const struct option longopts[] = { { "help", no_argument, NULL, 'h' }, {} };
-        const char *cmd = "activate ";
         json_object *args, *res;
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                if (c == 'h') {
-                        printf("Usage: %s activate VOLUME\n"
-                               "\n"
-                               "Build a kernel volume's device-mapper devices again from the catalogue\n"
-                               "(what exists is kept) and start a restore that waited for it.\n",
-                               program_name);
-                        return EXIT_SUCCESS;
-                }
-                return getopt_error(cmd, c, argv);
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "VOLUME");
-        if (r)
-                return r;
-        r = check_target(cmd, argv[optind]);
-        if (r)
-                return r;
-        if (strchr(argv[optind], '@'))
-                return usage_error(cmd, "'%s' is a snapshot; activate takes a volume", argv[optind]);
+        (void)opts;
+        if (strchr(pos[0], '@'))
+                return usage_error(cmd_activate.name, "'%s' is a snapshot; activate takes a volume", pos[0]);
         args = json_object_new_object();
-        json_object_object_add(args, "volume", json_object_new_string(argv[optind]));
+        json_object_object_add(args, "volume", json_object_new_string(pos[0]));
         r = daemon_call("activate", args, -1, &res);
         if (r)
                 return r;
@@ -839,62 +683,45 @@ int cmd_activate(int argc, char **argv)
         return EXIT_SUCCESS;
 }
 
+const struct cli_command cmd_activate = {
+        .name = "activate", .args = "VOLUME", .check_arg = check_target, .run = activate_run,
+        .usage = "activate VOLUME",
+        .about = "Build a kernel volume's device-mapper devices again from the catalogue\n"
+                 "(what exists is kept) and start a restore that waited for it.\n",
+};
+
 /* --- rm ----------------------------------------------------------------- */
 
-static void rm_help(void)
-{
-        printf("Usage: %s rm TARGET [--recursive]\n"
-               "\n"
-               "Remove the snapshot VOLUME@SNAP, or the volume VOLUME.  A volume made by\n"
-               "'create' loses its image file; one adopted by 'add' keeps it.\n"
-               "\n"
-               "  --recursive  remove a volume together with its snapshots\n",
-               program_name);
-}
+/* @opts: --recursive, a bool */
+static const struct cli_option rm_options[] = {
+        { "recursive", .kind = CLI_FLAG, .offset = 0, .help = "remove a volume together with its snapshots" },
+        {},
+};
 
-int cmd_rm(int argc, char **argv)
+static int rm_run(const void *opts, char **target)
 {
-        static const struct option longopts[] = {
-                { "recursive", no_argument, NULL, 'r' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "rm ";
-        bool recursive = false;
         json_object *args, *res;
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        rm_help();
-                        return EXIT_SUCCESS;
-                case 'r':
-                        recursive = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        r = check_arg_count(cmd, argc - optind, 1, "TARGET");
-        if (r)
-                return r;
-        r = check_target(cmd, argv[optind]);
-        if (r)
-                return r;
         args = json_object_new_object();
-        json_object_object_add(args, "target", json_object_new_string(argv[optind]));
-        if (recursive)
+        json_object_object_add(args, "target", json_object_new_string(target[0]));
+        if (*(const bool *)opts)
                 json_object_object_add(args, "recursive", json_object_new_boolean(true));
         r = daemon_call("rm", args, -1, &res);
         if (r)
                 return r;
         json_object_put(res);
-        printf("Removed %s\n", argv[optind]);
+        printf("Removed %s\n", target[0]);
         return EXIT_SUCCESS;
 }
+
+const struct cli_command cmd_rm = {
+        .name = "rm", .args = "TARGET", .check_arg = check_target, .run = rm_run,
+        .options = rm_options, .opts_size = sizeof(bool),
+        .usage = "rm TARGET [--recursive]",
+        .about = "Remove the snapshot VOLUME@SNAP, or the volume VOLUME.  A volume made by\n"
+                 "'create' loses its image file; one adopted by 'add' keeps it.\n",
+};
 
 /* --- status ------------------------------------------------------------- */
 
@@ -914,52 +741,20 @@ static void format_uptime(double seconds, char *buf, size_t len)
                 snprintf(buf, len, "%" PRIu64 "s", s);
 }
 
-static void status_help(void)
+/* @opts: --json (cli_json_options) */
+static int status_run(const void *opts, char **none)
 {
-        printf("Usage: %s status [--json]\n"
-               "\n"
-               "The daemon's version, protocol, uptime and engine, and how many volumes,\n"
-               "snapshots and clients it has.  Anyone who can reach the socket may ask.\n"
-               "\n"
-               "  --json  the daemon's answer, as it is\n",
-               program_name);
-}
-
-int cmd_status(int argc, char **argv)
-{
-        static const struct option longopts[] = {
-                { "json", no_argument, NULL, 'j' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        const char *cmd = "status ";
         int64_t protocol = 0, volumes = 0, snapshots = 0, clients = 0;
         double uptime = 0;
         json_object *res;
-        bool json = false;
         char up[64];
-        int c, r;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
-                switch (c) {
-                case 'h':
-                        status_help();
-                        return EXIT_SUCCESS;
-                case 'j':
-                        json = true;
-                        break;
-                default:
-                        return getopt_error(cmd, c, argv);
-                }
-        }
-        if (argc > optind)
-                return usage_error(cmd, "status takes no arguments");
+        (void)none;
         r = daemon_call("status", NULL, -1, &res);
         if (r)
                 return r;
-        if (json) {
+        if (*(const bool *)opts) {
                 r = print_json_result(res);
                 json_object_put(res);
                 return r;
@@ -986,3 +781,10 @@ int cmd_status(int argc, char **argv)
         json_object_put(res);
         return EXIT_SUCCESS;
 }
+
+const struct cli_command cmd_status = {
+        .name = "status", .run = status_run, .options = cli_json_options, .opts_size = sizeof(bool),
+        .usage = "status [--json]",
+        .about = "The daemon's version, protocol, uptime and engine, and how many volumes,\n"
+                 "snapshots and clients it has.  Anyone who can reach the socket may ask.\n",
+};
