@@ -129,6 +129,7 @@ done
 
 # the load ends; everything must finish within GRACE seconds
 deadline=$((end + GRACE))
+alive=${#pids[@]} # all, should the deadline have passed while they started
 while [ "$EPOCHSECONDS" -lt "$deadline" ]; do
 	alive=0
 	for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
