@@ -111,6 +111,11 @@ client() { # N END
 	echo "$lists $snaps $rms" >"$T/counts.$n"
 }
 
+spawn() { # CMD...: in the background, its pid added to pids
+	"$@" &
+	pids+=($!)
+}
+
 python3 "$LOAD" monitor "$PID" "$SOCK" "$T/stop" "$T/monitor.json" >"$T/monitor.out" 2>&1 &
 MON=$!
 t_start=$EPOCHREALTIME
@@ -118,14 +123,10 @@ end=$((EPOCHSECONDS + SECS))
 pids=()
 for w in $(seq 0 7); do
 	v=$((w % NVOL)) slot=$((w / NVOL))
-	python3 "$LOAD" writer "$T/nbd.sock" "vol$v" "${REG_OFF[slot]}" "${REG_LEN[slot]}" "$T/pre$v" "$w" "$SECS" \
-		"$T/model$w" >"$T/writer$w.out" 2>&1 &
-	pids+=($!)
+	spawn python3 "$LOAD" writer "$T/nbd.sock" "vol$v" "${REG_OFF[slot]}" "${REG_LEN[slot]}" "$T/pre$v" "$w" "$SECS" \
+		"$T/model$w" >"$T/writer$w.out" 2>&1
 done
-for n in $(seq 0 $((NCLIENTS - 1))); do
-	client "$n" "$end" &
-	pids+=($!)
-done
+for n in $(seq 0 $((NCLIENTS - 1))); do spawn client "$n" "$end"; done
 
 # the load ends; everything must finish within GRACE seconds
 deadline=$((end + GRACE))
@@ -275,14 +276,10 @@ werr=0
 for r in $(seq 1 "$MEM_ROUNDS"); do
 	pids=()
 	for v in $(seq 0 $((NVOL - 1))); do
-		python3 "$LOAD" writer "$T/nbd.sock" "vol$v" 0 $MEM_REG "$T/want$v" $((100 * r + v)) n$MEM_NBD "$T/rmodel$v" \
-			>"$T/rwriter$v.out" 2>&1 &
-		pids+=($!)
+		spawn python3 "$LOAD" writer "$T/nbd.sock" "vol$v" 0 $MEM_REG "$T/want$v" $((100 * r + v)) n$MEM_NBD \
+			"$T/rmodel$v" >"$T/rwriter$v.out" 2>&1
 	done
-	for n in $(seq 0 $((MEM_CLIENTS - 1))); do
-		mem_client "$n" "$r" &
-		pids+=($!)
-	done
+	for n in $(seq 0 $((MEM_CLIENTS - 1))); do spawn mem_client "$n" "$r"; done
 	wait "${pids[@]}"
 	for v in $(seq 0 $((NVOL - 1))); do
 		if grep -q '"errors": \[\]' "$T/rwriter$v.out"; then
