@@ -9,16 +9,22 @@
 #       the region of PREFILL (the volume's content before the load) and
 #       changes only when the daemon acknowledges; at the end the whole
 #       region is read back and compared, and the model written to MODEL.
-#       Prints one JSON line of counts; exits 1 on any error.
+#       Prints one JSON line of counts; exits 1 on any error.  SECONDS
+#       "nN": one write over the whole region, then N requests.
 #   load.py monitor PID CTLSOCK STOPFILE OUT
 #       until STOPFILE exists: every second the daemon's VmRSS, threads and
 #       open descriptors (from /proc/PID); five times a second the time
 #       `status` takes on a new connection to CTLSOCK.  Writes the samples
 #       to OUT (JSON) and exits 1 when status failed.
-#   load.py rss-verdict OUT TOLERANCE_KB
-#       memory flat: the peak RSS of the second half of the load against
-#       the peak of the first half; prints the figures, exits 1 when it grew
-#       by more than TOLERANCE_KB.
+#   load.py rss-figures OUT
+#       prints the RSS samples and the status latencies (figures, no check:
+#       RSS counts the free memory malloc's arenas keep, up to 8 a core).
+#   load.py heap-verdict HEAPFILE REQUESTS MARGIN
+#       the leak check: HEAPFILE holds the daemon's heap in use (bytes) at
+#       rest after each round of the same work (REQUESTS requests), the
+#       first a warm-up; exits 1 when the median growth from one round to
+#       the next is above MARGIN bytes (a one-time allocation is one step,
+#       a leak is every step).
 import json
 import os
 import random
@@ -77,7 +83,11 @@ def nbd_open(path, export):
 
 def writer(args):
     path, export, off, length, prefill, seed, seconds, out = args
-    off, length, seed, seconds = int(off), int(length), int(seed), float(seconds)
+    # "n300": 300 requests after one write over the whole region (the same
+    # work however fast the machine), else SECONDS
+    count = int(seconds[1:]) if seconds.startswith("n") else None
+    off, length, seed = int(off), int(length), int(seed)
+    seconds = 0.0 if count is not None else float(seconds)
     with open(prefill, "rb") as f:
         f.seek(off)
         model = bytearray(f.read(length))
@@ -147,8 +157,17 @@ def writer(args):
             st["errors"].append("read of %d bytes at %d differs from what was acknowledged, first at byte %d"
                                 % (n, off + a, off + a + bad))
 
+    if count is not None:
+        for a in range(0, length, 1 << 20):
+            n = min(1 << 20, length - a)
+            send(CMD_WRITE, a, n, 0, rng.randbytes(n))
+            st["writes"] += 1
+            st["bytes"] += n
+            collect()
     end = time.monotonic() + seconds
-    while time.monotonic() < end and not st["errors"]:
+    while (count is None and time.monotonic() < end or count is not None and count > 0) and not st["errors"]:
+        if count is not None:
+            count -= 1
         while len(inflight) >= INFLIGHT:
             collect()
         p = rng.random()
@@ -258,26 +277,40 @@ def monitor(args):
     return 1 if errors else 0
 
 
-def rss_verdict(args):
+def rss_figures(args):
     d = json.load(open(args[0]))
-    tol = int(args[1])
     rss = [x["rss_kb"] for x in d["samples"]]
-    if len(rss) < 6:
-        print("too few RSS samples (%d)" % len(rss))
-        return 1
-    half = len(rss) // 2
-    first, second = max(rss[:half]), max(rss[half:])
     lat = sorted(d["status_latency"])
-    print("RSS start %d KiB, end of first half (peak) %d KiB, second half peak %d KiB, end %d KiB; "
+    if not rss or not lat:
+        print("no RSS or status samples")
+        return 1
+    half = max(len(rss) // 2, 1)
+    print("RSS start %d KiB, first half's peak %d KiB, second half's peak %d KiB, end %d KiB; "
           "status: %d samples, median %.1f ms, max %.1f ms"
-          % (rss[0], first, second, rss[-1], len(lat), 1000 * lat[len(lat) // 2], 1000 * lat[-1]))
+          % (rss[0], max(rss[:half]), max(rss[half:] or rss), rss[-1], len(lat), 1000 * lat[len(lat) // 2],
+             1000 * lat[-1]))
     print("RSS each second (MiB): " + " ".join("%.0f" % (x / 1024) for x in rss))
-    return 0 if second - first <= tol else 1
+    return 0
+
+
+def heap_verdict(args):
+    heap = [int(x) for x in open(args[0]).read().split()]
+    per_round, margin = int(args[1]), int(args[2])
+    if len(heap) < 4:
+        print("too few rounds (%d): the first is the warm-up, then at least three" % len(heap))
+        return 1
+    steps = sorted(b - a for a, b in zip(heap[1:], heap[2:]))
+    mid = len(steps) // 2
+    median = steps[mid] if len(steps) % 2 else (steps[mid - 1] + steps[mid]) / 2
+    print("heap in use at rest after each round (bytes): " + " ".join(str(x) for x in heap))
+    print("growth a round after the warm-up: median %d bytes (%.1f a request of %d; margin %d), steps %s"
+          % (median, median / per_round, per_round, margin, steps))
+    return 0 if median <= margin else 1
 
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    fn = {"writer": writer, "monitor": monitor, "rss-verdict": rss_verdict}[cmd]
+    fn = {"writer": writer, "monitor": monitor, "rss-figures": rss_figures, "heap-verdict": heap_verdict}[cmd]
     sys.exit(fn(args))
 
 
