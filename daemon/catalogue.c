@@ -290,15 +290,20 @@ static json_object *snap_json(const struct snap *s)
         return o;
 }
 
-static json_object *vol_json(const struct vol *v)
+void vol_json_identity(const struct vol *v, json_object *o)
 {
-        json_object *o = json_object_new_object(), *a = json_object_new_array();
-
         json_object_object_add(o, "name", json_object_new_string(v->name));
         json_object_object_add(o, "uuid", json_object_new_string(v->uuid));
         json_object_object_add(o, "path", json_object_new_string(v->path));
         json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
         json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk));
+}
+
+static json_object *vol_json(const struct vol *v)
+{
+        json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+        vol_json_identity(v, o);
         json_object_object_add(o, "owned", json_object_new_boolean(v->owned));
         json_object_object_add(o, "engine", json_object_new_string(v->ops->name));
         if (v->source)

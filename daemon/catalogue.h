@@ -26,6 +26,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <json-c/json.h>
+
 #include "cowvol.h"
 
 #define NAME_MAX_LEN 64
@@ -102,6 +104,8 @@ struct snap *snap_find_uuid(const struct vol *v, const char *uuid);
 void vol_free(struct vol *v);
 void snap_free_meta(struct snap *s);
 void new_uuid(char out[UUID_LEN + 1]);
+/* name, uuid, path, size, chunk_size of @v into @o (the catalogue, list) */
+void vol_json_identity(const struct vol *v, json_object *o);
 /* A volume or snapshot name: [A-Za-z0-9_.+-], 1 to NAME_MAX_LEN, not
  * starting with '.' or '-'; else false and @why says what is wrong. */
 bool name_valid(const char *s, char *why, size_t len);

@@ -59,6 +59,20 @@ static void ks_of(const struct vol *v, const struct snap *s, struct cowvol_kerne
         *ks = (struct cowvol_kernel_snapshot){ .name = s->name, .uuid = s->uuid, .store = s->store, .chunk_bytes = v->chunk };
 }
 
+/* A kernel call's descriptors, with the library's reason if it fails. */
+struct kdesc {
+        struct cowvol_kernel_volume kv;
+        struct cowvol_kernel_snapshot ks;
+        struct libmsg m;
+};
+
+static void kdesc_of(const struct vol *v, const struct snap *s, struct kdesc *d)
+{
+        kv_of(v, &d->kv, &d->m);
+        if (s)
+                ks_of(v, s, &d->ks);
+}
+
 /* "WHAT: the library's reason" (or the errno's) into @f; returns @r */
 static int failf(struct failure *f, int r, const struct libmsg *m, const char *what)
 {
@@ -191,8 +205,10 @@ int engine_kernel_add(const char *spec, const char *name, uint32_t chunk, struct
                 return fail(f, r, "cannot add %s: the kernel engine cannot be used here: no device-mapper (no "
                             "/dev/mapper/control, or its driver does not answer): the kernel engine, which serves "
                             "block devices, needs the dm-mod and dm-snapshot modules (modprobe dm-snapshot)", spec);
-        if ((r = cowvol_device_resolve(spec, &dev)) < 0)
-                return resolve_fail(f, r, spec, "cannot find the device"), fail_wrap(f, "cannot add %s", spec);
+        if ((r = cowvol_device_resolve(spec, &dev)) < 0) {
+                resolve_fail(f, r, spec, "cannot find the device");
+                return fail_wrap(f, "cannot add %s", spec);
+        }
         for (struct vol *o = catalogue.vols; o; o = o->next)
                 if (strcmp(o->path, dev) == 0) {
                         fail(f, -EEXIST, "cannot add %s: %s is volume '%s' already", spec, dev, o->name);
@@ -326,21 +342,19 @@ static int store_file_make(struct snap *s, uint64_t bytes, struct failure *f)
 
 static int k_snapshot(struct vol *v, struct snap *s, const struct snap_options *o, struct failure *f)
 {
-        struct cowvol_kernel_volume kv;
-        struct cowvol_kernel_snapshot ks;
-        struct libmsg m;
+        struct kdesc d;
         int r;
 
         r = o->store_device ? store_device_take(s, o, f) : store_file_make(s, o->store_bytes, f);
         if (r < 0)
                 return fail_wrap(f, "cannot take %s@%s", v->name, s->name);
-        kv_of(v, &kv, &m);
-        ks_of(v, s, &ks);
-        r = cowvol_kernel_snapshot_create(&kv, &ks);
+        kdesc_of(v, s, &d);
+        r = cowvol_kernel_snapshot_create(&d.kv, &d.ks);
         if (r < 0) {
                 if (!s->store_device)
                         unlink(s->store);
-                return failf(f, r, &m, "cannot take the snapshot"), fail_wrap(f, "cannot take %s@%s", v->name, s->name);
+                failf(f, r, &d.m, "cannot take the snapshot");
+                return fail_wrap(f, "cannot take %s@%s", v->name, s->name);
         }
         return 0;
 }
@@ -349,16 +363,15 @@ static int k_snapshot(struct vol *v, struct snap *s, const struct snap_options *
  * (snapshot_drop). */
 static int k_snapshot_release(struct vol *v, struct snap *s, struct failure *f)
 {
-        struct cowvol_kernel_volume kv;
-        struct cowvol_kernel_snapshot ks;
-        struct libmsg m;
+        struct kdesc d;
         int r;
 
-        kv_of(v, &kv, &m);
-        ks_of(v, s, &ks);
-        r = cowvol_kernel_snapshot_remove(&kv, &ks);
-        if (r < 0)
-                return failf(f, r, &m, "cannot remove its devices"), fail_wrap(f, "cannot remove %s@%s", v->name, s->name);
+        kdesc_of(v, s, &d);
+        r = cowvol_kernel_snapshot_remove(&d.kv, &d.ks);
+        if (r < 0) {
+                failf(f, r, &d.m, "cannot remove its devices");
+                return fail_wrap(f, "cannot remove %s@%s", v->name, s->name);
+        }
         return 0;
 }
 
@@ -564,11 +577,9 @@ static bool k_snapshot_open(const struct vol *v, const struct snap *s)
  * (1, @f->msg says why). */
 static int merge_try(struct vol *v, struct failure *f)
 {
-        struct cowvol_kernel_volume kv;
-        struct cowvol_kernel_snapshot ks;
+        struct kdesc d;
         struct cowvol_kernel_status st;
         struct snap *s = v->restoring;
-        struct libmsg m;
         int r;
 
         if (kstatus(v, NULL, &st) == 0 && st.exists && st.open_count > 0 && !st.merging) {
@@ -581,11 +592,10 @@ static int merge_try(struct vol *v, struct failure *f)
                 fail(f, 1, "snapshot %s@%s is open (mounted?)", v->name, s->name);
                 return 1;
         }
-        kv_of(v, &kv, &m);
-        ks_of(v, s, &ks);
-        r = cowvol_kernel_merge_start(&kv, &ks);
+        kdesc_of(v, s, &d);
+        r = cowvol_kernel_merge_start(&d.kv, &d.ks);
         if (r < 0)
-                return failf(f, r, &m, "cannot start the merge");
+                return failf(f, r, &d.m, "cannot start the merge");
         v->restore_pending = false;
         if (kstatus(v, NULL, &st) == 0 && st.merging)
                 v->restore_total = v->restore_left =
@@ -646,11 +656,9 @@ static void merge_resume(struct vol *v)
 /* the monitor follows @v's merge; true when the catalogue changed */
 static bool merge_watch(struct vol *v)
 {
-        struct cowvol_kernel_volume kv;
-        struct cowvol_kernel_snapshot ks;
+        struct kdesc d;
         struct cowvol_kernel_status st;
         struct snap *s = v->restoring;
-        struct libmsg m;
         int r;
 
         if (!s || v->restore_pending)
@@ -665,9 +673,8 @@ static bool merge_watch(struct vol *v)
                 return false;
         /* merged: the volume goes back to snapshot-origin; the store goes,
          * or with --keep becomes a new, empty snapshot of the result */
-        kv_of(v, &kv, &m);
-        ks_of(v, s, &ks);
-        r = cowvol_kernel_merge_finish(&kv, &ks);
+        kdesc_of(v, s, &d);
+        r = cowvol_kernel_merge_finish(&d.kv, &d.ks);
         if (r < 0) {
                 dlog_errno(r, "Volume %s: the merge of %s ended but cannot be finished: %m", v->name, s->name);
                 return false;
@@ -675,11 +682,11 @@ static bool merge_watch(struct vol *v)
         v->restoring = NULL;
         v->restore_left = 0;
         if (v->restore_keep) {
-                r = cowvol_kernel_snapshot_create(&kv, &ks);
+                r = cowvol_kernel_snapshot_create(&d.kv, &d.ks);
                 if (r < 0) {
                         s->reason = strdup("restored, then it could not be taken again");
                         dlog(LOG_ERR_, "Volume %s restored from %s; keeping the snapshot failed: cannot take it again: %s",
-                             v->name, s->name, m.text[0] ? m.text : strerror(-r));
+                             v->name, s->name, d.m.text[0] ? d.m.text : strerror(-r));
                 } else
                         dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is kept", v->name, v->name, s->name);
         } else {
@@ -710,9 +717,7 @@ static double used_percent(const struct cowvol_store_usage *u)
 /* Grow @s's store file by the configured step. */
 static void grow(struct vol *v, struct snap *s, const struct cowvol_store_usage *u)
 {
-        struct cowvol_kernel_volume kv;
-        struct cowvol_kernel_snapshot ks;
-        struct libmsg m;
+        struct kdesc d;
         uint64_t old = u->total_sectors * COWVOL_SECTOR_SIZE;
         uint64_t step = old / 100 * settings.autoextend_percent, size;
         int fd, r;
@@ -731,9 +736,8 @@ static void grow(struct vol *v, struct snap *s, const struct cowvol_store_usage 
         }
         fsync(fd);
         close(fd);
-        kv_of(v, &kv, &m);
-        ks_of(v, s, &ks);
-        r = cowvol_kernel_store_grown(&kv, &ks);
+        kdesc_of(v, s, &d);
+        r = cowvol_kernel_store_grown(&d.kv, &d.ks);
         if (r < 0) {
                 dlog_errno(r, "%s@%s: its store file grew to %" PRIu64 " bytes, but the kernel cannot use it yet: %m",
                            v->name, s->name, size);
@@ -848,19 +852,17 @@ struct vol *engine_kernel_over(const char *image)
 /* the kernel lets go of @v's devices, snapshots first */
 static int kernel_release_all(struct vol *v, struct failure *f, const char *what_snaps, const char *what_vol)
 {
-        struct cowvol_kernel_volume kv;
-        struct cowvol_kernel_snapshot ks;
-        struct libmsg m;
+        struct kdesc d;
         int r;
 
-        kv_of(v, &kv, &m);
+        kdesc_of(v, NULL, &d);
         for (struct snap *s = v->snaps; s; s = s->next) {
-                ks_of(v, s, &ks);
-                if ((r = cowvol_kernel_snapshot_remove(&kv, &ks)) < 0)
-                        return f ? failf(f, r, &m, what_snaps) : r;
+                ks_of(v, s, &d.ks);
+                if ((r = cowvol_kernel_snapshot_remove(&d.kv, &d.ks)) < 0)
+                        return f ? failf(f, r, &d.m, what_snaps) : r;
         }
-        if ((r = cowvol_kernel_volume_deactivate(&kv)) < 0)
-                return f ? failf(f, r, &m, what_vol) : r;
+        if ((r = cowvol_kernel_volume_deactivate(&d.kv)) < 0)
+                return f ? failf(f, r, &d.m, what_vol) : r;
         v->kactive = false;
         return 0;
 }

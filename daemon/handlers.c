@@ -106,11 +106,7 @@ static json_object *vol_view(const struct vol *v)
 {
         json_object *o = json_object_new_object(), *a = json_object_new_array();
 
-        json_object_object_add(o, "name", json_object_new_string(v->name));
-        json_object_object_add(o, "uuid", json_object_new_string(v->uuid));
-        json_object_object_add(o, "path", json_object_new_string(v->path));
-        json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
-        json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk));
+        vol_json_identity(v, o);
         json_object_object_add(o, "created", json_object_new_int64(v->created));
         json_object_object_add(o, "engine", json_object_new_string(v->ops->name));
         json_object_object_add(o, "state", json_object_new_string(v->ops->is_active(v) ? "active" : "unavailable"));
@@ -468,19 +464,46 @@ static void hold(struct vol *v, struct snap *s, int d)
                 s->refs += (unsigned)d;
 }
 
+/* A buffer, references on the volume and snapshot, and the lock let go. */
+static uint8_t *transfer_begin(struct request *r, struct failure *f)
+{
+        uint8_t *buf = malloc(IO_BUF);
+
+        if (!buf) {
+                fail(f, -ENOMEM, "out of memory");
+                return NULL;
+        }
+        hold(r->v, r->s, 1);
+        pthread_mutex_unlock(&catalogue.lock);
+        return buf;
+}
+
+static void transfer_end(struct request *r, uint8_t *buf)
+{
+        pthread_mutex_lock(&catalogue.lock);
+        hold(r->v, r->s, -1);
+        free(buf);
+}
+
+static int answer_bytes(uint64_t done, json_object **ret)
+{
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "bytes", json_object_new_int64((int64_t)done));
+        *ret = o;
+        return 0;
+}
+
 static int do_cat(struct request *r, json_object **ret, struct failure *f)
 {
         struct vol *v = r->v;
         struct snap *s = r->s;
         uint64_t done = 0, len = (uint64_t)r->length, off = (uint64_t)r->offset;
-        json_object *o;
-        uint8_t *buf;
+        uint8_t *buf = transfer_begin(r, f);
         int e = 0;
 
-        if (!(buf = malloc(IO_BUF)))
-                return fail(f, -ENOMEM, "out of memory");
-        hold(v, s, 1);
-        pthread_mutex_unlock(&catalogue.lock);
+        if (!buf)
+                return f->err;
         while (done < len && !catalogue.stopping) {
                 size_t n = len - done < IO_BUF ? (size_t)(len - done) : IO_BUF;
                 e = v->ops->pread(v, s, buf, n, off + done);
@@ -491,9 +514,7 @@ static int do_cat(struct request *r, json_object **ret, struct failure *f)
                         break;
                 done += n;
         }
-        pthread_mutex_lock(&catalogue.lock);
-        hold(v, s, -1);
-        free(buf);
+        transfer_end(r, buf);
         if (e == -ESTALE)
                 return fail(f, e, "snapshot %s@%s is invalid: %s", v->name, s->name,
                             s->reason ? s->reason : "its store is unusable");
@@ -501,10 +522,7 @@ static int do_cat(struct request *r, json_object **ret, struct failure *f)
                 return fail(f, e, "cat stopped after %" PRIu64 " bytes: %s", done, strerror(-e));
         if (catalogue.stopping)
                 return fail(f, -EINTR, "the daemon is stopping");
-        o = json_object_new_object();
-        json_object_object_add(o, "bytes", json_object_new_int64((int64_t)done));
-        *ret = o;
-        return 0;
+        return answer_bytes(done, ret);
 }
 
 static int do_write(struct request *r, json_object **ret, struct failure *f)
@@ -512,14 +530,11 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
         struct vol *v = r->v;
         struct snap *s = r->s;
         uint64_t done = 0, len = (uint64_t)r->length, off = (uint64_t)r->offset;
-        json_object *o;
-        uint8_t *buf;
+        uint8_t *buf = transfer_begin(r, f);
         int e = 0;
 
-        if (!(buf = malloc(IO_BUF)))
-                return fail(f, -ENOMEM, "out of memory");
-        hold(v, s, 1);
-        pthread_mutex_unlock(&catalogue.lock);
+        if (!buf)
+                return f->err;
         while (done < len) {
                 size_t want = len - done < IO_BUF ? (size_t)(len - done) : IO_BUF, got = 0;
                 e = read_full(r->peer->fd, buf, want, &got);
@@ -541,19 +556,14 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
                 if (e >= 0)
                         e = q;
         }
-        pthread_mutex_lock(&catalogue.lock);
-        hold(v, s, -1);
-        free(buf);
+        transfer_end(r, buf);
         if (v->ops->note_reasons(v))
                 catalogue_save();
         if (e == -EIO && done < len)
                 return fail(f, e, "the input ended after %" PRIu64 " of %" PRIu64 " bytes (all written)", done, len);
         if (e < 0)
                 return fail(f, e, "write failed after %" PRIu64 " bytes: %s", done, strerror(-e));
-        o = json_object_new_object();
-        json_object_object_add(o, "bytes", json_object_new_int64((int64_t)done));
-        *ret = o;
-        return 0;
+        return answer_bytes(done, ret);
 }
 
 static int diff_range(uint64_t off, uint64_t len, void *ud)
