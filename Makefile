@@ -64,7 +64,7 @@ deps: $(DEPS_STAMP)
 deps-test: deps
 	@tools/deps.sh test
 
-$(B)/%.o: %.c $(wildcard lib/*.h cli/*.h) | $(DEPS_STAMP)
+$(B)/%.o: %.c $(wildcard lib/*.h cli/*.h common/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(call say,CC,$@)$(CC) $(ALL_CFLAGS) -fPIC $(PKG_CFLAGS) -MMD -c -o $@ $<
 
@@ -114,7 +114,7 @@ build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard lib/*.h) | $(DEPS_STAMP)
 # the daemon's targets link the daemon itself (its main renamed away)
 DAEMON_SRCS := $(wildcard daemon/*.c)
 DAEMON_FUZZ := build/fuzz/fuzz-nbd build/fuzz/fuzz-ctl
-$(DAEMON_FUZZ): build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h tests/fuzz/*.h) | $(DEPS_STAMP)
+$(DAEMON_FUZZ): build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h common/*.h tests/fuzz/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(call say,FUZZ,$@)clang -std=gnu11 -g -O1 -fno-omit-frame-pointer $(WARN) -Wno-unused-command-line-argument \
 	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../common/util.h"
 #include "cli.h"
 
 #define COPY_BUFFER (1024 * 1024)
@@ -91,8 +92,8 @@ static int stdin_to_memfd(int *ret_fd, uint64_t *ret_len)
                 return log_error("out of memory");
         }
         for (;;) {
-                ssize_t n = read(STDIN_FILENO, buf, COPY_BUFFER), w;
-                size_t done = 0;
+                ssize_t n = read(STDIN_FILENO, buf, COPY_BUFFER);
+                int r;
 
                 if (n < 0 && errno == EINTR)
                         continue;
@@ -102,15 +103,10 @@ static int stdin_to_memfd(int *ret_fd, uint64_t *ret_len)
                 }
                 if (n == 0)
                         break;
-                while (done < (size_t)n) {
-                        w = write(fd, buf + done, (size_t)n - done);
-                        if (w < 0 && errno == EINTR)
-                                continue;
-                        if (w < 0) {
-                                log_error("cannot keep stdin in memory: %s", strerror(errno));
-                                goto fail;
-                        }
-                        done += (size_t)w;
+                r = write_all(fd, buf, (size_t)n);
+                if (r < 0) {
+                        log_error("cannot keep stdin in memory: %s", strerror(-r));
+                        goto fail;
                 }
                 total += (uint64_t)n;
         }
