@@ -36,7 +36,7 @@
 # the log warns).
 #   COWVOL_KILL_SEED=N    repeat a run (the choices; the timing differs)
 #   COWVOL_KILL_ROUNDS=N  rounds (default 8)
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 if ! command -v python3 >/dev/null; then
 	notok "python3 is installed (the clients and the checker are in Python)"

@@ -22,7 +22,7 @@
 # (build/, which make check builds too), where RSS is the daemon's own and
 # the tolerance is 8 MiB (measured: 2 to 3 MiB of growth, 15 to 60 s runs).
 # LeakSanitizer at exit is the leak check proper.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 LOAD=$REPO/tests/integration/load.py
 SECS=${COWVOL_LOAD_SECONDS:-15}
 NCLIENTS=${COWVOL_LOAD_CLIENTS:-64}

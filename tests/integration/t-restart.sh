@@ -23,7 +23,7 @@
 # Random choices come from the seed printed first:
 #   COWVOL_RESTART_SEED=N   repeat a run
 #   COWVOL_RESTART_ROUNDS=N rounds of (b) (default 12)
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 if ! command -v python3 >/dev/null; then
 	notok "python3 is installed (model.py makes the data and compares blocks)"
