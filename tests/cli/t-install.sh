@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # make install honours DESTDIR (and PREFIX): every file lands under it, the
 # installed CLI and daemon run, and pkg-config finds the library.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 D=$T/dest
 expect 0 "make install DESTDIR=..." make -C "$REPO" --no-print-directory install DESTDIR="$D"
 P=$D/usr/local

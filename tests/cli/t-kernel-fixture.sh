@@ -3,7 +3,7 @@
 # A store the kernel wrote (tests/fixtures, made by tests/fixtures/regen.sh
 # in the VM) reads back offline: check passes, info gives the kernel's own
 # status line, view over the origin after the writes gives the origin before.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 F=$REPO/tests/fixtures
 cp "$F/kernel-4k.cow" "$T/k.cow"
 sum=$(md5sum <"$T/k.cow")

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # The store commands run clean under valgrind (no errors, no leaks), on the
 # plain build (the sanitizer build cannot run under valgrind).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 command -v valgrind >/dev/null || { notok "valgrind is not installed (make deps-test installs it)"; exit 1; }
 P=$REPO/build
 VG=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect)

@@ -5,7 +5,8 @@
   model.py run                      the model test; t-model.sh sets COWVOL,
                                     COWVOLD, STATE, SOCK, T (COWVOL_MODEL_SEED,
                                     COWVOL_MODEL_STEPS choose the run)
-  model.py gen SEED BYTES OUT       BYTES pseudo-random bytes made from SEED
+  model.py gen SEED BYTES OUT...    BYTES pseudo-random bytes made from SEED
+                                    (several triples: one Python start)
   model.py oldnew OLD NEW GOT [BS]  each BS-byte block (default 4096) of GOT
                                     equals OLD's or NEW's; prints "old N new M"
                                     for the blocks where OLD and NEW differ
@@ -783,8 +784,10 @@ def main(argv):
         finally:
             if env.daemon:
                 env.kill9()
-    if len(argv) == 5 and argv[1] == "gen":
-        return gen(argv[2], int(argv[3]), argv[4])
+    if len(argv) >= 5 and len(argv) % 3 == 2 and argv[1] == "gen":
+        for i in range(2, len(argv), 3):
+            gen(argv[i], int(argv[i + 1]), argv[i + 2])
+        return 0
     if len(argv) in (5, 6) and argv[1] == "oldnew":
         return oldnew(argv[2], argv[3], argv[4], int(argv[5]) if len(argv) == 6 else 4096)
     print(__doc__, file=sys.stderr)

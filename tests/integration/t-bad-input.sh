@@ -11,7 +11,7 @@
 # cleanly and recovers once there is room; garbage on the socket gets the
 # protocol's EPROTO / E2BIG / EINVAL answers (doc/protocol.md).
 # Needs root (tmpfs mount, mknod).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 RAW=$(dirname "$0")/rawsock.py
 MiB=$((1024 * 1024))
@@ -55,7 +55,7 @@ raw() { printf '%s' "$4" | raw_pipe "$1" "$2" "$3"; }
 raw_pipe() {
 	local code=$1 pat=$2 d=$3
 	state_snapshot "$T/state.base"
-	python3 "$RAW" "$SOCK" >"$T/raw" 2>&1
+	"$PYTHON" "$RAW" "$SOCK" >"$T/raw" 2>&1
 	if head -1 "$T/raw" | grep -q "ok=false code=$code "; then ok "$d: answered $code"; else
 		notok "$d: answered $code"
 		sed 's/^/#   /' "$T/raw" | head -3
@@ -74,19 +74,7 @@ req() { # OP ARGS-JSON: one request line
 start_daemon || exit 1
 
 # --- setup: v1 with three snapshots of distinct content; v64 with 64 KiB chunks ---
-head -c $((4 * MiB)) /dev/urandom >"$T/A"
-head -c 8192 /dev/urandom >"$T/B"
-head -c 8192 /dev/urandom >"$T/C"
-head -c 8192 /dev/urandom >"$T/D"
-{
-	cv create v1 --size 4M &&
-		cv write v1 <"$T/A" && cv snap v1@s1 &&
-		cv write v1 --offset 0 <"$T/B" && cv snap v1@s2 &&
-		cv write v1 --offset 8192 <"$T/C" && cv snap v1@s3 &&
-		cv write v1 --offset 16384 <"$T/D" &&
-		cv create v64 --size 1M --chunk-size 64K
-} >/dev/null
-check "setup: v1 with s1 s2 s3, and v64" eval "[ \$(cv list --json | grep -c '\"full_name\"') = 3 ]"
+setup_v1_v64
 for x in v1 v1@s1 v1@s2 v1@s3; do cv cat "$x" >"$T/ref.$x"; done
 check "setup: v1@s1 reads as first written" cmp -s "$T/ref.v1@s1" "$T/A"
 
@@ -124,7 +112,7 @@ refused 1 "bad volume name.*contains ' '" "add of a file whose name is no volume
 # --- stores damaged while the daemon was down ---------------------------------------------------
 cv list --json >"$T/list.json"
 store_of() { # SNAPNAME
-	python3 -c 'import json,sys
+	"$PYTHON" -c 'import json,sys
 for v in json.load(open(sys.argv[1]))["volumes"]:
     for s in v["snapshots"]:
         if s["full_name"] == sys.argv[2]: print(s["store"])' "$T/list.json" "$1"
@@ -141,7 +129,7 @@ start_daemon
 check "cowvold starts with a truncated and a corrupt store" serving
 cv list --json >"$T/list.json"
 state_of() { # SNAPNAME
-	python3 -c 'import json,sys
+	"$PYTHON" -c 'import json,sys
 for v in json.load(open(sys.argv[1]))["volumes"]:
     for s in v["snapshots"]:
         if s["full_name"] == sys.argv[2]: print(s["state"], "reason" if s["reason"] else "noreason")' "$T/list.json" "$1"
@@ -173,7 +161,7 @@ expect 0 "an invalid snapshot can be removed" cv rm v1@s1
 check "its store file is gone" test ! -e "$S1"
 
 # --- garbage on the socket ---------------------------------------------------------------------
-check "python3 is installed (raw requests)" eval "command -v python3 >/dev/null"
+requires "$PYTHON" # raw requests
 STATUS='{"v":1,"id":3,"op":"status"}'
 raw EPROTO "not a JSON object" "'hello' line" "hello
 $STATUS
@@ -183,12 +171,12 @@ check "'hello' line: the connection is closed after the error (the next request 
 # the limit is 64 KiB with the newline: exactly that is a request (one more
 # byte is row req.line-64k-plus-1 of tests/bad-input.tsv)
 pad_request() { # TOTAL-BYTES
-	python3 -c 'import sys
+	"$PYTHON" -c 'import sys
 head, tail = "{\"v\":1,\"id\":9,\"op\":\"status\",\"pad\":\"", "\"}"
 n = int(sys.argv[1]) - len(head) - len(tail) - 1
 sys.stdout.write(head + "x" * n + tail + "\n")' "$1"
 }
-pad_request 65536 | python3 "$RAW" "$SOCK" >"$T/raw" 2>&1
+pad_request 65536 | "$PYTHON" "$RAW" "$SOCK" >"$T/raw" 2>&1
 check "a request of exactly 64 KiB with its newline is served" grep -q '^id=9 ok=true' "$T/raw"
 
 raw EPROTO "protocol version" "v=2" '{"v":2,"id":5,"op":"status"}
@@ -219,16 +207,7 @@ D2_PID=
 mkdir -p "$SMALL"
 mount -t tmpfs -o size=3M tmpfs "$SMALL"
 check "a 3 MiB tmpfs for the second daemon's state" mountpoint -q "$SMALL"
-_cleanup_small() {
-	[ "$BASHPID" = "$MAIN_PID" ] || return 0
-	if [ -n "$D2_PID" ]; then
-		kill -9 "$D2_PID" 2>/dev/null
-		wait "$D2_PID" 2>/dev/null
-	fi
-	mountpoint -q "$SMALL" && umount "$SMALL"
-	_cleanup
-}
-trap _cleanup_small EXIT
+on_exit '[ -z "$D2_PID" ] || { kill -9 "$D2_PID"; wait "$D2_PID"; } 2>/dev/null; ! mountpoint -q "$SMALL" || umount "$SMALL"'
 c2() { "$COWVOL" --socket "$S2SOCK" "$@"; }
 start2() {
 	"$COWVOLD" --state-dir "$S2STATE" --socket "$S2SOCK" >>"$T/daemon2.log" 2>&1 &
@@ -244,7 +223,7 @@ expect 0 "create w (8M, sparse) on the small state folder" c2 create w --size 8M
 expect 0 "snap w@first with a 512K store" c2 snap w@first --store-size 512K
 dd if=/dev/zero of="$SMALL/filler" bs=4k status=none 2>/dev/null
 check "the tmpfs is full (filler written to ENOSPC)" test "$(df --output=avail -k "$SMALL" | tail -1 | tr -d ' ')" = 0
-parseable() { python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$S2STATE/catalogue.json"; }
+parseable() { "$PYTHON" -c 'import json,sys; json.load(open(sys.argv[1]))' "$S2STATE/catalogue.json"; }
 full_case() { # PATTERN DESC CMD...
 	local pat=$1 d=$2
 	shift 2

@@ -11,30 +11,18 @@
 #   ID: damaged store unchanged     (store rows: the offline commands never write)
 #   ID: cowvold still serves        it answers the list that follows
 # Rows are data: what to run comes from the table only, through badtable.py.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 HERE=$(dirname "$0")
 TABLE=${BADTABLE:-$REPO/tests/bad-input.tsv}
 HELPER=$HERE/badtable.py
 RAW=$HERE/rawsock.py
-MiB=$((1024 * 1024))
 
-check "python3 is installed (the table's reader)" eval "command -v python3 >/dev/null"
+requires "$PYTHON" # the table's reader
 start_daemon || exit 1
 
 # --- what the rows run against -----------------------------------------------
-# v1 (4 MiB, 4 KiB chunks) with s1, s2, s3 of distinct content; v64 with 64 KiB chunks
-head -c $((4 * MiB)) /dev/urandom >"$T/A"
-head -c 8192 /dev/urandom >"$T/B"
-{
-	cv create v1 --size 4M &&
-		cv write v1 <"$T/A" && cv snap v1@s1 &&
-		cv write v1 --offset 0 <"$T/B" && cv snap v1@s2 &&
-		cv write v1 --offset 8192 <"$T/B" && cv snap v1@s3 &&
-		cv write v1 --offset 16384 <"$T/B" &&
-		cv create v64 --size 1M --chunk-size 64K
-} >/dev/null
-check "setup: v1 with s1 s2 s3, and v64" eval "[ \$(cv list --json | grep -c '\"full_name\"') = 3 ]"
+setup_v1_v64
 # store bases: one the userspace code filled (300 exceptions: areas 0 and 1
 # of 256 slots), and the one the kernel wrote (tests/fixtures)
 mkdir -p "$T/base" "$T/dmg" "$T/scratch"
@@ -49,7 +37,7 @@ sha256sum "$T"/base/* >"$T/base.sum"
 # every row's arguments, payload and damaged store, made before the first runs
 BT_STATE=$STATE BT_T=$T/scratch BT_DMG=$T/dmg BT_ORIGIN=$T/base/origin.img \
 	BT_BASE_FILLED=$T/base/filled.cow BT_BASE_KERNEL=$T/base/kernel.cow \
-	python3 "$HELPER" prepare "$TABLE" "$T/dmg" >"$T/rows" 2>"$T/rows.err"
+	"$PYTHON" "$HELPER" prepare "$TABLE" "$T/dmg" >"$T/rows" 2>"$T/rows.err"
 if [ $? != 0 ]; then
 	notok "the table is well-formed"
 	sed 's/^/#   /' "$T/rows.err"
@@ -136,7 +124,7 @@ while IFS=$'\t' read -r -u 3 id kind want pat; do
 		esac
 		;;
 	request)
-		python3 "$RAW" "$SOCK" <"$T/dmg/$id.payload" >"$T/raw" 2>&1
+		"$PYTHON" "$RAW" "$SOCK" <"$T/dmg/$id.payload" >"$T/raw" 2>&1
 		if head -1 "$T/raw" | grep -q "^id=[0-9]* ok=false code=$want "; then ok "$id: answered $want"; else
 			notok "$id: answered $want"
 			head -2 "$T/raw" | sed 's/^/#   /'

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # The main job end to end: create, write, snap, overwrite, cat the snapshot,
 # diff, list, restore (consuming and --keep), rm, status; each result checked.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 start_daemon || exit 1
 
 expect 0 "status" cv status

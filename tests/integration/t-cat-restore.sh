@@ -6,7 +6,7 @@
 # the daemon down.)  The cat's reader is slow, so a cat that was let in
 # would still be reading when the restore ends.  A restore that ends
 # before the cat arrives proves nothing: tried again, with more to copy.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 MiB=$((1024 * 1024))
 start_daemon || exit 1

@@ -16,7 +16,7 @@
 # FULLDISK_ROUNDS=N (default 1, at most 50) repeats fill / refuse / free /
 # succeed, each round on holes of its own.
 # Needs root (tmpfs mount), qemu-io and nbdcopy.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 MiB=$((1024 * 1024))
 ROUNDS=${FULLDISK_ROUNDS:-1}
@@ -26,23 +26,14 @@ else
 	notok "FULLDISK_ROUNDS ($ROUNDS) is from 1 to 50"
 	exit 1
 fi
-for c in qemu-io nbdcopy python3; do
-	check "$c is installed" eval "command -v $c >/dev/null"
-done
+requires qemu-io nbdcopy "$PYTHON"
 FD=$T/fd
 mkdir -p "$FD"
 mount -t tmpfs -o size=24M,mode=0755 tmpfs "$FD"
 # without it the filler below would fill the host's /tmp: stop here
 mountpoint -q "$FD" || { notok "a 24 MiB tmpfs for the state folder"; exit 1; }
 ok "a 24 MiB tmpfs for the state folder"
-_cleanup_fd() {
-	[ "$BASHPID" = "$MAIN_PID" ] || return 0
-	[ -n "$DAEMON_PID" ] && { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null
-	DAEMON_PID=
-	mountpoint -q "$FD" && umount "$FD"
-	_cleanup
-}
-trap _cleanup_fd EXIT
+on_exit 'kill9_daemon; ! mountpoint -q "$FD" || umount "$FD"'
 STATE=$FD/state
 start_daemon || exit 1
 
@@ -60,9 +51,9 @@ qio() { # CMD...: qemu-io on volume v over NBD; output in $T/qio
 # tell a failed command)
 qio_wrote() { grep -q '^wrote ' "$T/qio" && ! grep -qiE 'error|failed|No space' "$T/qio"; }
 sum() { sha256sum | cut -d' ' -f1; }
-parseable() { python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$STATE/catalogue.json"; }
+parseable() { "$PYTHON" -c 'import json,sys; json.load(open(sys.argv[1]))' "$STATE/catalogue.json"; }
 state_of() { # FULLNAME: "STATE REASON"
-	cv list --json | python3 -c 'import json,sys
+	cv list --json | "$PYTHON" -c 'import json,sys
 for v in json.load(sys.stdin)["volumes"]:
     for s in v["snapshots"]:
         if s["full_name"] == sys.argv[1]: print(s["state"], s["reason"] or "-")' "$1"

@@ -36,12 +36,9 @@
 # the log warns).
 #   COWVOL_KILL_SEED=N    repeat a run (the choices; the timing differs)
 #   COWVOL_KILL_ROUNDS=N  rounds (default 8)
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
-if ! command -v python3 >/dev/null; then
-	notok "python3 is installed (the clients and the checker are in Python)"
-	exit 1
-fi
+requires "$PYTHON" # the clients and the checker are in Python
 K=$REPO/tests/integration/killmodel.py
 SEED=${COWVOL_KILL_SEED:-$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}
 ROUNDS=${COWVOL_KILL_ROUNDS:-8}
@@ -57,7 +54,7 @@ NBD=$T/nbd.sock
 # kill: the restart must remove it, which the checker sees)
 stores_sound() { # WHEN
 	local f bad=0 n=0
-	for f in $(python3 -c "import json, sys
+	for f in $("$PYTHON" -c "import json, sys
 for v in json.load(open(sys.argv[1]))['volumes']:
     for s in v['snapshots']:
         print(s['store'])" "$STATE/catalogue.json"); do
@@ -73,9 +70,9 @@ for v in json.load(open(sys.argv[1]))['volumes']:
 start_daemon || exit 1
 cv create ka --size 8M >/dev/null
 cv create kb --size 8M --chunk-size 64K >/dev/null
+"$PYTHON" "$REPO/tests/integration/model.py" gen "$SEED-ka" $((8 << 20)) "$T/d.ka" "$SEED-kb" $((8 << 20)) "$T/d.kb"
 for v in ka kb; do
-	python3 "$REPO/tests/integration/model.py" gen "$SEED-$v" $((8 << 20)) "$T/d"
-	cv write $v <"$T/d"
+	cv write $v <"$T/d.$v"
 done
 cv snap kb@pin >/dev/null
 cv snap ka@r0c1 >/dev/null
@@ -83,7 +80,7 @@ cv snap kb@r0c2 >/dev/null
 # a store no snapshot owns (as a snap or rm cut by a kill leaves it) is
 # removed at start; the stores of the catalogue and other files stay
 expect 0 "setup: SIGTERM, cowvold exits 0" stop_daemon
-stray=$STATE/stores/$(python3 -c "import uuid; print(uuid.uuid4())").cow
+stray=$STATE/stores/$(cat /proc/sys/kernel/random/uuid).cow
 cp "$(ls "$STATE"/stores/*.cow | head -1)" "$stray"
 echo keep >"$STATE/stores/notes.txt"
 # an image a create cut short (sized, never written), and one an rm of a
@@ -104,17 +101,17 @@ check "setup: and left a file that is no store of the daemon's" test -f "$STATE/
 check "setup: and each snapshot's store" test "$(ls "$STATE"/stores/*.cow | wc -l)" = 3
 expect_in daemon.log "Removed .*${stray##*/}: no snapshot owns it" "setup: the daemon logs it"
 rm "$STATE/stores/notes.txt"
-check "setup: the volumes and kb@pin" python3 "$K" init "$M/state.json"
+check "setup: the volumes and kb@pin" "$PYTHON" "$K" init "$M/state.json"
 t0=$SECONDS
 for round in $(seq 1 "$ROUNDS"); do
 	export KILL_ROUND=$round
 	rm -f "$T"/ready.*
 	pids=
 	for c in n1 n2 n3; do
-		python3 "$K" nbd "$NBD" $c "$M/r$round-$c.log" "$T/ready.$c" &
+		"$PYTHON" "$K" nbd "$NBD" $c "$M/r$round-$c.log" "$T/ready.$c" &
 		pids="$pids $!"
 	done
-	python3 "$K" cli "$M/state.json" cli "$M/r$round-cli.log" &
+	"$PYTHON" "$K" cli "$M/state.json" cli "$M/r$round-cli.log" &
 	pids="$pids $!"
 	# the NBD clients connected, then 0.1 .. 2 s of work
 	for _ in $(seq 1 400); do
@@ -127,7 +124,7 @@ for round in $(seq 1 "$ROUNDS"); do
 	# every other round, right after the next acknowledged flush
 	if [ $((RANDOM % 2)) = 0 ]; then
 		when="$when, then after a flush"
-		python3 "$K" wait-flush "$M/r$round"-n?.log || when="$when (none came)"
+		"$PYTHON" "$K" wait-flush "$M/r$round"-n?.log || when="$when (none came)"
 	fi
 	tkill=$EPOCHREALTIME
 	kill9_daemon
@@ -135,10 +132,10 @@ for round in $(seq 1 "$ROUNDS"); do
 	kill -9 $pids 2>/dev/null
 	wait $pids 2>/dev/null
 	check "round $round: the catalogue parses after kill -9 $when" \
-		python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$STATE/catalogue.json"
+		"$PYTHON" -c "import json, sys; json.load(open(sys.argv[1]))" "$STATE/catalogue.json"
 	stores_sound "round $round"
 	start_daemon || exit 1
-	if ! python3 "$K" check "$M/state.json" "$round" "$tkill"; then
+	if ! "$PYTHON" "$K" check "$M/state.json" "$round" "$tkill"; then
 		NOTOK=$((NOTOK + 1))
 		echo "# round $round failed (COWVOL_KILL_SEED=$SEED); the logs:"
 		for f in "$M/r$round"-*.log; do
@@ -148,6 +145,6 @@ for round in $(seq 1 "$ROUNDS"); do
 	fi
 	rm -f "$M/r$round"-*.log
 done
-echo "# $round rounds in $((SECONDS - t0)) s: $(python3 "$K" stats "$M/state.json")"
+echo "# $round rounds in $((SECONDS - t0)) s: $("$PYTHON" "$K" stats "$M/state.json")"
 expect 0 "the end: SIGTERM, cowvold exits 0" stop_daemon
 stores_sound "the end"

@@ -29,7 +29,7 @@
 # 10) long, with the release build (build/, which make check builds too):
 # the same checks with glibc's allocator.  LeakSanitizer at exit finds
 # memory nothing points to.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 LOAD=$REPO/tests/integration/load.py
 SECS=${COWVOL_LOAD_SECONDS:-15}
 NCLIENTS=${COWVOL_LOAD_CLIENTS:-64}
@@ -44,7 +44,7 @@ PREFILL=$((24 * MIB))
 REG_OFF=($((MIB + 777)) $((MIB + 777 + 10 * MIB + 1234)))
 REG_LEN=($((10 * MIB + 1234)) $((10 * MIB + 4321)))
 
-check "python3 is installed" eval "command -v python3 >/dev/null"
+requires "$PYTHON"
 [ "$NCLIENTS" -gt 0 ] && [ "$SECS" -gt 0 ] || { notok "COWVOL_LOAD_SECONDS and COWVOL_LOAD_CLIENTS are positive"; exit 1; }
 if nm -D "$COWVOLD" 2>/dev/null | grep -q __asan_init; then LSAN=1; else LSAN=0; fi
 MEM_ROUNDS=${COWVOL_LOAD_MEM_ROUNDS:-6}
@@ -116,14 +116,14 @@ spawn() { # CMD...: in the background, its pid added to pids
 	pids+=($!)
 }
 
-python3 "$LOAD" monitor "$PID" "$SOCK" "$T/stop" "$T/monitor.json" >"$T/monitor.out" 2>&1 &
+"$PYTHON" "$LOAD" monitor "$PID" "$SOCK" "$T/stop" "$T/monitor.json" >"$T/monitor.out" 2>&1 &
 MON=$!
 t_start=$EPOCHREALTIME
 end=$((EPOCHSECONDS + SECS))
 pids=()
 for w in $(seq 0 7); do
 	v=$((w % NVOL)) slot=$((w / NVOL))
-	spawn python3 "$LOAD" writer "$T/nbd.sock" "vol$v" "${REG_OFF[slot]}" "${REG_LEN[slot]}" "$T/pre$v" "$w" "$SECS" \
+	spawn "$PYTHON" "$LOAD" writer "$T/nbd.sock" "vol$v" "${REG_OFF[slot]}" "${REG_LEN[slot]}" "$T/pre$v" "$w" "$SECS" \
 		"$T/model$w" >"$T/writer$w.out" 2>&1
 done
 for n in $(seq 0 $((NCLIENTS - 1))); do spawn client "$n" "$end"; done
@@ -137,7 +137,7 @@ while [ "$EPOCHSECONDS" -lt "$deadline" ]; do
 	[ "$alive" = 0 ] && break
 	sleep 0.2
 done
-t_load=$(python3 -c "import sys; print('%.1f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t_start" "$EPOCHREALTIME")
+t_load=$("$PYTHON" -c "import sys; print('%.1f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t_start" "$EPOCHREALTIME")
 check "every client and writer finished within ${GRACE} s of the end of the load (no deadlock; $alive left)" test "$alive" = 0
 if [ "$alive" != 0 ]; then
 	echo "# still running: daemon threads:"
@@ -160,7 +160,7 @@ for n in $(seq 0 $((NCLIENTS - 1))); do
 done
 nfail=$(cat "$T"/fail.* 2>/dev/null | wc -l)
 total=$((lists + snaps + rms))
-echo "# CLI: $lists list, $snaps snap, $rms rm in ${t_load} s: $(python3 -c "print('%.0f' % ($total / $t_load))") commands/s; $nfail failed"
+echo "# CLI: $lists list, $snaps snap, $rms rm in ${t_load} s: $("$PYTHON" -c "print('%.0f' % ($total / $t_load))") commands/s; $nfail failed"
 check "every CLI command succeeded ($total done, $nfail failed)" test "$nfail" = 0
 cat "$T"/fail.* 2>/dev/null | sort | head -10 | sed 's/^/#   /'
 check "each client did list, snap and rm at least once ($idle did not)" test "$idle" = 0
@@ -173,7 +173,7 @@ for w in $(seq 0 7); do
 		sed "s/^/#   writer $w: /" "$T/writer$w.out" | tail -5
 	fi
 done
-python3 - "$T" <<'EOF'
+"$PYTHON" - "$T" <<'EOF'
 import json, sys
 t = {}
 for w in range(8):
@@ -189,7 +189,7 @@ EOF
 check "every NBD writer finished without error, its region read back as its model ($werr failed)" test "$werr" = 0
 
 # responsiveness and resources during the load
-python3 - "$T/monitor.json" >"$T/mon.txt" <<'EOF'
+"$PYTHON" - "$T/monitor.json" >"$T/mon.txt" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 lat = d["status_latency"]
@@ -200,7 +200,7 @@ EOF
 read -r nlat maxlat maxconn maxthr maxfd <"$T/mon.txt"
 echo "# status: $nlat answers during the load, slowest ${maxlat} ms (connect: at most ${maxconn} ms); peak $maxthr threads, $maxfd descriptors"
 check "status answered within a second throughout the load (slowest ${maxlat} ms)" test "$maxlat" -lt 1000
-python3 "$LOAD" rss-figures "$T/monitor.json" | sed 's/^/# /'
+"$PYTHON" "$LOAD" rss-figures "$T/monitor.json" | sed 's/^/# /'
 
 # after the load: threads back to the idle count, one descriptor set per snapshot kept
 kept=$NCLIENTS
@@ -221,7 +221,7 @@ echo "# after the load: RSS $(proc VmRSS) KiB; heap in use $heap_load bytes, $he
 	for n in $(seq 0 $((NCLIENTS - 1))); do echo "vol$((n % NVOL))@c$n-last"; done
 } | sort >"$T/snaps.want"
 expect 0 "cowvol list --json" cv list --json
-python3 -c "
+"$PYTHON" -c "
 import json, sys
 for v in json.load(open(sys.argv[1]))['volumes']:
     for s in v['snapshots']:
@@ -229,7 +229,7 @@ for v in json.load(open(sys.argv[1]))['volumes']:
 " "$T/out" | sort >"$T/snaps.list"
 check "list shows exactly the snapshots expected ($(wc -l <"$T/snaps.list") of $(wc -l <"$T/snaps.want"))" \
 	cmp -s "$T/snaps.list" "$T/snaps.want"
-python3 -c "
+"$PYTHON" -c "
 import json, sys
 for v in json.load(open(sys.argv[1]))['volumes']:
     for s in v['snapshots']:
@@ -242,7 +242,7 @@ for v in $(seq 0 $((NVOL - 1))); do
 	cp "$T/pre$v" "$T/want$v"
 	truncate -s "${sizes[v]}" "$T/want$v"
 done
-python3 - "$T" <<'EOF'
+"$PYTHON" - "$T" <<'EOF'
 import sys
 t = sys.argv[1]
 regions = [(1048576 + 777, 10 * 1048576 + 1234), (1048576 + 777 + 10 * 1048576 + 1234, 10 * 1048576 + 4321)]
@@ -276,7 +276,7 @@ werr=0
 for r in $(seq 1 "$MEM_ROUNDS"); do
 	pids=()
 	for v in $(seq 0 $((NVOL - 1))); do
-		spawn python3 "$LOAD" writer "$T/nbd.sock" "vol$v" 0 $MEM_REG "$T/want$v" $((100 * r + v)) n$MEM_NBD \
+		spawn "$PYTHON" "$LOAD" writer "$T/nbd.sock" "vol$v" 0 $MEM_REG "$T/want$v" $((100 * r + v)) n$MEM_NBD \
 			"$T/rmodel$v" >"$T/rwriter$v.out" 2>&1
 	done
 	for n in $(seq 0 $((MEM_CLIENTS - 1))); do spawn mem_client "$n" "$r"; done
@@ -294,7 +294,7 @@ done
 nfail=$(cat "$T"/mfail.* | wc -l)
 check "memory rounds: every CLI command and NBD writer succeeded ($nfail commands, $werr writers failed)" \
 	test "$nfail" = 0 -a "$werr" = 0
-python3 "$LOAD" heap-verdict "$T/heap" $((MEM_CLIENTS * MEM_ITER * 3 + NVOL * (MEM_NBD + 4))) $HEAP_MARGIN >"$T/heap.txt"
+"$PYTHON" "$LOAD" heap-verdict "$T/heap" $((MEM_CLIENTS * MEM_ITER * 3 + NVOL * (MEM_NBD + 4))) $HEAP_MARGIN >"$T/heap.txt"
 rc=$?
 sed 's/^/# /' "$T/heap.txt"
 check "memory flat: the heap in use grows by at most $HEAP_MARGIN bytes a round (median), $MEM_ROUNDS rounds of the same work" \
@@ -317,7 +317,7 @@ for v in $(seq 0 $((NVOL - 1))); do
 	cmp -s "$STATE/volumes/vol$v.img" "$T/want$v" || bad="$bad vol$v"
 done
 check "each image file, whole, equals its expected content${bad:+ (differ:$bad)}" test -z "$bad"
-python3 -c "
+"$PYTHON" -c "
 import json, sys
 for v in json.load(open(sys.argv[1]))['volumes']:
     for s in v['snapshots']:

@@ -9,23 +9,15 @@
 #   COWVOL_MODEL_SEED=N   repeat a run (the seed is printed first)
 #   COWVOL_MODEL_STEPS=N  how many steps (default 250: about a minute with
 #                         the sanitizer build)
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
-if ! command -v python3 >/dev/null; then
-	notok "python3 is installed (the model is in Python)"
-	exit 1
-fi
+requires "$PYTHON"
 
 # the daemon belongs to model.py; if this script is cut short, kill it too
-_model_cleanup() {
-	[ "$BASHPID" = "$MAIN_PID" ] || return 0
-	[ -s "$T/model-daemon.pid" ] && kill -9 "$(cat "$T/model-daemon.pid")" 2>/dev/null
-	_cleanup
-}
-trap _model_cleanup EXIT
+on_exit '[ ! -s "$T/model-daemon.pid" ] || kill -9 "$(cat "$T/model-daemon.pid")" 2>/dev/null'
 
 COWVOL=$COWVOL COWVOLD=$COWVOLD STATE=$STATE SOCK=$SOCK T=$T \
-	python3 "$REPO/tests/integration/model.py" run
+	"$PYTHON" "$REPO/tests/integration/model.py" run
 rc=$?
 # model.py printed its own "ok"/"not ok" lines; its exit code says whether
 # any failed (or it crashed)

@@ -3,7 +3,7 @@
 # Volumes and snapshots over NBD, with Debian's real clients (libnbd's nbdinfo
 # and nbdcopy, qemu-img, qemu-io) and a raw client (nbd-raw.py) for what real
 # clients never send; the daemon keeps serving through all of it.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 RAW=$REPO/tests/integration/nbd-raw.py
 
 if ! command -v nbdinfo >/dev/null || ! command -v nbdcopy >/dev/null || ! command -v qemu-io >/dev/null; then
@@ -12,9 +12,7 @@ if ! command -v nbdinfo >/dev/null || ! command -v nbdcopy >/dev/null || ! comma
 			>"$T/apt.log" 2>&1
 	fi
 fi
-for c in nbdinfo nbdcopy qemu-img qemu-io python3; do
-	check "$c is installed" eval "command -v $c >/dev/null"
-done
+requires nbdinfo nbdcopy qemu-img qemu-io "$PYTHON"
 
 start_daemon || exit 1
 NBD=$T/nbd.sock
@@ -23,7 +21,7 @@ check "the NBD socket is mode 0660" test "$(stat -c %a "$NBD")" = 660
 
 # the exceptions of VOLUME@SNAP, from list --json
 lj_exc() {
-	cv list "$1" --json | python3 -c "import json, sys; v = json.load(sys.stdin)['volumes'][0]; print([s['exceptions'] for s in v['snapshots'] if s['name'] == '$2'][0])"
+	cv list "$1" --json | "$PYTHON" -c "import json, sys; v = json.load(sys.stdin)['volumes'][0]; print([s['exceptions'] for s in v['snapshots'] if s['name'] == '$2'][0])"
 }
 
 # vm1 (8 MiB): data, a snapshot s1, new data; vm2 (2 MiB), no snapshot
@@ -87,7 +85,7 @@ expect 1 "qemu-img compare: vm1@s1 export differs from vm1" qemu-img compare -f 
 expect 0 "qemu-io writes, write-zeroes, FUA and flush into vm1" qemu-io -f raw \
 	-c "write -P 0xab 4096 65536" -c "write -z 131072 8192" -c "write -f -P 0xcd 300000 1000" -c flush "$URI_VM1"
 cp "$T/vm1.cat" "$T/model"
-python3 - "$T/model" <<'EOF'
+"$PYTHON" - "$T/model" <<'EOF'
 import sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(4096); f.write(b"\xab" * 65536)
@@ -115,7 +113,7 @@ check "both became holes in the image ($b_full -> $(blocks) blocks)" test "$(blo
 expect 0 "nbdinfo --map shows them" nbdinfo --map "$(cv export vm2)"
 check "hole, data, hole, data, hole" eval "[ \"\$(awk '{print \$4}' '$T/out' | tr '\n' ' ')\" = 'hole,zero data hole,zero data hole,zero ' ]"
 head -c 2097152 /dev/zero >"$T/vm2.model"
-python3 - "$T/vm2.model" <<'EOF2'
+"$PYTHON" - "$T/vm2.model" <<'EOF2'
 import sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(262144); f.write(b"\x11" * 262144)
@@ -134,7 +132,7 @@ expect 0 "qemu-io zeroes 64 KiB of data and 64 KiB of hole in vm2 with a snapsho
 	-c "write -z -u 196608 128k" "$(cv export vm2)"
 check "only the data half was copied to vm2@t (16 chunks)" test "$(lj_exc vm2 t)" = 16
 check "vm2@t still reads as before" eval "cv cat vm2@t | cmp -s - '$T/vm2.model'"
-python3 - "$T/vm2.model" <<'EOF2'
+"$PYTHON" - "$T/vm2.model" <<'EOF2'
 import sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(196608); f.write(b"\0" * 131072)
@@ -151,8 +149,8 @@ check "the zeroes are allocated: data" grep -qx ' *1572864 *262144 *0 *data' "$T
 check "vm2 still reads as before" eval "cv cat vm2 | cmp -s - '$T/vm2.model'"
 
 # structured replies, metadata contexts, block status: byte by byte
-python3 "$RAW" "$NBD" structured $SIZE vm1
-python3 "$RAW" "$NBD" structured 2097152 vm2
+"$PYTHON" "$RAW" "$NBD" structured $SIZE vm1
+"$PYTHON" "$RAW" "$NBD" structured 2097152 vm2
 
 # a write into the snapshot export (snapshots are writable)
 expect 0 "qemu-io writes into vm1@s1" qemu-io -f raw -c "write -P 0x5a 0 4096" "$URI_S1"
@@ -163,15 +161,15 @@ check "the volume does not see it" cmp -s "$T/vm1.head" <(head -c 4096 "$T/model
 cv cat vm1@s1 >"$T/s1.cat"
 
 # bad clients: the protocol's error replies or a closed connection
-python3 "$RAW" "$NBD" bad-option-magic
-python3 "$RAW" "$NBD" bad-client-flags
-python3 "$RAW" "$NBD" options vm1 vm1@s1 vm2
-python3 "$RAW" "$NBD" export-name-unknown
-python3 "$RAW" "$NBD" export-name vm2 2097152
-python3 "$RAW" "$NBD" requests vm1 $SIZE
-python3 "$RAW" "$NBD" requests vm1@s1 $SIZE
-python3 "$RAW" "$NBD" oversized-write vm1
-python3 "$RAW" "$NBD" half-write vm1
+"$PYTHON" "$RAW" "$NBD" bad-option-magic
+"$PYTHON" "$RAW" "$NBD" bad-client-flags
+"$PYTHON" "$RAW" "$NBD" options vm1 vm1@s1 vm2
+"$PYTHON" "$RAW" "$NBD" export-name-unknown
+"$PYTHON" "$RAW" "$NBD" export-name vm2 2097152
+"$PYTHON" "$RAW" "$NBD" requests vm1 $SIZE
+"$PYTHON" "$RAW" "$NBD" requests vm1@s1 $SIZE
+"$PYTHON" "$RAW" "$NBD" oversized-write vm1
+"$PYTHON" "$RAW" "$NBD" half-write vm1
 sleep 0.2
 cv cat vm1 >"$T/vm1.after2"
 check "a write cut off halfway changed nothing" cmp -s "$T/vm1.after2" "$T/model"
@@ -180,7 +178,7 @@ expect 0 "the daemon keeps serving: status" cv status
 expect 0 "and NBD: nbdinfo" nbdinfo "$URI_VM1"
 
 # an open NBD connection holds its export: rm and restore refuse
-python3 "$RAW" "$NBD" hold vm1@s1 "$T/release" & hp=$!
+"$PYTHON" "$RAW" "$NBD" hold vm1@s1 "$T/release" & hp=$!
 for _ in $(seq 1 100); do [ -e "$T/release.ready" ] && break; sleep 0.05; done
 expect 1 "rm vm1@s1 while it is served over NBD" cv rm vm1@s1
 expect_in err "in use" "rm says it is in use"
@@ -204,16 +202,14 @@ expect_in out '^export="vm1@s1":' "the kept snapshot is still listed"
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	chmod 0666 "$NBD"
 	# the system's python: a per-user one (pyenv) may be out of nobody's reach
-	PY=/usr/bin/python3
-	[ -x "$PY" ] || PY=$(command -v python3)
-	setpriv --reuid=nobody --regid=nogroup --clear-groups "$PY" "$RAW" "$NBD" policy vm1
+	setpriv --reuid=nobody --regid=nogroup --clear-groups "$PYTHON" "$RAW" "$NBD" policy vm1
 	chmod 0660 "$NBD"
 else
 	notok "the permission check runs as root (setpriv)"
 fi
 
 # SIGTERM with an NBD connection open: it is closed, the daemon stops cleanly
-python3 "$RAW" "$NBD" hold vm2 "$T/release2" >"$T/hold2.out" 2>&1 & hp=$!
+"$PYTHON" "$RAW" "$NBD" hold vm2 "$T/release2" >"$T/hold2.out" 2>&1 & hp=$!
 for _ in $(seq 1 100); do [ -e "$T/release2.ready" ] && break; sleep 0.05; done
 check "an NBD connection is open" test -e "$T/release2.ready"
 stop_daemon
@@ -233,7 +229,7 @@ expect 1 "nbd_tcp = here:there in the config" "$COWVOLD" --state-dir "$STATE" --
 expect_in err "bad.conf:1: nbd_tcp must be" "and names the line"
 
 # --nbd-socket, --nbd-tcp, read-only snapshots, a short handshake timeout
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 printf 'nbd_read_only = snapshots\nnbd_handshake_timeout = 1\n' >"$T/ro.conf"
 start_daemon --nbd-socket "$T/elsewhere.sock" --nbd-tcp=$PORT --config "$T/ro.conf" || exit 1
 expect 0 "cowvol export --tcp" cv export vm2 --tcp
@@ -241,16 +237,16 @@ check "it prints nbd://127.0.0.1:$PORT/vm2 (loopback by default)" grep -qx "nbd:
 expect 0 "nbdinfo over TCP" nbdinfo "nbd://127.0.0.1:$PORT/vm2"
 expect_in out "export-size: 2097152 " "the size over TCP"
 expect 0 "qemu-img compare over TCP = cowvol cat" qemu-img compare -f raw -F raw "nbd://127.0.0.1:$PORT/vm2" "$T/vm2.model"
-check "only on loopback" eval "! python3 -c 'import socket,sys; s=socket.socket(); s.settimeout(2); s.connect((sys.argv[1], $PORT))' \$(hostname -I 2>/dev/null | awk '{print \$1}') 2>/dev/null || [ -z \"\$(hostname -I 2>/dev/null)\" ]"
+check "only on loopback" eval "! \"\$PYTHON\" -c 'import socket,sys; s=socket.socket(); s.settimeout(2); s.connect((sys.argv[1], $PORT))' \$(hostname -I 2>/dev/null | awk '{print \$1}') 2>/dev/null || [ -z \"\$(hostname -I 2>/dev/null)\" ]"
 expect 0 "nbdinfo of a snapshot, read-only by the setting" nbdinfo "$(cv export vm1@s1)"
 expect_in out "is_read_only: true" "nbdinfo says read-only"
 expect 0 "export --json says so" cv export vm1@s1 --json
 expect_in out '"read_only":true' "read_only: true"
-python3 "$RAW" "$T/elsewhere.sock" read-only vm1@s1
+"$PYTHON" "$RAW" "$T/elsewhere.sock" read-only vm1@s1
 expect 1 "qemu-io cannot write into it" qemu-io -f raw -c "write -P 1 0 4k" "$(cv export vm1@s1)"
 expect 0 "the volume stays writable" qemu-io -f raw -c "write -P 0x22 0 4k" "$(cv export vm1)"
-python3 "$RAW" "$T/elsewhere.sock" silent 5
-python3 "$RAW" "$T/elsewhere.sock" trickle 1
+"$PYTHON" "$RAW" "$T/elsewhere.sock" silent 5
+"$PYTHON" "$RAW" "$T/elsewhere.sock" trickle 1
 expect_in_log() { grep -q "$1" "$T/daemon.log"; }
 check "the log says why it closed the silent client" expect_in_log "chose no export within 1 s"
 expect 2 "cowvol export --tcp with a bad option" cv export vm2 --tcpx

@@ -4,7 +4,7 @@
 # snapshots stay intact and list says why. With autoextend on (the
 # default, 70 % / 20 %) the same load grows the store instead, and the log
 # says so.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 printf 'autoextend_threshold = 100\n' >"$T/noextend.conf"
 start_daemon --config "$T/noextend.conf" || exit 1

@@ -7,7 +7,7 @@
 # members of the configured group (as a supplementary or as the primary
 # group) may list, snap, cat and write like root.  Needs root (groupadd,
 # setpriv).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 GROUP=cowvoltest
 if [ "$(id -u)" != 0 ]; then

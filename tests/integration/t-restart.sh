@@ -23,12 +23,9 @@
 # Random choices come from the seed printed first:
 #   COWVOL_RESTART_SEED=N   repeat a run
 #   COWVOL_RESTART_ROUNDS=N rounds of (b) (default 12)
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
-if ! command -v python3 >/dev/null; then
-	notok "python3 is installed (model.py makes the data and compares blocks)"
-	exit 1
-fi
+requires "$PYTHON" # model.py makes the data and compares blocks
 PY=$REPO/tests/integration/model.py
 SEED=${COWVOL_RESTART_SEED:-$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}
 echo "# seed $SEED (COWVOL_RESTART_SEED=$SEED to repeat)"
@@ -38,7 +35,12 @@ mkdir -p "$M"
 
 R=0
 rnd() { R=$(( ((RANDOM << 15) | RANDOM) % $1 )); } # R in [0, N)
-gen() { python3 "$PY" gen "$SEED-$1" "$2" "$3"; }  # TAG BYTES FILE
+gen() { gens "$@"; }                                # TAG BYTES FILE
+gens() { # TAG BYTES FILE...: several files, one Python start
+	local a=()
+	while [ $# -ge 3 ]; do a+=("$SEED-$1" "$2" "$3"); shift 3; done
+	"$PYTHON" "$PY" gen "${a[@]}"
+}
 apply() {                                          # MODEL OFFSET DATA
 	dd if="$3" of="$1" bs=1M seek="$2" oflag=seek_bytes conv=notrunc status=none
 }
@@ -115,18 +117,19 @@ stop_timed() {
 
 # list --json of VOLUME through a Python expression on it (v: the volume)
 lj() { # VOLUME EXPR
-	cv list "$1" --json | python3 -c "import json, sys; v = json.load(sys.stdin)['volumes'][0]; print($2)"
+	cv list "$1" --json | "$PYTHON" -c "import json, sys; v = json.load(sys.stdin)['volumes'][0]; print($2)"
 }
 # the short names of VOLUME's snapshots, sorted, each followed by a space
 snap_names() { lj "$1" "''.join(n + ' ' for n in sorted(s['name'] for s in v['snapshots']))"; }
 # VOLUME's "restore": null, or SNAPSHOT:KEEP
 restore_of() { lj "$1" "'null' if v['restore'] is None else '%s:%s' % (v['restore']['snapshot'], v['restore']['keep'])"; }
 
-# wait until VOLUME has no restore; 0 when it ended within 30 s
+# wait until VOLUME has no restore; 0 when it ended within 30 s (a grep,
+# not restore_of: a Python start each poll slows the polling)
 wait_restored() {
 	local end=$((${EPOCHREALTIME/./} + 30000000))
 	while [ "${EPOCHREALTIME/./}" -lt "$end" ]; do
-		[ "$(restore_of "$1")" = null ] && return 0
+		cv list "$1" --json | grep -q '"restore": *null' && return 0
 		sleep 0.02
 	done
 	return 1
@@ -136,24 +139,22 @@ start_daemon || exit 1
 
 # --- (a) a clean restart ----------------------------------------------------
 echo "# (a) clean restart"
+# a3: 3 MiB + 512, the last 64 KiB chunk is partial
+gens a0 4194304 "$M/ra" a1 1000000 "$T/d1" a2 70000 "$T/d2" a3 3146240 "$M/rb" \
+	a4 200000 "$T/d4" a5 300000 "$T/d5"
 cv create ra --size 4M >/dev/null
-gen a0 4194304 "$M/ra"
 cv write ra <"$M/ra"
 cv snap ra@one >/dev/null
 cp "$M/ra" "$M/ra@one"
-gen a1 1000000 "$T/d"
-cv write ra --offset 12345 <"$T/d" && apply "$M/ra" 12345 "$T/d"
+cv write ra --offset 12345 <"$T/d1" && apply "$M/ra" 12345 "$T/d1"
 cv snap ra@two --store-size 3M >/dev/null
 cp "$M/ra" "$M/ra@two"
-gen a2 70000 "$T/d"
-cv write ra@two --offset 777 <"$T/d" && apply "$M/ra@two" 777 "$T/d"
-gen a3 3146240 "$M/rb" # 3 MiB + 512: the last 64 KiB chunk is partial
+cv write ra@two --offset 777 <"$T/d2" && apply "$M/ra@two" 777 "$T/d2"
 cp "$M/rb" "$T/rb.img"
 cv add "$T/rb.img" --chunk-size 64K >/dev/null
 cv snap rb@x >/dev/null
 cp "$M/rb" "$M/rb@x"
-gen a4 200000 "$T/d"
-cv write rb --offset 2900000 <"$T/d" && apply "$M/rb" 2900000 "$T/d"
+cv write rb --offset 2900000 <"$T/d4" && apply "$M/rb" 2900000 "$T/d4"
 for t in ra ra@one ra@two rb rb@x; do same "before the restart: $t reads as written" "$t" "$M/$t"; done
 cv list >"$T/list.before"
 cv list --json >"$T/json.before"
@@ -174,9 +175,8 @@ done
 expect 0 "status after the restarts" cv status
 expect_in out "volumes: 2, snapshots: 3" "status counts 2 volumes and 3 snapshots"
 # the reattached stores still copy on write
-gen a5 300000 "$T/d"
-cv write ra --offset 4000 <"$T/d" && apply "$M/ra" 4000 "$T/d"
-cv write rb --offset 0 <"$T/d" && apply "$M/rb" 0 "$T/d"
+cv write ra --offset 4000 <"$T/d5" && apply "$M/ra" 4000 "$T/d5"
+cv write rb --offset 0 <"$T/d5" && apply "$M/rb" 0 "$T/d5"
 for t in ra ra@one ra@two rb rb@x; do same "after the restarts, a new write: $t as the model" "$t" "$M/$t"; done
 cv rm ra --recursive >/dev/null
 cv rm rb --recursive >/dev/null
@@ -189,8 +189,8 @@ cv create k4 --size 16M >/dev/null
 cv create k64 --size 16M --chunk-size 64K >/dev/null
 # shellcheck disable=SC2034 # read as ${!snaps_var} and ${!sv}
 SNAPS_k4="" SNAPS_k64="" # each volume's snapshots
+gens b-k4 $VSIZE "$M/k4" b-k64 $VSIZE "$M/k64"
 for v in k4 k64; do
-	gen "b-$v" $VSIZE "$M/$v"
 	cv write "$v" <"$M/$v"
 done
 ROUNDS=${COWVOL_RESTART_ROUNDS:-12}
@@ -215,19 +215,18 @@ for round in $(seq 1 "$ROUNDS"); do
 		printf -v "$snaps_var" '%s' "$snaps"
 	fi
 	# an acknowledged small write, unaligned: it must survive the kill
-	rnd 100000; len=$((R + 1))
-	rnd $((VSIZE - len)); off=$R
-	gen "b$round-small" $len "$T/small"
-	if cv write "$v" --offset $off <"$T/small"; then
-		apply "$M/$v" $off "$T/small"
+	# the big write, 4 KiB aligned, 2..8 MiB, cut by kill -9; to the volume,
+	# or in one round of four to one of its snapshots (they are writable)
+	rnd 100000; slen=$((R + 1))
+	rnd $((VSIZE - slen)); soff=$R
+	rnd 1537; len=$(( (R + 512) * 4096 ))
+	rnd $(( (VSIZE - len) / 4096 + 1 )); off=$((R * 4096))
+	gens "b$round-small" $slen "$T/small" "b$round-big" $len "$T/big"
+	if cv write "$v" --offset $soff <"$T/small"; then
+		apply "$M/$v" $soff "$T/small"
 	else
 		notok "round $round: the small write to $v"
 	fi
-	# the big write, 4 KiB aligned, 2..8 MiB, cut by kill -9; to the volume,
-	# or in one round of four to one of its snapshots (they are writable)
-	rnd 1537; len=$(( (R + 512) * 4096 ))
-	rnd $(( (VSIZE - len) / 4096 + 1 )); off=$((R * 4096))
-	gen "b$round-big" $len "$T/big"
 	tgt=$v
 	rnd 4
 	if [ "$R" = 0 ]; then
@@ -261,13 +260,36 @@ for round in $(seq 1 "$ROUNDS"); do
 	stores_sound "round $round (kill -9 $when, a $len-byte write to $tgt at $off; write exit $wrc)"
 	start_daemon || exit 1
 	expect 0 "round $round: list works after the restart" cv list
-	got=$(cv list --json | python3 -c "import json, sys; print(*sorted(v['name'] for v in json.load(sys.stdin)['volumes']))")
+	# the listings as before (all, k4, k64), read by one Python start: the
+	# names of the volumes, then for each of k4 and k64 its snapshots' names
+	# (as snap_names) and the states (v['state'], v['restore'], the snapshots')
+	cv list --json >"$T/l.all"
+	cv list k4 --json >"$T/l.k4"
+	cv list k64 --json >"$T/l.k64"
+	mapfile -t L < <("$PYTHON" -c "import json, sys
+def load(f):
+    try:
+        with open(f) as fh:
+            return json.load(fh)['volumes']
+    except Exception:
+        return None
+a = load(sys.argv[1])
+print(*sorted(v['name'] for v in a) if a is not None else '')
+for f in sys.argv[2:]:
+    vs = load(f)
+    v = vs[0] if vs else None
+    print(''.join(n + ' ' for n in sorted(s['name'] for s in v['snapshots'])) if v else '')
+    print(*(v['state'], v['restore'], *(s['state'] for s in v['snapshots'])) if v else '')" \
+		"$T/l.all" "$T/l.k4" "$T/l.k64")
+	got=${L[0]:-}
 	check "round $round: both volumes are listed" test "$got" = "k4 k64"
+	i=1
 	for x in k4 k64; do
 		sv=SNAPS_$x
 		want=$(echo ${!sv} | tr ' ' '\n' | grep . | sort | tr '\n' ' ')
-		check "round $round: $x has its snapshots (${want:-none})" test "$(snap_names $x)" = "$want"
-		st=$(lj $x "v['state'], v['restore'], *(s['state'] for s in v['snapshots'])")
+		check "round $round: $x has its snapshots (${want:-none})" test "${L[i]:-}" = "$want"
+		st=${L[i + 1]:-}
+		i=$((i + 2))
 		wst="active None"
 		for s in $want; do wst="$wst active"; done
 		check "round $round: $x and its snapshots are active, no restore ($st)" test "$st" = "$wst"
@@ -282,7 +304,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		same "round $round: the acknowledged write is all there" "$tgt" "$T/new" && cp "$T/new" "$M/$tgt"
 	else
 		cv cat "$tgt" >"$T/got"
-		if python3 "$PY" oldnew "$M/$tgt" "$T/new" "$T/got" >"$T/on"; then
+		if "$PYTHON" "$PY" oldnew "$M/$tgt" "$T/new" "$T/got" >"$T/on"; then
 			ok "round $round: every 4 KiB block of $tgt is old or new ($(cat "$T/on")); the acknowledged writes are there"
 			case $(cat "$T/on") in
 			"old 0 new"*) n_new=$((n_new + 1)) ;;
@@ -308,28 +330,31 @@ for round in 1 2 3 4 5 6 7; do
 	v=rs$round
 	keep=""; [ $((round % 2)) = 0 ] && keep=--keep
 	kw=${keep:-without --keep}
-	cv create $v --size 8M >/dev/null
-	head -c $CSIZE /dev/zero >"$M/E"
-	cv snap $v@E >/dev/null # all zeros; gets every chunk below
-	gen "c$round-0" $CSIZE "$M/S"
-	cv write $v <"$M/S"
-	cv snap $v@S >/dev/null
-	cp "$M/S" "$M/V"
 	# scattered writes first (short runs of exceptions: many restore steps),
-	# then most of the volume
+	# then most of the volume; their data made by one Python start
+	g=("c$round-0" "$CSIZE" "$M/S") offs=()
 	for i in $(seq 1 60); do
 		rnd 2048; off=$((R * 4096)); rnd 6; len=$(( (R + 1) * 4096 ))
 		[ $((off + len)) -le $CSIZE ] || len=$((CSIZE - off))
-		gen "c$round-s$i" $len "$T/d"
-		cv write $v --offset $off <"$T/d" && apply "$M/V" $off "$T/d"
+		offs+=("$off")
+		g+=("c$round-s$i" "$len" "$T/d$i")
 	done
 	rnd 64; off=$((R * 4096)); len=$((CSIZE - off - 65536))
-	gen "c$round-1" $len "$T/d"
-	cv write $v --offset $off <"$T/d" && apply "$M/V" $off "$T/d"
+	offs+=("$off")
+	gens "${g[@]}" "c$round-1" $len "$T/d61" "c$round-2" 100000 "$T/d62"
+	cv create $v --size 8M >/dev/null
+	head -c $CSIZE /dev/zero >"$M/E"
+	cv snap $v@E >/dev/null # all zeros; gets every chunk below
+	cv write $v <"$M/S"
+	cv snap $v@S >/dev/null
+	cp "$M/S" "$M/V"
+	for i in $(seq 1 61); do
+		off=${offs[i - 1]}
+		cv write $v --offset $off <"$T/d$i" && apply "$M/V" $off "$T/d$i"
+	done
 	cv snap $v@O >/dev/null # the content before the restore
 	cp "$M/V" "$M/O"
-	gen "c$round-2" 100000 "$T/d"
-	cv write $v --offset 5000 <"$T/d" && apply "$M/V" 5000 "$T/d"
+	cv write $v --offset 5000 <"$T/d62" && apply "$M/V" 5000 "$T/d62"
 	cv diff $v@S >"$T/out"
 	dbytes=$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' "$T/out")
 	check "round $round: $v@S differs from $v in most chunks (diff: ${dbytes:-?} bytes)" \
@@ -433,7 +458,7 @@ for round in 1 2 3 4; do
 		same "round $round: the acknowledged write is there" td "$T/new" && cp "$T/new" "$M/td"
 	else
 		cv cat td >"$T/got"
-		if python3 "$PY" oldnew "$M/td" "$T/new" "$T/got" >"$T/on"; then
+		if "$PYTHON" "$PY" oldnew "$M/td" "$T/new" "$T/got" >"$T/on"; then
 			ok "round $round: each block of td is old or new ($(cat "$T/on"))"
 		else
 			notok "round $round: td after a write cut by SIGTERM: $(cat "$T/on")"

@@ -7,7 +7,7 @@
 # listening socket in LISTEN_FDS, cowvold serves it (status, create) and says
 # so in its log; (c) sd_notify: READY=1 once it answers, STOPPING=1 on
 # SIGTERM, then exit 0.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 # systemd-analyze and systemd-socket-activate come with Debian's systemd
 if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null; then
@@ -19,7 +19,7 @@ fi
 check "systemd-analyze and systemd-socket-activate are installed (apt-get install systemd)" \
 	eval 'command -v systemd-analyze >/dev/null && command -v systemd-socket-activate >/dev/null'
 command -v systemd-analyze >/dev/null || exit 1
-check "python3 is installed (the notification socket)" eval "command -v python3 >/dev/null"
+requires "$PYTHON" # the notification socket
 
 # --- (a) the units --------------------------------------------------------------
 U=$T/units
@@ -136,7 +136,7 @@ check "it leaves both of systemd's socket files in place" eval "[ -S '$ACT2' ] &
 
 # --- (c) sd_notify ----------------------------------------------------------------
 NS=$T/notify.sock
-python3 "$(dirname "$0")/notify-listen.py" "$NS" 30 >"$T/notify.out" 2>&1 &
+"$PYTHON" "$(dirname "$0")/notify-listen.py" "$NS" 30 >"$T/notify.out" 2>&1 &
 LISTEN_PID=$!
 for _ in $(seq 1 100); do
 	grep -q '^listening$' "$T/notify.out" 2>/dev/null && break

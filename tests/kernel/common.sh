@@ -5,10 +5,6 @@
 # shellcheck source=tests/kernel/guest-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BUILD=${COWVOL_BUILD:-$REPO/build}
-COWVOL=$BUILD/cowvol
-COWTOOL=$BUILD/tests/cowtool
 [ -x "$COWVOL" ] && [ -x "$COWTOOL" ] || fail "build first: $COWVOL or $COWTOOL missing"
 
 # info_field STORE KEY: one field of `cowvol store info --json`.
@@ -28,4 +24,12 @@ same_status() {
 # sizes: CHUNK -> sectors
 chunk_sectors() {
 	case $1 in 4K) echo 8 ;; 64K) echo 128 ;; 512K) echo 1024 ;; *) fail "chunk $1" ;; esac
+}
+
+# remove_u: the devices of a kernel volume u with a snapshot s, at exit
+# (the daemon first: it holds them)
+remove_u() {
+	local d
+	kill9_daemon
+	for d in cowvol-u-s cowvol-u-s-cow cowvol-u cowvol-u-real; do dmsetup remove "$d" 2>/dev/null || true; done
 }

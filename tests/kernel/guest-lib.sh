@@ -3,32 +3,28 @@
 #
 # Helpers for scripts that tests/kernel/vm.sh runs in the guest. Source it:
 #   . "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
-# It sets -euo pipefail and an EXIT trap that removes the dm devices made
-# with dm_create (newest first), detaches the loops made with make_loop and
-# deletes their files. Do not replace that trap: add steps with on_exit.
+# It sets -euo pipefail and sources tests/lib.sh (checks, the daemon, the
+# EXIT trap); at exit it removes the dm devices made with dm_create (newest
+# first), detaches the loops made with make_loop and deletes their files.
+# Do not replace the trap: add steps with on_exit.
 #
 # The state lives in files, not variables, because helpers are mostly called
 # in $(...) subshells, where a variable set would be lost.
 
 set -euo pipefail
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-_gl_state=$(mktemp -d /tmp/guest-lib.XXXXXX)
+_gl_state=$T/.guest
+mkdir "$_gl_state"
 : >"$_gl_state/dm"
 : >"$_gl_state/loop"
-: >"$_gl_state/exit"
 
-fail() { echo "FAIL: $*"; exit 1; }
-ok() { echo "ok - $*"; }
-
-# on_exit CMD: run CMD (eval'd) at exit, before dm devices and loops go.
-on_exit() { printf '%s\n' "$*" >>"$_gl_state/exit"; }
-
-_gl_main=$BASHPID # a subshell killed right after its fork runs the trap too
+# the dm devices and loops go last, after the script's own exit steps and
+# the daemon
 _gl_cleanup() {
-	local rc=$? line
-	[ "$BASHPID" = "$_gl_main" ] || return 0
-	set +e
-	while read -r line; do eval "$line"; done < <(tac "$_gl_state/exit")
+	local line
+	kill9_daemon
 	while read -r line; do
 		dmsetup remove --retry "$line" >/dev/null 2>&1 ||
 			echo "guest-lib: cannot remove dm device $line" >&2
@@ -37,10 +33,8 @@ _gl_cleanup() {
 		losetup -d "$dev" 2>/dev/null || echo "guest-lib: cannot detach $dev" >&2
 		case "$file" in /tmp/*) rm -f -- "$file" ;; esac
 	done < <(tac "$_gl_state/loop")
-	rm -rf -- "$_gl_state"
-	exit "$rc"
 }
-trap _gl_cleanup EXIT
+on_exit _gl_cleanup
 
 [ -e /dev/mapper/control ] ||
 	fail "no device-mapper in this kernel (run the script through tests/kernel/vm.sh)"

@@ -5,12 +5,7 @@
 # origin writes after the snapshot, and writes into the snapshot itself.
 # shellcheck source=tests/kernel/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-COWVOLD=$BUILD/cowvold
-export COWVOL_SOCKET=/tmp/cv.sock
-"$COWVOLD" --state-dir /tmp/st --socket $COWVOL_SOCKET 2>/tmp/cowvold.log &
-daemon=$!
-on_exit "kill $daemon 2>/dev/null"
-for _ in $(seq 1 100); do "$COWVOL" status >/dev/null 2>&1 && break; sleep 0.1; done
+start_daemon
 
 run() {
 	local name=$1 cs=$2 csec
@@ -37,12 +32,11 @@ run() {
 run a 4K
 run b 64K
 # stop the daemon: stores and images flushed, then let the kernel read them
-kill -TERM $daemon
-wait $daemon || fail "cowvold did not stop cleanly"
+stop_daemon || fail "cowvold did not stop cleanly"
 
 for name in a b; do
 	cs=$([ $name = a ] && echo 4K || echo 64K)
-	img=/tmp/st/volumes/$name.img
+	img=$STATE/volumes/$name.img
 	store=$(cat /tmp/store-$name)
 	"$COWVOL" store check "$store" >/dev/null || fail "$cs: store check of the engine's store"
 	lo=$(losetup -f --show -r "$img")

@@ -8,21 +8,12 @@
 #   tests/kernel/vm.sh tests/kernel/t-kvol-udev.sh
 # shellcheck source=tests/kernel/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-COWVOLD=$BUILD/cowvold
 UDEVD=/lib/systemd/systemd-udevd
 [ -x "$UDEVD" ] || fail "systemd-udevd is missing (apt-get install udev; tools/deps.sh test installs it)"
 
-T=$(mktemp -d /tmp/kudev.XXXXXX)
-export COWVOL_SOCKET=$T/cowvold.sock
-NOTOK=0
-notok() { echo "not ok - $*"; NOTOK=$((NOTOK + 1)); }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else notok "$d"; fi; }
-step() {
-	local d=$1 rc=0; shift
-	timeout 60 "$@" >"$T/out" 2>&1 || rc=$?
-	if [ "$rc" = 0 ]; then ok "$d"; else notok "$d (exit $rc$([ "$rc" = 124 ] && echo ': a timeout: a udev cookie never completed?'))"; sed 's/^/#   /' "$T/out" | tail -8; fi
-	return $rc
-}
+# every step waits on udev: a cookie it never completes would hang it
+STEP_TIMEOUT=60
+STEP_TIMEOUT_HINT="a udev cookie never completed?"
 
 mkdir -p /run/udev
 "$UDEVD" --daemon >/dev/null 2>&1 || fail "systemd-udevd does not start"
@@ -30,16 +21,8 @@ on_exit "udevadm control --exit 2>/dev/null"
 udevadm control --ping || fail "udevd does not answer"
 ok "udevd runs"
 unset DM_DISABLE_UDEV
-"$COWVOLD" --state-dir "$T/state" --socket "$COWVOL_SOCKET" >>"$T/cowvold.log" 2>&1 &
-daemon=$!
-cleanup_udev() {
-	kill -9 "$daemon" 2>/dev/null
-	for d in cowvol-u-s cowvol-u-s-cow cowvol-u cowvol-u-real; do dmsetup remove "$d" 2>/dev/null || true; done
-	[ "$NOTOK" -gt 0 ] && sed 's/^/#   cowvold: /' "$T/cowvold.log" | tail -15
-	true
-}
-on_exit cleanup_udev
-for _ in $(seq 1 100); do "$COWVOL" status >/dev/null 2>&1 && break; sleep 0.1; done
+on_exit remove_u
+start_daemon
 
 ORIGIN=$(make_loop kudev.img 32M)
 step "cowvol add with udev running" "$COWVOL" add "$ORIGIN" --name u
@@ -56,5 +39,4 @@ check "no udev cookie is left waiting (dmsetup udevcookies)" eval "dmsetup udevc
 step "rm u --recursive" "$COWVOL" rm u --recursive
 udevadm settle
 check "the nodes are gone" eval "[ ! -e /dev/mapper/cowvol-u ] && [ ! -e /dev/mapper/cowvol-u-s ]"
-kill -TERM "$daemon"; wait "$daemon" || notok "cowvold exits 0"
-[ "$NOTOK" = 0 ] || fail "$NOTOK check(s) failed"
+stop_daemon || notok "cowvold exits 0"

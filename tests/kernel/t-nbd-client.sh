@@ -9,39 +9,13 @@
 # on stops the script at its "not ok".
 # shellcheck source=tests/kernel/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-COWVOLD=$BUILD/cowvold
-
-T=$(mktemp -d /tmp/nbd-client.XXXXXX)
-export COWVOL_SOCKET=$T/cowvold.sock
 NBD_SOCK=$T/nbd.sock
 MNT=$T/mnt
 SMNT=$T/snap-mnt
 mkdir -p "$MNT" "$SMNT" "$T/files"
 
-NOTOK=0
-notok() { echo "not ok - $*"; NOTOK=$((NOTOK + 1)); }
-# step DESC CMD...: "ok - DESC" when CMD succeeds, else "not ok - DESC" and
-# the end of CMD's output; returns CMD's status
-step() {
-	local d=$1 rc=0; shift
-	"$@" >"$T/out" 2>&1 || rc=$?
-	if [ "$rc" = 0 ]; then ok "$d"; else
-		notok "$d (exit $rc)"
-		sed 's/^/#   /' "$T/out" | tail -15
-	fi
-	return "$rc"
-}
-check() { step "$@" || true; }  # the test goes on after a failure
-must() { step "$@" || exit 1; } # later steps build on this one
-
-on_exit "rm -rf -- '$T'"
-# On a failure, show what cowvold said.
-on_exit '[ "$NOTOK" = 0 ] || { echo "# cowvold log:"; tail -20 "$T/cowvold.log" | sed "s/^/#   /"; }'
-
 # --- what the test needs: fail, never skip -----------------------------------
-for c in nbd-client mkfs.ext4 e2fsck fsfreeze sha256sum mount umount; do
-	must "$c is installed" command -v "$c"
-done
+requires nbd-client mkfs.ext4 e2fsck fsfreeze sha256sum mount umount
 must "the kernel has ext4" grep -qw ext4 /proc/filesystems
 must "the kernel has the nbd driver (/sys/block/nbd0)" test -d /sys/block/nbd0
 # devtmpfs makes /dev/nbdN when nbd.ko registers its disks; a /dev that
@@ -53,11 +27,7 @@ for n in 0 1; do
 done
 
 # --- the daemon -------------------------------------------------------------
-"$COWVOLD" --state-dir "$T/state" --socket "$COWVOL_SOCKET" --nbd-socket "$NBD_SOCK" \
-	>"$T/cowvold.log" 2>&1 &
-daemon=$!
-on_exit "kill $daemon 2>/dev/null; wait $daemon 2>/dev/null"
-for _ in $(seq 1 100); do "$COWVOL" status >/dev/null 2>&1 && break; sleep 0.1; done
+start_daemon --nbd-socket "$NBD_SOCK"
 must "cowvold is up" "$COWVOL" status
 must "its NBD socket is at $NBD_SOCK" test -S "$NBD_SOCK"
 SIZE=$((256 << 20))
@@ -150,13 +120,13 @@ else
 	sed 's/^/#   /' "$T/fsck" | tail -20
 fi
 must "mount -o ro /dev/nbd1 (vol@s1)" mount -t ext4 -o ro /dev/nbd1 "$SMNT"
-check "vol@s1 holds the 6 files with their checksums from before the snapshot" \
+try "vol@s1 holds the 6 files with their checksums from before the snapshot" \
 	eval "(cd '$SMNT' && sha256sum --strict -c '$T/before.sha')"
-check "vol@s1 has no file written after the snapshot" \
+try "vol@s1 has no file written after the snapshot" \
 	eval "[ ! -e '$SMNT/new.bin' ] && [ ! -e '$SMNT/newdir' ]"
-check "vol@s1 has nothing but those 6 files (and lost+found)" \
+try "vol@s1 has nothing but those 6 files (and lost+found)" \
 	eval "[ \"\$(cd '$SMNT' && find . -type f ! -path './lost+found/*' | wc -l)\" = 6 ]"
-check "the mounted volume keeps its new content meanwhile" \
+try "the mounted volume keeps its new content meanwhile" \
 	eval "(cd '$MNT' && sha256sum --strict -c '$T/after.sha')"
 
 # --- restore ------------------------------------------------------------------
@@ -189,14 +159,13 @@ else
 	sed 's/^/#   /' "$T/fsck" | tail -20
 fi
 must "mount the restored volume" mount -t ext4 /dev/nbd0 "$MNT"
-check "the restored volume holds the 6 files with their checksums from before the snapshot" \
+try "the restored volume holds the 6 files with their checksums from before the snapshot" \
 	eval "(cd '$MNT' && sha256sum --strict -c '$T/before.sha')"
-check "the files written after the snapshot are gone" \
+try "the files written after the snapshot are gone" \
 	eval "[ ! -e '$MNT/new.bin' ] && [ ! -e '$MNT/newdir' ]"
-check "gone.bin, deleted after the snapshot, is back" test -s "$MNT/gone.bin"
-check "the restored volume has nothing but those 6 files (and lost+found)" \
+try "gone.bin, deleted after the snapshot, is back" test -s "$MNT/gone.bin"
+try "the restored volume has nothing but those 6 files (and lost+found)" \
 	eval "[ \"\$(cd '$MNT' && find . -type f ! -path './lost+found/*' | wc -l)\" = 6 ]"
-check "umount the restored volume" umount "$MNT"
-check "nbd-client -d /dev/nbd0" detach /dev/nbd0
-check "cowvold still answers" "$COWVOL" status
-exit $((NOTOK > 0))
+try "umount the restored volume" umount "$MNT"
+try "nbd-client -d /dev/nbd0" detach /dev/nbd0
+try "cowvold still answers" "$COWVOL" status
