@@ -189,7 +189,7 @@ static int load_vol(json_object *o, const struct engine_ops *const *engines, str
                 return -ENOMEM;
         if (!name || !uuid || !path || !name_valid(name, why, sizeof(why)) || strlen(uuid) != UUID_LEN ||
             !jint(o, "size", &size) || !jint(o, "chunk_size", &chunk) || !jint(o, "created", &v->created) ||
-            size <= 0 || !cowvol_chunk_size_valid(chunk)) {
+            size <= 0 || chunk < (int64_t)COWVOL_CHUNK_MIN || chunk > (int64_t)COWVOL_CHUNK_MAX) {
                 free(v);
                 return dlog_errno(-EINVAL, "Catalogue: a volume entry is malformed");
         }

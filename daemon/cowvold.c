@@ -46,9 +46,12 @@ static int volumes_start(void)
 {
         int failed = 0;
 
+        /* a resumed restore's thread may save the catalogue at once */
+        pthread_mutex_lock(&catalogue.lock);
         for (struct vol *v = catalogue.vols; v; v = v->next)
                 if (v->ops->activate(v) < 0)
                         failed++;
+        pthread_mutex_unlock(&catalogue.lock);
         return failed;
 }
 

@@ -619,7 +619,7 @@ static int k_restore(struct vol *v, struct snap *s, bool keep, struct failure *f
         v->restore_total = v->restore_left = 0;
         if ((r = catalogue_save()) < 0) {
                 v->restoring = NULL;
-                return fail(f, r, "cannot restore %s@%s: cannot save the catalogue", v->name, s->name);
+                return fail(f, -EIO, "cannot restore %s@%s: cannot save the catalogue", v->name, s->name);
         }
         r = merge_try(v, f);
         if (r < 0) {
@@ -849,7 +849,9 @@ struct vol *engine_kernel_over(const char *image)
         return NULL;
 }
 
-/* the kernel lets go of @v's devices, snapshots first */
+/* The kernel lets go of @v's devices, snapshots first.  With @f: stop at
+ * the first that fails, and say so; without (undoing a move that failed):
+ * try every one, whatever fails. */
 static int kernel_release_all(struct vol *v, struct failure *f, const char *what_snaps, const char *what_vol)
 {
         struct kdesc d;
@@ -858,11 +860,11 @@ static int kernel_release_all(struct vol *v, struct failure *f, const char *what
         kdesc_of(v, NULL, &d);
         for (struct snap *s = v->snaps; s; s = s->next) {
                 ks_of(v, s, &d.ks);
-                if ((r = cowvol_kernel_snapshot_remove(&d.kv, &d.ks)) < 0)
-                        return f ? failf(f, r, &d.m, what_snaps) : r;
+                if ((r = cowvol_kernel_snapshot_remove(&d.kv, &d.ks)) < 0 && f)
+                        return failf(f, r, &d.m, what_snaps);
         }
-        if ((r = cowvol_kernel_volume_deactivate(&d.kv)) < 0)
-                return f ? failf(f, r, &d.m, what_vol) : r;
+        if ((r = cowvol_kernel_volume_deactivate(&d.kv)) < 0 && f)
+                return failf(f, r, &d.m, what_vol);
         v->kactive = false;
         return 0;
 }

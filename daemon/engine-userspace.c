@@ -183,13 +183,18 @@ static int u_volume_release(struct vol *v, struct failure *f)
         return 0;
 }
 
-/* the catalogue forgot it: close, and remove its stores */
+/* the catalogue forgot it: close, and remove its stores, and its image
+ * when create made it */
 static void u_volume_drop(struct vol *v)
 {
         u_deactivate(v);
         for (struct snap *s = v->snaps; s; s = s->next)
                 if (!s->store_device)
                         unlink(s->store);
+        if (v->owned) {
+                unlink(v->path);
+                dlog(LOG_INFO_, "Removed the image of volume %s, %s", v->name, v->path);
+        }
 }
 
 /* --- restores: a thread of merge steps ----------------------------------------- */

@@ -334,9 +334,9 @@ static int do_restore(struct request *r, json_object **ret, struct failure *f)
         int e;
 
         e = v->ops->restore(v, s, r->keep, f);
-        monitor_wake(); /* the kernel's merge is the monitor's to follow */
         if (e < 0)
                 return e;
+        monitor_wake(); /* a kernel merge is the monitor's to follow */
         if (e > 0)
                 dlog(LOG_INFO_, "Restore of %s from %s@%s recorded: %s; it starts at the next activation "
                      "(cowvol activate %s, or the daemon's start)", v->name, v->name, s->name, f->msg, v->name);
@@ -359,10 +359,14 @@ static int do_restore_wait(struct request *r, json_object **ret, struct failure 
         struct vol *v = r->v;
         json_object *o;
 
-        (void)f;
+        /* the volume may go while the lock is let go: found again by name */
         if (!r->progress)
-                while (v->restoring && v->ops->restore_running(v) && !catalogue.stopping)
+                while (v && v->restoring && v->ops->restore_running(v) && !catalogue.stopping) {
                         pthread_cond_wait(&catalogue.changed, &catalogue.lock);
+                        v = vol_find(r->volume);
+                }
+        if (!v)
+                return fail(f, -ENOENT, "volume '%s' was removed while its restore was awaited", r->volume);
         o = json_object_new_object();
         json_object_object_add(o, "done", json_object_new_boolean(!v->restoring));
         if (v->restoring) {
@@ -435,10 +439,8 @@ static int rm_volume(struct vol *v, struct failure *f)
                 catalogue.vols = v;
                 return fail(f, e, "cannot save the catalogue: %s", strerror(-e));
         }
-        v->ops->volume_drop(v);
-        if (v->owned)
-                unlink(v->path);
-        dlog(LOG_INFO_, "Removed volume %s%s", v->name, v->owned ? " and its image" : "");
+        v->ops->volume_drop(v); /* and its image, if create made it */
+        dlog(LOG_INFO_, "Removed volume %s", v->name);
         vol_free(v);
         return 0;
 }

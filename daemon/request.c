@@ -173,7 +173,8 @@ static int parse_add(json_object *a, struct request *r, struct failure *f)
         r->name = arg_str(a, "name");
         arg_int(a, "chunk_size", &chunk);
         /* checked with the device or image it is for (check_add) */
-        r->chunk = chunk >= 0 && chunk <= UINT32_MAX ? (uint32_t)chunk : 0;
+        r->chunk_given = chunk;
+        r->chunk = (uint32_t)chunk;
         return 0;
 }
 
@@ -391,7 +392,7 @@ static int check_add(struct request *r, struct failure *f)
         /* a block device (or UUID=, LABEL=): the kernel engine */
         r->add_block_device = (path[0] != '/' && strchr(path, '=')) || (stat(path, &st) == 0 && S_ISBLK(st.st_mode));
         if (r->add_block_device) {
-                if (check_chunk(r->chunk, f) < 0)
+                if (check_chunk(r->chunk_given, f) < 0)
                         return f->err;
                 /* a loop device over a userspace volume's image: that
                  * volume moves to the kernel engine, with its snapshots */
@@ -424,7 +425,7 @@ static int check_add(struct request *r, struct failure *f)
                 if (st.st_size <= 0 || st.st_size % COWVOL_SECTOR_SIZE)
                         return fail(f, -EINVAL, "%s is %lld bytes: an image must be a non-empty multiple of 512 bytes",
                                     path, (long long)st.st_size);
-                if (check_chunk(r->chunk, f) < 0)
+                if (check_chunk(r->chunk_given, f) < 0)
                         return f->err;
                 r->size = (uint64_t)st.st_size;
                 e = default_name(r, NULL, f);

@@ -64,6 +64,7 @@ struct request {
         char auto_name[NAME_MAX_LEN + 1]; /* snap, add without a name */
         uint64_t size;      /* create */
         uint32_t chunk;     /* create, add */
+        int64_t chunk_given; /* add: as given, checked with what it is for */
         bool store_size_given;
         int64_t store_size; /* snap: as given */
         struct snap_options snap; /* snap */

@@ -125,7 +125,7 @@ _public_ bool cowvol_kernel_present(void)
 _public_ int cowvol_kernel_path(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
                                 char *out, size_t len)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         int r = names_of(v, s, &n);
 
@@ -170,7 +170,7 @@ static int sectors_of(const char *dev, uint64_t *ret)
 
 _public_ int cowvol_kernel_volume_activate(const struct cowvol_kernel_volume *v)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         struct cvdm_info ri, oi;
         uint64_t sectors;
@@ -217,7 +217,7 @@ undo:
 
 _public_ int cowvol_kernel_volume_deactivate(const struct cowvol_kernel_volume *v)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         struct cvdm_info ri, oi;
         int r, have_real, have_origin;
@@ -429,20 +429,20 @@ out:
 
 _public_ int cowvol_kernel_snapshot_create(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         return snapshot_build(v, s, true);
 }
 
 _public_ int cowvol_kernel_snapshot_activate(const struct cowvol_kernel_volume *v,
                                              const struct cowvol_kernel_snapshot *s)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         return snapshot_build(v, s, false);
 }
 
 _public_ int cowvol_kernel_snapshot_remove(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         struct cvdm_info oi, si, ci;
         int r, have_origin, have_snap, have_cow;
@@ -492,7 +492,7 @@ static void parse_snapshot_status(const char *p, struct cowvol_kernel_status *re
 _public_ int cowvol_kernel_status(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s,
                                   struct cowvol_kernel_status *ret)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         struct cvdm_info info;
         char type[32], params[256];
@@ -553,7 +553,7 @@ static int table_type(const char *name, char *type, size_t len)
 
 _public_ int cowvol_kernel_store_grown(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         struct cvdm_info si, ci;
         char dev[300], params[320];
@@ -598,7 +598,7 @@ _public_ int cowvol_kernel_store_grown(const struct cowvol_kernel_volume *v, con
 
 _public_ int cowvol_kernel_merge_start(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         struct cvdm_info oi, ri, si, ci;
         char type[32], params[320];
@@ -654,7 +654,7 @@ out:
 
 _public_ int cowvol_kernel_merge_finish(const struct cowvol_kernel_volume *v, const struct cowvol_kernel_snapshot *s)
 {
-        LOG_SCOPE(v->log_fn, v->log_userdata);
+        LOG_SCOPE(v ? v->log_fn : NULL, v ? v->log_userdata : NULL);
         struct names n;
         struct cvdm_info oi, ri, ci;
         char type[32], params[320];

@@ -50,4 +50,18 @@ losetup -d "$LOOP"; LOOP=
 check "cowvol cat u shows what the kernel wrote" cmp -s "$T/u.after" "$T/u.kernel"
 check "cowvol cat u@s is the snapshot still (the kernel's copies read by the userspace engine)" cmp -s "$T/s.after" "$T/s.before"
 step "cowvol store check of u@s's store" "$COWVOL" store check "$STORE"
+
+# rm of a volume that create made and that moved to the kernel engine: its
+# devices go, the loop device under it stays (it is the user's), and so does
+# its image (the start's sweep keeps an image with data)
+step "create w, 8 MiB" "$COWVOL" create w --size 8M
+"$COWTOOL" pattern "$T/p2" 8M 2
+"$COWVOL" write w --offset 0 <"$T/p2"
+LOOP=$(losetup -f --show "$T/state/volumes/w.img")
+step "cowvol add $LOOP (the image of w): w moves to the kernel engine" "$COWVOL" add "$LOOP"
+step "cowvol rm w" "$COWVOL" rm w
+check "no cowvol-w device is left" eval "! dmsetup info cowvol-w >/dev/null 2>&1"
+check "rm left $LOOP, the loop device under w, in place" test -b "$LOOP"
+check "rm left w's image, now the loop device's, in place" test -s "$T/state/volumes/w.img"
+losetup -d "$LOOP"; LOOP=
 stop_daemon || notok "cowvold exits 0"
