@@ -2,7 +2,7 @@
 /*
  * Small helpers both programs need (cowvol and cowvold), in one place:
  * whole reads and writes that retry short transfers and EINTR, the
- * monotonic clock, and systemd's cleanup attributes.  Header-only: each
+ * monotonic clock, a mkdir -p.  Header-only: each
  * program compiles what it uses; libcowvol keeps its own (lib/internal.h)
  * and exports none of these.
  */
@@ -85,22 +85,5 @@ static inline int mkdir_p(const char *path, mode_t mode)
                 return -errno;
         return 0;
 }
-
-static inline void freep(void *p)
-{
-        free(*(void **)p);
-}
-
-static inline void closep(int *fd)
-{
-        if (*fd >= 0) {
-                int e = errno;
-                close(*fd);
-                errno = e;
-        }
-}
-
-#define _cleanup_free_ __attribute__((cleanup(freep)))
-#define _cleanup_close_ __attribute__((cleanup(closep)))
 
 #endif

@@ -20,7 +20,6 @@ struct settings {
         unsigned nbd_tcp_port;
         unsigned nbd_handshake_timeout; /* seconds a client may take to choose an export */
         enum nbd_read_only nbd_read_only;
-        const char *config_file;
         char *group; /* may read and change volumes, beside root */
         gid_t gid;
         bool have_gid;

@@ -2,7 +2,7 @@
 /*
  * cowvold's files, from the bottom up; each uses only what is below it:
  *
- *   common/util.h      write loops, the clock, cleanup attributes (also cowvol's)
+ *   common/util.h      write loops, the clock, mkdir -p (also cowvol's)
  *   log.c              the log
  *   config.c           settings: fixed after start
  *   catalogue.c        volumes and snapshots under catalogue.lock, and the

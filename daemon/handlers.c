@@ -239,14 +239,10 @@ static int do_create(struct request *r, json_object **ret, struct failure *f)
 static int do_add(struct request *r, json_object **ret, struct failure *f)
 {
         struct vol *v = r->moving;
-        char *dev = NULL;
 
         if (v && r->add_block_device) {
-                if (cowvol_device_resolve(r->path, &dev) < 0 || engine_move_to_kernel(v, r->path, dev, f) < 0) {
-                        free(dev);
-                        return fail(f, -ENODEV, "cannot move volume '%s': %s is gone", v->name, r->path);
-                }
-                free(dev);
+                if (engine_move_to_kernel(v, r->path, r->device, f) < 0)
+                        return f->err;
                 dlog(LOG_INFO_, "Volume %s moved to the kernel engine over %s, with its snapshots", v->name, v->path);
         } else if (v) {
                 if (engine_move_to_userspace(v, r->path, f) < 0)

@@ -174,7 +174,6 @@ static int parse_add(json_object *a, struct request *r, struct failure *f)
         arg_int(a, "chunk_size", &chunk);
         /* checked with the device or image it is for (check_add) */
         r->chunk_given = chunk;
-        r->chunk = (uint32_t)chunk;
         return 0;
 }
 
@@ -394,9 +393,11 @@ static int check_add(struct request *r, struct failure *f)
         if (r->add_block_device) {
                 if (check_chunk(r->chunk_given, f) < 0)
                         return f->err;
+                if (cowvol_device_resolve(path, &dev) == 0)
+                        snprintf(r->device, sizeof(r->device), "%s", dev);
                 /* a loop device over a userspace volume's image: that
                  * volume moves to the kernel engine, with its snapshots */
-                if (cowvol_device_resolve(path, &dev) == 0 && (r->moving = engine_userspace_behind(dev))) {
+                if (dev && (r->moving = engine_userspace_behind(dev))) {
                         struct vol *v = r->moving;
                         if (r->name && strcmp(r->name, v->name))
                                 fail(f, -EINVAL, "%s is the image of volume '%s' (via %s): it moves with its name",
@@ -430,6 +431,7 @@ static int check_add(struct request *r, struct failure *f)
                 r->size = (uint64_t)st.st_size;
                 e = default_name(r, NULL, f);
         }
+        r->chunk = (uint32_t)r->chunk_given; /* checked above */
         if (e < 0 || check_name("volume", r->name, f) < 0)
                 return f->err;
         if (vol_find(r->name))

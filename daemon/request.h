@@ -63,8 +63,8 @@ struct request {
         const char *path;   /* add */
         char auto_name[NAME_MAX_LEN + 1]; /* snap, add without a name */
         uint64_t size;      /* create */
-        uint32_t chunk;     /* create, add */
-        int64_t chunk_given; /* add: as given, checked with what it is for */
+        uint32_t chunk;     /* create, add (checked with what it is for) */
+        int64_t chunk_given; /* add: as given */
         bool store_size_given;
         int64_t store_size; /* snap: as given */
         struct snap_options snap; /* snap */
@@ -76,6 +76,7 @@ struct request {
         struct vol *v;
         struct snap *s;
         struct vol *moving; /* add: a volume that moves between the engines */
+        char device[4096];  /* add: the block device a spec names, resolved */
 };
 
 /* Parse @args (an object, or NULL) of operation @op; 0 or -errno with @f. */
