@@ -213,7 +213,11 @@ umount /mnt/work
 work=$(cat /ctl/path)
 repo=$(cat /ctl/repo)
 R=/newroot
-mount -t 9p -o $o,ro hostroot $R || halt "cannot mount the host root"
+# the host root is read-only here and does not change during a run: the
+# guest may cache it (cache=loose), and each program started in the guest
+# no longer reads its binary and libraries again over 9p (the kernel suite:
+# 551 s -> 366 s, t-kengine 355 s -> 200 s)
+mount -t 9p -o $o,ro,cache=loose hostroot $R || halt "cannot mount the host root"
 # Paths under /tmp or /run would vanish under the guest's tmpfs: keep the
 # repo (and the script's folder) visible by binding them back on top.
 keep=
