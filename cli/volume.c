@@ -744,7 +744,7 @@ static void format_uptime(double seconds, char *buf, size_t len)
 /* @opts: --json (cli_json_options) */
 static int status_run(const void *opts, char **none)
 {
-        int64_t protocol = 0, volumes = 0, snapshots = 0, clients = 0;
+        int64_t protocol = 0, volumes = 0, snapshots = 0, clients = 0, strays = 0;
         double uptime = 0;
         json_object *res;
         char up[64];
@@ -778,6 +778,9 @@ static int status_run(const void *opts, char **none)
                        string_field(res, "version"), protocol, up, engines[0] ? engines : "?", volumes, snapshots,
                        clients);
         }
+        if (result_int(res, "strays", &strays) && strays > 0)
+                printf("strays: %s holds %" PRId64 " file(s) no volume or snapshot owns, moved aside at start\n",
+                       string_field(res, "stray_folder"), strays);
         json_object_put(res);
         return EXIT_SUCCESS;
 }

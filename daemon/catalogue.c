@@ -6,11 +6,13 @@
  * the folder flushed; a crash leaves either the old or the new catalogue.
  * A store is made before the catalogue names it (snap) and removed after the
  * catalogue stopped naming it (rm, the end of a restore): a crash between
- * leaves a store no snapshot owns, which the next start removes.  So with
- * an image that create made before the catalogue named it: the start
- * removes it while it holds no data (a create cut short); one with data
- * (an rm of a volume cut short) stays, with a warning, for the
- * administrator to remove or `cowvol add`.
+ * leaves a store no snapshot owns, which the next start removes while it
+ * holds no exception (a snap cut short).  So with an image that create made
+ * before the catalogue named it: the start removes it while it holds no data
+ * (a create cut short).  A stray with data (an rm cut short) is never
+ * deleted: it moves to STATE_DIR/stray/, with a warning in the log and a
+ * count in status, for the administrator.  The sweep runs only after the
+ * whole catalogue loaded: it trusts the catalogue to name every store.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -127,47 +129,104 @@ bool name_valid(const char *s, char *why, size_t len)
 
 /* --- reading ---------------------------------------------------------------- */
 
-static const char *jstr(json_object *o, const char *k)
+/*
+ * A catalogue that parses but is wrong (a member missing, null or of
+ * another type) is refused whole, naming the place: the start stops before
+ * the sweep of strays, which trusts the catalogue to name every store.
+ * @where is "volume 2 (v1)" or "volume v1, snapshot 3 (s1)".
+ */
+static int malformed(const char *where, const char *key, const char *why)
 {
-        json_object *x;
-
-        return json_object_object_get_ex(o, k, &x) && json_object_is_type(x, json_type_string)
-                       ? json_object_get_string(x)
-                       : NULL;
+        return dlog_errno(-EINVAL, "Catalogue: %s: \"%s\" %s", where, key, why);
 }
 
-static bool jint(json_object *o, const char *k, int64_t *ret)
+static const char *type_name(json_object *x)
 {
-        json_object *x;
-
-        if (!json_object_object_get_ex(o, k, &x) || !json_object_is_type(x, json_type_int))
-                return false;
-        *ret = json_object_get_int64(x);
-        return true;
+        return x ? json_type_to_name(json_object_get_type(x)) : "missing";
 }
 
-static int load_snap(struct vol *v, json_object *o)
+/* @o's member @key of type @t: 0 and *ret (NULL when an optional member is
+ * absent or null), or -EINVAL logged */
+static int member(json_object *o, const char *where, const char *key, json_type t, bool required,
+                  json_object **ret)
 {
-        struct snap *s = calloc(1, sizeof(*s));
-        const char *name = jstr(o, "name"), *uuid = jstr(o, "uuid"), *store = jstr(o, "store"),
-                   *reason = jstr(o, "reason");
-        char why[128];
+        bool present = json_object_object_get_ex(o, key, ret);
+        char why[64];
 
+        if (!*ret) {
+                if (!required)
+                        return 0;
+                snprintf(why, sizeof(why), "is %s, want %s", present ? "null" : "missing", json_type_to_name(t));
+                return malformed(where, key, why);
+        }
+        if (!json_object_is_type(*ret, t)) {
+                snprintf(why, sizeof(why), "is %s, want %s", type_name(*ret), json_type_to_name(t));
+                return malformed(where, key, why);
+        }
+        return 0;
+}
+
+static int text(json_object *o, const char *where, const char *key, bool required, const char **ret)
+{
+        json_object *x;
+        int r = member(o, where, key, json_type_string, required, &x);
+
+        *ret = x ? json_object_get_string(x) : NULL;
+        return r;
+}
+
+static int number(json_object *o, const char *where, const char *key, int64_t *ret)
+{
+        json_object *x;
+        int r = member(o, where, key, json_type_int, true, &x);
+
+        *ret = x ? json_object_get_int64(x) : 0;
+        return r;
+}
+
+static int flag(json_object *o, const char *where, const char *key, bool *ret)
+{
+        json_object *x;
+        int r = member(o, where, key, json_type_boolean, false, &x);
+
+        *ret = x && json_object_get_boolean(x);
+        return r;
+}
+
+static int load_snap(struct vol *v, json_object *o, size_t i)
+{
+        const char *name = NULL, *uuid = NULL, *store = NULL, *reason = NULL;
+        char where[256], why[128];
+        struct snap *s;
+        int64_t created = 0;
+        bool device = false;
+        int r;
+
+        snprintf(where, sizeof(where), "volume %s, snapshot %zu", v->name, i + 1);
+        if (!json_object_is_type(o, json_type_object))
+                return dlog_errno(-EINVAL, "Catalogue: %s is %s, want object", where, type_name(o));
+        if ((r = text(o, where, "name", true, &name)) < 0)
+                return r;
+        snprintf(where, sizeof(where), "volume %s, snapshot %zu (%s)", v->name, i + 1, name);
+        if ((r = text(o, where, "uuid", true, &uuid)) < 0 || (r = text(o, where, "store", true, &store)) < 0 ||
+            (r = text(o, where, "reason", false, &reason)) < 0 || (r = number(o, where, "created", &created)) < 0 ||
+            (r = flag(o, where, "store_device", &device)) < 0)
+                return r;
+        if (!name_valid(name, why, sizeof(why)))
+                return malformed(where, "name", why);
+        if (strlen(uuid) != UUID_LEN)
+                return malformed(where, "uuid", "is not a UUID");
+        if (!*store)
+                return malformed(where, "store", "is empty");
+        s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
-        if (!name || !uuid || !store || strlen(uuid) != UUID_LEN || !name_valid(name, why, sizeof(why)) ||
-            !jint(o, "created", &s->created)) {
-                free(s);
-                return dlog_errno(-EINVAL, "Catalogue: a snapshot of volume %s is malformed", v->name);
-        }
         snprintf(s->name, sizeof(s->name), "%s", name);
         snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
+        s->created = created;
         s->store = strdup(store);
         s->reason = reason ? strdup(reason) : NULL;
-        {
-                json_object *x;
-                s->store_device = json_object_object_get_ex(o, "store_device", &x) && json_object_get_boolean(x);
-        }
+        s->store_device = device;
         /* keep the order of the file: append */
         struct snap **p = &v->snaps;
         while (*p)
@@ -176,58 +235,78 @@ static int load_snap(struct vol *v, json_object *o)
         return 0;
 }
 
-static int load_vol(json_object *o, const struct engine_ops *const *engines, struct vol ***tail)
+static int load_vol(json_object *o, size_t i, const struct engine_ops *const *engines, struct vol ***tail)
 {
-        struct vol *v = calloc(1, sizeof(*v));
-        const char *name = jstr(o, "name"), *uuid = jstr(o, "uuid"), *path = jstr(o, "path");
-        json_object *snaps, *owned, *restore;
-        int64_t size, chunk;
-        char why[128];
+        const char *name = NULL, *uuid = NULL, *path = NULL, *engine = NULL, *source = NULL;
+        json_object *snaps, *restore;
+        char where[128], why[128];
+        int64_t size = 0, chunk = 0, created = 0;
+        bool owned = false;
+        struct vol *v;
         int r;
 
+        snprintf(where, sizeof(where), "volume %zu", i + 1);
+        if (!json_object_is_type(o, json_type_object))
+                return dlog_errno(-EINVAL, "Catalogue: %s is %s, want object", where, type_name(o));
+        if ((r = text(o, where, "name", true, &name)) < 0)
+                return r;
+        snprintf(where, sizeof(where), "volume %zu (%s)", i + 1, name);
+        if ((r = text(o, where, "uuid", true, &uuid)) < 0 || (r = text(o, where, "path", true, &path)) < 0 ||
+            (r = number(o, where, "size", &size)) < 0 || (r = number(o, where, "chunk_size", &chunk)) < 0 ||
+            (r = number(o, where, "created", &created)) < 0 || (r = flag(o, where, "owned", &owned)) < 0 ||
+            (r = text(o, where, "engine", false, &engine)) < 0 || (r = text(o, where, "source", false, &source)) < 0 ||
+            (r = member(o, where, "snapshots", json_type_array, true, &snaps)) < 0 ||
+            (r = member(o, where, "restore", json_type_object, false, &restore)) < 0)
+                return r;
+        if (!name_valid(name, why, sizeof(why)))
+                return malformed(where, "name", why);
+        if (strlen(uuid) != UUID_LEN)
+                return malformed(where, "uuid", "is not a UUID");
+        if (size <= 0)
+                return malformed(where, "size", "is not positive");
+        if (!cowvol_chunk_size_valid((uint64_t)chunk))
+                return malformed(where, "chunk_size", "is not a power of two from 4 KiB to 512 KiB");
+        v = calloc(1, sizeof(*v));
         if (!v)
                 return -ENOMEM;
-        if (!name || !uuid || !path || !name_valid(name, why, sizeof(why)) || strlen(uuid) != UUID_LEN ||
-            !jint(o, "size", &size) || !jint(o, "chunk_size", &chunk) || !jint(o, "created", &v->created) ||
-            size <= 0 || chunk < (int64_t)COWVOL_CHUNK_MIN || chunk > (int64_t)COWVOL_CHUNK_MAX) {
-                free(v);
-                return dlog_errno(-EINVAL, "Catalogue: a volume entry is malformed");
-        }
         snprintf(v->name, sizeof(v->name), "%s", name);
         snprintf(v->uuid, sizeof(v->uuid), "%s", uuid);
         v->path = strdup(path);
         v->size = (uint64_t)size;
         v->chunk = (uint32_t)chunk;
-        v->owned = json_object_object_get_ex(o, "owned", &owned) && json_object_get_boolean(owned);
-        {
-                const char *engine = jstr(o, "engine"), *source = jstr(o, "source");
-                /* no engine: written before there was a second one */
-                for (size_t i = 0; engines[i] && !v->ops; i++)
-                        if (!strcmp(engine ? engine : "userspace", engines[i]->name))
-                                v->ops = engines[i];
-                if (!v->ops) {
-                        vol_free(v);
-                        return dlog_errno(-EINVAL, "Catalogue: volume %s has an unknown engine '%s'", name, engine);
-                }
-                v->source = source ? strdup(source) : NULL;
+        v->created = created;
+        v->owned = owned;
+        /* no engine: written before there was a second one */
+        for (size_t k = 0; engines[k] && !v->ops; k++)
+                if (!strcmp(engine ? engine : "userspace", engines[k]->name))
+                        v->ops = engines[k];
+        if (!v->ops) {
+                vol_free(v);
+                return malformed(where, "engine", "names no engine this cowvold has");
         }
-        if (json_object_object_get_ex(o, "snapshots", &snaps) && json_object_is_type(snaps, json_type_array))
-                for (size_t i = 0; i < json_object_array_length(snaps); i++) {
-                        r = load_snap(v, json_object_array_get_idx(snaps, i));
-                        if (r < 0) {
-                                vol_free(v);
-                                return r;
-                        }
-                }
-        if (json_object_object_get_ex(o, "restore", &restore) && json_object_is_type(restore, json_type_object)) {
-                const char *su = jstr(restore, "snapshot");
-                json_object *keep;
-                v->restoring = su ? snap_find_uuid(v, su) : NULL;
-                if (!v->restoring) {
+        v->source = source ? strdup(source) : NULL;
+        for (size_t k = 0; k < json_object_array_length(snaps); k++) {
+                r = load_snap(v, json_object_array_get_idx(snaps, k), k);
+                if (r < 0) {
                         vol_free(v);
-                        return dlog_errno(-EINVAL, "Catalogue: volume %s restores from an unknown snapshot", name);
+                        return r;
                 }
-                v->restore_keep = json_object_object_get_ex(restore, "keep", &keep) && json_object_get_boolean(keep);
+        }
+        if (restore) {
+                const char *su = NULL;
+                char at[sizeof(where) + 16];
+
+                snprintf(at, sizeof(at), "%s, restore", where);
+                r = text(restore, at, "snapshot", true, &su);
+                if (r >= 0)
+                        r = flag(restore, at, "keep", &v->restore_keep);
+                v->restoring = su ? snap_find_uuid(v, su) : NULL;
+                if (r >= 0 && !v->restoring)
+                        r = malformed(at, "snapshot", "names no snapshot of the volume");
+                if (r < 0) {
+                        vol_free(v);
+                        return r;
+                }
         }
         **tail = v;
         *tail = &v->next;
@@ -250,10 +329,9 @@ void counts_publish(void)
 int catalogue_load(const struct engine_ops *const *engines)
 {
         char path[4096];
-        json_object *root, *vols;
+        json_object *root, *vols, *version;
         struct vol **tail = &catalogue.vols;
-        int64_t version;
-        int r = 0;
+        int r;
 
         snprintf(path, sizeof(path), "%s/" CATALOGUE, settings.state_dir);
         if (access(path, F_OK) < 0 && errno == ENOENT)
@@ -261,16 +339,26 @@ int catalogue_load(const struct engine_ops *const *engines)
         root = json_object_from_file(path);
         if (!root)
                 return dlog_errno(-EINVAL, "Cannot read the catalogue %s: %s", path, json_util_get_last_err());
-        if (!jint(root, "version", &version) || version != 1) {
-                json_object_put(root);
-                return dlog_errno(-EPROTONOSUPPORT, "Catalogue %s: unknown version", path);
-        }
-        if (json_object_object_get_ex(root, "volumes", &vols) && json_object_is_type(vols, json_type_array))
-                for (size_t i = 0; i < json_object_array_length(vols) && r >= 0; i++)
-                        r = load_vol(json_object_array_get_idx(vols, i), engines, &tail);
+        if (!json_object_is_type(root, json_type_object))
+                r = dlog_errno(-EINVAL, "Catalogue: the file is %s, want object", type_name(root));
+        else if ((r = member(root, "the top", "version", json_type_int, true, &version)) >= 0 &&
+                 json_object_get_int64(version) != 1)
+                r = dlog_errno(-EPROTONOSUPPORT, "Catalogue %s: unknown version", path);
+        if (r >= 0)
+                r = member(root, "the top", "volumes", json_type_array, true, &vols);
+        for (size_t i = 0; r >= 0 && i < json_object_array_length(vols); i++)
+                r = load_vol(json_object_array_get_idx(vols, i), i, engines, &tail);
         json_object_put(root);
+        if (r < 0) { /* all or nothing: nothing half-loaded is served or swept by */
+                while (catalogue.vols) {
+                        struct vol *x = catalogue.vols->next;
+                        vol_free(catalogue.vols);
+                        catalogue.vols = x;
+                }
+                return r;
+        }
         counts_publish();
-        return r;
+        return 0;
 }
 
 /* --- writing ---------------------------------------------------------------- */
@@ -418,6 +506,50 @@ static bool remove_logged(const char *path, const char *why)
         return true;
 }
 
+/* A stray that holds data is never deleted: it goes to STATE_DIR/stray/,
+ * under its name (or NAME.N when that is taken), for the administrator. */
+static bool move_aside(const char *path, const char *name, const char *why)
+{
+        char dir[4096], to[4096 + 300];
+
+        snprintf(dir, sizeof(dir), "%s/" STRAY_DIR, settings.state_dir);
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+                dlog_errno(-errno, "Cannot create %s to move %s aside (%s): %m; it stays", dir, path, why);
+                return false;
+        }
+        for (int i = 0; i < 1000; i++) {
+                if (i)
+                        snprintf(to, sizeof(to), "%s/%s.%d", dir, name, i);
+                else
+                        snprintf(to, sizeof(to), "%s/%s", dir, name);
+                if (renameat2(AT_FDCWD, path, AT_FDCWD, to, RENAME_NOREPLACE) == 0) {
+                        dlog(LOG_WARN_, "Moved %s to %s: %s; remove it once nothing in it is needed", path, to,
+                             why);
+                        return true;
+                }
+                if (errno != EEXIST)
+                        break;
+        }
+        dlog_errno(-errno, "Cannot move %s aside to %s (%s): %m; it stays", path, dir, why);
+        return false;
+}
+
+/* a store holds data when it has an exception, or cannot be read as empty */
+static bool store_holds_data(const char *path)
+{
+        cowvol_store *st;
+        bool data;
+        int r = cowvol_store_open(path, COWVOL_STORE_RDONLY, &st);
+
+        if (r == -ENODATA) /* a header the kernel never wrote: nothing in it */
+                return false;
+        if (r < 0)
+                return true;
+        data = cowvol_store_count(st) > 0;
+        cowvol_store_close(st);
+        return data;
+}
+
 static bool sweep_store(const char *path, const char *name)
 {
         char uuid[UUID_LEN + 1];
@@ -430,7 +562,9 @@ static bool sweep_store(const char *path, const char *name)
         uuid[UUID_LEN] = 0;
         if (uuid_parse(uuid, u) < 0 || store_owned(name))
                 return false;
-        return remove_logged(path, "no snapshot owns it (a snap or rm was cut short)");
+        if (store_holds_data(path))
+                return move_aside(path, name, "no snapshot owns it and it holds exceptions (an rm cut short?)");
+        return remove_logged(path, "no snapshot owns it and it is empty (a snap cut short)");
 }
 
 int catalogue_sweep_stores(void)
@@ -463,16 +597,30 @@ static bool sweep_image(const char *path, const char *name)
                 return false;
         data = lseek(fd, 0, SEEK_DATA);
         close(fd);
-        if (data >= 0 || errno != ENXIO) {
-                dlog(LOG_WARN_, "%s holds data and no volume owns it (a volume's rm was cut short?): "
-                                "left alone; remove it, or 'cowvol add' it",
-                     path);
-                return false;
-        }
+        if (data >= 0 || errno != ENXIO)
+                return move_aside(path, name, "no volume owns it and it holds data (a volume's rm cut short?)");
         return remove_logged(path, "empty, and no volume owns it (a create was cut short)");
 }
 
 int catalogue_sweep_images(void)
 {
         return sweep("volumes", sweep_image);
+}
+
+/* what STATE_DIR/stray/ holds, for status */
+void catalogue_count_strays(void)
+{
+        char dir[4096];
+        struct dirent *de;
+        unsigned n = 0;
+        DIR *d;
+
+        snprintf(dir, sizeof(dir), "%s/" STRAY_DIR, settings.state_dir);
+        d = opendir(dir);
+        if (d) {
+                while ((de = readdir(d)))
+                        n += de->d_name[0] != '.';
+                closedir(d);
+        }
+        catalogue.n_strays = n;
 }

@@ -82,6 +82,7 @@ struct catalogue {
         /* what status shows, published with __atomic (counts_publish, the
          * client table): status answers without waiting for the lock */
         unsigned n_vols, n_snaps, n_clients;
+        unsigned n_strays; /* files in STATE_DIR/stray/ at start */
         double started; /* the monotonic clock at start */
 };
 
@@ -92,12 +93,15 @@ extern struct catalogue catalogue;
 int catalogue_load(const struct engine_ops *const *engines);
 int catalogue_save(void); /* atomic: write, fsync, rename, fsync the folder */
 void counts_publish(void); /* lock held: n_vols, n_snaps for status */
-/* at start: remove the files STATE_DIR/stores/UUID.cow that no snapshot of
- * the catalogue owns (left by a crash in a snap or rm); how many, or -errno */
+/* at start, after a whole load: the files STATE_DIR/stores/UUID.cow that no
+ * snapshot of the catalogue owns (left by a crash in a snap or rm) are
+ * removed when they hold no exception, else moved to STATE_DIR/stray/; how
+ * many, or -errno */
 int catalogue_sweep_stores(void);
-/* the same for STATE_DIR/volumes/NAME.img that no volume owns: removed when
- * they hold no data, else left with a warning */
+/* the same for STATE_DIR/volumes/NAME.img that no volume owns, by data */
 int catalogue_sweep_images(void);
+#define STRAY_DIR "stray"
+void catalogue_count_strays(void); /* n_strays */
 struct vol *vol_find(const char *name);
 struct snap *snap_find(const struct vol *v, const char *name);
 struct snap *snap_find_uuid(const struct vol *v, const char *uuid);

@@ -3,7 +3,7 @@
  * cowvold: the daemon that owns volumes and their snapshots.  main() only
  * starts things, in this order, and stops them in the reverse:
  *
- *   settings (config.c) -> the state folder and the catalogue (catalogue.c)
+ *   settings (config.c) -> the state folder, locked, and the catalogue (catalogue.c)
  *   -> signals through a descriptor -> every volume through its engine
  *   (engine.h; restores resume) -> listeners (listen.c: systemd's sockets
  *   or our own) -> sd_notify READY -> the monitor (monitor.c) -> serve.
@@ -13,11 +13,14 @@
  * volume, save the catalogue, exit 0.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "daemon.h"
@@ -38,6 +41,53 @@ static int state_dir_make(void)
                 }
         }
         return 0;
+}
+
+/*
+ * One daemon per state folder: DIR/lock, held (flock) for the daemon's life
+ * and released by the kernel however it ends, names the holder's PID.  A
+ * second cowvold on the folder, whatever its socket, stops here, before it
+ * reads or changes anything.  The descriptor stays open until exit.
+ */
+static int state_dir_lock(void)
+{
+        char path[4096], pid[32];
+        ssize_t n = 0;
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/lock", settings.state_dir);
+        fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                fprintf(stderr, "cowvold: cannot open %s: %m\n", path);
+                return -errno;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int e = errno;
+
+                /* the holder writes its PID just after it locks: give it a moment */
+                for (int i = 0; e == EWOULDBLOCK && i < 20; i++) {
+                        n = pread(fd, pid, sizeof(pid) - 1, 0);
+                        if (n > 0)
+                                break;
+                        usleep(10000);
+                }
+                pid[n > 0 ? n : 0] = '\0';
+                pid[strcspn(pid, "\n")] = '\0';
+                if (e == EWOULDBLOCK)
+                        fprintf(stderr, "cowvold: the state folder %s is in use by cowvold (PID %s); "
+                                "nothing was changed\n", settings.state_dir, *pid ? pid : "unknown");
+                else
+                        fprintf(stderr, "cowvold: cannot lock %s: %s\n", path, strerror(e));
+                close(fd);
+                return -e;
+        }
+        n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+                fprintf(stderr, "cowvold: cannot write %s: %m\n", path);
+                close(fd);
+                return -EIO;
+        }
+        return fd;
 }
 
 /* every volume through its engine: tables vanish at reboot and are rebuilt
@@ -95,7 +145,7 @@ int main(int argc, char **argv)
         cowvol_set_log_callback(dlog_library, NULL);
         setvbuf(stderr, NULL, _IOLBF, 0);
 
-        if (state_dir_make() < 0)
+        if (state_dir_make() < 0 || state_dir_lock() < 0)
                 return EXIT_FAILURE;
         if (catalogue_load(engine_all) < 0) {
                 fprintf(stderr, "cowvold: the catalogue in %s cannot be used; nothing was changed\n",
@@ -104,6 +154,10 @@ int main(int argc, char **argv)
         }
         (void)catalogue_sweep_stores();
         (void)catalogue_sweep_images();
+        catalogue_count_strays();
+        if (catalogue.n_strays)
+                dlog(LOG_WARN_, "%s/" STRAY_DIR " holds %u file(s) no volume or snapshot owns: look, then remove",
+                     settings.state_dir, catalogue.n_strays);
         catalogue.started = now_monotonic();
 
         sfd = signals_open();

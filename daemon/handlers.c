@@ -165,6 +165,12 @@ static int do_status(struct request *r, json_object **ret, struct failure *f)
         if (cowvol_kernel_present()) /* a status poll must not fill the log */
                 json_object_array_add(e, json_object_new_string(kernel_engine.name));
         json_object_object_add(o, "engines", e);
+        if (catalogue.n_strays) { /* fixed at start: no lock needed */
+                char dir[4096];
+                snprintf(dir, sizeof(dir), "%s/" STRAY_DIR, settings.state_dir);
+                json_object_object_add(o, "stray_folder", json_object_new_string(dir));
+                json_object_object_add(o, "strays", json_object_new_int((int)catalogue.n_strays));
+        }
         if (getenv("COWVOL_DEBUG_HEAP"))
                 json_object_object_add(o, "heap_in_use", json_object_new_int64((int64_t)heap_in_use()));
         *ret = o;

@@ -33,6 +33,7 @@ static int listen_socket(const char *path)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         char dir[sizeof(sa.sun_path)];
+        struct stat st;
         int fd, r;
 
         if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -57,6 +58,11 @@ static int listen_socket(const char *path)
                 return -EADDRINUSE;
         }
         close(fd);
+        /* only a socket is ours to replace: a file named by mistake stays */
+        if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+                fprintf(stderr, "cowvold: %s exists and is not a socket; it was left as it is\n", path);
+                return -EEXIST;
+        }
         unlink(path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
@@ -252,17 +258,26 @@ int listeners_serve(struct listeners *l, int signal_fd)
         return serve(l->control, signal_fd, l->nbd, l->tcp);
 }
 
+/* our socket file goes at the end; whatever replaced it stays */
+static void unlink_socket(const char *path)
+{
+        struct stat st;
+
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+                unlink(path);
+}
+
 void listeners_close(struct listeners *l)
 {
         if (l->control >= 0) {
                 close(l->control);
                 if (!l->activated)
-                        unlink(settings.socket_path);
+                        unlink_socket(settings.socket_path);
         }
         if (l->nbd >= 0) {
                 close(l->nbd);
                 if (!l->nbd_activated) /* systemd's sockets stay: RemoveOnStop= */
-                        unlink(settings.nbd_socket_path);
+                        unlink_socket(settings.nbd_socket_path);
         }
         if (l->tcp >= 0)
                 close(l->tcp);

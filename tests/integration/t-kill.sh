@@ -31,9 +31,9 @@
 #     snapshots are unchanged;
 #   - no request or command failed before the kill.
 # What was read becomes the baseline of the next round.  Before the rounds:
-# a store no snapshot owns, planted with the daemon down, is removed at start;
-# an image no volume owns, too, when it holds no data (else it is left, and
-# the log warns).
+# a store no snapshot owns, planted with the daemon down, is removed at start
+# when it holds no exception, else moved to the state's stray/ folder (the
+# log warns, status counts it); an image no volume owns, too, by its data.
 #   COWVOL_KILL_SEED=N    repeat a run (the choices; the timing differs)
 #   COWVOL_KILL_ROUNDS=N  rounds (default 8)
 . "$(dirname "$0")/../lib.sh"
@@ -78,28 +78,41 @@ cv snap kb@pin >/dev/null
 cv snap ka@r0c1 >/dev/null
 cv snap kb@r0c2 >/dev/null
 # a store no snapshot owns (as a snap or rm cut by a kill leaves it) is
-# removed at start; the stores of the catalogue and other files stay
+# removed at start when it is empty (a snap cut short), moved aside to
+# stray/ when it holds exceptions (an rm cut short); the stores of the
+# catalogue and other files stay
 expect 0 "setup: SIGTERM, cowvold exits 0" stop_daemon
 stray=$STATE/stores/$(cat /proc/sys/kernel/random/uuid).cow
-cp "$(ls "$STATE"/stores/*.cow | head -1)" "$stray"
+kept=$STATE/stores/$(cat /proc/sys/kernel/random/uuid).cow
+"$COWVOL" store create "$stray" --size 1M >/dev/null
+"$COWTOOL" pattern "$T/kept-origin.img" 1M 7
+"$COWVOL" store create "$kept" --size 1M >/dev/null && "$COWTOOL" fill "$T/kept-origin.img" "$kept" 5 3
+cp "$kept" "$T/kept.copy"
 echo keep >"$STATE/stores/notes.txt"
-# an image a create cut short (sized, never written), and one an rm of a
-# volume cut short (it holds data): the first goes, the second stays
+# an image a create cut short (sized, never written) goes; one an rm of a
+# volume cut short left (it holds data) moves aside
 truncate -s 1M "$STATE/volumes/ghost.img"
 truncate -s 1M "$STATE/volumes/gone.img"
 printf 'data' | dd of="$STATE/volumes/gone.img" bs=4096 seek=3 conv=notrunc status=none
+cp "$STATE/volumes/gone.img" "$T/gone.copy"
 start_daemon || exit 1
 check "setup: the start removed an empty image no volume owns" test ! -e "$STATE/volumes/ghost.img"
 expect_in daemon.log "Removed .*ghost.img: empty, and no volume owns it" "setup: the daemon logs it"
-check "setup: and left one with data, with a warning" test -f "$STATE/volumes/gone.img"
-expect_in daemon.log "gone.img holds data and no volume owns it" "setup: the daemon warns of it"
+check "setup: and moved one with data to stray/, unchanged" eval \
+	"test ! -e '$STATE/volumes/gone.img' && cmp -s '$STATE/stray/gone.img' '$T/gone.copy'"
+expect_in daemon.log "Moved .*gone.img to .*stray/gone.img: no volume owns it and it holds data" "setup: the daemon warns of it"
 expect 0 "setup: the name of the removed image can be created again" cv create ghost --size 1M
 expect 0 "setup: and removed" cv rm ghost
-rm "$STATE/volumes/gone.img"
-check "setup: the start removed a store no snapshot owns" test ! -e "$stray"
+check "setup: the start removed an empty store no snapshot owns" test ! -e "$stray"
+expect_in daemon.log "Removed .*${stray##*/}: no snapshot owns it and it is empty" "setup: the daemon logs it"
+check "setup: and moved one with exceptions to stray/, unchanged" eval \
+	"test ! -e '$kept' && cmp -s '$STATE/stray/${kept##*/}' '$T/kept.copy'"
+expect_in daemon.log "Moved .*${kept##*/} to .*stray/.*: no snapshot owns it and it holds exceptions" "setup: the daemon warns of it"
+check "setup: status names the stray folder and its 2 files" eval \
+	"cv status | grep -q 'strays: .*/stray holds 2 file'"
 check "setup: and left a file that is no store of the daemon's" test -f "$STATE/stores/notes.txt"
 check "setup: and each snapshot's store" test "$(ls "$STATE"/stores/*.cow | wc -l)" = 3
-expect_in daemon.log "Removed .*${stray##*/}: no snapshot owns it" "setup: the daemon logs it"
+rm -r "$STATE/stray"
 rm "$STATE/stores/notes.txt"
 check "setup: the volumes and kb@pin" "$PYTHON" "$K" init "$M/state.json"
 t0=$SECONDS

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# The state folder belongs to one daemon: a second cowvold on it (another
+# socket, or the same one) exits at once with one line naming the holder's
+# PID, and changes nothing: no socket of its own, the first one's socket
+# still answering, the catalogue and every file under the folder as they
+# were.  The lock goes with its holder: after kill -9 a new daemon starts.
+# --socket and --nbd-socket never remove a file that is not a socket.  A
+# catalogue that parses but is wrong (null, missing, another type) stops the
+# start with an error naming the place, before the sweep of strays: every
+# store and image stays.
+. "$(dirname "$0")/../lib.sh"
+
+start_daemon || exit 1
+must "create v" cv create v --size 1M
+must "snap v@s" cv snap v@s
+# every file under the state folder but the lock, which each start that
+# takes it rewrites with its PID
+files() { (cd "$STATE" && find . -type f ! -path ./lock -print0 | sort -z | xargs -0 md5sum && find . | sort); }
+files >"$T/files.before"
+cv list --json >"$T/list.before"
+
+second() { # NAME SOCKET: a second cowvold on $STATE; its exit code
+	timeout 20 "$COWVOLD" --state-dir "$STATE" --socket "$2" --nbd-socket "$T/$1-nbd.sock" \
+		>"$T/$1.out" 2>"$T/$1.err" </dev/null
+}
+for how in other same; do
+	if [ $how = other ]; then sock=$T/second.sock; else sock=$SOCK; fi
+	second $how "$sock"
+	rc=$?
+	check "$how socket: a second cowvold on the state folder exits 1 at once (got $rc)" test $rc = 1
+	check "$how socket: one line, naming the holder's PID $DAEMON_PID" eval \
+		"[ \$(wc -l <'$T/$how.err') = 1 ] && grep -q 'state folder .* is in use by cowvold (PID $DAEMON_PID)' '$T/$how.err'"
+	sed 's/^/#   /' "$T/$how.err"
+	check "$how socket: it made no NBD socket" test ! -e "$T/$how-nbd.sock"
+	check "$how socket: every file under the state folder as it was" eval "files | cmp -s - '$T/files.before'"
+	check "$how socket: the first daemon still answers, its list unchanged" eval \
+		"cv list --json | cmp -s - '$T/list.before'"
+done
+check "no socket was made for the second daemon" test ! -e "$T/second.sock"
+
+# --- sockets: a path that is not a socket is left alone ----------------------------
+echo keep >"$T/notasock"
+cp "$T/notasock" "$T/notasock.nbd"
+timeout 20 "$COWVOLD" --state-dir "$T/st2" --socket "$T/notasock" --nbd-socket "$T/n2.sock" \
+	>"$T/ns.out" 2>"$T/ns.err" </dev/null
+rc=$?
+check "--socket naming a regular file: cowvold exits 1 (got $rc)" test $rc = 1
+check "and says it is not a socket" grep -q "notasock exists and is not a socket" "$T/ns.err"
+check "the file is still there, unchanged" eval "echo keep | cmp -s - '$T/notasock'"
+"$COWVOLD" --state-dir "$T/st2" --socket "$T/s2.sock" --nbd-socket "$T/notasock.nbd" >"$T/ns2.log" 2>&1 </dev/null &
+p2=$!
+for _ in $(seq 200); do cv --socket "$T/s2.sock" status >/dev/null 2>&1 && break; sleep 0.05; done
+check "--nbd-socket naming a regular file: the control socket is served" eval "cv --socket '$T/s2.sock' status >/dev/null"
+check "the log says why NBD is off" grep -q "notasock.nbd exists and is not a socket" "$T/ns2.log"
+kill -TERM $p2
+wait $p2
+rc=$?
+check "that daemon stops cleanly (exit $rc)" test $rc = 0
+check "the file named by --nbd-socket is still there, unchanged" eval "echo keep | cmp -s - '$T/notasock.nbd'"
+
+# --- a catalogue that parses but is wrong ---------------------------------------------
+stop_daemon
+cp "$STATE/catalogue.json" "$T/cat.good"
+files >"$T/files.good"
+# each variant: FILE<TAB>what the error must say
+"$PYTHON" - "$T/cat.good" "$T" >"$T/variants" <<'PY'
+import json, sys
+good, t = sys.argv[1], sys.argv[2]
+def variant(name, change, says):
+    c = json.load(open(good))
+    change(c)
+    path = f"{t}/cat-{name}.json"
+    json.dump(c, open(path, "w"))
+    print(f"{path}\t{says}")
+v = lambda c: c["volumes"][0]
+variant("snapshots-null", lambda c: v(c).update(snapshots=None), 'volume 1 \\(v\\): "snapshots" is null')
+variant("snapshots-missing", lambda c: v(c).pop("snapshots"), '"snapshots" is missing')
+variant("volumes-missing", lambda c: c.pop("volumes"), 'the top: "volumes" is missing')
+variant("volumes-object", lambda c: c.update(volumes={}), '"volumes" is object, want array')
+variant("size-text", lambda c: v(c).update(size="1M"), '"size" is string, want int')
+variant("owned-number", lambda c: v(c).update(owned=1), '"owned" is int, want boolean')
+variant("snapshot-list", lambda c: v(c).update(snapshots=[[]]), 'volume v, snapshot 1 is array, want object')
+variant("store-null", lambda c: v(c)["snapshots"][0].update(store=None), 'snapshot 1 \\(s\\): "store" is null')
+variant("restore-text", lambda c: v(c).update(restore="s"), '"restore" is string, want object')
+PY
+while IFS=$'\t' read -r f says; do
+	id=${f##*/cat-}
+	id=${id%.json}
+	cp "$f" "$STATE/catalogue.json"
+	timeout 20 "$COWVOLD" --state-dir "$STATE" --socket "$SOCK" >"$T/bad.out" 2>&1 </dev/null
+	rc=$?
+	check "catalogue $id: the start is refused (exit 1, got $rc)" test $rc = 1
+	check "catalogue $id: the error names the place (/$says/)" grep -qE -- "$says" "$T/bad.out"
+	grep -a Catalogue "$T/bad.out" | head -1 | sed 's/^/#   /'
+	cp "$T/cat.good" "$STATE/catalogue.json"
+	check "catalogue $id: every store and image stays, nothing else changed" eval "files | cmp -s - '$T/files.good'"
+done <"$T/variants"
+check "nine variants were tried" test "$(wc -l <"$T/variants")" = 9
+start_daemon || exit 1
+check "the good catalogue back: v@s is served" eval "cv list v | grep -q 'v@s'"
+
+kill9_daemon
+start_daemon || exit 1
+check "after kill -9 the lock is gone with its holder: a new daemon starts and lists v@s" eval \
+	"cv list v | grep -q 'v@s'"
+stop_daemon
+check "it stops cleanly (exit 0)" test $? = 0
