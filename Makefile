@@ -127,8 +127,12 @@ fuzz: deps-test $(FUZZ_BINS)
 
 # --- tests ---------------------------------------------------------------
 # tests/run.sh runs each suite and prints the one summary line.
-check: all deps-test fuzz-build
-	$(MAKE) --no-print-directory B=build/san SAN=1 all build/san/unit-tests
+# the test tools (clang among them) first, then the three builds, each on
+# every core
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+check: deps-test
+	$(MAKE) --no-print-directory -j$(NPROC) all fuzz-build
+	$(MAKE) --no-print-directory -j$(NPROC) B=build/san SAN=1 all build/san/unit-tests
 	tests/run.sh
 
 unit: deps-test
