@@ -80,29 +80,43 @@ run_integration() { run_tap 900 tests/integration/t-*.sh; }
 
 # each libFuzzer target: first every input that once crashed it
 # (tests/fuzz/regress/NAME/*, one check each), then briefly from its seed
-# corpus (make fuzz: the long run)
+# corpus (make fuzz: the long run).  A target runs on one core: two at a
+# time, each one's lines printed when both are done.
+fuzz_one() { # BINARY: its lines "RC DESCRIPTION" to stdout, the rest to stderr
+	local bin=$1 name f rc dict
+	name=${bin##*/fuzz-}
+	for f in tests/fuzz/regress/"$name"/*; do
+		[ -f "$f" ] || continue
+		"$bin" -runs=1 -timeout=10 -rss_limit_mb=2048 "$f" >"build/fuzz/regress-$name.log" 2>&1
+		rc=$?
+		[ "$rc" = 0 ] || grep -aE 'SUMMARY|Deadly|ERROR' "build/fuzz/regress-$name.log" | tail -3 >&2
+		echo "$rc fuzz $name: regression ${f##*/}"
+	done
+	# new inputs go to build/, never into the seed corpus in the tree
+	mkdir -p "build/fuzz/check-$name"
+	dict=()
+	[ ! -f "tests/fuzz/$name.dict" ] || dict=(-dict="tests/fuzz/$name.dict")
+	"$bin" -max_total_time="${FUZZ_CHECK_TIME:-15}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 "${dict[@]}" \
+		-artifact_prefix=build/fuzz/crash-"$name"- "build/fuzz/check-$name" "tests/fuzz/corpus/$name" \
+		2>&1 | grep -E 'DONE|Deadly|SUMMARY|ERROR' | tail -3 >&2
+	echo "${PIPESTATUS[0]} fuzz $name (${FUZZ_CHECK_TIME:-15}s)"
+}
 run_fuzz() {
-	local bin name f rc dict n=0
+	local bin dir n=0 rc desc
+	dir=$(mktemp -d)
 	for bin in build/fuzz/fuzz-*; do
 		[ -x "$bin" ] || continue
 		n=$((n + 1))
-		name=${bin##*/fuzz-}
-		for f in tests/fuzz/regress/"$name"/*; do
-			[ -f "$f" ] || continue
-			"$bin" -runs=1 -timeout=10 -rss_limit_mb=2048 "$f" >"build/fuzz/regress-$name.log" 2>&1
-			rc=$?
-			[ "$rc" = 0 ] || grep -aE 'SUMMARY|Deadly|ERROR' "build/fuzz/regress-$name.log" | tail -3
-			count "fuzz $name: regression ${f##*/}" "$rc"
-		done
-		# new inputs go to build/, never into the seed corpus in the tree
-		mkdir -p "build/fuzz/check-$name"
-		dict=()
-		[ ! -f "tests/fuzz/$name.dict" ] || dict=(-dict="tests/fuzz/$name.dict")
-		"$bin" -max_total_time="${FUZZ_CHECK_TIME:-15}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -close_fd_mask=2 "${dict[@]}" \
-			-artifact_prefix=build/fuzz/crash-"$name"- "build/fuzz/check-$name" "tests/fuzz/corpus/$name" \
-			2>&1 | grep -E 'DONE|Deadly|SUMMARY|ERROR' | tail -3
-		count "fuzz $name (${FUZZ_CHECK_TIME:-15}s)" "${PIPESTATUS[0]}"
-	done
+		echo "$bin"
+	done >"$dir/bins"
+	export -f fuzz_one
+	xargs -P 2 -I{} bash -c 'fuzz_one "$1" >"$2/${1##*/}.rc" 2>"$2/${1##*/}.log"' _ {} "$dir" <"$dir/bins"
+	while read -r bin; do
+		cat "$dir/${bin##*/}.log"
+		[ -s "$dir/${bin##*/}.rc" ] || count "$bin ran (no result)" 1
+		while read -r rc desc; do count "$desc" "$rc"; done <"$dir/${bin##*/}.rc"
+	done <"$dir/bins"
+	rm -rf "$dir"
 	[ "$n" -gt 0 ] || count "fuzz targets built (make fuzz-build)" 1
 }
 
