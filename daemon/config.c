@@ -14,6 +14,7 @@
 
 #include "cowvol.h"
 #include "config.h"
+#include "log.h"
 #include "nbd-proto.h" /* NBD_DEFAULT_PORT */
 
 struct settings settings;
@@ -79,11 +80,10 @@ static int parse_uint(const char *file, unsigned line, const char *key, const ch
         return 0;
 }
 
-static bool group_named; /* the config names a group: it must exist */
-
-/* key = value lines; '#' starts a comment.  Unknown keys are errors. */
-static int config_load(const char *file, bool must_exist, char **ret_state, char **ret_socket,
-                       char **ret_nbd_socket)
+/* key = value lines; '#' starts a comment.  Unknown keys are errors.  The
+ * values go to @to (its group, autoextend, NBD fields), the three paths to
+ * @to's conf_* fields; *group_named: the file names a group (it must exist). */
+static int config_load(const char *file, bool must_exist, struct settings *to, bool *group_named)
 {
         FILE *f = fopen(file, "re");
         char buf[1024];
@@ -114,27 +114,29 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
                 v = trim(eq + 1);
                 k = trim(k);
                 if (strcmp(k, "group") == 0) {
-                        free(settings.group);
-                        settings.group = strdup(v);
-                        group_named = true;
+                        free(to->group);
+                        to->group = strdup(v);
+                        *group_named = true;
                 } else if (strcmp(k, "autoextend_threshold") == 0)
-                        r = parse_uint(file, line, k, v, 50, 100, &settings.autoextend_threshold);
+                        r = parse_uint(file, line, k, v, 50, 100, &to->autoextend_threshold);
                 else if (strcmp(k, "autoextend_percent") == 0)
-                        r = parse_uint(file, line, k, v, 1, 1000, &settings.autoextend_percent);
+                        r = parse_uint(file, line, k, v, 1, 1000, &to->autoextend_percent);
                 else if (strcmp(k, "nbd_handshake_timeout") == 0)
-                        r = parse_uint(file, line, k, v, 1, 3600, &settings.nbd_handshake_timeout);
+                        r = parse_uint(file, line, k, v, 1, 3600, &to->nbd_handshake_timeout);
                 else if (strcmp(k, "state_dir") == 0) {
-                        free(*ret_state);
-                        *ret_state = strdup(v);
+                        free(to->conf_state_dir);
+                        to->conf_state_dir = strdup(v);
                 } else if (strcmp(k, "socket") == 0) {
-                        free(*ret_socket);
-                        *ret_socket = strdup(v);
+                        free(to->conf_socket);
+                        to->conf_socket = strdup(v);
                 } else if (strcmp(k, "nbd_socket") == 0) {
-                        free(*ret_nbd_socket);
-                        *ret_nbd_socket = strdup(v);
+                        free(to->conf_nbd_socket);
+                        to->conf_nbd_socket = strdup(v);
                 } else if (strcmp(k, "nbd_tcp") == 0) {
-                        free(settings.nbd_tcp);
-                        if (nbd_tcp_parse(v, &settings.nbd_tcp, &settings.nbd_tcp_port) < 0) {
+                        free(to->nbd_tcp);
+                        free(to->conf_nbd_tcp);
+                        to->conf_nbd_tcp = strdup(v);
+                        if (nbd_tcp_parse(v, &to->nbd_tcp, &to->nbd_tcp_port) < 0) {
                                 fprintf(stderr,
                                         "cowvold: %s:%u: nbd_tcp must be no, yes, HOST, HOST:PORT, [IPV6], [IPV6]:PORT "
                                         "or PORT, not '%s'\n",
@@ -148,7 +150,7 @@ static int config_load(const char *file, bool must_exist, char **ret_state, char
                                         file, line, v);
                                 r = -EINVAL;
                         } else
-                                settings.nbd_read_only = ro;
+                                to->nbd_read_only = ro;
                 } else {
                         fprintf(stderr, "cowvold: %s:%u: unknown setting '%s'\n", file, line, k);
                         r = -EINVAL;
@@ -217,7 +219,9 @@ int nbd_tcp_parse(const char *spec, char **ret_host, unsigned *ret_port)
 
 bool settings_export_read_only(bool snapshot)
 {
-        return settings.nbd_read_only == NBD_RO_ALL || (snapshot && settings.nbd_read_only == NBD_RO_SNAPSHOTS);
+        enum nbd_read_only ro = __atomic_load_n(&settings.nbd_read_only, __ATOMIC_RELAXED);
+
+        return ro == NBD_RO_ALL || (snapshot && ro == NBD_RO_SNAPSHOTS);
 }
 
 /* The NBD socket's path: --nbd-socket, nbd_socket =, else nbd.sock beside
@@ -249,6 +253,33 @@ char *settings_nbd_socket(void)
         return nbd_socket_default(settings.arg_nbd_socket, settings.conf_nbd_socket);
 }
 
+static void defaults(struct settings *to)
+{
+        to->autoextend_threshold = 70;
+        to->autoextend_percent = 20;
+        to->nbd_handshake_timeout = 30;
+        to->group = strdup("cowvol");
+}
+
+/* @to's gid from its group name; a group the file named must exist */
+static int group_resolve(struct settings *to, bool named)
+{
+        struct group *g;
+
+        to->have_gid = false;
+        if (!to->group || !*to->group)
+                return 0;
+        g = getgrnam(to->group);
+        if (g) {
+                to->gid = g->gr_gid;
+                to->have_gid = true;
+        } else if (named) {
+                fprintf(stderr, "cowvold: group '%s' does not exist\n", to->group);
+                return -ENOENT;
+        }
+        return 0;
+}
+
 int settings_load(int argc, char **argv)
 {
         static const struct option longopts[] = {
@@ -264,6 +295,7 @@ int settings_load(int argc, char **argv)
                 {},
         };
         const char *arg_state = NULL, *arg_sock = NULL, *config = NULL, *arg_tcp = NULL, *arg_ro = NULL;
+        bool group_named = false;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "s:S:N:T::R:c:fhV", longopts, NULL)) >= 0) {
@@ -284,12 +316,11 @@ int settings_load(int argc, char **argv)
                 fprintf(stderr, "cowvold: unexpected argument '%s'\nTry 'cowvold --help'.\n", argv[optind]);
                 return 2;
         }
-        settings.autoextend_threshold = 70;
-        settings.autoextend_percent = 20;
-        settings.nbd_handshake_timeout = 30;
-        settings.group = strdup("cowvol");
-        r = config_load(config ? config : "/etc/cowvol/cowvold.conf", config != NULL, &settings.conf_state_dir,
-                        &settings.conf_socket, &settings.conf_nbd_socket);
+        defaults(&settings);
+        settings.config_file = config ? config : "/etc/cowvol/cowvold.conf";
+        settings.config_named = config != NULL;
+        settings.arg_nbd_read_only = arg_ro != NULL;
+        r = config_load(settings.config_file, settings.config_named, &settings, &group_named);
         if (r < 0)
                 return EXIT_FAILURE;
         if (arg_tcp) {
@@ -310,26 +341,100 @@ int settings_load(int argc, char **argv)
         }
         settings.state_dir = arg_state ? arg_state : settings.conf_state_dir ? settings.conf_state_dir : "/var/lib/cowvol";
         settings.socket_path = arg_sock ? arg_sock : settings.conf_socket ? settings.conf_socket : "/run/cowvol/cowvold.sock";
-        if (settings.group && *settings.group) {
-                struct group *g = getgrnam(settings.group);
-                if (g) {
-                        settings.gid = g->gr_gid;
-                        settings.have_gid = true;
-                } else if (group_named) {
-                        fprintf(stderr, "cowvold: group '%s' does not exist\n", settings.group);
-                        return EXIT_FAILURE;
+        if (group_resolve(&settings, group_named) < 0)
+                return EXIT_FAILURE;
+        return -1;
+}
+
+static bool same(const char *a, const char *b)
+{
+        return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* a group name another thread may be printing: kept until exit */
+static char *retired[64];
+static unsigned n_retired;
+
+static void changed_uint(const char *key, unsigned *cur, unsigned now)
+{
+        if (*cur == now)
+                return;
+        dlog(LOG_INFO_, "Reload: %s %u -> %u", key, *cur, now);
+        __atomic_store_n(cur, now, __ATOMIC_RELAXED);
+}
+
+int settings_reload(unsigned *changes)
+{
+        struct settings n = { 0 };
+        bool named = false;
+        int r;
+
+        *changes = 0;
+        defaults(&n);
+        r = config_load(settings.config_file, settings.config_named, &n, &named);
+        if (r >= 0)
+                r = group_resolve(&n, named);
+        if (r < 0) {
+                dlog(LOG_ERR_, "Reload of %s failed (above); every setting stays as it was", settings.config_file);
+                goto out;
+        }
+        if (n.autoextend_threshold != settings.autoextend_threshold ||
+            n.autoextend_percent != settings.autoextend_percent)
+                *changes |= SETTINGS_AUTOEXTEND;
+        changed_uint("autoextend_threshold", &settings.autoextend_threshold, n.autoextend_threshold);
+        changed_uint("autoextend_percent", &settings.autoextend_percent, n.autoextend_percent);
+        changed_uint("nbd_handshake_timeout", &settings.nbd_handshake_timeout, n.nbd_handshake_timeout);
+        if (!settings.arg_nbd_read_only && n.nbd_read_only != settings.nbd_read_only) {
+                static const char *const names[] = { "no", "snapshots", "all" };
+                dlog(LOG_INFO_, "Reload: nbd_read_only %s -> %s (exports opened from now on)",
+                     names[settings.nbd_read_only], names[n.nbd_read_only]);
+                __atomic_store_n(&settings.nbd_read_only, n.nbd_read_only, __ATOMIC_RELAXED);
+        }
+        if (!same(n.group, settings.group) || n.have_gid != settings.have_gid) {
+                if (n_retired == sizeof(retired) / sizeof(retired[0])) {
+                        dlog(LOG_WARN_, "Reload: the group cannot change again before a restart (%u changes)",
+                             n_retired);
+                } else {
+                        dlog(LOG_INFO_, "Reload: group %s -> %s%s", settings.group ? settings.group : "(none)",
+                             n.group ? n.group : "(none)", n.have_gid ? "" : " (no such group: root only)");
+                        retired[n_retired++] = settings.group;
+                        __atomic_store_n(&settings.have_gid, false, __ATOMIC_SEQ_CST);
+                        __atomic_store_n(&settings.gid, n.gid, __ATOMIC_SEQ_CST);
+                        __atomic_store_n(&settings.group, n.group, __ATOMIC_SEQ_CST);
+                        __atomic_store_n(&settings.have_gid, n.have_gid, __ATOMIC_SEQ_CST);
+                        n.group = NULL;
+                        *changes |= SETTINGS_GROUP;
                 }
         }
-        return -1;
+        /* what only a start reads */
+        if (!same(n.conf_state_dir, settings.conf_state_dir))
+                dlog(LOG_WARN_, "Reload: state_dir changed in %s: it takes effect at the next start", settings.config_file);
+        if (!same(n.conf_socket, settings.conf_socket))
+                dlog(LOG_WARN_, "Reload: socket changed in %s: it takes effect at the next start", settings.config_file);
+        if (!same(n.conf_nbd_socket, settings.conf_nbd_socket))
+                dlog(LOG_WARN_, "Reload: nbd_socket changed in %s: it takes effect at the next start", settings.config_file);
+        if (!same(n.conf_nbd_tcp, settings.conf_nbd_tcp))
+                dlog(LOG_WARN_, "Reload: nbd_tcp changed in %s: it takes effect at the next start", settings.config_file);
+out:
+        free(n.group);
+        free(n.nbd_tcp);
+        free(n.conf_state_dir);
+        free(n.conf_socket);
+        free(n.conf_nbd_socket);
+        free(n.conf_nbd_tcp);
+        return r;
 }
 
 void settings_free(void)
 {
+        for (unsigned i = 0; i < n_retired; i++)
+                free(retired[i]);
         free(settings.group);
         free(settings.nbd_tcp);
         free(settings.nbd_tcp_uri_host);
         free(settings.conf_state_dir);
         free(settings.conf_socket);
         free(settings.conf_nbd_socket);
+        free(settings.conf_nbd_tcp);
         free(settings.nbd_socket_path);
 }

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * cowvold's settings: the command line over the config file over the
- * defaults.  Set once at start (config.c), read-only after: no lock.
+ * defaults.  Set at start (config.c); SIGHUP's reload (settings_reload)
+ * may change group, gid, have_gid, autoextend_*, nbd_read_only and
+ * nbd_handshake_timeout with atomic stores, so other threads read those
+ * with __atomic_load_n, once per use.  The rest is fixed after start.
  */
 #ifndef COWVOLD_CONFIG_H
 #define COWVOLD_CONFIG_H
@@ -28,7 +31,10 @@ struct settings {
 
         /* what the command line and the file named, before socket activation */
         const char *arg_nbd_socket;
-        char *conf_state_dir, *conf_socket, *conf_nbd_socket;
+        char *conf_state_dir, *conf_socket, *conf_nbd_socket, *conf_nbd_tcp;
+        const char *config_file; /* read again on SIGHUP */
+        bool config_named;       /* --config: the file must exist */
+        bool arg_nbd_read_only;  /* --nbd-read-only: a reload leaves it */
 };
 
 extern struct settings settings;
@@ -40,11 +46,25 @@ int settings_load(int argc, char **argv);
 /* The NBD socket's path once the control socket's is known (malloc'd). */
 char *settings_nbd_socket(void);
 void settings_free(void);
+/* SIGHUP: read the config file again and apply what may change at run time
+ * (logged, one line a change); what only a start reads is logged as such.
+ * A file with an error changes nothing.  *changes: SETTINGS_* bits. */
+#define SETTINGS_AUTOEXTEND (1u << 0)
+#define SETTINGS_GROUP (1u << 1)
+int settings_reload(unsigned *changes);
 
 /* the nbd_read_only setting: an NBD_RW.. value or -EINVAL */
 int nbd_read_only_parse(const char *s);
 /* the nbd_tcp setting into host and port (host NULL: off) */
 int nbd_tcp_parse(const char *spec, char **ret_host, unsigned *ret_port);
+/* the group's name for messages (a reload may change it) */
+static inline const char *settings_group(void)
+{
+        const char *g = __atomic_load_n(&settings.group, __ATOMIC_SEQ_CST);
+
+        return g ? g : "cowvol";
+}
+
 /* is the export of the volume (@snapshot false) or of a snapshot read-only */
 bool settings_export_read_only(bool snapshot);
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
@@ -120,6 +121,20 @@ static void volumes_stop(void)
         pthread_mutex_unlock(&catalogue.lock);
 }
 
+/* Each open snapshot holds descriptors: take the whole hard limit (the
+ * unit sets LimitNOFILE=), as systemd advises for daemons that need many;
+ * nothing here uses select(), so numbers past 1024 are fine. */
+static void fd_limit_raise(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                dlog(LOG_WARN_, "Cannot raise the limit of open files to %llu: %m", (unsigned long long)rl.rlim_max);
+}
+
 /* signals arrive through a descriptor, never in a thread's way */
 static int signals_open(void)
 {
@@ -134,9 +149,32 @@ static int signals_open(void)
         return signalfd(-1, &mask, SFD_CLOEXEC);
 }
 
+static struct listeners l = { .control = -1, .nbd = -1, .tcp = -1 };
+
+/* SIGHUP: the config file again; open volumes follow a new autoextend,
+ * our sockets a new group */
+static void reload(void)
+{
+        unsigned changes;
+
+        dlog(LOG_INFO_, "Received SIGHUP, reading %s again", settings.config_file);
+        if (settings_reload(&changes) < 0)
+                return;
+        if (changes & SETTINGS_AUTOEXTEND) {
+                pthread_mutex_lock(&catalogue.lock);
+                for (struct vol *v = catalogue.vols; v; v = v->next)
+                        if (v->ops->settings_changed)
+                                v->ops->settings_changed(v);
+                pthread_mutex_unlock(&catalogue.lock);
+        }
+        if (changes & SETTINGS_GROUP)
+                listeners_regroup(&l);
+        if (!changes)
+                dlog(LOG_INFO_, "Reload: nothing that can change at run time changed");
+}
+
 int main(int argc, char **argv)
 {
-        struct listeners l = { .control = -1, .nbd = -1, .tcp = -1 };
         int sfd, n, r;
 
         r = settings_load(argc, argv);
@@ -144,6 +182,7 @@ int main(int argc, char **argv)
                 return r;
         cowvol_set_log_callback(dlog_library, NULL);
         setvbuf(stderr, NULL, _IOLBF, 0);
+        fd_limit_raise();
 
         if (state_dir_make() < 0 || state_dir_lock() < 0)
                 return EXIT_FAILURE;
@@ -177,7 +216,7 @@ int main(int argc, char **argv)
         r = monitor_start();
         if (r < 0)
                 dlog_errno(r, "Cannot start the monitor of kernel snapshots: %m");
-        r = listeners_serve(&l, sfd);
+        r = listeners_serve(&l, sfd, reload);
         sd_notify(0, "STOPPING=1");
 
         /* stop: no new clients; requests in flight finish */

@@ -72,8 +72,11 @@ struct listeners {
 };
 /* systemd's sockets, or our own; 0 or -errno (the reason printed) */
 int listeners_open(struct listeners *l);
-/* accept clients until a signal arrives on @signal_fd */
-int listeners_serve(struct listeners *l, int signal_fd);
+/* accept clients until SIGTERM or SIGINT arrives on @signal_fd; SIGHUP
+ * calls @on_hup and goes on */
+int listeners_serve(struct listeners *l, int signal_fd, void (*on_hup)(void));
+/* the group changed: our own sockets (not systemd's) follow it */
+void listeners_regroup(const struct listeners *l);
 void listeners_close(struct listeners *l);
 /* shut every client down and wait until all are gone */
 void clients_stop(void);

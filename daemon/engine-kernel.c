@@ -719,7 +719,7 @@ static void grow(struct vol *v, struct snap *s, const struct cowvol_store_usage 
 {
         struct kdesc d;
         uint64_t old = u->total_sectors * COWVOL_SECTOR_SIZE;
-        uint64_t step = old / 100 * settings.autoextend_percent, size;
+        uint64_t step = old / 100 * __atomic_load_n(&settings.autoextend_percent, __ATOMIC_RELAXED), size;
         int fd, r;
 
         step = (step + v->chunk - 1) / v->chunk * v->chunk;
@@ -754,6 +754,7 @@ static bool watch_snapshots(struct vol *v)
         bool changed = false;
 
         for (struct snap *s = v->snaps; s; s = s->next) {
+                unsigned threshold = __atomic_load_n(&settings.autoextend_threshold, __ATOMIC_RELAXED);
                 struct cowvol_kernel_status st;
                 double pct;
 
@@ -772,7 +773,7 @@ static bool watch_snapshots(struct vol *v)
                         s->warned = true;
                 } else if (pct < WARN_PERCENT)
                         s->warned = false;
-                if (!s->store_device && settings.autoextend_threshold < 100 && pct >= settings.autoextend_threshold)
+                if (!s->store_device && threshold < 100 && pct >= threshold)
                         grow(v, s, &st.usage);
         }
         return changed;

@@ -49,6 +49,13 @@ static void on_event(cowvol_volume *ev, cowvol_snapshot *sn, enum cowvol_event e
 
 static int restore_start(struct vol *v);
 
+static void u_settings_changed(struct vol *v)
+{
+        if (v->eng)
+                cowvol_volume_set_autoextend(v->eng, __atomic_load_n(&settings.autoextend_threshold, __ATOMIC_RELAXED),
+                                             __atomic_load_n(&settings.autoextend_percent, __ATOMIC_RELAXED));
+}
+
 /* Open the image and attach the snapshots; resume a restore. */
 static int u_activate(struct vol *v)
 {
@@ -58,7 +65,7 @@ static int u_activate(struct vol *v)
         if (r < 0)
                 return dlog_errno(r, "Volume %s: cannot open its image %s", v->name, v->path);
         cowvol_volume_set_event_callback(v->eng, on_event, v);
-        cowvol_volume_set_autoextend(v->eng, settings.autoextend_threshold, settings.autoextend_percent);
+        u_settings_changed(v);
         if (cowvol_volume_size(v->eng) != v->size)
                 dlog(LOG_WARN_, "Volume %s: its image is now %llu bytes (catalogue: %llu)", v->name,
                      (unsigned long long)cowvol_volume_size(v->eng), (unsigned long long)v->size);
@@ -421,6 +428,7 @@ const struct engine_ops userspace_engine = {
         .snapshot_open = u_snapshot_open,
         .watch = u_watch,
         .note_reasons = u_note_reasons,
+        .settings_changed = u_settings_changed,
 };
 
 const struct engine_ops *const engine_all[] = { &userspace_engine, &kernel_engine, NULL };

@@ -122,6 +122,10 @@ struct engine_ops {
          * since, copied into the catalogue (true when one was new). */
         bool (*watch)(struct vol *v);
         bool (*note_reasons)(struct vol *v);
+
+        /* SIGHUP changed autoextend: NULL when the engine reads the
+         * settings at each use */
+        void (*settings_changed)(struct vol *v);
 };
 
 extern const struct engine_ops userspace_engine;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,20 @@ int fail(struct failure *f, int err, const char *fmt, ...)
         va_end(ap);
         f->err = err;
         return err;
+}
+
+/* "Too many open files" says which limit */
+static void limit_named(struct failure *f)
+{
+        struct rlimit rl;
+        size_t n = strlen(f->msg);
+
+        if (f->err == -ENFILE)
+                snprintf(f->msg + n, sizeof(f->msg) - n, " (the system's limit, fs.file-max)");
+        else if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+                snprintf(f->msg + n, sizeof(f->msg) - n,
+                         " (cowvold's limit of open files, RLIMIT_NOFILE, is %llu: raise LimitNOFILE=)",
+                         (unsigned long long)rl.rlim_cur);
 }
 
 int fail_wrap(struct failure *f, const char *fmt, ...)
@@ -694,5 +709,7 @@ void handle_request(const char *op, json_object *args, struct peer *p, json_obje
                 json_object_put(result);
                 result = NULL;
         }
+        if (f->err == -EMFILE || f->err == -ENFILE)
+                limit_named(f);
         *ret_result = result;
 }

@@ -9,9 +9,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -105,6 +107,31 @@ void client_done(int fd)
         pthread_mutex_unlock(&clients_lock);
 }
 
+/* A line that a flood of clients could repeat: at most one every 10 s,
+ * with how many were held back (in @l->note). */
+struct log_limit {
+        double last;
+        unsigned held;
+        char note[64];
+};
+static struct log_limit accept_log, full_log; /* the listening thread's own */
+
+static bool log_allowed(struct log_limit *l)
+{
+        double now = now_monotonic();
+
+        if (l->last && now - l->last < 10) {
+                l->held++;
+                return false;
+        }
+        l->note[0] = '\0';
+        if (l->held)
+                snprintf(l->note, sizeof(l->note), " (and %u more like it in %.0f s)", l->held, now - l->last);
+        l->last = now;
+        l->held = 0;
+        return true;
+}
+
 /* Accept one client on @lfd and give it a thread running @fn. */
 static void accept_client(int lfd, void *(*fn)(void *))
 {
@@ -114,17 +141,24 @@ static void accept_client(int lfd, void *(*fn)(void *))
 
         cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (cfd < 0) {
+                int e = errno;
+                struct rlimit rl = { 0 };
+
                 /* transient: a client gone before accept, fds short */
-                if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
-                        dlog(LOG_WARN_, "accept: %s", strerror(errno));
-                if (errno == EMFILE || errno == ENFILE)
+                if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 && log_allowed(&accept_log))
+                        dlog(LOG_WARN_, "Cannot accept a client: %s (cowvold's limit, RLIMIT_NOFILE, is %llu)%s",
+                             strerror(e), (unsigned long long)rl.rlim_cur, accept_log.note);
+                else if (e != EINTR && e != ECONNABORTED && e != EAGAIN && log_allowed(&accept_log))
+                        dlog(LOG_WARN_, "Cannot accept a client: %s%s", strerror(e), accept_log.note);
+                if (e == EMFILE || e == ENFILE)
                         usleep(100000);
                 return;
         }
         pthread_mutex_lock(&clients_lock);
         if (catalogue.n_clients >= MAX_CLIENTS) {
                 pthread_mutex_unlock(&clients_lock);
-                dlog(LOG_WARN_, "Too many clients (%d); closing a new one", MAX_CLIENTS);
+                if (log_allowed(&full_log))
+                        dlog(LOG_WARN_, "Too many clients (%d); closing a new one%s", MAX_CLIENTS, full_log.note);
                 close(cfd);
                 return;
         }
@@ -142,7 +176,7 @@ static void accept_client(int lfd, void *(*fn)(void *))
 }
 
 /* @nfd, @tfd: the NBD sockets (Unix, TCP), or -1 (poll skips them) */
-static int serve(int lfd, int sfd, int nfd, int tfd)
+static int serve(int lfd, int sfd, int nfd, int tfd, void (*on_hup)(void))
 {
         struct pollfd pf[4] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN },
                                 { .fd = nfd, .events = POLLIN }, { .fd = tfd, .events = POLLIN } };
@@ -155,8 +189,13 @@ static int serve(int lfd, int sfd, int nfd, int tfd)
                 }
                 if (pf[1].revents) {
                         struct signalfd_siginfo si;
-                        if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                                dlog(LOG_INFO_, "Received %s, stopping", strsignal((int)si.ssi_signo));
+                        if (read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+                                continue;
+                        if (si.ssi_signo == SIGHUP) {
+                                on_hup();
+                                continue;
+                        }
+                        dlog(LOG_INFO_, "Received %s, stopping", strsignal((int)si.ssi_signo));
                         return 0;
                 }
                 if (pf[0].revents & POLLIN)
@@ -253,9 +292,21 @@ int listeners_open(struct listeners *l)
         return 0;
 }
 
-int listeners_serve(struct listeners *l, int signal_fd)
+int listeners_serve(struct listeners *l, int signal_fd, void (*on_hup)(void))
 {
-        return serve(l->control, signal_fd, l->nbd, l->tcp);
+        return serve(l->control, signal_fd, l->nbd, l->tcp, on_hup);
+}
+
+void listeners_regroup(const struct listeners *l)
+{
+        gid_t gid = __atomic_load_n(&settings.gid, __ATOMIC_SEQ_CST);
+
+        if (geteuid() != 0 || !__atomic_load_n(&settings.have_gid, __ATOMIC_SEQ_CST))
+                return;
+        if (l->control >= 0 && !l->activated && chown(settings.socket_path, 0, gid) < 0)
+                dlog(LOG_WARN_, "Cannot give %s to the new group: %s", settings.socket_path, strerror(errno));
+        if (l->nbd >= 0 && !l->nbd_activated && chown(settings.nbd_socket_path, 0, gid) < 0)
+                dlog(LOG_WARN_, "Cannot give %s to the new group: %s", settings.nbd_socket_path, strerror(errno));
 }
 
 /* our socket file goes at the end; whatever replaced it stays */

@@ -235,7 +235,7 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
         if (!c->admin)
                 return opt_error(c->fd, NBD_OPT_LIST, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
-                                 settings.group ? settings.group : "cowvol");
+                                 settings_group());
         pthread_mutex_lock(&catalogue.lock);
         for (struct vol *v = catalogue.vols; v && r == 0; v = v->next) {
                 if (!v->eng)
@@ -284,7 +284,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
         if (!c->admin)
                 return opt_error(c->fd, opt, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
-                                 settings.group ? settings.group : "cowvol");
+                                 settings_group());
         if (nlen == 0)
                 return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN,
                                  "there is no default export; name one: VOLUME or VOLUME@SNAPSHOT");
@@ -374,7 +374,7 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *data, uint3
         if (!c->admin)
                 return opt_error(c->fd, opt, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
-                                 settings.group ? settings.group : "cowvol");
+                                 settings_group());
         if (nlen == 0 || nlen > EXPORT_NAME_MAX || memchr(data + 4, '\0', nlen))
                 return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN, "no such export");
         memcpy(name, data + 4, nlen);
@@ -505,15 +505,15 @@ static int negotiate(struct nbd_conn *c)
 
 int nbd_handshake(struct nbd_conn *c)
 {
+        unsigned limit = __atomic_load_n(&settings.nbd_handshake_timeout, __ATOMIC_RELAXED);
         int r;
 
         /* a client that has not chosen an export in time is dropped */
-        c->deadline_ms = now_ms() + (uint64_t)settings.nbd_handshake_timeout * 1000;
-        set_timeouts(c->fd, (uint64_t)settings.nbd_handshake_timeout * 1000);
+        c->deadline_ms = now_ms() + (uint64_t)limit * 1000;
+        set_timeouts(c->fd, (uint64_t)limit * 1000);
         r = negotiate(c);
         if (r == -ETIMEDOUT || r == -EAGAIN)
-                dlog(LOG_INFO_, "NBD: a client chose no export within %u s; closing it",
-                     settings.nbd_handshake_timeout);
+                dlog(LOG_INFO_, "NBD: a client chose no export within %u s; closing it", limit);
         if (r == 1) {
                 c->deadline_ms = 0;
                 set_timeouts(c->fd, 0);

@@ -404,50 +404,79 @@ static void req_done(struct nbd_conn *c, struct nbd_req *q, int r, uint64_t ns)
         pthread_cond_broadcast(&c->q_done);
 }
 
+/* q_lock held: take the first queued request, serve it unlocked, account
+ * for it; false when the queue was empty */
+static bool serve_next(struct nbd_conn *c)
+{
+        struct nbd_req *q = c->q_head;
+        uint64_t t0, t1;
+        int r;
+
+        if (!q)
+                return false;
+        c->q_head = q->next;
+        if (!c->q_head)
+                c->q_tail = NULL;
+        pthread_mutex_unlock(&c->q_lock);
+        t0 = now_ns();
+        r = serve(c, q);
+        t1 = now_ns();
+        pthread_mutex_lock(&c->q_lock);
+        req_done(c, q, r, t1 - t0);
+        free(q->buf);
+        free(q);
+        return true;
+}
+
 static void *worker_main(void *arg)
 {
         struct nbd_conn *c = arg;
 
         pthread_mutex_lock(&c->q_lock);
         for (;;) {
-                struct nbd_req *q;
-                int r;
-
                 while (!c->q_head && !c->stop) {
                         c->idle++;
                         pthread_cond_wait(&c->q_work, &c->q_lock);
                         c->idle--;
                 }
-                if (!(q = c->q_head))
+                if (!serve_next(c))
                         break;
-                c->q_head = q->next;
-                if (!c->q_head)
-                        c->q_tail = NULL;
-                pthread_mutex_unlock(&c->q_lock);
-                uint64_t t0 = now_ns();
-                r = serve(c, q);
-                uint64_t t1 = now_ns();
-                pthread_mutex_lock(&c->q_lock);
-                req_done(c, q, r, t1 - t0);
-                free(q->buf);
-                free(q);
         }
         pthread_mutex_unlock(&c->q_lock);
         return NULL;
 }
 
-/* Queue @q for the workers, starting one when none is idle. */
+/* Queue @q for the workers, starting one when none is idle.  When no
+ * worker runs and none can start (systemd's TasksMax, a pids cgroup,
+ * RLIMIT_NPROC), the connection's own thread serves the queue: slower, one
+ * request at a time, but every request is answered. */
 static void dispatch(struct nbd_conn *c, struct nbd_req *q)
 {
+        static uint64_t last_log; /* seconds */
+        int e = 0;
+
         pthread_mutex_lock(&c->q_lock);
         if (c->q_tail)
                 c->q_tail->next = q;
         else
                 c->q_head = q;
         c->q_tail = q;
-        if (!c->idle && c->workers < NBD_WORKERS &&
-            pthread_create(&c->tids[c->workers], NULL, worker_main, c) == 0)
-                c->workers++;
+        if (!c->idle && c->workers < NBD_WORKERS) {
+                e = pthread_create(&c->tids[c->workers], NULL, worker_main, c);
+                if (!e)
+                        c->workers++;
+        }
+        if (e && !c->workers) {
+                uint64_t now = (uint64_t)now_monotonic();
+
+                if (now >= __atomic_load_n(&last_log, __ATOMIC_RELAXED) + 10 || !last_log) {
+                        __atomic_store_n(&last_log, now, __ATOMIC_RELAXED);
+                        dlog(LOG_WARN_, "NBD: cannot start a worker thread (%s): the connection's own thread "
+                             "serves its requests", strerror(e));
+                }
+                while (serve_next(c))
+                        ;
+        }
         pthread_cond_signal(&c->q_work);
         pthread_mutex_unlock(&c->q_lock);
 }

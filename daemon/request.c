@@ -643,7 +643,7 @@ int request_parse(const char *op, json_object *args, struct peer *p, struct requ
         }
         if (ops[i].admin && !p->admin)
                 return fail(f, -EACCES, "permission denied: '%s' needs root or membership of group '%s'", op,
-                            settings.group ? settings.group : "cowvol");
+                            settings_group());
         memset(ret, 0, sizeof(*ret));
         ret->op = (enum op_id)i;
         ret->op_name = ops[i].name;

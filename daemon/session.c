@@ -26,18 +26,18 @@ struct session {
 
 bool peer_is_admin(int fd, const struct ucred *cred)
 {
-        gid_t groups[256];
+        gid_t groups[256], gid = __atomic_load_n(&settings.gid, __ATOMIC_SEQ_CST);
         socklen_t len = sizeof(groups);
 
         if (cred->uid == 0)
                 return true;
-        if (!settings.have_gid)
+        if (!__atomic_load_n(&settings.have_gid, __ATOMIC_SEQ_CST))
                 return false;
-        if (cred->gid == settings.gid)
+        if (cred->gid == gid)
                 return true;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
                 for (size_t i = 0; i < len / sizeof(gid_t); i++)
-                        if (groups[i] == settings.gid)
+                        if (groups[i] == gid)
                                 return true;
         return false;
 }
