@@ -779,8 +779,8 @@ static int status_run(const void *opts, char **none)
                        clients);
         }
         if (result_int(res, "strays", &strays) && strays > 0)
-                printf("strays: %s holds %" PRId64 " file(s) no volume or snapshot owns, moved aside at start\n",
-                       string_field(res, "stray_folder"), strays);
+                printf("strays: %" PRId64 " file(s) with data that no volume or snapshot owns, in %s (see the log)\n",
+                       strays, string_field(res, "stray_folder"));
         json_object_put(res);
         return EXIT_SUCCESS;
 }

@@ -193,10 +193,22 @@ static int flag(json_object *o, const char *where, const char *key, bool *ret)
         return r;
 }
 
+/* a volume's or a snapshot's name and uuid */
+static int identity_check(const char *where, const char *name, const char *uuid)
+{
+        char why[128];
+
+        if (!name_valid(name, why, sizeof(why)))
+                return malformed(where, "name", why);
+        if (strlen(uuid) != UUID_LEN)
+                return malformed(where, "uuid", "is not a UUID");
+        return 0;
+}
+
 static int load_snap(struct vol *v, json_object *o, size_t i)
 {
         const char *name = NULL, *uuid = NULL, *store = NULL, *reason = NULL;
-        char where[256], why[128];
+        char where[256];
         struct snap *s;
         int64_t created = 0;
         bool device = false;
@@ -212,10 +224,8 @@ static int load_snap(struct vol *v, json_object *o, size_t i)
             (r = text(o, where, "reason", false, &reason)) < 0 || (r = number(o, where, "created", &created)) < 0 ||
             (r = flag(o, where, "store_device", &device)) < 0)
                 return r;
-        if (!name_valid(name, why, sizeof(why)))
-                return malformed(where, "name", why);
-        if (strlen(uuid) != UUID_LEN)
-                return malformed(where, "uuid", "is not a UUID");
+        if ((r = identity_check(where, name, uuid)) < 0)
+                return r;
         if (!*store)
                 return malformed(where, "store", "is empty");
         s = calloc(1, sizeof(*s));
@@ -239,7 +249,7 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
 {
         const char *name = NULL, *uuid = NULL, *path = NULL, *engine = NULL, *source = NULL;
         json_object *snaps, *restore;
-        char where[128], why[128];
+        char where[128];
         int64_t size = 0, chunk = 0, created = 0;
         bool owned = false;
         struct vol *v;
@@ -258,10 +268,8 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
             (r = member(o, where, "snapshots", json_type_array, true, &snaps)) < 0 ||
             (r = member(o, where, "restore", json_type_object, false, &restore)) < 0)
                 return r;
-        if (!name_valid(name, why, sizeof(why)))
-                return malformed(where, "name", why);
-        if (strlen(uuid) != UUID_LEN)
-                return malformed(where, "uuid", "is not a UUID");
+        if ((r = identity_check(where, name, uuid)) < 0)
+                return r;
         if (size <= 0)
                 return malformed(where, "size", "is not positive");
         if (!cowvol_chunk_size_valid((uint64_t)chunk))
@@ -506,6 +514,8 @@ static bool remove_logged(const char *path, const char *why)
         return true;
 }
 
+static unsigned strays_in_place; /* with data, and could not be moved */
+
 /* A stray that holds data is never deleted: it goes to STATE_DIR/stray/,
  * under its name (or NAME.N when that is taken), for the administrator. */
 static bool move_aside(const char *path, const char *name, const char *why)
@@ -522,7 +532,13 @@ static bool move_aside(const char *path, const char *name, const char *why)
                         snprintf(to, sizeof(to), "%s/%s.%d", dir, name, i);
                 else
                         snprintf(to, sizeof(to), "%s/%s", dir, name);
-                if (renameat2(AT_FDCWD, path, AT_FDCWD, to, RENAME_NOREPLACE) == 0) {
+                int r = renameat2(AT_FDCWD, path, AT_FDCWD, to, RENAME_NOREPLACE);
+
+                /* a filesystem without RENAME_NOREPLACE: link, which never
+                 * replaces either, then unlink */
+                if (r < 0 && (errno == EINVAL || errno == ENOSYS))
+                        r = link(path, to) == 0 ? unlink(path) : -1;
+                if (r == 0) {
                         dlog(LOG_WARN_, "Moved %s to %s: %s; remove it once nothing in it is needed", path, to,
                              why);
                         return true;
@@ -530,7 +546,8 @@ static bool move_aside(const char *path, const char *name, const char *why)
                 if (errno != EEXIST)
                         break;
         }
-        dlog_errno(-errno, "Cannot move %s aside to %s (%s): %m; it stays", path, dir, why);
+        dlog_errno(-errno, "Cannot move %s aside to %s (%s): %m; it stays where it is", path, dir, why);
+        strays_in_place++;
         return false;
 }
 
@@ -607,7 +624,8 @@ int catalogue_sweep_images(void)
         return sweep("volumes", sweep_image);
 }
 
-/* what STATE_DIR/stray/ holds, for status */
+/* what STATE_DIR/stray/ holds, and the strays with data that could not be
+ * moved there, for status */
 void catalogue_count_strays(void)
 {
         char dir[4096];
@@ -622,5 +640,5 @@ void catalogue_count_strays(void)
                         n += de->d_name[0] != '.';
                 closedir(d);
         }
-        catalogue.n_strays = n;
+        catalogue.n_strays = n + strays_in_place;
 }

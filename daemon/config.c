@@ -267,12 +267,14 @@ static int group_resolve(struct settings *to, bool named)
         struct group *g;
 
         to->have_gid = false;
+        to->admin_gid = -1;
         if (!to->group || !*to->group)
                 return 0;
         g = getgrnam(to->group);
         if (g) {
                 to->gid = g->gr_gid;
                 to->have_gid = true;
+                to->admin_gid = g->gr_gid;
         } else if (named) {
                 fprintf(stderr, "cowvold: group '%s' does not exist\n", to->group);
                 return -ENOENT;
@@ -320,6 +322,8 @@ int settings_load(int argc, char **argv)
         settings.config_file = config ? config : "/etc/cowvol/cowvold.conf";
         settings.config_named = config != NULL;
         settings.arg_nbd_read_only = arg_ro != NULL;
+        settings.arg_state_dir = arg_state != NULL;
+        settings.arg_socket = arg_sock != NULL;
         r = config_load(settings.config_file, settings.config_named, &settings, &group_named);
         if (r < 0)
                 return EXIT_FAILURE;
@@ -390,7 +394,7 @@ int settings_reload(unsigned *changes)
                      names[settings.nbd_read_only], names[n.nbd_read_only]);
                 __atomic_store_n(&settings.nbd_read_only, n.nbd_read_only, __ATOMIC_RELAXED);
         }
-        if (!same(n.group, settings.group) || n.have_gid != settings.have_gid) {
+        if (!same(n.group, settings.group) || n.have_gid != settings.have_gid || n.gid != settings.gid) {
                 if (n_retired == sizeof(retired) / sizeof(retired[0])) {
                         dlog(LOG_WARN_, "Reload: the group cannot change again before a restart (%u changes)",
                              n_retired);
@@ -398,20 +402,21 @@ int settings_reload(unsigned *changes)
                         dlog(LOG_INFO_, "Reload: group %s -> %s%s", settings.group ? settings.group : "(none)",
                              n.group ? n.group : "(none)", n.have_gid ? "" : " (no such group: root only)");
                         retired[n_retired++] = settings.group;
-                        __atomic_store_n(&settings.have_gid, false, __ATOMIC_SEQ_CST);
-                        __atomic_store_n(&settings.gid, n.gid, __ATOMIC_SEQ_CST);
+                        settings.gid = n.gid; /* the main thread's own */
+                        settings.have_gid = n.have_gid;
                         __atomic_store_n(&settings.group, n.group, __ATOMIC_SEQ_CST);
-                        __atomic_store_n(&settings.have_gid, n.have_gid, __ATOMIC_SEQ_CST);
+                        __atomic_store_n(&settings.admin_gid, n.have_gid ? (int64_t)n.gid : -1, __ATOMIC_SEQ_CST);
                         n.group = NULL;
                         *changes |= SETTINGS_GROUP;
                 }
         }
         /* what only a start reads */
-        if (!same(n.conf_state_dir, settings.conf_state_dir))
+        /* (only where the command line did not name it) */
+        if (!settings.arg_state_dir && !same(n.conf_state_dir, settings.conf_state_dir))
                 dlog(LOG_WARN_, "Reload: state_dir changed in %s: it takes effect at the next start", settings.config_file);
-        if (!same(n.conf_socket, settings.conf_socket))
+        if (!settings.arg_socket && !same(n.conf_socket, settings.conf_socket))
                 dlog(LOG_WARN_, "Reload: socket changed in %s: it takes effect at the next start", settings.config_file);
-        if (!same(n.conf_nbd_socket, settings.conf_nbd_socket))
+        if (!settings.arg_nbd_socket && !same(n.conf_nbd_socket, settings.conf_nbd_socket))
                 dlog(LOG_WARN_, "Reload: nbd_socket changed in %s: it takes effect at the next start", settings.config_file);
         if (!same(n.conf_nbd_tcp, settings.conf_nbd_tcp))
                 dlog(LOG_WARN_, "Reload: nbd_tcp changed in %s: it takes effect at the next start", settings.config_file);

@@ -2,7 +2,7 @@
 /*
  * cowvold's settings: the command line over the config file over the
  * defaults.  Set at start (config.c); SIGHUP's reload (settings_reload)
- * may change group, gid, have_gid, autoextend_*, nbd_read_only and
+ * may change group, admin_gid, autoextend_*, nbd_read_only and
  * nbd_handshake_timeout with atomic stores, so other threads read those
  * with __atomic_load_n, once per use.  The rest is fixed after start.
  */
@@ -26,6 +26,7 @@ struct settings {
         char *group; /* may read and change volumes, beside root */
         gid_t gid;
         bool have_gid;
+        int64_t admin_gid; /* gid, or -1 without one: what other threads read, in one load */
         unsigned autoextend_threshold, autoextend_percent;
         bool foreground;
 
@@ -35,6 +36,7 @@ struct settings {
         const char *config_file; /* read again on SIGHUP */
         bool config_named;       /* --config: the file must exist */
         bool arg_nbd_read_only;  /* --nbd-read-only: a reload leaves it */
+        bool arg_state_dir, arg_socket; /* given on the command line */
 };
 
 extern struct settings settings;

@@ -21,6 +21,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
@@ -59,8 +60,10 @@ static int state_dir_lock(void)
         snprintf(path, sizeof(path), "%s/lock", settings.state_dir);
         fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
-                fprintf(stderr, "cowvold: cannot open %s: %m\n", path);
-                return -errno;
+                int e = errno;
+
+                fprintf(stderr, "cowvold: cannot open %s: %s\n", path, strerror(e));
+                return -e;
         }
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
                 int e = errno;
@@ -81,6 +84,17 @@ static int state_dir_lock(void)
                         fprintf(stderr, "cowvold: cannot lock %s: %s\n", path, strerror(e));
                 close(fd);
                 return -e;
+        }
+        /* the lock is on the file the path names now, not on one that was
+         * removed meanwhile (a second daemon would lock the new one) */
+        {
+                struct stat a, b;
+
+                if (fstat(fd, &a) < 0 || stat(path, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+                        close(fd);
+                        fprintf(stderr, "cowvold: %s changed while it was being locked; start again\n", path);
+                        return -EAGAIN;
+                }
         }
         n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
         if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {

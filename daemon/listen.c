@@ -114,7 +114,7 @@ struct log_limit {
         unsigned held;
         char note[64];
 };
-static struct log_limit accept_log, full_log; /* the listening thread's own */
+static struct log_limit accept_log, full_log, thread_log; /* the listening thread's own */
 
 static bool log_allowed(struct log_limit *l)
 {
@@ -145,10 +145,12 @@ static void accept_client(int lfd, void *(*fn)(void *))
                 struct rlimit rl = { 0 };
 
                 /* transient: a client gone before accept, fds short */
-                if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 && log_allowed(&accept_log))
+                if (e == EINTR || e == ECONNABORTED || e == EAGAIN || !log_allowed(&accept_log))
+                        ;
+                else if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
                         dlog(LOG_WARN_, "Cannot accept a client: %s (cowvold's limit, RLIMIT_NOFILE, is %llu)%s",
                              strerror(e), (unsigned long long)rl.rlim_cur, accept_log.note);
-                else if (e != EINTR && e != ECONNABORTED && e != EAGAIN && log_allowed(&accept_log))
+                else
                         dlog(LOG_WARN_, "Cannot accept a client: %s%s", strerror(e), accept_log.note);
                 if (e == EMFILE || e == ENFILE)
                         usleep(100000);
@@ -170,7 +172,9 @@ static void accept_client(int lfd, void *(*fn)(void *))
         r = pthread_create(&t, &attr, fn, (void *)(intptr_t)cfd);
         pthread_attr_destroy(&attr);
         if (r) {
-                dlog(LOG_WARN_, "Cannot start a client thread: %s", strerror(r));
+                if (log_allowed(&thread_log))
+                        dlog(LOG_WARN_, "Cannot start a client thread: %s; closing the new client%s", strerror(r),
+                             thread_log.note);
                 client_done(cfd);
         }
 }
@@ -299,9 +303,10 @@ int listeners_serve(struct listeners *l, int signal_fd, void (*on_hup)(void))
 
 void listeners_regroup(const struct listeners *l)
 {
-        gid_t gid = __atomic_load_n(&settings.gid, __ATOMIC_SEQ_CST);
+        int64_t admin = __atomic_load_n(&settings.admin_gid, __ATOMIC_SEQ_CST);
+        gid_t gid = admin < 0 ? 0 : (gid_t)admin; /* no group: root's alone */
 
-        if (geteuid() != 0 || !__atomic_load_n(&settings.have_gid, __ATOMIC_SEQ_CST))
+        if (geteuid() != 0)
                 return;
         if (l->control >= 0 && !l->activated && chown(settings.socket_path, 0, gid) < 0)
                 dlog(LOG_WARN_, "Cannot give %s to the new group: %s", settings.socket_path, strerror(errno));

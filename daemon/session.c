@@ -26,12 +26,13 @@ struct session {
 
 bool peer_is_admin(int fd, const struct ucred *cred)
 {
-        gid_t groups[256], gid = __atomic_load_n(&settings.gid, __ATOMIC_SEQ_CST);
+        int64_t admin = __atomic_load_n(&settings.admin_gid, __ATOMIC_SEQ_CST); /* one load: gid and whether */
+        gid_t groups[256], gid = (gid_t)admin;
         socklen_t len = sizeof(groups);
 
         if (cred->uid == 0)
                 return true;
-        if (!__atomic_load_n(&settings.have_gid, __ATOMIC_SEQ_CST))
+        if (admin < 0)
                 return false;
         if (cred->gid == gid)
                 return true;

@@ -109,7 +109,7 @@ check "setup: and moved one with exceptions to stray/, unchanged" eval \
 	"test ! -e '$kept' && cmp -s '$STATE/stray/${kept##*/}' '$T/kept.copy'"
 expect_in daemon.log "Moved .*${kept##*/} to .*stray/.*: no snapshot owns it and it holds exceptions" "setup: the daemon warns of it"
 check "setup: status names the stray folder and its 2 files" eval \
-	"cv status | grep -q 'strays: .*/stray holds 2 file'"
+	"cv status | grep -q 'strays: 2 file(s) with data that no volume or snapshot owns, in .*/stray'"
 check "setup: and left a file that is no store of the daemon's" test -f "$STATE/stores/notes.txt"
 check "setup: and each snapshot's store" test "$(ls "$STATE"/stores/*.cow | wc -l)" = 3
 rm -r "$STATE/stray"

@@ -35,11 +35,11 @@ check "a group that does not exist: named" grep -q "group 'cowvol-no-such-group'
 head -c 300K /dev/urandom | cv write v --offset 307200 >/dev/null
 check "after the failed reloads growth is still off (1 MiB)" test "$(store_size)" = 1048576
 
-printf 'autoextend_threshold = 50\nautoextend_percent = 100\nsocket = %s/elsewhere.sock\n' "$T" >"$CONF"
+printf 'autoextend_threshold = 50\nautoextend_percent = 100\nnbd_tcp = yes\n' >"$CONF"
 hup "Reload: autoextend_threshold 100 -> 50" "threshold 50 %, +100 %"
 check "the other change is logged too" grep -q "Reload: autoextend_percent 20 -> 100" "$T/daemon.log"
-check "a new socket waits for the next start, and the log says so" \
-	grep -q "Reload: socket changed in .*: it takes effect at the next start" "$T/daemon.log"
+check "NBD over TCP waits for the next start, and the log says so" \
+	grep -q "Reload: nbd_tcp changed in .*: it takes effect at the next start" "$T/daemon.log"
 head -c 100K /dev/urandom | cv write v --offset 614400 >/dev/null
 sz=$(store_size)
 check "the next write grows the store past 1 MiB (now $sz bytes)" test "$sz" -gt 1048576
