@@ -107,34 +107,13 @@ void client_done(int fd)
         pthread_mutex_unlock(&clients_lock);
 }
 
-/* A line that a flood of clients could repeat: at most one every 10 s,
- * with how many were held back (in @l->note). */
-struct log_limit {
-        double last;
-        unsigned held;
-        char note[64];
-};
-static struct log_limit accept_log, full_log, thread_log; /* the listening thread's own */
-
-static bool log_allowed(struct log_limit *l)
-{
-        double now = now_monotonic();
-
-        if (l->last && now - l->last < 10) {
-                l->held++;
-                return false;
-        }
-        l->note[0] = '\0';
-        if (l->held)
-                snprintf(l->note, sizeof(l->note), " (and %u more like it in %.0f s)", l->held, now - l->last);
-        l->last = now;
-        l->held = 0;
-        return true;
-}
+/* the listening thread's flood-prone lines */
+static struct log_limit accept_log = LOG_LIMIT_INIT, full_log = LOG_LIMIT_INIT, thread_log = LOG_LIMIT_INIT;
 
 /* Accept one client on @lfd and give it a thread running @fn. */
 static void accept_client(int lfd, void *(*fn)(void *))
 {
+        char note[64];
         int cfd, r;
         pthread_t t;
         pthread_attr_t attr;
@@ -145,13 +124,13 @@ static void accept_client(int lfd, void *(*fn)(void *))
                 struct rlimit rl = { 0 };
 
                 /* transient: a client gone before accept, fds short */
-                if (e == EINTR || e == ECONNABORTED || e == EAGAIN || !log_allowed(&accept_log))
+                if (e == EINTR || e == ECONNABORTED || e == EAGAIN || !log_allowed(&accept_log, note, sizeof(note)))
                         ;
                 else if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
                         dlog(LOG_WARN_, "Cannot accept a client: %s (cowvold's limit, RLIMIT_NOFILE, is %llu)%s",
-                             strerror(e), (unsigned long long)rl.rlim_cur, accept_log.note);
+                             strerror(e), (unsigned long long)rl.rlim_cur, note);
                 else
-                        dlog(LOG_WARN_, "Cannot accept a client: %s%s", strerror(e), accept_log.note);
+                        dlog(LOG_WARN_, "Cannot accept a client: %s%s", strerror(e), note);
                 if (e == EMFILE || e == ENFILE)
                         usleep(100000);
                 return;
@@ -159,8 +138,8 @@ static void accept_client(int lfd, void *(*fn)(void *))
         pthread_mutex_lock(&clients_lock);
         if (catalogue.n_clients >= MAX_CLIENTS) {
                 pthread_mutex_unlock(&clients_lock);
-                if (log_allowed(&full_log))
-                        dlog(LOG_WARN_, "Too many clients (%d); closing a new one%s", MAX_CLIENTS, full_log.note);
+                if (log_allowed(&full_log, note, sizeof(note)))
+                        dlog(LOG_WARN_, "Too many clients (%d); closing a new one%s", MAX_CLIENTS, note);
                 close(cfd);
                 return;
         }
@@ -172,9 +151,9 @@ static void accept_client(int lfd, void *(*fn)(void *))
         r = pthread_create(&t, &attr, fn, (void *)(intptr_t)cfd);
         pthread_attr_destroy(&attr);
         if (r) {
-                if (log_allowed(&thread_log))
+                if (log_allowed(&thread_log, note, sizeof(note)))
                         dlog(LOG_WARN_, "Cannot start a client thread: %s; closing the new client%s", strerror(r),
-                             thread_log.note);
+                             note);
                 client_done(cfd);
         }
 }

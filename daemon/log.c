@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "../common/util.h"
 #include "cowvol.h"
 #include "log.h"
 
@@ -41,4 +42,24 @@ void dlog_library(int level, const char *msg, void *userdata)
 {
         (void)userdata;
         dlog(level == COWVOL_LOG_ERROR ? LOG_ERR_ : level == COWVOL_LOG_WARNING ? LOG_WARN_ : LOG_INFO_, "%s", msg);
+}
+
+bool log_allowed(struct log_limit *l, char *note, size_t len)
+{
+        double now = now_monotonic();
+        bool ok = false;
+
+        pthread_mutex_lock(&l->lock);
+        if (l->last && now - l->last < 10)
+                l->held++;
+        else {
+                ok = true;
+                note[0] = '\0';
+                if (l->held)
+                        snprintf(note, len, " (and %u more like it in %.0f s)", l->held, now - l->last);
+                l->last = now;
+                l->held = 0;
+        }
+        pthread_mutex_unlock(&l->lock);
+        return ok;
 }

@@ -4,6 +4,10 @@
 #ifndef COWVOLD_LOG_H
 #define COWVOLD_LOG_H
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
 #define LOG_ERR_ 3
 #define LOG_WARN_ 4
 #define LOG_INFO_ 6
@@ -11,6 +15,16 @@
 void dlog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Log at LOG_ERR_ and return @r (a negative errno); %m is strerror(-r). */
 int dlog_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A line that a flood (of clients, of failed thread starts) could repeat:
+ * at most one every 10 s.  log_allowed: may it be logged now; @note gets
+ * " (and N more like it in S s)" for the ones held back, or "". */
+struct log_limit {
+        pthread_mutex_t lock;
+        double last;
+        unsigned held;
+};
+#define LOG_LIMIT_INIT { PTHREAD_MUTEX_INITIALIZER, 0, 0 }
+bool log_allowed(struct log_limit *l, char *note, size_t len);
 /* The library's messages (cowvol_set_log_callback) into this log. */
 void dlog_library(int level, const char *msg, void *userdata);
 

@@ -452,7 +452,8 @@ static void *worker_main(void *arg)
  * request at a time, but every request is answered. */
 static void dispatch(struct nbd_conn *c, struct nbd_req *q)
 {
-        static uint64_t last_log; /* seconds */
+        static struct log_limit no_worker = LOG_LIMIT_INIT;
+        char note[64];
         int e = 0;
 
         pthread_mutex_lock(&c->q_lock);
@@ -467,13 +468,9 @@ static void dispatch(struct nbd_conn *c, struct nbd_req *q)
                         c->workers++;
         }
         if (e && !c->workers) {
-                uint64_t now = (uint64_t)now_monotonic();
-
-                if (now >= __atomic_load_n(&last_log, __ATOMIC_RELAXED) + 10 || !last_log) {
-                        __atomic_store_n(&last_log, now, __ATOMIC_RELAXED);
+                if (log_allowed(&no_worker, note, sizeof(note)))
                         dlog(LOG_WARN_, "NBD: cannot start a worker thread (%s): the connection's own thread "
-                             "serves its requests", strerror(e));
-                }
+                             "serves its requests%s", strerror(e), note);
                 while (serve_next(c))
                         ;
         }

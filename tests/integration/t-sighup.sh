@@ -18,7 +18,7 @@ hup() { # WHAT-THE-LOG-MUST-SAY DESC
 	local n
 	n=$(wc -l <"$T/daemon.log")
 	kill -HUP "$DAEMON_PID"
-	for _ in $(seq 100); do tail -n +"$((n + 1))" "$T/daemon.log" | grep -qE -- "$1" && break; sleep 0.05; done
+	for _ in $(seq 400); do tail -n +"$((n + 1))" "$T/daemon.log" | grep -qE -- "$1" && break; sleep 0.05; done
 	check "$2: the log says /$1/" eval "tail -n +$((n + 1)) '$T/daemon.log' | grep -qE -- '$1'"
 	check "$2: cowvold still serves" eval "kill -0 $DAEMON_PID && cv status >/dev/null"
 }
