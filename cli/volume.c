@@ -6,6 +6,7 @@
  * daemon validates names and sizes and its message is printed as it is.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
@@ -135,12 +136,39 @@ static const struct cli_option add_options[] = {
         {},
 };
 
+/*
+ * Open what add or snap --store names, for reading and writing, as the
+ * caller: the descriptor travels with the request, and the daemon adopts
+ * only the file it is (a user can lend the daemon only what they may open
+ * themselves).  @spec: a path, or UUID=/LABEL= of a block device.  Root
+ * may name what it cannot open here (the daemon says why): -1 then.
+ */
+static int open_as_caller(const char *spec, int *ret_fd)
+{
+        char *dev = NULL;
+        const char *path = spec;
+        int fd;
+
+        *ret_fd = -1;
+        if (spec[0] != '/' && cowvol_device_resolve(spec, &dev) == 0)
+                path = dev;
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 && geteuid() != 0) {
+                int r = log_error("cannot open %s for reading and writing: %s", path, strerror(errno));
+                free(dev);
+                return r;
+        }
+        free(dev);
+        *ret_fd = fd;
+        return 0;
+}
+
 static int add_run(const void *opts, char **pos)
 {
         const struct add_opts *o = opts;
         json_object *args, *res;
         char *path;
-        int r;
+        int r, fd;
 
         /* UUID=..., LABEL=...: the daemon finds the device (libblkid); a path
          * must be absolute for it, this one's cwd means nothing there */
@@ -157,8 +185,15 @@ static int add_run(const void *opts, char **pos)
                 json_object_object_add(args, "name", json_object_new_string(o->name));
         if (o->chunk_size)
                 json_object_object_add(args, "chunk_size", json_object_new_int64((int64_t)o->chunk_size));
+        r = open_as_caller(path, &fd);
         free(path);
-        r = daemon_call("add", args, -1, &res);
+        if (r) {
+                json_object_put(args);
+                return r;
+        }
+        r = daemon_call("add", args, fd, &res);
+        if (fd >= 0)
+                close(fd);
         if (r)
                 return r;
         print_volume_made("Added", res);
@@ -200,7 +235,7 @@ static int snap_run(const void *opts, char **pos)
         json_object *args, *res;
         const char *at;
         char a[32];
-        int r;
+        int r, fd = -1;
 
         if (o->store && o->store_size)
                 return usage_error(cmd_snap.name, "give --store-size or --store, not both");
@@ -222,7 +257,13 @@ static int snap_run(const void *opts, char **pos)
                 json_object_object_add(args, "store", json_object_new_string(o->store));
         if (o->force)
                 json_object_object_add(args, "force", json_object_new_boolean(true));
-        r = daemon_call("snap", args, -1, &res);
+        if (o->store && (r = open_as_caller(o->store, &fd))) {
+                json_object_put(args);
+                return r;
+        }
+        r = daemon_call("snap", args, fd, &res);
+        if (fd >= 0)
+                close(fd);
         if (r)
                 return r;
         printf("Created snapshot %s (store %s)\n", string_field(res, "full_name"),

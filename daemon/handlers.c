@@ -257,6 +257,20 @@ static int do_create(struct request *r, json_object **ret, struct failure *f)
         return 0;
 }
 
+/* The image the daemon opened is the file the caller passed (check_add
+ * compared it with the path; here the path cannot have been swapped). */
+static int same_as_passed(const struct request *r, const struct vol *v, struct failure *f)
+{
+        struct stat a, b;
+
+        if (r->peer->fd < 0)
+                return 0;
+        if (fstat(r->peer->fd, &a) < 0 || !v->eng || cowvol_volume_fstat(v->eng, &b) < 0 || !request_same_file(&a, &b))
+                return fail(f, -EACCES, "permission denied: %s changed while it was being added, it is not the file "
+                            "passed with the request", r->path);
+        return 0;
+}
+
 static int do_add(struct request *r, json_object **ret, struct failure *f)
 {
         struct vol *v = r->moving;
@@ -288,7 +302,7 @@ static int do_add(struct request *r, json_object **ret, struct failure *f)
                         vol_free(v);
                         return fail(f, -EBUSY, "cannot open %s (in use by another process?)", r->path);
                 }
-                if (vol_commit(v, f) < 0) {
+                if (same_as_passed(r, v, f) < 0 || vol_commit(v, f) < 0) {
                         v->ops->deactivate(v);
                         vol_free(v);
                         return f->err;

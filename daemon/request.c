@@ -10,9 +10,13 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "catalogue.h"
 #include "config.h"
@@ -352,6 +356,75 @@ static int check_create(struct request *r, struct failure *f)
         return 0;
 }
 
+/* Kernel interfaces that look like files: never a volume's data, whoever
+ * asks (a write to one of them is a write to the kernel's settings). */
+static bool pseudo_fs(long type)
+{
+        static const long types[] = {
+                PROC_SUPER_MAGIC, SYSFS_MAGIC,   DEBUGFS_MAGIC,  TRACEFS_MAGIC,   SECURITYFS_MAGIC,
+                CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, BPF_FS_MAGIC, PSTOREFS_MAGIC, EFIVARFS_MAGIC,
+                DEVPTS_SUPER_MAGIC, SELINUX_MAGIC, SMACK_MAGIC,    NSFS_MAGIC,      BINFMTFS_MAGIC,
+                0x62656570 /* configfs */, 0x65735543 /* fusectl */,
+        };
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+                if (type == types[i])
+                        return true;
+        return false;
+}
+
+/* What a request may name as a volume's data or a store: an image file or
+ * a block device, on a real filesystem.  @st is what @path is now. */
+static int check_kind(const char *what, const char *path, const struct stat *st, bool want_block,
+                      struct failure *f)
+{
+        struct statfs sf;
+
+        if (statfs(path, &sf) == 0 && pseudo_fs(sf.f_type))
+                return fail(f, -EACCES, "%s is a kernel interface, not %s", path, what);
+        if (S_ISCHR(st->st_mode))
+                return fail(f, -EINVAL, "%s is a character device, not %s", path, what);
+        if (want_block ? !S_ISBLK(st->st_mode) : !S_ISREG(st->st_mode))
+                return fail(f, -EINVAL, "%s is not %s", path, what);
+        return 0;
+}
+
+/*
+ * A caller other than root adopts only what it could open itself: the
+ * request carries its own descriptor, open for reading and writing, of the
+ * very file @path names now (@st: the same device and inode, or the same
+ * block device).  Root may name anything; a descriptor it passes is held
+ * to the same rule.  handlers.c checks the file again once it is open
+ * (request_same_file), so a path swapped in between is caught too.
+ */
+static int check_caller_file(const struct request *r, const char *path, const struct stat *st, struct failure *f)
+{
+        struct stat fst;
+        int fl;
+
+        if (r->peer->fd < 0) {
+                if (r->peer->uid == 0)
+                        return 0;
+                return fail(f, -EACCES, "permission denied: %s needs %s opened by the caller, for reading and writing, "
+                            "passed with the request (cowvol does this)", r->op_name, path);
+        }
+        if ((fl = fcntl(r->peer->fd, F_GETFL)) < 0 || fstat(r->peer->fd, &fst) < 0)
+                return fail(f, -EBADF, "the descriptor passed with %s cannot be used: %s", r->op_name, strerror(errno));
+        if ((fl & O_ACCMODE) != O_RDWR)
+                return fail(f, -EACCES, "permission denied: the descriptor passed with %s is not open for reading "
+                            "and writing", r->op_name);
+        if (!request_same_file(&fst, st))
+                return fail(f, -EACCES, "permission denied: the descriptor passed with %s is not %s", r->op_name,
+                            path);
+        return 0;
+}
+
+bool request_same_file(const struct stat *a, const struct stat *b)
+{
+        if (S_ISBLK(a->st_mode) || S_ISBLK(b->st_mode))
+                return S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode) && a->st_rdev == b->st_rdev;
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
 /* the name a volume gets from what it was added by: LABEL=x names it x; a
  * path its last part (sdb1, or vm1 for vm1.img) */
 static int default_name(struct request *r, const char *dev, struct failure *f)
@@ -393,8 +466,22 @@ static int check_add(struct request *r, struct failure *f)
         if (r->add_block_device) {
                 if (check_chunk(r->chunk_given, f) < 0)
                         return f->err;
-                if (cowvol_device_resolve(path, &dev) == 0)
+                if (cowvol_device_resolve(path, &dev) == 0) {
                         snprintf(r->device, sizeof(r->device), "%s", dev);
+                        if (stat(dev, &st) < 0) {
+                                e = fail(f, -errno, "cannot add %s: %s", dev, strerror(errno));
+                                free(dev);
+                                return e;
+                        }
+                        if (check_kind("a block device", dev, &st, true, f) < 0 ||
+                            check_caller_file(r, dev, &st, f) < 0) {
+                                free(dev);
+                                return f->err;
+                        }
+                } else if (r->peer->uid != 0 || r->peer->fd >= 0) {
+                        /* the caller's descriptor is checked against a device */
+                        return fail(f, -ENOENT, "no block device has %s", path);
+                }
                 /* a loop device over a userspace volume's image: that
                  * volume moves to the kernel engine, with its snapshots */
                 if (dev && (r->moving = engine_userspace_behind(dev))) {
@@ -412,8 +499,8 @@ static int check_add(struct request *r, struct failure *f)
                         return fail(f, -EINVAL, "path '%s' is not absolute", path);
                 if (stat(path, &st) < 0)
                         return fail(f, -errno, "cannot add %s: %s", path, strerror(errno));
-                if (!S_ISREG(st.st_mode))
-                        return fail(f, -EINVAL, "%s is not an image file", path);
+                if (check_kind("an image file", path, &st, false, f) < 0 || check_caller_file(r, path, &st, f) < 0)
+                        return f->err;
                 /* the image behind a kernel volume's loop device: that
                  * volume moves to the userspace engine, with its snapshots */
                 if ((r->moving = engine_kernel_over(path))) {
@@ -443,6 +530,25 @@ static int check_add(struct request *r, struct failure *f)
         return 0;
 }
 
+/* --store DEVICE: a block device the caller could open itself (as add) */
+static int check_store_device(const struct request *r, struct failure *f)
+{
+        struct stat st;
+        char *dev = NULL;
+
+        if (!r->snap.store_device)
+                return 0;
+        if (cowvol_device_resolve(r->snap.store_device, &dev) < 0)
+                return r->peer->uid == 0 && r->peer->fd < 0 ? 0 /* the engine says why */ :
+                       fail(f, -ENOENT, "no block device has %s", r->snap.store_device);
+        if (stat(dev, &st) < 0)
+                fail(f, -errno, "cannot use %s: %s", dev, strerror(errno));
+        else if (check_kind("a block device", dev, &st, true, f) == 0)
+                check_caller_file(r, dev, &st, f);
+        free(dev);
+        return f->err;
+}
+
 static int check_snap(struct request *r, struct failure *f)
 {
         struct vol *v;
@@ -453,7 +559,7 @@ static int check_snap(struct request *r, struct failure *f)
         v = r->v;
         if (snap_find(v, r->name))
                 return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
-        if (v->ops->snapshot_check(v, r->name, &r->snap, f) < 0)
+        if (v->ops->snapshot_check(v, r->name, &r->snap, f) < 0 || check_store_device(r, f) < 0)
                 return f->err;
         if (v->restoring)
                 return fail(f, -EBUSY, "volume '%s' is being restored; snapshot it when that ends", v->name);

@@ -19,6 +19,7 @@
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "catalogue.h"
@@ -83,6 +84,10 @@ struct request {
 int request_parse(const char *op, json_object *args, struct peer *p, struct request *ret, struct failure *f);
 /* Check @r against the catalogue (its lock held); 0 or -errno with @f. */
 int request_check(struct request *r, struct failure *f);
+
+/* @a and @b are one file: the same device and inode, or the same block
+ * device (a device node's own inode differs between /dev and a copy). */
+bool request_same_file(const struct stat *a, const struct stat *b);
 
 /* Copy @in for a message: printable ASCII kept, other bytes as '?', cut
  * with "..." to fit: answers stay valid UTF-8 whatever came in. */

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -302,6 +303,8 @@ cowvol_volume *cowvol_volume_close(cowvol_volume *v);
 uint64_t cowvol_volume_size(const cowvol_volume *v);
 /** The volume's chunk size in bytes, which its snapshots share. */
 uint32_t cowvol_volume_chunk_size(const cowvol_volume *v);
+/** fstat() of the image file the volume holds open: which file it is. */
+int cowvol_volume_fstat(const cowvol_volume *v, struct stat *ret);
 
 /**
  * Grow stores as LVM's autoextend does: when a store's use passes

@@ -185,6 +185,13 @@ _public_ uint32_t cowvol_volume_chunk_size(const cowvol_volume *v)
         return v->chunk;
 }
 
+_public_ int cowvol_volume_fstat(const cowvol_volume *v, struct stat *ret)
+{
+        if (!v || !ret)
+                return -EINVAL;
+        return fstat(v->fd, ret) < 0 ? -errno : 0;
+}
+
 _public_ int cowvol_volume_set_autoextend(cowvol_volume *v, unsigned threshold, unsigned percent)
 {
         if (threshold < 50 || threshold > 100 || percent < 1 || percent > 1000)

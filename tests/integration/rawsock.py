@@ -6,8 +6,11 @@
 # (or "notjson: LINE" for a line that is not a JSON object, "notutf8: ..."
 # for one that is not UTF-8), then "closed" when the daemon closed the
 # connection. The tests use it for what the cowvol CLI never sends.
-#   rawsock.py SOCKET < PAYLOAD
+#   rawsock.py SOCKET [FILE r|rw] < PAYLOAD
+# With FILE, it is opened (as whoever runs this) for reading, or reading
+# and writing, and the descriptor goes with the payload (SCM_RIGHTS).
 import json
+import os
 import socket
 import sys
 
@@ -18,7 +21,13 @@ def main():
     s.settimeout(20)
     s.connect(path)
     try:
-        s.sendall(payload)
+        if len(sys.argv) > 3:
+            fd = os.open(sys.argv[2], os.O_RDWR if sys.argv[3] == "rw" else os.O_RDONLY)
+            n = socket.send_fds(s, [payload], [fd])
+            os.close(fd)
+            s.sendall(payload[n:])
+        else:
+            s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the daemon may close first (a line too long); read what it said
