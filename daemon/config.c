@@ -50,7 +50,16 @@ static void help(void)
                "  nbd_tcp = no                     yes (loopback), or an address as --nbd-tcp\n"
                "  nbd_read_only = no               snapshots, all\n"
                "  nbd_handshake_timeout = 30       seconds an NBD client may take to choose\n"
-               "                                   an export\n");
+               "                                   an export\n"
+               "  client_timeout = 60              seconds a client may leave an answer or\n"
+               "                                   data it asked for unread (or unsent)\n"
+               "  idle_timeout = 120               seconds a control connection may wait\n"
+               "                                   between requests\n"
+               "  max_connections = 1024           connections at once on each socket\n"
+               "  max_connections_per_peer = 64    of them from one user (or TCP address);\n"
+               "                                   root is not counted\n"
+               "  nbd_in_flight_mib = 128          MiB of NBD requests and replies in memory,\n"
+               "                                   all connections together\n");
 }
 
 static char *trim(char *s)
@@ -123,6 +132,16 @@ static int config_load(const char *file, bool must_exist, struct settings *to, b
                         r = parse_uint(file, line, k, v, 1, 1000, &to->autoextend_percent);
                 else if (strcmp(k, "nbd_handshake_timeout") == 0)
                         r = parse_uint(file, line, k, v, 1, 3600, &to->nbd_handshake_timeout);
+                else if (strcmp(k, "client_timeout") == 0)
+                        r = parse_uint(file, line, k, v, 1, 3600, &to->client_timeout);
+                else if (strcmp(k, "idle_timeout") == 0)
+                        r = parse_uint(file, line, k, v, 1, 86400, &to->idle_timeout);
+                else if (strcmp(k, "max_connections") == 0)
+                        r = parse_uint(file, line, k, v, 32, 65536, &to->max_connections);
+                else if (strcmp(k, "max_connections_per_peer") == 0)
+                        r = parse_uint(file, line, k, v, 1, 65536, &to->max_connections_per_peer);
+                else if (strcmp(k, "nbd_in_flight_mib") == 0)
+                        r = parse_uint(file, line, k, v, 32, 65536, &to->nbd_in_flight_mib);
                 else if (strcmp(k, "state_dir") == 0) {
                         free(to->conf_state_dir);
                         to->conf_state_dir = strdup(v);
@@ -258,6 +277,11 @@ static void defaults(struct settings *to)
         to->autoextend_threshold = 70;
         to->autoextend_percent = 20;
         to->nbd_handshake_timeout = 30;
+        to->client_timeout = 60;
+        to->idle_timeout = 120;
+        to->max_connections = 1024;
+        to->max_connections_per_peer = 64;
+        to->nbd_in_flight_mib = 128;
         to->group = strdup("cowvol");
 }
 
@@ -388,6 +412,11 @@ int settings_reload(unsigned *changes)
         changed_uint("autoextend_threshold", &settings.autoextend_threshold, n.autoextend_threshold);
         changed_uint("autoextend_percent", &settings.autoextend_percent, n.autoextend_percent);
         changed_uint("nbd_handshake_timeout", &settings.nbd_handshake_timeout, n.nbd_handshake_timeout);
+        changed_uint("client_timeout", &settings.client_timeout, n.client_timeout);
+        changed_uint("idle_timeout", &settings.idle_timeout, n.idle_timeout);
+        changed_uint("max_connections", &settings.max_connections, n.max_connections);
+        changed_uint("max_connections_per_peer", &settings.max_connections_per_peer, n.max_connections_per_peer);
+        changed_uint("nbd_in_flight_mib", &settings.nbd_in_flight_mib, n.nbd_in_flight_mib);
         if (!settings.arg_nbd_read_only && n.nbd_read_only != settings.nbd_read_only) {
                 static const char *const names[] = { "no", "snapshots", "all" };
                 dlog(LOG_INFO_, "Reload: nbd_read_only %s -> %s (exports opened from now on)",

@@ -22,6 +22,11 @@ struct settings {
         char *nbd_tcp_uri_host; /* the host part of nbd:// URIs */
         unsigned nbd_tcp_port;
         unsigned nbd_handshake_timeout; /* seconds a client may take to choose an export */
+        unsigned client_timeout;  /* seconds a peer may leave what it asked for unread (or unsent) */
+        unsigned idle_timeout;    /* seconds a control connection may wait between requests */
+        unsigned max_connections; /* on each listener */
+        unsigned max_connections_per_peer; /* from one uid or TCP address (root: not counted) */
+        unsigned nbd_in_flight_mib; /* NBD payloads in memory, all connections */
         enum nbd_read_only nbd_read_only;
         char *group; /* may read and change volumes, beside root */
         gid_t gid;

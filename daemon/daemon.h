@@ -81,5 +81,22 @@ void listeners_close(struct listeners *l);
 /* shut every client down and wait until all are gone */
 void clients_stop(void);
 void client_done(int fd); /* a client thread's last act: forget and close @fd */
+int clients_stop_fd(void); /* readable once the daemon stops */
+/* SO_RCVTIMEO or SO_SNDTIMEO of socket @fd (0: none) */
+void set_timeout(int fd, int which, unsigned seconds);
+
+/* peerfd.c: a descriptor a client passed (cat's output, write's input),
+ * whose waits end after client_timeout without progress or at the stop:
+ * -ETIMEDOUT, -ESHUTDOWN. */
+struct peer_fd {
+        int fd;
+        bool own; /* opened again here (a pipe's own description) */
+        enum { PEER_FD_PLAIN, PEER_FD_NONBLOCK, PEER_FD_SOCKET, PEER_FD_POLL } how;
+};
+int peer_fd_open(struct peer_fd *p, int fd, bool out);
+int peer_fd_write(struct peer_fd *p, const void *buf, size_t n);
+/* up to @n bytes, fewer only at the end of the input */
+int peer_fd_read(struct peer_fd *p, void *buf, size_t n, size_t *got);
+void peer_fd_close(struct peer_fd *p);
 
 #endif

@@ -532,29 +532,38 @@ static int do_cat(struct request *r, json_object **ret, struct failure *f)
         struct vol *v = r->v;
         struct snap *s = r->s;
         uint64_t done = 0, len = (uint64_t)r->length, off = (uint64_t)r->offset;
-        uint8_t *buf = transfer_begin(r, f);
-        int e = 0;
+        uint8_t *buf;
+        struct peer_fd out;
+        int e = peer_fd_open(&out, r->peer->fd, true);
 
-        if (!buf)
+        if (e < 0)
+                return fail(f, e, "cannot use the descriptor passed with cat: %s", strerror(-e));
+        if (!(buf = transfer_begin(r, f))) {
+                peer_fd_close(&out);
                 return f->err;
+        }
         while (done < len && !catalogue.stopping) {
                 size_t n = len - done < IO_BUF ? (size_t)(len - done) : IO_BUF;
                 e = v->ops->pread(v, s, buf, n, off + done);
                 if (e < 0)
                         break;
-                e = write_all(r->peer->fd, buf, n);
+                e = peer_fd_write(&out, buf, n);
                 if (e < 0)
                         break;
                 done += n;
         }
         transfer_end(r, buf);
+        peer_fd_close(&out);
         if (e == -ESTALE)
                 return fail(f, e, "snapshot %s@%s is invalid: %s", v->name, s->name,
                             s->reason ? s->reason : "its store is unusable");
+        if (e == -ETIMEDOUT)
+                return fail(f, e, "cat stopped after %" PRIu64 " bytes: nothing was read for %u s (client_timeout)",
+                            done, settings.client_timeout);
+        if (catalogue.stopping || e == -ESHUTDOWN)
+                return fail(f, -ESHUTDOWN, "cat stopped after %" PRIu64 " bytes: the daemon is stopping", done);
         if (e < 0)
                 return fail(f, e, "cat stopped after %" PRIu64 " bytes: %s", done, strerror(-e));
-        if (catalogue.stopping)
-                return fail(f, -EINTR, "the daemon is stopping");
         return answer_bytes(done, ret);
 }
 
@@ -563,26 +572,35 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
         struct vol *v = r->v;
         struct snap *s = r->s;
         uint64_t done = 0, len = (uint64_t)r->length, off = (uint64_t)r->offset;
-        uint8_t *buf = transfer_begin(r, f);
-        int e = 0;
+        uint8_t *buf;
+        struct peer_fd in;
+        bool short_input = false;
+        int e = peer_fd_open(&in, r->peer->fd, false);
 
-        if (!buf)
+        if (e < 0)
+                return fail(f, e, "cannot use the descriptor passed with write: %s", strerror(-e));
+        if (!(buf = transfer_begin(r, f))) {
+                peer_fd_close(&in);
                 return f->err;
+        }
         while (done < len) {
                 size_t want = len - done < IO_BUF ? (size_t)(len - done) : IO_BUF, got = 0;
-                e = read_full(r->peer->fd, buf, want, &got);
+                e = peer_fd_read(&in, buf, want, &got);
+                if (got > 0) {
+                        int w = v->ops->pwrite(v, s, buf, got, off + done);
+                        if (w < 0)
+                                e = w;
+                        else
+                                done += got;
+                }
                 if (e < 0)
                         break;
-                if (got > 0)
-                        e = v->ops->pwrite(v, s, buf, got, off + done);
-                if (e < 0)
-                        break;
-                done += got;
                 if (got < want) {
-                        e = -EIO;
+                        short_input = true;
                         break;
                 }
         }
+        peer_fd_close(&in);
         /* acknowledged means durable: the image and the stores */
         if (done > 0) {
                 int q = v->ops->flush(v);
@@ -592,8 +610,15 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
         transfer_end(r, buf);
         if (v->ops->note_reasons(v))
                 catalogue_save();
-        if (e == -EIO && done < len)
-                return fail(f, e, "the input ended after %" PRIu64 " of %" PRIu64 " bytes (all written)", done, len);
+        if (short_input)
+                return fail(f, -EIO, "the input ended after %" PRIu64 " of %" PRIu64 " bytes (all written)", done,
+                            len);
+        if (e == -ETIMEDOUT)
+                return fail(f, e, "write stopped after %" PRIu64 " of %" PRIu64 " bytes (all written): nothing came "
+                            "for %u s (client_timeout)", done, len, settings.client_timeout);
+        if (e == -ESHUTDOWN)
+                return fail(f, e, "write stopped after %" PRIu64 " of %" PRIu64 " bytes (all written): the daemon "
+                            "is stopping", done, len);
         if (e < 0)
                 return fail(f, e, "write failed after %" PRIu64 " bytes: %s", done, strerror(-e));
         return answer_bytes(done, ret);

@@ -6,14 +6,18 @@
  * Transient accept() errors are not fatal (a client gone before accept,
  * descriptors short).
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/resource.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,13 +27,36 @@
 
 #include "daemon.h"
 
-#define MAX_CLIENTS 1024
+/*
+ * Who holds how many connections (issue: no peer may lock out root): each
+ * listener takes at most settings.max_connections, of which the last
+ * RESERVED_SLOTS only go to root and the group; one user (Unix socket) or
+ * one address (TCP) at most max_connections_per_peer, root not counted and
+ * root never refused for the listener's count.  The table grows as
+ * needed; its size is bounded by those counts.
+ */
+#define RESERVED_SLOTS 16u
+
+enum listener_kind { L_CONTROL, L_NBD, L_TCP, _L_MAX };
+static const char *const kind_names[_L_MAX] = { "the control socket", "the NBD socket", "NBD over TCP" };
+
+struct client {
+        int fd; /* -1: a free slot */
+        uint8_t kind;
+        bool root, admin;
+        uid_t uid;                  /* Unix sockets */
+        struct sockaddr_storage ss; /* TCP: the peer's address (port zeroed) */
+};
+
 /* The client table has a lock of its own (catalogue.h: lock 2): accepting
  * a client must not wait for the catalogue's, which a snapshot holds
  * through its stores' flushes. */
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t clients_gone = PTHREAD_COND_INITIALIZER;
-static int client_fds[MAX_CLIENTS] = { [0 ... MAX_CLIENTS - 1] = -1 };
+static struct client *clients;
+static size_t n_slots;
+static unsigned n_kind[_L_MAX];
+static int stop_efd = -1; /* readable once the daemon stops (clients_stop) */
 
 static int listen_socket(const char *path)
 {
@@ -80,21 +107,106 @@ static int listen_socket(const char *path)
         return fd;
 }
 
-static void clients_add(int fd)
+/* clients_lock held: a free slot (the table grows), or NULL */
+static struct client *slot_free(void)
 {
-        for (int i = 0; i < MAX_CLIENTS; i++)
-                if (client_fds[i] < 0) {
-                        client_fds[i] = fd;
-                        return;
+        struct client *t;
+        size_t n, old = n_slots;
+
+        for (size_t i = 0; i < n_slots; i++)
+                if (clients[i].fd < 0)
+                        return &clients[i];
+        n = n_slots ? n_slots * 2 : 256;
+        if (!(t = realloc(clients, n * sizeof(*t))))
+                return NULL;
+        for (size_t i = n_slots; i < n; i++)
+                t[i].fd = -1;
+        clients = t;
+        n_slots = n;
+        return &clients[old];
+}
+
+static bool same_peer(const struct client *a, const struct client *b)
+{
+        if (a->kind == L_TCP || b->kind == L_TCP)
+                return a->kind == b->kind && !memcmp(&a->ss, &b->ss, sizeof(a->ss));
+        return a->uid == b->uid;
+}
+
+/* clients_lock held: why @c may not have a slot now, or NULL */
+static const char *refused(const struct client *c, unsigned *limit)
+{
+        unsigned max = __atomic_load_n(&settings.max_connections, __ATOMIC_RELAXED);
+        unsigned per = __atomic_load_n(&settings.max_connections_per_peer, __ATOMIC_RELAXED);
+        unsigned same = 0;
+
+        if (c->root)
+                return NULL;
+        *limit = max;
+        if (n_kind[c->kind] >= max)
+                return "the socket's limit (max_connections)";
+        *limit = max - RESERVED_SLOTS;
+        if (!c->admin && n_kind[c->kind] >= max - RESERVED_SLOTS)
+                return "the slots left are kept for root and the group";
+        for (size_t i = 0; i < n_slots; i++)
+                if (clients[i].fd >= 0 && same_peer(&clients[i], c))
+                        same++;
+        *limit = per;
+        if (same >= per)
+                return "one peer's limit (max_connections_per_peer)";
+        return NULL;
+}
+
+/* Who is on the other end of @fd, accepted on a listener of @kind. */
+static void identify(int fd, enum listener_kind kind, struct client *c)
+{
+        memset(c, 0, sizeof(*c));
+        c->fd = fd;
+        c->kind = (uint8_t)kind;
+        if (kind == L_TCP) {
+                socklen_t len = sizeof(c->ss);
+                if (getpeername(fd, (struct sockaddr *)&c->ss, &len) == 0) {
+                        if (c->ss.ss_family == AF_INET)
+                                ((struct sockaddr_in *)&c->ss)->sin_port = 0;
+                        else if (c->ss.ss_family == AF_INET6)
+                                ((struct sockaddr_in6 *)&c->ss)->sin6_port = 0;
                 }
+        } else {
+                struct ucred cred;
+                socklen_t len = sizeof(cred);
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+                        c->uid = cred.uid;
+                        c->root = cred.uid == 0;
+                        c->admin = peer_is_admin(fd, &cred);
+                } else
+                        c->uid = (uid_t)-1;
+        }
+}
+
+static const char *peer_name(const struct client *c, char *buf, size_t len)
+{
+        char addr[INET6_ADDRSTRLEN] = "?";
+
+        if (c->kind != L_TCP) {
+                snprintf(buf, len, "uid %u", (unsigned)c->uid);
+                return buf;
+        }
+        if (c->ss.ss_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)&c->ss)->sin_addr, addr, sizeof(addr));
+        else if (c->ss.ss_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&c->ss)->sin6_addr, addr, sizeof(addr));
+        snprintf(buf, len, "%s", addr);
+        return buf;
 }
 
 /* clients_lock held */
 static void clients_forget(int fd)
 {
-        for (int i = 0; i < MAX_CLIENTS; i++)
-                if (client_fds[i] == fd)
-                        client_fds[i] = -1;
+        for (size_t i = 0; i < n_slots; i++)
+                if (clients[i].fd == fd) {
+                        n_kind[clients[i].kind]--;
+                        clients[i].fd = -1;
+                }
 }
 
 void client_done(int fd)
@@ -107,13 +219,21 @@ void client_done(int fd)
         pthread_mutex_unlock(&clients_lock);
 }
 
+int clients_stop_fd(void)
+{
+        return stop_efd;
+}
+
 /* the listening thread's flood-prone lines */
 static struct log_limit accept_log = LOG_LIMIT_INIT, full_log = LOG_LIMIT_INIT, thread_log = LOG_LIMIT_INIT;
 
 /* Accept one client on @lfd and give it a thread running @fn. */
-static void accept_client(int lfd, void *(*fn)(void *))
+static void accept_client(int lfd, enum listener_kind kind, void *(*fn)(void *))
 {
-        char note[64];
+        struct client c, *slot = NULL;
+        const char *why;
+        unsigned limit = 0;
+        char note[64], who[INET6_ADDRSTRLEN + 8];
         int cfd, r;
         pthread_t t;
         pthread_attr_t attr;
@@ -135,15 +255,21 @@ static void accept_client(int lfd, void *(*fn)(void *))
                         usleep(100000);
                 return;
         }
+        identify(cfd, kind, &c);
         pthread_mutex_lock(&clients_lock);
-        if (catalogue.n_clients >= MAX_CLIENTS) {
+        why = refused(&c, &limit);
+        if (!why && !(slot = slot_free()))
+                why = "out of memory";
+        if (why) {
                 pthread_mutex_unlock(&clients_lock);
                 if (log_allowed(&full_log, note, sizeof(note)))
-                        dlog(LOG_WARN_, "Too many clients (%d); closing a new one%s", MAX_CLIENTS, note);
+                        dlog(LOG_WARN_, "Too many connections on %s: closing a new one from %s (%s: %u)%s",
+                             kind_names[kind], peer_name(&c, who, sizeof(who)), why, limit, note);
                 close(cfd);
                 return;
         }
-        clients_add(cfd);
+        *slot = c;
+        n_kind[kind]++;
         __atomic_add_fetch(&catalogue.n_clients, 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&clients_lock);
         pthread_attr_init(&attr);
@@ -182,11 +308,11 @@ static int serve(int lfd, int sfd, int nfd, int tfd, void (*on_hup)(void))
                         return 0;
                 }
                 if (pf[0].revents & POLLIN)
-                        accept_client(lfd, session_main);
+                        accept_client(lfd, L_CONTROL, session_main);
                 if (pf[2].revents & POLLIN)
-                        accept_client(nfd, nbd_session_main);
+                        accept_client(nfd, L_NBD, nbd_session_main);
                 if (pf[3].revents & POLLIN)
-                        accept_client(tfd, nbd_session_main);
+                        accept_client(tfd, L_TCP, nbd_session_main);
         }
 }
 
@@ -213,6 +339,9 @@ int listeners_open(struct listeners *l)
 {
         char **fdnames = NULL;
         int n;
+
+        if (stop_efd < 0 && (stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+                return dlog_errno(-errno, "Cannot make an eventfd: %m");
 
         /* sockets from systemd: the control socket (cowvold.socket) and
          * maybe the NBD socket (cowvold-nbd.socket, FileDescriptorName=nbd) */
@@ -321,13 +450,56 @@ void listeners_close(struct listeners *l)
         l->control_path = NULL;
 }
 
+/* clients_lock held: wait up to @ms for every client to go */
+static bool clients_wait(int ms)
+{
+        struct timespec end;
+
+        clock_gettime(CLOCK_REALTIME, &end); /* the condition's clock */
+        end.tv_sec += ms / 1000;
+        end.tv_nsec += (long)(ms % 1000) * 1000000;
+        if (end.tv_nsec >= 1000000000) {
+                end.tv_sec++;
+                end.tv_nsec -= 1000000000;
+        }
+        while (catalogue.n_clients > 0)
+                if (pthread_cond_timedwait(&clients_gone, &clients_lock, &end) == ETIMEDOUT)
+                        return catalogue.n_clients == 0;
+        return true;
+}
+
+static void clients_shutdown(int how)
+{
+        for (size_t i = 0; i < n_slots; i++)
+                if (clients[i].fd >= 0)
+                        shutdown(clients[i].fd, how);
+}
+
+/*
+ * The stop: no client reads another request (requests in flight finish and
+ * answer); a client that does not take its answer within STOP_GRACE_MS is
+ * cut off, both ways, and what waits on a descriptor it passed (cat into a
+ * pipe nobody reads) gives up at once (stop_efd).  What is left then waits
+ * only for the disk.
+ */
+#define STOP_GRACE_MS 3000
 void clients_stop(void)
 {
+        uint64_t one = 1;
+
+        if (write(stop_efd, &one, sizeof(one)) < 0)
+                dlog(LOG_WARN_, "Cannot wake the clients: %s", strerror(errno));
         pthread_mutex_lock(&clients_lock);
-        for (int i = 0; i < MAX_CLIENTS; i++)
-                if (client_fds[i] >= 0)
-                        shutdown(client_fds[i], SHUT_RD);
-        while (catalogue.n_clients > 0)
-                pthread_cond_wait(&clients_gone, &clients_lock);
+        clients_shutdown(SHUT_RD);
+        if (!clients_wait(STOP_GRACE_MS)) {
+                dlog(LOG_INFO_, "%u client(s) did not take their answers in %d s: cutting them off",
+                     catalogue.n_clients, STOP_GRACE_MS / 1000);
+                clients_shutdown(SHUT_RDWR);
+                while (catalogue.n_clients > 0)
+                        pthread_cond_wait(&clients_gone, &clients_lock);
+        }
         pthread_mutex_unlock(&clients_lock);
+        free(clients);
+        clients = NULL;
+        n_slots = 0;
 }

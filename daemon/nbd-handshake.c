@@ -517,6 +517,8 @@ int nbd_handshake(struct nbd_conn *c)
         if (r == 1) {
                 c->deadline_ms = 0;
                 set_timeouts(c->fd, 0);
+                /* a reply its client leaves unread ends the connection */
+                set_timeout(c->fd, SO_SNDTIMEO, __atomic_load_n(&settings.client_timeout, __ATOMIC_RELAXED));
         }
         return r;
 }

@@ -63,6 +63,55 @@
 /* payloads and read buffers of one connection in memory, at most (one
  * request alone may use NBD_MAX_PAYLOAD whatever the others hold) */
 #define NBD_IN_FLIGHT_MAX (64u << 20)
+/* All connections' payloads and read buffers together, at most
+ * settings.nbd_in_flight_mib (a request alone may pass it when nothing else
+ * is in flight): 16 clients that never read their 32 MiB replies took the
+ * daemon from 8 MB to 532 MB.  A reply its client leaves unread gives its
+ * bytes back after client_timeout, when its connection ends. */
+static pthread_mutex_t budget_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t budget_freed = PTHREAD_COND_INITIALIZER;
+static uint64_t budget_used;
+
+/* Take @n bytes: wait while the others hold too much.  -ESHUTDOWN when
+ * the daemon stops or the connection failed meanwhile. */
+static int budget_take(struct nbd_conn *c, uint64_t n)
+{
+        int r = 0;
+
+        if (!n)
+                return 0;
+        pthread_mutex_lock(&budget_lock);
+        for (;;) {
+                uint64_t max = (uint64_t)__atomic_load_n(&settings.nbd_in_flight_mib, __ATOMIC_RELAXED) << 20;
+                struct timespec t;
+
+                if (!budget_used || budget_used + n <= max)
+                        break;
+                if (catalogue.stopping || __atomic_load_n(&c->error, __ATOMIC_RELAXED)) {
+                        r = -ESHUTDOWN;
+                        break;
+                }
+                /* the stop and a failed connection wake nobody here: look again */
+                clock_gettime(CLOCK_REALTIME, &t);
+                t.tv_sec++;
+                pthread_cond_timedwait(&budget_freed, &budget_lock, &t);
+        }
+        if (!r)
+                budget_used += n;
+        pthread_mutex_unlock(&budget_lock);
+        return r;
+}
+
+static void budget_give(uint64_t n)
+{
+        if (!n)
+                return;
+        pthread_mutex_lock(&budget_lock);
+        budget_used -= n;
+        pthread_cond_broadcast(&budget_freed);
+        pthread_mutex_unlock(&budget_lock);
+}
+
 /* an error message in a structured reply, its NUL included, at most */
 #define NBD_REASON_MAX 200
 
@@ -397,6 +446,7 @@ static void req_done(struct nbd_conn *c, struct nbd_req *q, int r, uint64_t ns)
                 __atomic_store_n(&c->ewma_ns, (c->ewma_ns * 7 + ns) / 8, __ATOMIC_RELAXED);
         c->in_flight--;
         c->in_flight_bytes -= req_bytes(q);
+        budget_give(q->budget);
         if (r < 0 && !c->error) {
                 c->error = r;
                 shutdown(c->fd, SHUT_RD); /* wake the reader: this connection is done */
@@ -521,6 +571,9 @@ int nbd_transmit(struct nbd_conn *c)
                 c->in_flight_bytes += req_bytes(q);
                 r = c->error;
                 pthread_mutex_unlock(&c->q_lock);
+                /* and while all connections together hold too much */
+                if (r == 0 && (r = budget_take(c, req_bytes(q))) == 0)
+                        q->budget = req_bytes(q);
                 /* the whole payload first: a client gone halfway gets nothing written */
                 if (r == 0 && q->type == NBD_CMD_WRITE && q->len)
                         r = (q->buf = malloc(q->len)) ? nbd_read_exact(c, q->buf, q->len) : -ENOMEM;
@@ -530,8 +583,8 @@ int nbd_transmit(struct nbd_conn *c)
                         pthread_mutex_unlock(&c->q_lock);
                         free(q->buf);
                         free(q);
-                        if (r == -ECONNRESET)
-                                r = 0; /* gone: not an error to log */
+                        if (r == -ECONNRESET || r == -ESHUTDOWN)
+                                r = 0; /* gone, or stopping: not an error to log */
                         break;
                 }
                 /* the next request already here, and requests are slow: let

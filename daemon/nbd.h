@@ -65,6 +65,7 @@ struct nbd_req {
         uint64_t cookie, off;
         uint32_t len;
         uint8_t *buf; /* a write's payload */
+        uint64_t budget; /* bytes taken from the daemon's in-flight budget */
         struct nbd_req *next;
 };
 

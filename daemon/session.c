@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -63,6 +64,8 @@ static const char *errno_name(int e)
         case EFBIG: return "EFBIG";
         case ENOTSUP: return "ENOTSUP";
         case ERANGE: return "ERANGE";
+        case ETIMEDOUT: return "ETIMEDOUT";
+        case ESHUTDOWN: return "ESHUTDOWN";
         default: return "EIO";
         }
 }
@@ -150,6 +153,13 @@ static void session_free(struct session *s)
         free(s);
 }
 
+void set_timeout(int fd, int which, unsigned seconds)
+{
+        struct timeval tv = { .tv_sec = seconds };
+
+        (void)setsockopt(fd, SOL_SOCKET, which, &tv, sizeof(tv));
+}
+
 void *session_main(void *arg)
 {
         struct session *s = calloc(1, sizeof(*s));
@@ -171,6 +181,10 @@ void *session_main(void *arg)
         s->peer.uid = cred.uid;
         s->peer.gid = cred.gid;
         s->peer.admin = peer_is_admin(fd, &cred);
+        /* an idle connection ends after idle_timeout; an answer its client
+         * does not read ends it after client_timeout */
+        set_timeout(fd, SO_RCVTIMEO, __atomic_load_n(&settings.idle_timeout, __ATOMIC_RELAXED));
+        set_timeout(fd, SO_SNDTIMEO, __atomic_load_n(&settings.client_timeout, __ATOMIC_RELAXED));
 
         for (;;) {
                 char cbuf[CMSG_SPACE(sizeof(int) * 4)];
