@@ -110,7 +110,7 @@ static void peer_name(int fd, char *buf, size_t len)
         socklen_t sl = sizeof(sa);
         char host[INET6_ADDRSTRLEN + 1], port[8];
 
-        if (getpeername(fd, (struct sockaddr *)&sa, &sl) < 0 ||
+        if (getpeername(fd, (struct sockaddr *)&sa, &sl) < 0 || (sa.ss_family != AF_INET && sa.ss_family != AF_INET6) ||
             getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port, sizeof(port),
                         NI_NUMERICHOST | NI_NUMERICSERV))
                 snprintf(buf, len, "a TCP client");
