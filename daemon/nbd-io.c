@@ -87,9 +87,16 @@ const struct nbd_io nbd_io_plain = { .recv = plain_recv, .send = plain_send, .pe
 
 /* --- TLS ------------------------------------------------------------------------------ */
 
+/* during negotiation, no longer than its deadline (as the plain socket's
+ * timeouts do) */
 static ssize_t tls_recv(struct nbd_conn *c, void *buf, size_t n)
 {
-        return tls_session_recv(c->tls, buf, n);
+        uint64_t now;
+
+        if (!c->deadline_ms)
+                return tls_session_recv(c->tls, buf, n, -1);
+        now = nbd_now_ms();
+        return now >= c->deadline_ms ? -EAGAIN : tls_session_recv(c->tls, buf, n, (int)(c->deadline_ms - now));
 }
 
 static int tls_send(struct nbd_conn *c, struct iovec *iov, int n)

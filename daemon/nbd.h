@@ -10,7 +10,9 @@
  *
  * Locks: catalogue.lock (exports looked up and held, snapshots a write
  * invalidated), a connection's q_lock (its queue) and send_lock (its
- * replies).  None is taken with another held (tls.h's tls_lock neither).
+ * replies).  None is taken with another held, but a TLS session's own
+ * lock (tls.c), which a sender takes under send_lock; tls.h's tls_lock is
+ * a leaf too.
  */
 #ifndef COWVOLD_NBD_H
 #define COWVOLD_NBD_H

@@ -15,9 +15,19 @@
  *   and libnbd use, so both TLS 1.3 and 1.2 clients agree.
  * - Each set of credentials keeps a SHA-256 of the files it read, so a
  *   reload can tell whether anything changed.
+ * - A session is used by two threads, one receiving, one sending (under
+ *   the connection's send_lock).  GnuTLS allows that, but a TLS 1.3
+ *   KeyUpdate the peer asks for is answered from inside the receiving
+ *   call, which would then send beside the sender.  So every GnuTLS call
+ *   on an established session runs under the session's lock, and the
+ *   receiver never blocks in one: it waits for bytes with poll() outside
+ *   the lock, then reads what is there (MSG_DONTWAIT; a partial record
+ *   waits for more, buffered by GnuTLS).  A sender may block under the
+ *   lock while the peer does not read: only that connection waits.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +68,13 @@ struct tls_creds {
 struct tls_session {
         gnutls_session_t s;
         struct tls_creds *creds;
+        int fd;
+        pthread_mutex_t lock; /* every GnuTLS call once established; lock order: after send_lock */
 };
+
+/* set by the receiving thread around its GnuTLS call: reads take only what
+ * is there */
+static __thread bool recv_nonblocking;
 
 static pthread_mutex_t tls_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tls_creds *current; /* protected by tls_lock */
@@ -407,6 +423,13 @@ static uint64_t mono_ms(void)
         return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* GnuTLS's reads: blocking (the socket's timeouts bound them) but for
+ * the receiving thread's */
+static ssize_t session_pull(gnutls_transport_ptr_t fd, void *buf, size_t n)
+{
+        return recv((int)(intptr_t)fd, buf, n, recv_nonblocking ? MSG_DONTWAIT : 0);
+}
+
 int tls_session_start(int fd, struct tls_creds *c, uint64_t deadline_ms, struct tls_session **ret, char *why,
                       size_t len)
 {
@@ -419,6 +442,8 @@ int tls_session_start(int fd, struct tls_creds *c, uint64_t deadline_ms, struct 
                 return -ENOMEM;
         }
         t->creds = tls_creds_ref(c);
+        t->fd = fd;
+        pthread_mutex_init(&t->lock, NULL);
         gnutls_session_set_ptr(t->s, c);
         gnutls_priority_set(t->s, c->prio);
         if (c->psk)
@@ -452,19 +477,45 @@ int tls_session_start(int fd, struct tls_creds *c, uint64_t deadline_ms, struct 
                 tls_session_free(t, false);
                 return g == GNUTLS_E_TIMEDOUT ? -ETIMEDOUT : -EPROTO;
         }
+        /* from now on two threads: the receiver reads only what is there
+         * (set after the handshake, whose timeout wants GnuTLS's own reads) */
+        gnutls_transport_set_pull_function(t->s, session_pull);
         *ret = t;
         return 0;
 }
 
-ssize_t tls_session_recv(struct tls_session *t, void *buf, size_t n)
+ssize_t tls_session_recv(struct tls_session *t, void *buf, size_t n, int timeout_ms)
 {
+        uint64_t end = timeout_ms < 0 ? 0 : mono_ms() + (uint64_t)timeout_ms;
+
         for (;;) {
-                ssize_t r = gnutls_record_recv(t->s, buf, n);
+                struct pollfd p = { .fd = t->fd, .events = POLLIN };
+                ssize_t r;
+
+                pthread_mutex_lock(&t->lock);
+                if (gnutls_record_check_pending(t->s) == 0) {
+                        /* nothing decrypted: wait for bytes without the lock */
+                        pthread_mutex_unlock(&t->lock);
+                        if (end) {
+                                uint64_t now = mono_ms();
+                                r = now >= end ? 0 : poll(&p, 1, (int)(end - now));
+                        } else
+                                r = poll(&p, 1, -1);
+                        if (r < 0 && errno == EINTR)
+                                continue;
+                        if (r == 0)
+                                return -EAGAIN;
+                        pthread_mutex_lock(&t->lock);
+                }
+                recv_nonblocking = true;
+                r = gnutls_record_recv(t->s, buf, n);
+                recv_nonblocking = false;
+                pthread_mutex_unlock(&t->lock);
                 if (r >= 0)
                         return r;
                 switch (r) {
-                case GNUTLS_E_INTERRUPTED: continue;
-                case GNUTLS_E_AGAIN: return -EAGAIN;
+                case GNUTLS_E_INTERRUPTED:
+                case GNUTLS_E_AGAIN: continue; /* part of a record: wait for the rest */
                 case GNUTLS_E_PREMATURE_TERMINATION: return 0; /* closed without close_notify */
                 default: return -EPROTO; /* bad records, renegotiation: the connection is done */
                 }
@@ -496,6 +547,7 @@ int tls_session_send(struct tls_session *t, struct iovec *iov, int n)
 {
         int r = 0;
 
+        pthread_mutex_lock(&t->lock);
         /* headers and small payloads in one record; a large payload goes
          * straight through (corking would copy it whole first) */
         gnutls_record_cork(t->s);
@@ -512,14 +564,19 @@ int tls_session_send(struct tls_session *t, struct iovec *iov, int n)
                 r = uncork(t);
         else
                 (void)gnutls_record_uncork(t->s, 0);
+        pthread_mutex_unlock(&t->lock);
         return r;
 }
 
 bool tls_session_pending(struct tls_session *t, int fd)
 {
         int waiting = 0;
+        size_t decrypted;
 
-        return gnutls_record_check_pending(t->s) > 0 || (ioctl(fd, FIONREAD, &waiting) == 0 && waiting > 0);
+        pthread_mutex_lock(&t->lock);
+        decrypted = gnutls_record_check_pending(t->s);
+        pthread_mutex_unlock(&t->lock);
+        return decrypted > 0 || (ioctl(fd, FIONREAD, &waiting) == 0 && waiting > 0);
 }
 
 const char *tls_session_peer(struct tls_session *t, char *buf, size_t len)
@@ -552,5 +609,6 @@ void tls_session_free(struct tls_session *t, bool clean)
                 (void)gnutls_bye(t->s, GNUTLS_SHUT_WR); /* the socket's send timeout bounds it */
         gnutls_deinit(t->s);
         tls_creds_unref(t->creds);
+        pthread_mutex_destroy(&t->lock);
         free(t);
 }

@@ -13,7 +13,9 @@
  * never pulls them from under a connection.
  *
  * Locks: tls_lock (tls.c) protects which credentials are current; it is a
- * leaf, taken with no other held.
+ * leaf, taken with no other held.  A session's own lock serializes GnuTLS
+ * calls on it (tls.c says why); a sender takes it under the connection's
+ * send_lock, the receiver with nothing else held.
  */
 #ifndef COWVOLD_TLS_H
 #define COWVOLD_TLS_H
@@ -51,8 +53,8 @@ void tls_creds_install(struct tls_creds *c);
 int tls_session_start(int fd, struct tls_creds *c, uint64_t deadline_ms, struct tls_session **ret, char *why,
                       size_t len);
 /* Up to @n bytes: their count, 0 when the peer closed, or a negative
- * errno (-EAGAIN: the socket's receive timeout passed). */
-ssize_t tls_session_recv(struct tls_session *s, void *buf, size_t n);
+ * errno (-EAGAIN: nothing came within @timeout_ms; -1 waits for ever). */
+ssize_t tls_session_recv(struct tls_session *s, void *buf, size_t n, int timeout_ms);
 /* All of @iov (small parts go out in one record), or a negative errno.
  * One thread may send while another receives, never two of either. */
 int tls_session_send(struct tls_session *s, struct iovec *iov, int n);
