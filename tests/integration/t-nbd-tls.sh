@@ -125,7 +125,8 @@ check "the daemon still serves TLS clients" serves
 expect 1 "an unknown user (bob) fails the handshake" \
 	$TO nbdinfo "nbds://bob@127.0.0.1:$PORT/vm1?tls-psk-file=$K/bob.psk"
 expect 1 "qemu-img with a wrong key fails" \
-	$TO qemu-img info "${QPSK[@]/$K\/qemu/$K/qemu-wrong}" --image-opts "$QOPTS"
+	$TO qemu-img info --object "tls-creds-psk,id=tls0,endpoint=client,dir=$K/qemu-wrong,username=alice" \
+	--image-opts "$QOPTS"
 check "the daemon still serves TLS clients" serves
 expect 1 "a client without a certificate is refused" \
 	$TO nbdinfo "nbds://127.0.0.1:$PORT/vm1?tls-certificates=$K/nocert"
