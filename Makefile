@@ -33,7 +33,7 @@ OPT := -O2 -D_FORTIFY_SOURCE=2
 else
 OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 endif
-PKGS := json-c libsystemd uuid devmapper blkid
+PKGS := json-c libsystemd uuid devmapper blkid gnutls
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # what libcowvol.so itself links: device-mapper and blkid for the kernel engine

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "log.h"
 #include "nbd-proto.h" /* NBD_DEFAULT_PORT */
+#include "tls.h"
 
 struct settings settings;
 
@@ -32,9 +33,15 @@ static void help(void)
                "                        (default: nbd.sock beside the control socket)\n"
                "  -T, --nbd-tcp[=ADDR]  serve NBD on TCP too: HOST, HOST:PORT, [IPV6]:PORT\n"
                "                        or PORT (no ADDR: 127.0.0.1:10809).  Off by default:\n"
-               "                        whoever reaches the address may use every volume\n"
+               "                        whoever reaches the address may use every volume,\n"
+               "                        unless --nbd-tls=require\n"
                "  -R, --nbd-read-only=WHAT  export 'snapshots' or 'all' read-only over NBD\n"
                "                        (default: no, every export is writable)\n"
+               "      --nbd-tls=MODE    TLS on NBD over TCP: off (default), on (offered;\n"
+               "                        plaintext clients too) or require\n"
+               "      --nbd-tls-psk-file=FILE  pre-shared keys, USERNAME:HEXKEY lines (psktool)\n"
+               "      --nbd-tls-certs=DIR  x509: DIR/ca-cert.pem, server-cert.pem, server-key.pem;\n"
+               "                        clients need a certificate the CA signed\n"
                "  -c, --config FILE     settings (default /etc/cowvol/cowvold.conf if present)\n"
                "  -f, --foreground      stay in the foreground (it always does; for systemd)\n"
                "  -h, --help            show this help\n"
@@ -59,7 +66,10 @@ static void help(void)
                "  max_connections_per_peer = 64    of them from one user (or TCP address);\n"
                "                                   root is not counted\n"
                "  nbd_in_flight_mib = 128          MiB of NBD requests and replies in memory,\n"
-               "                                   all connections together\n");
+               "                                   all connections together\n"
+               "  nbd_tls = off                    on, require: as --nbd-tls\n"
+               "  nbd_tls_psk_file = FILE          as --nbd-tls-psk-file\n"
+               "  nbd_tls_certs = DIR              as --nbd-tls-certs\n");
 }
 
 static char *trim(char *s)
@@ -87,6 +97,13 @@ static int parse_uint(const char *file, unsigned line, const char *key, const ch
         }
         *ret = (unsigned)v;
         return 0;
+}
+
+/* @key's path value into *@to: an empty value names none */
+static void path_set(char **to, const char *v)
+{
+        free(*to);
+        *to = *v ? strdup(v) : NULL;
 }
 
 /* key = value lines; '#' starts a comment.  Unknown keys are errors.  The
@@ -162,7 +179,19 @@ static int config_load(const char *file, bool must_exist, struct settings *to, b
                                         file, line, v);
                                 r = -EINVAL;
                         }
-                } else if (strcmp(k, "nbd_read_only") == 0) {
+                } else if (strcmp(k, "nbd_tls") == 0) {
+                        int t = nbd_tls_parse(v);
+                        if (t < 0) {
+                                fprintf(stderr, "cowvold: %s:%u: nbd_tls must be off, on or require, not '%s'\n", file,
+                                        line, v);
+                                r = -EINVAL;
+                        } else
+                                to->nbd_tls = t;
+                } else if (strcmp(k, "nbd_tls_psk_file") == 0)
+                        path_set(&to->nbd_tls_psk_file, v);
+                else if (strcmp(k, "nbd_tls_certs") == 0)
+                        path_set(&to->nbd_tls_certs, v);
+                else if (strcmp(k, "nbd_read_only") == 0) {
                         int ro = nbd_read_only_parse(v);
                         if (ro < 0) {
                                 fprintf(stderr, "cowvold: %s:%u: nbd_read_only must be no, snapshots or all, not '%s'\n",
@@ -177,6 +206,22 @@ static int config_load(const char *file, bool must_exist, struct settings *to, b
         }
         fclose(f);
         return r;
+}
+
+int nbd_tls_parse(const char *s)
+{
+        if (!strcmp(s, "off") || !strcmp(s, "no"))
+                return NBD_TLS_OFF;
+        if (!strcmp(s, "on") || !strcmp(s, "yes"))
+                return NBD_TLS_ON;
+        if (!strcmp(s, "require") || !strcmp(s, "required"))
+                return NBD_TLS_REQUIRE;
+        return -EINVAL;
+}
+
+const char *nbd_tls_name(enum nbd_tls t)
+{
+        return t == NBD_TLS_REQUIRE ? "require" : t == NBD_TLS_ON ? "on" : "off";
 }
 
 int nbd_read_only_parse(const char *s)
@@ -306,6 +351,33 @@ static int group_resolve(struct settings *to, bool named)
         return 0;
 }
 
+/* @to's TLS settings hold together, and their credentials can be read:
+ * 0 and *ret (NULL when none are named), or -EINVAL (the reason printed).
+ * Credentials named while TLS is off are read too: a mistake in them shows
+ * now, not when a reload turns TLS on. */
+static int tls_settle(const struct settings *to, struct tls_creds **ret)
+{
+        char err[512];
+
+        *ret = NULL;
+        if (to->nbd_tls != NBD_TLS_OFF && !to->nbd_tls_psk_file && !to->nbd_tls_certs) {
+                fprintf(stderr, "cowvold: nbd_tls = %s needs credentials: --nbd-tls-psk-file=FILE or "
+                        "--nbd-tls-certs=DIR (nbd_tls_psk_file, nbd_tls_certs in the config)\n",
+                        nbd_tls_name(to->nbd_tls));
+                return -EINVAL;
+        }
+        if (!to->nbd_tls_psk_file && !to->nbd_tls_certs)
+                return 0;
+        if (tls_creds_load(to->nbd_tls_psk_file, to->nbd_tls_certs, ret, err, sizeof(err)) < 0) {
+                fprintf(stderr, "cowvold: TLS credentials: %s\n", err);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* the TLS options, which have no short form */
+enum { OPT_NBD_TLS = 256, OPT_NBD_TLS_PSK_FILE, OPT_NBD_TLS_CERTS };
+
 int settings_load(int argc, char **argv)
 {
         static const struct option longopts[] = {
@@ -314,6 +386,9 @@ int settings_load(int argc, char **argv)
                 { "nbd-socket", required_argument, NULL, 'N' },
                 { "nbd-tcp", optional_argument, NULL, 'T' },
                 { "nbd-read-only", required_argument, NULL, 'R' },
+                { "nbd-tls", required_argument, NULL, OPT_NBD_TLS },
+                { "nbd-tls-psk-file", required_argument, NULL, OPT_NBD_TLS_PSK_FILE },
+                { "nbd-tls-certs", required_argument, NULL, OPT_NBD_TLS_CERTS },
                 { "config", required_argument, NULL, 'c' },
                 { "foreground", no_argument, NULL, 'f' },
                 { "help", no_argument, NULL, 'h' },
@@ -321,6 +396,8 @@ int settings_load(int argc, char **argv)
                 {},
         };
         const char *arg_state = NULL, *arg_sock = NULL, *config = NULL, *arg_tcp = NULL, *arg_ro = NULL;
+        const char *arg_tls = NULL, *arg_psk = NULL, *arg_certs = NULL;
+        struct tls_creds *creds;
         bool group_named = false;
         int c, r;
 
@@ -331,6 +408,9 @@ int settings_load(int argc, char **argv)
                 case 'N': settings.arg_nbd_socket = optarg; break;
                 case 'T': arg_tcp = optarg ? optarg : "yes"; break;
                 case 'R': arg_ro = optarg; break;
+                case OPT_NBD_TLS: arg_tls = optarg; break;
+                case OPT_NBD_TLS_PSK_FILE: arg_psk = optarg; break;
+                case OPT_NBD_TLS_CERTS: arg_certs = optarg; break;
                 case 'c': config = optarg; break;
                 case 'f': settings.foreground = true; break;
                 case 'h': help(); return EXIT_SUCCESS;
@@ -346,6 +426,9 @@ int settings_load(int argc, char **argv)
         settings.config_file = config ? config : "/etc/cowvol/cowvold.conf";
         settings.config_named = config != NULL;
         settings.arg_nbd_read_only = arg_ro != NULL;
+        settings.arg_nbd_tls = arg_tls != NULL;
+        settings.arg_nbd_tls_psk_file = arg_psk != NULL;
+        settings.arg_nbd_tls_certs = arg_certs != NULL;
         settings.arg_state_dir = arg_state != NULL;
         settings.arg_socket = arg_sock != NULL;
         r = config_load(settings.config_file, settings.config_named, &settings, &group_named);
@@ -367,6 +450,22 @@ int settings_load(int argc, char **argv)
                 }
                 settings.nbd_read_only = ro;
         }
+        if (arg_tls) {
+                int t = nbd_tls_parse(arg_tls);
+                if (t < 0) {
+                        fprintf(stderr, "cowvold: --nbd-tls wants off, on or require, not '%s'\n", arg_tls);
+                        return 2;
+                }
+                settings.nbd_tls = t;
+        }
+        if (arg_psk)
+                path_set(&settings.nbd_tls_psk_file, arg_psk);
+        if (arg_certs)
+                path_set(&settings.nbd_tls_certs, arg_certs);
+        if (tls_settle(&settings, &creds) < 0)
+                /* --nbd-tls=require alone is wrong usage; a bad file is not */
+                return arg_tls && !settings.nbd_tls_psk_file && !settings.nbd_tls_certs ? 2 : EXIT_FAILURE;
+        tls_creds_install(creds);
         settings.state_dir = arg_state ? arg_state : settings.conf_state_dir ? settings.conf_state_dir : "/var/lib/cowvol";
         settings.socket_path = arg_sock ? arg_sock : settings.conf_socket ? settings.conf_socket : "/run/cowvol/cowvold.sock";
         if (group_resolve(&settings, group_named) < 0)
@@ -391,9 +490,55 @@ static void changed_uint(const char *key, unsigned *cur, unsigned now)
         __atomic_store_n(cur, now, __ATOMIC_RELAXED);
 }
 
+/* a path setting of the command line stays; the file's may change */
+static void path_keep(bool from_arg, char **to, const char *cur)
+{
+        if (!from_arg)
+                return;
+        free(*to);
+        *to = cur ? strdup(cur) : NULL;
+}
+
+static void changed_path(const char *key, char **cur, char **now)
+{
+        char *old = *cur;
+
+        if (same(*cur, *now))
+                return;
+        dlog(LOG_INFO_, "Reload: %s %s -> %s", key, *cur ? *cur : "(none)", *now ? *now : "(none)");
+        *cur = *now; /* the main thread's alone */
+        *now = old;
+}
+
+/* TLS: the mode, the files named, and the credentials read again from them
+ * (a key rotated in the same file counts); new handshakes use them */
+static void tls_apply(struct settings *n, struct tls_creds *creds, unsigned *changes)
+{
+        struct tls_creds *old = tls_creds_current();
+        char what[128];
+
+        if (n->nbd_tls != settings.nbd_tls) {
+                dlog(LOG_INFO_, "Reload: nbd_tls %s -> %s (connections from now on)%s", nbd_tls_name(settings.nbd_tls),
+                     nbd_tls_name(n->nbd_tls),
+                     settings.nbd_tcp ? "" : "; NBD is not served over TCP, and TLS is for TCP only");
+                __atomic_store_n(&settings.nbd_tls, n->nbd_tls, __ATOMIC_RELAXED);
+                *changes |= SETTINGS_TLS;
+        }
+        changed_path("nbd_tls_psk_file", &settings.nbd_tls_psk_file, &n->nbd_tls_psk_file);
+        changed_path("nbd_tls_certs", &settings.nbd_tls_certs, &n->nbd_tls_certs);
+        if (!tls_creds_same(old, creds)) {
+                dlog(LOG_INFO_, "Reload: TLS credentials changed (now %s): new handshakes use them",
+                     tls_creds_describe(creds, what, sizeof(what)));
+                *changes |= SETTINGS_TLS;
+        }
+        tls_creds_unref(old);
+        tls_creds_install(creds);
+}
+
 int settings_reload(unsigned *changes)
 {
         struct settings n = { 0 };
+        struct tls_creds *creds = NULL;
         bool named = false;
         int r;
 
@@ -402,6 +547,13 @@ int settings_reload(unsigned *changes)
         r = config_load(settings.config_file, settings.config_named, &n, &named);
         if (r >= 0)
                 r = group_resolve(&n, named);
+        if (r >= 0) {
+                if (settings.arg_nbd_tls)
+                        n.nbd_tls = settings.nbd_tls;
+                path_keep(settings.arg_nbd_tls_psk_file, &n.nbd_tls_psk_file, settings.nbd_tls_psk_file);
+                path_keep(settings.arg_nbd_tls_certs, &n.nbd_tls_certs, settings.nbd_tls_certs);
+                r = tls_settle(&n, &creds);
+        }
         if (r < 0) {
                 dlog(LOG_ERR_, "Reload of %s failed (above); every setting stays as it was", settings.config_file);
                 goto out;
@@ -423,6 +575,7 @@ int settings_reload(unsigned *changes)
                      names[settings.nbd_read_only], names[n.nbd_read_only]);
                 __atomic_store_n(&settings.nbd_read_only, n.nbd_read_only, __ATOMIC_RELAXED);
         }
+        tls_apply(&n, creds, changes);
         if (!same(n.group, settings.group) || n.have_gid != settings.have_gid || n.gid != settings.gid) {
                 if (n_retired == sizeof(retired) / sizeof(retired[0])) {
                         dlog(LOG_WARN_, "Reload: the group cannot change again before a restart (%u changes)",
@@ -452,6 +605,8 @@ int settings_reload(unsigned *changes)
 out:
         free(n.group);
         free(n.nbd_tcp);
+        free(n.nbd_tls_psk_file);
+        free(n.nbd_tls_certs);
         free(n.conf_state_dir);
         free(n.conf_socket);
         free(n.conf_nbd_socket);
@@ -471,4 +626,7 @@ void settings_free(void)
         free(settings.conf_nbd_socket);
         free(settings.conf_nbd_tcp);
         free(settings.nbd_socket_path);
+        free(settings.nbd_tls_psk_file);
+        free(settings.nbd_tls_certs);
+        tls_creds_install(NULL);
 }

@@ -2,9 +2,10 @@
 /*
  * cowvold's settings: the command line over the config file over the
  * defaults.  Set at start (config.c); SIGHUP's reload (settings_reload)
- * may change group, admin_gid, autoextend_*, nbd_read_only and
- * nbd_handshake_timeout with atomic stores, so other threads read those
- * with __atomic_load_n, once per use.  The rest is fixed after start.
+ * may change group, admin_gid, autoextend_*, nbd_read_only,
+ * nbd_handshake_timeout and nbd_tls with atomic stores, so other threads
+ * read those with __atomic_load_n, once per use; the TLS credentials are
+ * swapped in tls.c.  The rest is fixed after start.
  */
 #ifndef COWVOLD_CONFIG_H
 #define COWVOLD_CONFIG_H
@@ -13,6 +14,8 @@
 #include <sys/types.h>
 
 enum nbd_read_only { NBD_RW = 0, NBD_RO_SNAPSHOTS, NBD_RO_ALL };
+/* TLS on NBD over TCP: none, offered (plaintext clients too), required */
+enum nbd_tls { NBD_TLS_OFF = 0, NBD_TLS_ON, NBD_TLS_REQUIRE };
 
 struct settings {
         const char *state_dir;
@@ -28,6 +31,9 @@ struct settings {
         unsigned max_connections_per_peer; /* from one uid or TCP address (root: not counted) */
         unsigned nbd_in_flight_mib; /* NBD payloads in memory, all connections */
         enum nbd_read_only nbd_read_only;
+        enum nbd_tls nbd_tls;
+        char *nbd_tls_psk_file; /* psktool's USERNAME:HEXKEY file, or NULL */
+        char *nbd_tls_certs;    /* the x509 folder (ca-cert.pem, server-*.pem), or NULL */
         char *group; /* may read and change volumes, beside root */
         gid_t gid;
         bool have_gid;
@@ -41,6 +47,7 @@ struct settings {
         const char *config_file; /* read again on SIGHUP */
         bool config_named;       /* --config: the file must exist */
         bool arg_nbd_read_only;  /* --nbd-read-only: a reload leaves it */
+        bool arg_nbd_tls, arg_nbd_tls_psk_file, arg_nbd_tls_certs; /* the same for these */
         bool arg_state_dir, arg_socket; /* given on the command line */
 };
 
@@ -58,10 +65,14 @@ void settings_free(void);
  * A file with an error changes nothing.  *changes: SETTINGS_* bits. */
 #define SETTINGS_AUTOEXTEND (1u << 0)
 #define SETTINGS_GROUP (1u << 1)
+#define SETTINGS_TLS (1u << 2)
 int settings_reload(unsigned *changes);
 
 /* the nbd_read_only setting: an NBD_RW.. value or -EINVAL */
 int nbd_read_only_parse(const char *s);
+/* the nbd_tls setting: an NBD_TLS_* value or -EINVAL */
+int nbd_tls_parse(const char *s);
+const char *nbd_tls_name(enum nbd_tls t);
 /* the nbd_tcp setting into host and port (host NULL: off) */
 int nbd_tcp_parse(const char *spec, char **ret_host, unsigned *ret_port);
 /* the group's name for messages (a reload may change it) */

@@ -4,7 +4,8 @@
  *
  *   common/util.h      write loops, the clock, mkdir -p (also cowvol's)
  *   log.c              the log
- *   config.c           settings: fixed after start
+ *   tls.c              TLS credentials and sessions (the one GnuTLS wrapper)
+ *   config.c           settings: fixed after start, but for a reload
  *   catalogue.c        volumes and snapshots under catalogue.lock, and the
  *                      lock order (catalogue.h)
  *   engine-userspace.c, engine-kernel.c
@@ -13,9 +14,10 @@
  *   monitor.c          a thread: fill levels, growth, merges, retries
  *   handlers.c         each request acted on, through the engine
  *   session.c          a control client's thread: lines in, answers out
- *   nbd-handshake.c, nbd-transmit.c, nbd-listen.c
- *                      an NBD client's thread: negotiation, then requests
- *                      validated before they act
+ *   nbd-io.c, nbd-handshake.c, nbd-transmit.c, nbd-listen.c
+ *                      an NBD client's thread: its transport (plain or
+ *                      TLS), negotiation, then requests validated before
+ *                      they act
  *   listen.c           listeners and the client table
  *   cowvold.c          main(): starts things
  *
@@ -61,6 +63,9 @@ bool peer_is_admin(int fd, const struct ucred *cred);
 /* nbd-listen.c (with nbd-handshake.c and nbd-transmit.c, the NBD server):
  * one NBD connection (the accepted socket as the argument) */
 void *nbd_session_main(void *arg);
+/* one NBD connection on @fd, of TCP or not, whose peer may use volumes
+ * (@admin), until it ends; closes @fd through client_done() */
+void nbd_session_run(int fd, bool tcp, bool admin);
 /* listen on settings.nbd_tcp; the socket or a negative errno (logged) */
 int nbd_tcp_listen(void);
 

@@ -399,8 +399,17 @@ int listeners_open(struct listeners *l)
                 l->tcp = nbd_tcp_listen();
                 if (l->tcp < 0)
                         return l->tcp;
-                dlog(LOG_INFO_, "Serving NBD on TCP %s port %u", settings.nbd_tcp, settings.nbd_tcp_port);
-        }
+                dlog(LOG_INFO_, "Serving NBD on TCP %s port %u%s", settings.nbd_tcp, settings.nbd_tcp_port,
+                     settings.nbd_tls == NBD_TLS_REQUIRE ? " (TLS required)"
+                     : settings.nbd_tls == NBD_TLS_ON   ? " (TLS offered; plaintext clients accepted too)"
+                                                        : "");
+                if (settings.nbd_tls == NBD_TLS_OFF)
+                        dlog(LOG_WARN_, "NBD over TCP without TLS: whoever reaches %s port %u may read and write "
+                             "every volume (--nbd-tls=require with --nbd-tls-psk-file or --nbd-tls-certs)",
+                             settings.nbd_tcp, settings.nbd_tcp_port);
+        } else if (settings.nbd_tls != NBD_TLS_OFF)
+                dlog(LOG_WARN_, "nbd_tls = %s does nothing while NBD is not served over TCP (--nbd-tcp): TLS is "
+                     "for TCP only", nbd_tls_name(settings.nbd_tls));
         return 0;
 }
 

@@ -13,7 +13,17 @@
  *   configured group on the Unix socket, anyone on TCP); the export name
  *   (NBD_REP_ERR_UNKNOWN, or NBD_REP_ERR_SHUTDOWN while cowvold stops).
  *   NBD_OPT_EXPORT_NAME has no error reply: refusing it closes.  Options
- *   this server lacks (STARTTLS, extended headers) get NBD_REP_ERR_UNSUP.
+ *   this server lacks (extended headers) get NBD_REP_ERR_UNSUP.
+ * - TLS (TCP only; settings.nbd_tls as the connection found it): with
+ *   "require", every option before NBD_OPT_STARTTLS but NBD_OPT_ABORT gets
+ *   NBD_REP_ERR_TLS_REQD (NBD_OPT_EXPORT_NAME closes) once its length
+ *   passed, before any other check; with "on" plaintext goes on as without TLS.  NBD_OPT_STARTTLS
+ *   is acknowledged, then the TLS handshake runs within the same deadline;
+ *   from then on every byte goes through the session (c->io), and what was
+ *   negotiated before it (structured replies, contexts) is forgotten, as
+ *   the spec says.  On the Unix socket, where the file mode and the group
+ *   decide, and on TCP with TLS off, STARTTLS gets NBD_REP_ERR_POLICY, as
+ *   qemu-nbd answers when it has no TLS credentials.
  * - Exports are "VOLUME" and "VOLUME@SNAP", looked up under catalogue.lock.  From
  *   NBD_OPT_GO / NBD_OPT_EXPORT_NAME the connection holds a reference on
  *   its struct vol (and struct snap), taken under catalogue.lock, so rm and restore
@@ -51,53 +61,6 @@ static uint16_t export_flags(const struct nbd_conn *c, bool read_only)
         return f;
 }
 
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void set_timeouts(int fd, uint64_t ms)
-{
-        struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
-
-        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-/* All of @n bytes, or -ECONNRESET when the peer closed first; during
- * negotiation -ETIMEDOUT once the deadline passed, however the bytes
- * trickle in. */
-int nbd_read_exact(struct nbd_conn *c, void *buf, size_t n)
-{
-        uint8_t *p = buf;
-
-        while (n > 0) {
-                ssize_t r;
-                if (c->deadline_ms) {
-                        uint64_t now = now_ms();
-                        if (now >= c->deadline_ms)
-                                return -ETIMEDOUT;
-                        set_timeouts(c->fd, c->deadline_ms - now);
-                }
-                r = read(c->fd, p, n);
-                if (r < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN || errno == EWOULDBLOCK)
-                                return -ETIMEDOUT;
-                        return -errno;
-                }
-                if (r == 0)
-                        return -ECONNRESET;
-                p += r;
-                n -= (size_t)r;
-        }
-        return 0;
-}
-
 static int discard(struct nbd_conn *c, uint64_t n)
 {
         uint8_t buf[4096];
@@ -112,24 +75,21 @@ static int discard(struct nbd_conn *c, uint64_t n)
         return 0;
 }
 
-static int opt_reply(int fd, uint32_t opt, uint32_t type, const void *data, uint32_t len)
+static int opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void *data, uint32_t len)
 {
         uint8_t h[20];
-        int r;
+        struct iovec iov[2] = { { h, sizeof(h) }, { (void *)data, len } };
 
         put64(h, NBD_REP_MAGIC);
         put32(h + 8, opt);
         put32(h + 12, type);
         put32(h + 16, len);
-        r = write_all(fd, h, sizeof(h));
-        if (r >= 0 && len)
-                r = write_all(fd, data, len);
-        return r;
+        return c->io->send(c, iov, len ? 2 : 1);
 }
 
 /* An error reply with a message for people, as the spec allows. */
-__attribute__((format(printf, 4, 5))) static int opt_error(int fd, uint32_t opt, uint32_t type, const char *fmt,
-                                                             ...)
+__attribute__((format(printf, 4, 5))) static int opt_error(struct nbd_conn *c, uint32_t opt, uint32_t type,
+                                                             const char *fmt, ...)
 {
         char msg[256];
         va_list ap;
@@ -138,7 +98,7 @@ __attribute__((format(printf, 4, 5))) static int opt_error(int fd, uint32_t opt,
         va_start(ap, fmt);
         n = nbd_vformat(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        return opt_reply(fd, opt, type, msg, n);
+        return opt_reply(c, opt, type, msg, n);
 }
 
 /* --- exports ------------------------------------------------------------------ */
@@ -231,9 +191,9 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
         int r = 0;
 
         if (len)
-                return opt_error(c->fd, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+                return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
         if (!c->admin)
-                return opt_error(c->fd, NBD_OPT_LIST, NBD_REP_ERR_POLICY,
+                return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
                                  settings_group());
         pthread_mutex_lock(&catalogue.lock);
@@ -248,18 +208,18 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
         pthread_mutex_unlock(&catalogue.lock);
         if (r < 0) {
                 free(l.names);
-                return opt_error(c->fd, NBD_OPT_LIST, NBD_REP_ERR_TOO_BIG, "out of memory");
+                return opt_error(c, NBD_OPT_LIST, NBD_REP_ERR_TOO_BIG, "out of memory");
         }
         for (size_t i = 0; i < l.n && r >= 0; i++) {
                 uint8_t buf[4 + sizeof(l.names[0])];
                 uint32_t n = (uint32_t)strlen(l.names[i]);
                 put32(buf, n);
                 memcpy(buf + 4, l.names[i], n);
-                r = opt_reply(c->fd, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + n);
+                r = opt_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + n);
         }
         free(l.names);
         if (r >= 0)
-                r = opt_reply(c->fd, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+                r = opt_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
         return r;
 }
 
@@ -279,17 +239,17 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
 
         /* u32 name length, name, u16 number of requests, u16 each */
         if (len < 6 || (nlen = get32(data)) > len - 6 || get16(data + 4 + nlen) * 2u != len - 6 - nlen)
-                return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "malformed %s request",
+                return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed %s request",
                                  opt == NBD_OPT_GO ? "NBD_OPT_GO" : "NBD_OPT_INFO");
         if (!c->admin)
-                return opt_error(c->fd, opt, NBD_REP_ERR_POLICY,
+                return opt_error(c, opt, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
                                  settings_group());
         if (nlen == 0)
-                return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN,
+                return opt_error(c, opt, NBD_REP_ERR_UNKNOWN,
                                  "there is no default export; name one: VOLUME or VOLUME@SNAPSHOT");
         if (nlen > EXPORT_NAME_MAX || memchr(data + 4, '\0', nlen))
-                return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN, "no such export (a bad name)");
+                return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, "no such export (a bad name)");
         memcpy(name, data + 4, nlen);
         name[nlen] = '\0';
         pthread_mutex_lock(&catalogue.lock);
@@ -303,12 +263,12 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
         }
         pthread_mutex_unlock(&catalogue.lock);
         if (r < 0)
-                return opt_error(c->fd, opt, r == -ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_UNKNOWN, "%s",
+                return opt_error(c, opt, r == -ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_UNKNOWN, "%s",
                                  why);
         put16(info, NBD_INFO_EXPORT);
         put64(info + 2, size);
         put16(info + 10, export_flags(c, ro));
-        r = opt_reply(c->fd, opt, NBD_REP_INFO, info, 12);
+        r = opt_reply(c, opt, NBD_REP_INFO, info, 12);
         if (r >= 0) {
                 /* a server may send block sizes unasked: bytes are fine, the
                  * chunk size is best, 32 MiB at most */
@@ -316,10 +276,10 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
                 put32(info + 2, 1);
                 put32(info + 6, chunk);
                 put32(info + 10, NBD_MAX_PAYLOAD);
-                r = opt_reply(c->fd, opt, NBD_REP_INFO, info, 14);
+                r = opt_reply(c, opt, NBD_REP_INFO, info, 14);
         }
         if (r >= 0)
-                r = opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+                r = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
         if (r < 0)
                 return r;
         /* contexts chosen for another export do not carry over */
@@ -354,36 +314,36 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *data, uint3
         int r;
 
         if (!c->structured)
-                return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "%s needs NBD_OPT_STRUCTURED_REPLY first", oname);
+                return opt_error(c, opt, NBD_REP_ERR_INVALID, "%s needs NBD_OPT_STRUCTURED_REPLY first", oname);
         if (len < 8 || (nlen = get32(data)) > len - 8)
-                return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
+                return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
         pos = 4 + nlen;
         count = get32(data + pos);
         pos += 4;
         for (uint32_t i = 0; i < count; i++) {
                 uint32_t qlen;
                 if (len - pos < 4 || (qlen = get32(data + pos)) > len - pos - 4)
-                        return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
+                        return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
                 alloc = alloc || meta_selects_alloc(opt, data + pos + 4, qlen);
                 pos += 4 + qlen;
         }
         if (pos != len)
-                return opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
+                return opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed %s request", oname);
         if (count == 0 && opt == NBD_OPT_LIST_META_CONTEXT)
                 alloc = true; /* no query: every context */
         if (!c->admin)
-                return opt_error(c->fd, opt, NBD_REP_ERR_POLICY,
+                return opt_error(c, opt, NBD_REP_ERR_POLICY,
                                  "permission denied: root or membership of group '%s' needed",
                                  settings_group());
         if (nlen == 0 || nlen > EXPORT_NAME_MAX || memchr(data + 4, '\0', nlen))
-                return opt_error(c->fd, opt, NBD_REP_ERR_UNKNOWN, "no such export");
+                return opt_error(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
         memcpy(name, data + 4, nlen);
         name[nlen] = '\0';
         pthread_mutex_lock(&catalogue.lock);
         r = export_find(name, &v, &s, why, sizeof(why));
         pthread_mutex_unlock(&catalogue.lock);
         if (r < 0)
-                return opt_error(c->fd, opt, r == -ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_UNKNOWN, "%s",
+                return opt_error(c, opt, r == -ESHUTDOWN ? NBD_REP_ERR_SHUTDOWN : NBD_REP_ERR_UNKNOWN, "%s",
                                  why);
         if (opt == NBD_OPT_SET_META_CONTEXT) {
                 c->meta_alloc = alloc;
@@ -392,11 +352,11 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *data, uint3
         if (alloc) {
                 put32(rep, opt == NBD_OPT_SET_META_CONTEXT ? 1 : 0);
                 memcpy(rep + 4, NBD_META_BASE_ALLOCATION, strlen(NBD_META_BASE_ALLOCATION));
-                r = opt_reply(c->fd, opt, NBD_REP_META_CONTEXT, rep, 4 + (uint32_t)strlen(NBD_META_BASE_ALLOCATION));
+                r = opt_reply(c, opt, NBD_REP_META_CONTEXT, rep, 4 + (uint32_t)strlen(NBD_META_BASE_ALLOCATION));
                 if (r < 0)
                         return r;
         }
-        return opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+        return opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
 
 /* NBD_OPT_EXPORT_NAME: no error reply exists; refusing means closing. */
@@ -425,8 +385,56 @@ static int opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len
                 c->meta_alloc = false; /* as for NBD_OPT_GO */
         put64(buf, c->size);
         put16(buf + 8, export_flags(c, c->read_only));
-        r = write_all(c->fd, buf, c->no_zeroes ? 10 : sizeof(buf));
+        r = nbd_send(c, buf, c->no_zeroes ? 10 : sizeof(buf));
         return r < 0 ? r : 1;
+}
+
+/* NBD_OPT_STARTTLS: acknowledge, then the TLS handshake; 0 to go on
+ * negotiating (through TLS, or in plaintext after a refusal), or a
+ * negative errno to close. */
+static int opt_starttls(struct nbd_conn *c, uint32_t len)
+{
+        static struct log_limit failed_log = LOG_LIMIT_INIT;
+        struct tls_creds *creds;
+        char why[256], note[64];
+        int r;
+
+        if (len)
+                return opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+        if (c->tls)
+                return opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is on already");
+        if (!c->tcp)
+                return opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY,
+                                 "TLS is for NBD over TCP: on the Unix socket the socket's mode and group decide");
+        if (c->tls_mode == NBD_TLS_OFF || !(creds = tls_creds_current()))
+                return opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is not configured on this server");
+        r = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+        if (r >= 0)
+                r = tls_session_start(c->fd, creds, c->deadline_ms, &c->tls, why, sizeof(why));
+        tls_creds_unref(creds); /* the session holds its own */
+        if (r < 0) {
+                if (log_allowed(&failed_log, note, sizeof(note)))
+                        dlog(LOG_INFO_, "NBD: TLS handshake with %s failed: %s%s", c->peer, why, note);
+                return r;
+        }
+        c->io = &nbd_io_tls;
+        c->structured = false;
+        c->meta_alloc = false;
+        return 0;
+}
+
+/* With TLS required and not on yet: may @opt go ahead?  (Otherwise it was
+ * answered, in *r.) */
+static bool tls_allows(struct nbd_conn *c, uint32_t opt, int *r)
+{
+        if (c->tls_mode != NBD_TLS_REQUIRE || c->tls || opt == NBD_OPT_STARTTLS || opt == NBD_OPT_ABORT)
+                return true;
+        if (opt == NBD_OPT_EXPORT_NAME)
+                *r = -EACCES; /* no error reply exists: close */
+        else
+                *r = opt_error(c, opt, NBD_REP_ERR_TLS_REQD,
+                               "TLS is required: NBD_OPT_STARTTLS first (an nbds:// URI, or qemu's tls-creds)");
+        return false;
 }
 
 /* The handshake and option haggling.  1: an export is held, transmission
@@ -440,7 +448,7 @@ static int negotiate(struct nbd_conn *c)
         put64(hello, NBD_MAGIC);
         put64(hello + 8, NBD_IHAVEOPT);
         put16(hello + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-        if ((r = write_all(c->fd, hello, sizeof(hello))) < 0 || (r = nbd_read_exact(c, h, 4)) < 0)
+        if ((r = nbd_send(c, hello, sizeof(hello))) < 0 || (r = nbd_read_exact(c, h, 4)) < 0)
                 return r;
         cflags = get32(h);
         if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
@@ -465,35 +473,41 @@ static int negotiate(struct nbd_conn *c)
                                 break;
                         }
                         if ((r = discard(c, len)) < 0 ||
-                            (r = opt_error(c->fd, opt, NBD_REP_ERR_TOO_BIG, "option data longer than %u bytes",
+                            (r = opt_error(c, opt, NBD_REP_ERR_TOO_BIG, "option data longer than %u bytes",
                                            NBD_MAX_OPTION)) < 0)
                                 break;
                         continue;
                 }
                 if ((r = nbd_read_exact(c, data, len)) < 0)
                         break;
+                if (!tls_allows(c, opt, &r)) {
+                        if (r < 0)
+                                break;
+                        continue;
+                }
                 switch (opt) {
                 case NBD_OPT_EXPORT_NAME: r = opt_export_name(c, data, len); break;
                 case NBD_OPT_ABORT:
-                        opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+                        opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
                         r = -ECONNABORTED;
                         break;
                 case NBD_OPT_LIST: r = opt_list(c, len); break;
+                case NBD_OPT_STARTTLS: r = opt_starttls(c, len); break;
                 case NBD_OPT_INFO:
                 case NBD_OPT_GO: r = opt_info_go(c, opt, data, len); break;
                 case NBD_OPT_STRUCTURED_REPLY:
                         if (len)
-                                r = opt_error(c->fd, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
+                                r = opt_error(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
                         else {
                                 c->structured = true;
-                                r = opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+                                r = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
                         }
                         break;
                 case NBD_OPT_LIST_META_CONTEXT:
                 case NBD_OPT_SET_META_CONTEXT: r = opt_meta(c, opt, data, len); break;
                 default:
-                        /* STARTTLS (Unix sockets and loopback need none), extended headers */
-                        r = opt_error(c->fd, opt, NBD_REP_ERR_UNSUP, "option %" PRIu32 " is not supported", opt);
+                        /* extended headers, and what the spec adds later */
+                        r = opt_error(c, opt, NBD_REP_ERR_UNSUP, "option %" PRIu32 " is not supported", opt);
                         break;
                 }
                 if (r != 0)
@@ -508,15 +522,18 @@ int nbd_handshake(struct nbd_conn *c)
         unsigned limit = __atomic_load_n(&settings.nbd_handshake_timeout, __ATOMIC_RELAXED);
         int r;
 
+        /* TLS as configured when it connected, whatever a reload does meanwhile */
+        c->tls_mode = c->tcp ? __atomic_load_n(&settings.nbd_tls, __ATOMIC_RELAXED) : NBD_TLS_OFF;
+
         /* a client that has not chosen an export in time is dropped */
-        c->deadline_ms = now_ms() + (uint64_t)limit * 1000;
-        set_timeouts(c->fd, (uint64_t)limit * 1000);
+        c->deadline_ms = nbd_now_ms() + (uint64_t)limit * 1000;
+        nbd_set_timeouts(c->fd, (uint64_t)limit * 1000);
         r = negotiate(c);
         if (r == -ETIMEDOUT || r == -EAGAIN)
                 dlog(LOG_INFO_, "NBD: a client chose no export within %u s; closing it", limit);
         if (r == 1) {
                 c->deadline_ms = 0;
-                set_timeouts(c->fd, 0);
+                nbd_set_timeouts(c->fd, 0);
                 /* a reply its client leaves unread ends the connection */
                 set_timeout(c->fd, SO_SNDTIMEO, __atomic_load_n(&settings.client_timeout, __ATOMIC_RELAXED));
         }

@@ -12,14 +12,16 @@
  *    group (SO_PEERCRED), as for the control socket's data operations;
  *    anyone else may connect but is refused every export (NBD_REP_ERR_POLICY,
  *    or a closed connection after NBD_OPT_EXPORT_NAME, which has no error
- *    reply).  TCP has no credentials: whoever reaches the address (loopback
- *    by default) is let in.  A socket that answers neither closes at once.
+ *    reply).  TCP has no peer credentials: whoever reaches the address
+ *    (loopback by default) is let in, unless TLS is required (--nbd-tls,
+ *    then the handshake's PSK user or client certificate decides).  A
+ *    socket that answers neither closes at once.
  * 2. nbd_handshake(), within nbd_handshake_timeout seconds in all; it ends
  *    holding a reference on the export's struct vol (and struct snap).
  * 3. nbd_transmit(), until the client leaves.
  * 4. The reference is dropped under catalogue.lock (rm and restore, which refuse
- *    with EBUSY while it is held, are woken by catalogue.changed), and the socket
- *    closed by client_done().
+ *    with EBUSY while it is held, are woken by catalogue.changed), a TLS
+ *    session ended, and the socket closed by client_done().
  */
 #include <errno.h>
 #include <netdb.h>
@@ -101,37 +103,65 @@ static void conn_release(struct nbd_conn *c)
         c->s = NULL;
 }
 
-void *nbd_session_main(void *arg)
+/* "ADDRESS port N" of a TCP peer, for the log */
+static void peer_name(int fd, char *buf, size_t len)
 {
-        struct nbd_conn c = { .fd = (int)(intptr_t)arg,
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        char host[INET6_ADDRSTRLEN + 1], port[8];
+
+        if (getpeername(fd, (struct sockaddr *)&sa, &sl) < 0 || (sa.ss_family != AF_INET && sa.ss_family != AF_INET6) ||
+            getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port, sizeof(port),
+                        NI_NUMERICHOST | NI_NUMERICSERV))
+                snprintf(buf, len, "a TCP client");
+        else
+                snprintf(buf, len, "%s port %s", host, port);
+}
+
+void nbd_session_run(int fd, bool tcp, bool admin)
+{
+        struct nbd_conn c = { .fd = fd,
+                              .io = &nbd_io_plain,
+                              .admin = admin,
+                              .tcp = tcp,
                               .send_lock = PTHREAD_MUTEX_INITIALIZER,
                               .q_lock = PTHREAD_MUTEX_INITIALIZER,
                               .q_work = PTHREAD_COND_INITIALIZER,
                               .q_done = PTHREAD_COND_INITIALIZER };
-        struct sockaddr_storage sa;
-        socklen_t sl = sizeof(sa);
-        struct ucred cred;
-        socklen_t cl = sizeof(cred);
-        int r = -EINVAL;
+        int r;
 
-        if (getsockname(c.fd, (struct sockaddr *)&sa, &sl) == 0 && sa.ss_family != AF_UNIX) {
-                /* TCP: no credentials; whoever reaches the address is let in
-                 * (it is loopback unless the administrator chose otherwise) */
-                int one = 1;
-                (void)setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-                c.admin = c.tcp = true;
-                r = 0;
-        } else if (getsockopt(c.fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
-                c.admin = peer_is_admin(c.fd, &cred);
-                r = 0;
-        }
-        if (r == 0 && (r = nbd_handshake(&c)) == 1) {
+        if (tcp)
+                peer_name(fd, c.peer, sizeof(c.peer));
+        if ((r = nbd_handshake(&c)) == 1) {
                 r = nbd_transmit(&c);
                 if (r < 0 && r != -ECONNRESET && r != -EPIPE)
                         dlog(LOG_INFO_, "NBD: closing a connection to %s%s%s: %s", c.v->name, c.s ? "@" : "",
                              c.s ? c.s->name : "", strerror(-r));
         }
+        /* a goodbye only to a peer that left in order (NBD_CMD_DISC) */
+        nbd_io_close(&c, r == 0);
         conn_release(&c);
         client_done(c.fd);
+}
+
+void *nbd_session_main(void *arg)
+{
+        int fd = (int)(intptr_t)arg;
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        struct ucred cred;
+        socklen_t cl = sizeof(cred);
+
+        if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.ss_family != AF_UNIX) {
+                /* TCP: no peer credentials; whoever reaches the address is
+                 * let in (it is loopback unless the administrator chose
+                 * otherwise), or TLS decides when it is required */
+                int one = 1;
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                nbd_session_run(fd, true, true);
+        } else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
+                nbd_session_run(fd, false, peer_is_admin(fd, &cred));
+        else
+                client_done(fd);
         return NULL;
 }

@@ -48,7 +48,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -131,29 +130,6 @@ static uint32_t nbd_errno(int r)
         }
 }
 
-/* All of @iov, with as few system calls as the socket allows. */
-static int send_iov(int fd, struct iovec *iov, int n)
-{
-        while (n > 0) {
-                ssize_t w = writev(fd, iov, n);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                while (n > 0 && (size_t)w >= iov->iov_len) {
-                        w -= (ssize_t)iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (uint8_t *)iov->iov_base + w;
-                        iov->iov_len -= (size_t)w;
-                }
-        }
-        return 0;
-}
-
 static int reply_simple(struct nbd_conn *c, uint64_t cookie, uint32_t err, void *data, size_t len)
 {
         uint8_t h[16];
@@ -165,7 +141,7 @@ static int reply_simple(struct nbd_conn *c, uint64_t cookie, uint32_t err, void 
         put32(h + 4, err);
         put64(h + 8, cookie);
         pthread_mutex_lock(&c->send_lock);
-        r = send_iov(c->fd, iov, iov[1].iov_len ? 2 : 1);
+        r = c->io->send(c, iov, iov[1].iov_len ? 2 : 1);
         pthread_mutex_unlock(&c->send_lock);
         return r;
 }
@@ -185,7 +161,7 @@ static int reply_chunk(struct nbd_conn *c, uint64_t cookie, uint16_t flags, uint
         put64(h + 8, cookie);
         put32(h + 16, (uint32_t)(pre_len + len));
         pthread_mutex_lock(&c->send_lock);
-        r = send_iov(c->fd, iov, len ? 3 : pre_len ? 2 : 1);
+        r = c->io->send(c, iov, len ? 3 : pre_len ? 2 : 1);
         pthread_mutex_unlock(&c->send_lock);
         return r;
 }
@@ -535,7 +511,6 @@ int nbd_transmit(struct nbd_conn *c)
 
         for (;;) {
                 struct nbd_req *q;
-                int waiting = 0;
 
                 r = nbd_read_exact(c, h, sizeof(h));
                 if (r < 0) {
@@ -589,7 +564,7 @@ int nbd_transmit(struct nbd_conn *c)
                 }
                 /* the next request already here, and requests are slow: let
                  * a worker serve this one */
-                if (__atomic_load_n(&c->ewma_ns, __ATOMIC_RELAXED) > NBD_DISPATCH_NS && ioctl(c->fd, FIONREAD, &waiting) == 0 && waiting > 0) {
+                if (__atomic_load_n(&c->ewma_ns, __ATOMIC_RELAXED) > NBD_DISPATCH_NS && c->io->pending(c)) {
                         dispatch(c, q);
                         continue;
                 }

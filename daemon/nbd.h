@@ -4,11 +4,15 @@
  * protocol's numbers): the connection, a request, the wire's big-endian
  * fields.  nbd-listen.c accepts a connection and runs its two phases in
  * turn: nbd_handshake() (nbd-handshake.c) until an export is chosen, then
- * nbd_transmit() (nbd-transmit.c) until the client leaves.
+ * nbd_transmit() (nbd-transmit.c) until the client leaves.  Bytes go
+ * through the connection's transport (struct nbd_io, nbd-io.c): the plain
+ * socket, or a TLS session once NBD_OPT_STARTTLS succeeded.
  *
  * Locks: catalogue.lock (exports looked up and held, snapshots a write
  * invalidated), a connection's q_lock (its queue) and send_lock (its
- * replies).  None is taken with another held.
+ * replies).  None is taken with another held, but a TLS session's own
+ * lock (tls.c), which a sender takes under send_lock; tls.h's tls_lock is
+ * a leaf too.
  */
 #ifndef COWVOLD_NBD_H
 #define COWVOLD_NBD_H
@@ -20,19 +24,42 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include "daemon.h"
 #include "nbd-proto.h"
+#include "tls.h"
 
 #define EXPORT_NAME_MAX (NAME_MAX_LEN * 2 + 1)
 /* requests of one connection served at once, at most (qemu-nbd: 16 in flight) */
 #define NBD_WORKERS 8
 
+struct nbd_conn;
+
+/* A connection's transport: one way for the plain socket, one for TLS.
+ * The connection's thread receives while a sender (under send_lock) may
+ * send. */
+struct nbd_io {
+        /* up to @n bytes: their count, 0 when the peer closed, or a
+         * negative errno (-EAGAIN: the socket's receive timeout passed) */
+        ssize_t (*recv)(struct nbd_conn *c, void *buf, size_t n);
+        /* all of @iov (changed on the way), or a negative errno */
+        int (*send)(struct nbd_conn *c, struct iovec *iov, int n);
+        /* bytes are waiting to be read */
+        bool (*pending)(struct nbd_conn *c);
+};
+extern const struct nbd_io nbd_io_plain, nbd_io_tls;
+
 struct nbd_conn {
         int fd;
+        const struct nbd_io *io;  /* &nbd_io_plain, until STARTTLS */
+        struct tls_session *tls;  /* after STARTTLS, or NULL */
         uint64_t deadline_ms; /* negotiation must end by then (CLOCK_MONOTONIC), or 0 */
         bool admin;
         bool tcp;
+        enum nbd_tls tls_mode; /* TCP: settings.nbd_tls when it connected; else NBD_TLS_OFF */
+        char peer[64];         /* TCP: "ADDRESS port N", for the log */
 
         /* set by the handshake, fixed during transmission (read without a lock) */
         bool no_zeroes;
@@ -92,10 +119,19 @@ __attribute__((format(printf, 3, 0))) static inline uint32_t nbd_vformat(char *b
         return (uint32_t)n;
 }
 
-/* nbd-handshake.c */
+/* nbd-io.c */
 /* All of @n bytes, or -ECONNRESET when the peer closed first; during the
  * handshake -ETIMEDOUT once its deadline passed. */
 int nbd_read_exact(struct nbd_conn *c, void *buf, size_t n);
+/* All of @buf (@n bytes), or a negative errno. */
+int nbd_send(struct nbd_conn *c, const void *buf, size_t n);
+uint64_t nbd_now_ms(void);
+/* Receive and send timeouts on the socket (0: none). */
+void nbd_set_timeouts(int fd, uint64_t ms);
+/* The transport's end: TLS says goodbye when @clean. */
+void nbd_io_close(struct nbd_conn *c, bool clean);
+
+/* nbd-handshake.c */
 /* Negotiation, within settings.nbd_handshake_timeout seconds.  1: an export is
  * held (c->v, c->s), transmission begins; otherwise the connection closes. */
 int nbd_handshake(struct nbd_conn *c);

@@ -9,10 +9,20 @@
  * hold all of it) lives on tmpfs for the whole run: writes change it, as
  * a real client's would.  Neither a crash, a leak, a hang nor a sanitizer
  * report is allowed.
+ *
+ * TLS: an input that starts with 'T' and a digit is served as a TCP
+ * connection with nbd_tls off ('0'), on ('1') or require ('2', and so on
+ * modulo 3), with a PSK file loaded: the plaintext part of TLS
+ * negotiation (options refused before NBD_OPT_STARTTLS, STARTTLS with
+ * data, twice, after other options) and, after STARTTLS is acknowledged,
+ * GnuTLS's handshake fed the rest of the input (which fails: no fuzzed
+ * bytes make a ClientHello with the key).  Other inputs are the Unix
+ * socket's, as before.
  */
 #include <ftw.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +32,7 @@
 #include <unistd.h>
 
 #include "fuzz-daemon.h"
+#include "tls.h"
 
 static char state_dir[] = "/dev/shm/cowvol-fuzz-nbd.XXXXXX";
 
@@ -35,6 +46,24 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
 static void cleanup(void)
 {
         nftw(state_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* a PSK file for TLS inputs, loaded as cowvold loads it */
+static void tls_setup(void)
+{
+        static const char line[] = "alice:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
+        char path[sizeof(state_dir) + 16], err[256];
+        struct tls_creds *creds;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/keys.psk", state_dir);
+        if (!(f = fopen(path, "we")) || fputs(line, f) < 0 || fclose(f) != 0)
+                abort();
+        if (tls_creds_load(path, NULL, &creds, err, sizeof(err)) < 0) {
+                fprintf(stderr, "fuzz-nbd: %s\n", err);
+                abort();
+        }
+        tls_creds_install(creds);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -59,6 +88,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         settings.nbd_handshake_timeout = 5;
         if (catalogue_load(engine_all) < 0)
                 abort();
+        tls_setup();
         fuzz_setup_call("fuzz-nbd", "create", "{\"name\": \"vm\", \"size\": 4194304}");
         fuzz_setup_call("fuzz-nbd", "snap", "{\"volume\": \"vm\", \"name\": \"s\", \"store_size\": 8388608}");
         return 0;
@@ -87,16 +117,25 @@ static void *client_main(void *arg)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
         struct client c = { .data = data, .len = len };
+        bool tcp = len >= 2 && data[0] == 'T' && data[1] >= '0' && data[1] <= '9';
         int sv[2];
         pthread_t t;
 
+        if (tcp) {
+                settings.nbd_tls = (enum nbd_tls)((data[1] - '0') % 3);
+                c.data += 2;
+                c.len -= 2;
+        }
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
                 abort();
         c.fd = sv[1];
         if (pthread_create(&t, NULL, client_main, &c) != 0)
                 abort();
         __atomic_add_fetch(&catalogue.n_clients, 1, __ATOMIC_RELAXED); /* as listen.c: session_main's end takes it back */
-        nbd_session_main((void *)(intptr_t)sv[0]); /* closes sv[0] */
+        if (tcp)
+                nbd_session_run(sv[0], true, true); /* as an accepted TCP client; closes sv[0] */
+        else
+                nbd_session_main((void *)(intptr_t)sv[0]); /* closes sv[0] */
         pthread_join(t, NULL);
         close(sv[1]);
         return 0;

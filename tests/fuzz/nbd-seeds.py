@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Writes the seed corpus of fuzz-nbd (tests/fuzz/corpus/nbd): whole client
 # sides of NBD sessions against the fuzz target's exports "vm" and "vm@s"
-# (4 MiB), from the client flags on.  Run it again after changing it:
+# (4 MiB), from the client flags on; "T0", "T1", "T2" first: a TCP connection
+# with nbd_tls off, on, require (fuzz-nbd.c).  Run it again after changing it:
 #   tests/fuzz/nbd-seeds.py tests/fuzz/corpus/nbd
 import os
 import struct
@@ -48,6 +49,22 @@ seeds = {
     + go("vm") + req(0, 1 << 62, 512) + req(1, 4194300, 8, payload=b"12345678") + req(42, 0, 0)
     + struct.pack(">IHHQQI", 0xDEADBEEF, 0, 0, 9, 0, 512),
 }
+TLS = {"off": b"T0", "on": b"T1", "require": b"T2"}
+TLS_HELLO = bytes.fromhex("160301002a010000260303") + bytes(32) + b"\x00\x00\x02\x13\x01\x01\x00"
+seeds.update({
+    # TLS required: everything before STARTTLS is refused, EXPORT_NAME closes
+    "tls-require": TLS["require"] + FLAGS + opt(3) + opt(8) + go("vm") + go("vm", o=6) + opt(99, b"x")
+    + meta(9, "vm", []) + opt(5, b"junk") + opt(5) + TLS_HELLO,
+    "tls-require-export-name": TLS["require"] + FLAGS + opt(1, b"vm") + req(0, 0, 512) + DISC,
+    "tls-require-abort": TLS["require"] + FLAGS + opt(2),
+    # TLS offered: plaintext goes on; STARTTLS later, after structured replies
+    "tls-on-plain": TLS["on"] + FLAGS + opt(8) + opt(3) + go("vm") + req(0, 0, 4096) + DISC,
+    "tls-on-starttls": TLS["on"] + FLAGS + opt(8) + meta(10, "vm", ["base:allocation"]) + opt(5) + TLS_HELLO
+    + opt(5),
+    # TCP without TLS, and the Unix socket: STARTTLS is refused, the rest goes on
+    "tls-off": TLS["off"] + FLAGS + opt(5) + go("vm") + req(0, 0, 4096) + DISC,
+    "starttls-unix": FLAGS + opt(5) + opt(5, b"x") + go("vm@s") + req(0, 0, 512) + DISC,
+})
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus", "nbd")
 os.makedirs(out, exist_ok=True)
 for k, v in seeds.items():

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # A raw NBD client for t-nbd.sh: speaks doc/proto.md of NetworkBlockDevice/nbd
 # byte by byte, to send what real clients never do.
-#   nbd-raw.py SOCKET SCENARIO [ARGS...]
+#   nbd-raw.py SOCKET SCENARIO [ARGS...]    (SOCKET: a path, or tcp:HOST:PORT)
 # Prints "ok - ..." / "not ok - ..." lines; exits 1 when one failed.
 import os
 import socket
@@ -16,6 +16,7 @@ REQ_MAGIC = 0x25609513
 REPLY_MAGIC = 0x67446698
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED_REPLY = 1, 2, 3, 6, 7, 8
 OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT = 9, 10
+OPT_STARTTLS = 5
 REP_ACK, REP_SERVER, REP_INFO, REP_META_CONTEXT = 1, 2, 3, 4
 STRUCTURED_MAGIC = 0x668E33EF
 REPLY_FLAG_DONE = 1
@@ -25,6 +26,7 @@ FLAG_FUA, FLAG_DF, FLAG_REQ_ONE = 1, 4, 8
 TF_READ_ONLY, TF_SEND_TRIM, TF_SEND_WRITE_ZEROES, TF_SEND_DF = 2, 32, 64, 128
 EPERM = 1
 ERR_UNSUP, ERR_POLICY, ERR_INVALID, ERR_UNKNOWN = (1 << 31) | 1, (1 << 31) | 2, (1 << 31) | 3, (1 << 31) | 6
+ERR_TLS_REQD = (1 << 31) | 5
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
 EINVAL, ENOSPC = 22, 28
 
@@ -63,8 +65,12 @@ def closed(s, timeout=5):
 
 
 def connect(path, cflags=3):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(path)
+    if path.startswith("tcp:"):
+        host, port = path[4:].rsplit(":", 1)
+        s = socket.create_connection((host, int(port)))
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
     s.settimeout(10)
     magic, opt, hflags = struct.unpack(">QQH", recv_exact(s, 18))
     if magic != NBDMAGIC or opt != IHAVEOPT or hflags != 3:
@@ -375,6 +381,52 @@ def main():
         report(typ == ERR_POLICY, "NBD_OPT_GO from outside the group: NBD_REP_ERR_POLICY")
         send_opt(s, OPT_EXPORT_NAME, args[0].encode())
         report(closed(s), "NBD_OPT_EXPORT_NAME from outside the group: closed")
+    elif what == "tls-required":
+        # TLS required: every option before STARTTLS but ABORT is refused
+        s = connect(path)
+        for o, data, name in ((OPT_LIST, b"", "NBD_OPT_LIST"), (OPT_STRUCTURED_REPLY, b"", "NBD_OPT_STRUCTURED_REPLY"),
+                              (99, b"junk", "an unknown option")):
+            send_opt(s, o, data)
+            ro, typ, msg = read_rep(s)
+            report(ro == o and typ == ERR_TLS_REQD and b"TLS" in msg,
+                   "%s before STARTTLS: NBD_REP_ERR_TLS_REQD (%x: %s)" % (name, typ, msg.decode()))
+        for o, name in ((OPT_INFO, "NBD_OPT_INFO"), (OPT_GO, "NBD_OPT_GO")):
+            typ, msg, infos = go(s, args[0], o)
+            report(typ == ERR_TLS_REQD and not infos, "%s %s before STARTTLS: NBD_REP_ERR_TLS_REQD, nothing told"
+                   % (name, args[0]))
+        send_opt(s, OPT_STARTTLS, b"x")
+        o, typ, _ = read_rep(s)
+        report(typ == ERR_INVALID, "NBD_OPT_STARTTLS with data: NBD_REP_ERR_INVALID")
+        send_opt(s, OPT_ABORT)
+        o, typ, _ = read_rep(s)
+        report(typ == REP_ACK and closed(s), "NBD_OPT_ABORT before STARTTLS is acknowledged and closes")
+        s = connect(path)
+        send_opt(s, OPT_EXPORT_NAME, args[0].encode())
+        report(closed(s), "NBD_OPT_EXPORT_NAME before STARTTLS closes the connection (it has no error reply)")
+    elif what == "starttls-policy":
+        # no TLS here: STARTTLS is refused and the negotiation goes on in plaintext
+        s = connect(path)
+        send_opt(s, OPT_STARTTLS)
+        o, typ, msg = read_rep(s)
+        report(o == OPT_STARTTLS and typ == ERR_POLICY, "NBD_OPT_STARTTLS: NBD_REP_ERR_POLICY (%s)" % msg.decode())
+        typ, _, _ = go(s, args[0])
+        report(typ == REP_ACK, "then NBD_OPT_GO %s works in plaintext" % args[0])
+        request(s, CMD_DISC, 0, 0)
+        s.close()
+    elif what == "starttls-stall":
+        # STARTTLS acknowledged, then half a TLS record and silence: the
+        # handshake timeout (args[0] s) closes us, and only us
+        limit = float(args[0])
+        s = connect(path)
+        start = time.time()
+        send_opt(s, OPT_STARTTLS)
+        o, typ, _ = read_rep(s)
+        report(typ == REP_ACK, "NBD_OPT_STARTTLS is acknowledged")
+        s.sendall(b"\x16\x03\x01\x02")
+        open(args[1], "w").close()
+        gone = closed(s, timeout=limit + 10)
+        took = time.time() - start
+        report(gone and took < limit + 3, "a client stalled in the TLS handshake is closed after %.1f s" % took)
     elif what == "hold":
         # keep an export open until the file args[1] exists
         s = connect(path)

@@ -98,6 +98,17 @@ dd if=/dev/mapper/cowvol-data-s1 of="$T/s1.before" bs=1M status=none
 mkfs.ext4 -q -F "$STOREDEV"
 refuse "--store on a device with a filesystem is refused" "ext4.*--force" "$COWVOL" snap data@s2 --store "$STOREDEV"
 check "and nothing was made" eval "! dmsetup info cowvol-data-s2 >/dev/null 2>&1"
+# the descriptor passed with --store must be of the device named, root's too
+# (cowvol passes its own; a raw request here passes another device's)
+printf '{"v":1,"id":1,"op":"snap","args":{"volume":"data","name":"s2","store":"%s","force":true}}\n' "$STOREDEV" |
+	"$PYTHON" "$(dirname "${BASH_SOURCE[0]}")/../integration/rawsock.py" "$SOCK" "$THIRD" rw >"$T/raw"
+check "snap --store with a descriptor of another device is refused (EACCES)" \
+	grep -q "ok=false code=EACCES message=permission denied: the descriptor passed with snap is not $STOREDEV" "$T/raw"
+printf '{"v":1,"id":1,"op":"add","args":{"path":"%s","name":"other"}}\n' "$THIRD" |
+	"$PYTHON" "$(dirname "${BASH_SOURCE[0]}")/../integration/rawsock.py" "$SOCK" "$STOREDEV" rw >"$T/raw"
+check "add of a device with a descriptor of another is refused (EACCES)" \
+	grep -q "ok=false code=EACCES message=permission denied: the descriptor passed with add is not $THIRD" "$T/raw"
+check "and nothing was made" eval "! dmsetup info cowvol-data-s2 >/dev/null 2>&1 && ! dmsetup info cowvol-other >/dev/null 2>&1"
 step "--store with --force" "$COWVOL" snap data@s2 --store "$STOREDEV" --force
 check "/dev/mapper/cowvol-data-s2 exists" test -b /dev/mapper/cowvol-data-s2
 step "e2fsck -fn on data@s2" e2fsck -fn /dev/mapper/cowvol-data-s2
