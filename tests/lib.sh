@@ -164,6 +164,31 @@ kill9_daemon() {
 }
 cv() { "$COWVOL" "$@"; }
 
+# hup WHAT-THE-LOG-MUST-SAY DESC: SIGHUP the daemon, wait (up to 20 s) for
+# the log to say it, and check that it still serves
+hup() {
+	local n
+	n=$(wc -l <"$T/daemon.log")
+	kill -HUP "$DAEMON_PID"
+	for _ in $(seq 400); do tail -n +"$((n + 1))" "$T/daemon.log" | grep -qE -- "$1" && break; sleep 0.05; done
+	check "$2: the log says /$1/" eval "tail -n +$((n + 1)) '$T/daemon.log' | grep -qE -- '$1'"
+	check "$2: cowvold still serves" eval "kill -0 $DAEMON_PID && cv status >/dev/null"
+}
+
+# test_group SCRIPT: (root only, else it fails) the group GROUP=cowvoltest
+# exists, GID its gid; as_member runs a command as nobody in that group
+test_group() {
+	GROUP=cowvoltest
+	if [ "$(id -u)" != 0 ]; then
+		notok "$1 runs as root (groupadd, setpriv)"
+		exit 1
+	fi
+	groupadd -f "$GROUP"
+	GID=$(getent group "$GROUP" | cut -d: -f3)
+	check "test group $GROUP exists (gid $GID)" test -n "$GID"
+}
+as_member() { setpriv --reuid=nobody --regid=nogroup --groups="$GID" "$@"; }
+
 # setup_v1_v64: v1 (4 MiB, 4 KiB chunks) with snapshots s1, s2, s3 of
 # distinct content (v1@s1 reads as $T/A; $T/B, $T/C, $T/D went at 0, 8192,
 # 16384 after s1, s2, s3) and v64 (1 MiB, 64 KiB chunks); one check

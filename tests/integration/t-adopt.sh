@@ -11,15 +11,7 @@
 # (groupadd, setpriv).
 . "$(dirname "$0")/../lib.sh"
 
-GROUP=cowvoltest
-if [ "$(id -u)" != 0 ]; then
-	notok "t-adopt.sh runs as root (groupadd, setpriv)"
-	exit 1
-fi
-groupadd -f "$GROUP"
-GID=$(getent group "$GROUP" | cut -d: -f3)
-check "test group $GROUP exists (gid $GID)" test -n "$GID"
-as_member() { setpriv --reuid=nobody --regid=nogroup --groups="$GID" "$@"; }
+test_group t-adopt.sh
 RAW="$PYTHON $(dirname "$0")/rawsock.py"
 
 printf 'group = %s\n' "$GROUP" >"$T/cowvold.conf"

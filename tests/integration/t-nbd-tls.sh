@@ -86,15 +86,20 @@ expect 0 "nbdcopy writes 3 MiB into vm1 over TLS" $TO nbdcopy "$T/w1" "$PSK"
 check "cowvol cat vm1 shows the write" cmp_vm1 "$T/w1" $((3 * 1024 * 1024))
 
 # --- PSK: qemu-img -----------------------------------------------------------------------
-QPSK=(--object "tls-creds-psk,id=tls0,endpoint=client,dir=$K/qemu,username=alice")
+# qemu_rw WHAT OBJECT OPTS BYTES: qemu-img writes BYTES random bytes into vm1
+# and reads all of vm1 back, with the credentials of --object OBJECT
+qemu_rw() {
+	local what=$1 obj=$2 opts=$3 n=$4
+	head -c "$n" /dev/urandom >"$T/qw"
+	expect 0 "qemu-img writes $n bytes into vm1 over TLS ($what)" \
+		$TO qemu-img convert --object "$obj" -n -f raw "$T/qw" --target-image-opts "$opts"
+	check "cowvol cat vm1 shows qemu-img's write ($what)" cmp_vm1 "$T/qw" "$n"
+	expect 0 "qemu-img reads vm1 over TLS ($what)" \
+		$TO qemu-img convert --object "$obj" --image-opts "$opts" -O raw "$T/qr.img"
+	check "qemu-img's copy equals cowvol cat vm1 ($what)" cmp_vm1 "$T/qr.img"
+}
 QOPTS="driver=nbd,host=127.0.0.1,port=$PORT,export=vm1,tls-creds=tls0"
-head -c 524288 /dev/urandom >"$T/w2"
-expect 0 "qemu-img writes 512 KiB into vm1 over TLS (tls-creds-psk)" \
-	$TO qemu-img convert "${QPSK[@]}" -n -f raw "$T/w2" --target-image-opts "$QOPTS"
-check "cowvol cat vm1 shows qemu-img's write" cmp_vm1 "$T/w2" 524288
-expect 0 "qemu-img reads vm1 over TLS (tls-creds-psk)" \
-	$TO qemu-img convert "${QPSK[@]}" --image-opts "$QOPTS" -O raw "$T/q.img"
-check "qemu-img's copy equals cowvol cat vm1" cmp_vm1 "$T/q.img"
+qemu_rw tls-creds-psk "tls-creds-psk,id=tls0,endpoint=client,dir=$K/qemu,username=alice" "$QOPTS" 524288
 
 # --- x509 ------------------------------------------------------------------------------------
 X509="nbds://127.0.0.1:$PORT/vm1?tls-certificates=$K/client"
@@ -102,15 +107,8 @@ expect 0 "nbdinfo with a client certificate (tls-certificates=DIR)" $TO nbdinfo 
 expect_in out "newstyle-fixed with TLS" "nbdinfo says the connection is TLS"
 expect 0 "nbdcopy reads vm1 with the client certificate" $TO nbdcopy "$X509" "$T/copy.x509"
 check "the copy equals vm1" cmp_vm1 "$T/copy.x509"
-QX509=(--object "tls-creds-x509,id=tls1,endpoint=client,dir=$K/client")
-QXOPTS="driver=nbd,host=127.0.0.1,port=$PORT,export=vm1,tls-creds=tls1"
-head -c 65536 /dev/urandom >"$T/w3"
-expect 0 "qemu-img writes into vm1 with tls-creds-x509" \
-	$TO qemu-img convert "${QX509[@]}" -n -f raw "$T/w3" --target-image-opts "$QXOPTS"
-check "cowvol cat vm1 shows it" cmp_vm1 "$T/w3" 65536
-expect 0 "qemu-img reads vm1 with tls-creds-x509" \
-	$TO qemu-img convert "${QX509[@]}" --image-opts "$QXOPTS" -O raw "$T/qx.img"
-check "qemu-img's copy equals cowvol cat vm1" cmp_vm1 "$T/qx.img"
+qemu_rw tls-creds-x509 "tls-creds-x509,id=tls1,endpoint=client,dir=$K/client" \
+	"driver=nbd,host=127.0.0.1,port=$PORT,export=vm1,tls-creds=tls1" 65536
 
 # --- refused, and the daemon serves on ---------------------------------------------------
 expect 1 "a plaintext client (nbd://) is refused, with an answer" $TO nbdinfo "nbd://127.0.0.1:$PORT/vm1"
@@ -151,13 +149,6 @@ expect 1 "nbds+unix:// is refused (the Unix socket has no TLS)" \
 	$TO nbdinfo "nbds+unix:///vm1?socket=$T/nbd.sock&tls-psk-file=$K/keys.psk"
 
 # --- SIGHUP: new keys for new handshakes ----------------------------------------------------
-hup() { # WHAT-THE-LOG-MUST-SAY DESC
-	local n
-	n=$(wc -l <"$T/daemon.log")
-	kill -HUP "$DAEMON_PID"
-	for _ in $(seq 400); do tail -n +"$((n + 1))" "$T/daemon.log" | grep -qE -- "$1" && break; sleep 0.05; done
-	check "$2: the log says /$1/" eval "tail -n +$((n + 1)) '$T/daemon.log' | grep -qE -- '$1'"
-}
 psk alice "$K/keys2.psk"
 printf 'nbd_tls = require\nnbd_tls_psk_file = %s\nnbd_tls_certs = %s\nnbd_handshake_timeout = 3\n' \
 	"$K/keys2.psk" "$K/server" >"$CONF"

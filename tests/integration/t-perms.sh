@@ -9,19 +9,11 @@
 # setpriv).
 . "$(dirname "$0")/../lib.sh"
 
-GROUP=cowvoltest
-if [ "$(id -u)" != 0 ]; then
-	notok "t-perms.sh runs as root (groupadd, setpriv)"
-	exit 1
-fi
-groupadd -f "$GROUP"
-GID=$(getent group "$GROUP" | cut -d: -f3)
-check "test group $GROUP exists (gid $GID)" test -n "$GID"
+test_group t-perms.sh
 check "setpriv is installed (util-linux)" eval "command -v setpriv >/dev/null"
 
 # nobody, outside the group; and nobody with the group
 as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
-as_member() { setpriv --reuid=nobody --regid=nogroup --groups="$GID" "$@"; }
 as_primary() { setpriv --reuid=nobody --regid="$GID" --clear-groups "$@"; }
 
 printf '# who may use volumes besides root\ngroup = %s\n' "$GROUP" >"$T/cowvold.conf"

@@ -14,14 +14,6 @@ start_daemon --config "$CONF" || exit 1
 must "create v (8 MiB, 4 KiB chunks)" cv create v --size 8M --chunk-size 4K
 must "snap v@a with a 1 MiB store, growth off" cv snap v@a --store-size 1M
 store_size() { cv list v --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["volumes"][0]["snapshots"][0]["store_size"])'; }
-hup() { # WHAT-THE-LOG-MUST-SAY DESC
-	local n
-	n=$(wc -l <"$T/daemon.log")
-	kill -HUP "$DAEMON_PID"
-	for _ in $(seq 400); do tail -n +"$((n + 1))" "$T/daemon.log" | grep -qE -- "$1" && break; sleep 0.05; done
-	check "$2: the log says /$1/" eval "tail -n +$((n + 1)) '$T/daemon.log' | grep -qE -- '$1'"
-	check "$2: cowvold still serves" eval "kill -0 $DAEMON_PID && cv status >/dev/null"
-}
 
 head -c 300K /dev/urandom | cv write v >/dev/null
 check "300 KiB written: the store stays 1 MiB (threshold 100: no growth)" test "$(store_size)" = 1048576
