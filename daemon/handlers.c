@@ -274,6 +274,7 @@ static int same_as_passed(const struct request *r, const struct vol *v, struct f
 static int do_add(struct request *r, json_object **ret, struct failure *f)
 {
         struct vol *v = r->moving;
+        int e;
 
         if (v && r->add_block_device) {
                 if (engine_move_to_kernel(v, r->path, r->device, f) < 0)
@@ -298,9 +299,11 @@ static int do_add(struct request *r, json_object **ret, struct failure *f)
         } else {
                 if (!(v = vol_new(r->name, r->path, r->size, r->chunk, false)))
                         return fail(f, -ENOMEM, "out of memory");
-                if (v->ops->activate(v) < 0) {
+                dlog_library_forget();
+                if ((e = v->ops->activate(v)) < 0) {
                         vol_free(v);
-                        return fail(f, -EBUSY, "cannot open %s (in use by another process?)", r->path);
+                        return fail(f, e, "cannot add %s: %s; nothing was changed", r->path,
+                                    *dlog_library_last() ? dlog_library_last() : strerror(-e));
                 }
                 if (same_as_passed(r, v, f) < 0 || vol_commit(v, f) < 0) {
                         v->ops->deactivate(v);

@@ -38,9 +38,25 @@ int dlog_errno(int r, const char *fmt, ...)
         return r;
 }
 
+/* the calling thread's last library error: library calls run in their
+ * caller's thread, so this is the reason of the call that just failed */
+static __thread char last_error[512];
+
+const char *dlog_library_last(void)
+{
+        return last_error;
+}
+
+void dlog_library_forget(void)
+{
+        last_error[0] = '\0';
+}
+
 void dlog_library(int level, const char *msg, void *userdata)
 {
         (void)userdata;
+        if (level == COWVOL_LOG_ERROR)
+                snprintf(last_error, sizeof(last_error), "%s", msg);
         dlog(level == COWVOL_LOG_ERROR ? LOG_ERR_ : level == COWVOL_LOG_WARNING ? LOG_WARN_ : LOG_INFO_, "%s", msg);
 }
 

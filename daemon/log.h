@@ -27,5 +27,8 @@ struct log_limit {
 bool log_allowed(struct log_limit *l, char *note, size_t len);
 /* The library's messages (cowvol_set_log_callback) into this log. */
 void dlog_library(int level, const char *msg, void *userdata);
+/* The last error the library logged in the calling thread ("" if none). */
+const char *dlog_library_last(void);
+void dlog_library_forget(void);
 
 #endif

@@ -6,6 +6,7 @@
  * faults: its arguments' types and names first, then the catalogue.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -454,6 +455,30 @@ static int default_name(struct request *r, const char *dev, struct failure *f)
         return 0;
 }
 
+/* An image that QEMU (qemu-io, qemu-nbd, a VM) holds stays its own: its
+ * writes would change the origin behind the snapshots.  The test takes
+ * nothing; the open that takes the locks tests again (a QEMU that comes in
+ * between).  Through the caller's descriptor when it passed one (checked
+ * to be this file); else opened without blocking on what is no file. */
+static int check_qemu_lock(const struct request *r, const char *path, struct failure *f)
+{
+        bool own = r->peer->fd < 0;
+        char why[256];
+        int fd, e;
+
+        fd = own ? open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) : r->peer->fd;
+        if (fd < 0)
+                return fail(f, -errno, "cannot add %s: %s", path, strerror(errno));
+        e = cowvol_image_lock_test(fd, why, sizeof(why));
+        if (own)
+                close(fd);
+        if (e == -EBUSY)
+                return fail(f, e, "cannot add %s: it is in use: %s; nothing was changed", path, why);
+        if (e < 0)
+                return fail(f, e, "cannot add %s: cannot test QEMU's image lock on it: %s", path, strerror(-e));
+        return 0;
+}
+
 static int check_add(struct request *r, struct failure *f)
 {
         const char *path = r->path;
@@ -527,6 +552,8 @@ static int check_add(struct request *r, struct failure *f)
                 for (struct vol *o = catalogue.vols; o; o = o->next)
                         if (strcmp(o->path, path) == 0)
                                 return fail(f, -EEXIST, "%s is volume '%s' already", path, o->name);
+        if (!r->add_block_device)
+                return check_qemu_lock(r, path, f);
         return 0;
 }
 

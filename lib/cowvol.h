@@ -520,6 +520,23 @@ int cowvol_kernel_status(const struct cowvol_kernel_volume *v, const struct cowv
 int cowvol_kernel_events_open(void);
 int cowvol_kernel_events_arm(int fd);
 
+/* --- QEMU's image locking (lib/imagelock.c) --------------------------------- */
+
+/**
+ * Take QEMU's image locks (open file description byte-range locks, as
+ * qemu-img, qemu-io, qemu-nbd and QEMU's VMs take them) on @fd, an image
+ * opened for reading: as its sole writer, which lets others read it with
+ * force-share only.  They last until the file description's last
+ * descriptor closes.  0; -EBUSY when another process holds the file in a
+ * way that conflicts (why in @why, if given), and then none are held;
+ * another -errno when the locks cannot be taken.
+ */
+int cowvol_image_lock(int fd, char *why, size_t len);
+/** The test of cowvol_image_lock() alone, taking nothing: 0 or -EBUSY (why in @why). */
+int cowvol_image_lock_test(int fd, char *why, size_t len);
+/** Let go of what cowvol_image_lock() took on @fd. */
+void cowvol_image_unlock(int fd);
+
 /** The loop device that backs @file, or -ENOENT. */
 int cowvol_loop_find(const char *file, char *dev, size_t len);
 

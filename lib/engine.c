@@ -96,6 +96,7 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 {
         cowvol_volume *v;
         struct stat st;
+        char why[256];
         int fd, r;
 
         if (!path || !ret)
@@ -112,7 +113,15 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
         }
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
                 close(fd);
-                return log_err(-EBUSY, "The image is in use by another process");
+                return log_err(-EBUSY, "The image is in use by another process (another cowvold, or a program "
+                               "of libcowvol)");
+        }
+        /* and QEMU's locks, so that no qemu-io, qemu-nbd or VM writes the
+         * origin behind the snapshots, and none that holds it is joined */
+        r = cowvol_image_lock(fd, why, sizeof(why));
+        if (r < 0) {
+                close(fd);
+                return log_err(r, "The image is held: %s", why);
         }
         v = calloc(1, sizeof(*v));
         if (!v || !(v->buf = malloc(chunk_bytes)) || !(v->dtab = calloc(DTAB_SIZE, sizeof(*v->dtab)))) {

@@ -763,6 +763,20 @@ static int open_path(const char *path, int oflags, struct fd_ctx **ret)
         return 0;
 }
 
+/* a store file in QEMU's terms too: no qemu-io or VM writes it while the
+ * store is open for writing (imagelock.c); a block device is O_EXCL */
+static int qemu_lock(int fd)
+{
+        char why[256];
+        struct stat st;
+        int r;
+
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        r = cowvol_image_lock(fd, why, sizeof(why));
+        return r < 0 ? log_err(r, "Cannot lock it for writing: %s", why) : 0;
+}
+
 static bool path_is_blockdev(const char *path)
 {
         struct stat st;
@@ -800,6 +814,12 @@ _public_ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_
                         unlink(path);
                 return log_err(-EBUSY, "Cannot lock it: another process has it open for writing");
         }
+        if (!blk && (r = qemu_lock(c->fd)) < 0) {
+                fd_free(c);
+                if (created)
+                        unlink(path);
+                return r;
+        }
         r = exstore_create_sized_io(&fd_io, c, chunk_bytes, size_bytes, flags, ret);
         if (r < 0 && created)
                 unlink(path);
@@ -823,6 +843,10 @@ _public_ int cowvol_store_open(const char *path, unsigned flags, cowvol_store **
                 fd_free(c);
                 return log_err(r, "Cannot lock it for writing: %s",
                                r == -EBUSY ? "another process has it open for writing" : strerror(-r));
+        }
+        if (!rdonly && (r = qemu_lock(c->fd)) < 0) {
+                fd_free(c);
+                return r;
         }
         return exstore_open_io(&fd_io, c, flags, ret);
 }
