@@ -55,6 +55,10 @@ struct vol {
         const struct engine_ops *ops; /* the engine that serves it (engine.h) */
         char *source; /* kernel: as the user named the device (UUID=..., /dev/...) */
         bool kactive; /* kernel: its device-mapper stack is built */
+        /* kernel, over a loop device: the image file behind it, held open
+         * with QEMU's image locks (engine-kernel.c, image_hold) */
+        bool image_held;
+        int image_fd;
         uint64_t size;
         uint32_t chunk;
         bool owned; /* made by create: rm deletes the image */

@@ -121,6 +121,60 @@ static int kopen_count(const struct vol *v, const struct snap *s)
 
 static void merge_resume(struct vol *v);
 
+/*
+ * A volume moved from the userspace engine over a loop device of its image
+ * (or any kernel volume over a loop device): the loop device reads and
+ * writes the file through a file of its own, which takes no QEMU lock, but
+ * the image is still cowvold's, and a qemu-io writing it would change the
+ * origin behind the snapshots.  So cowvold holds a descriptor of the file
+ * behind the loop device with QEMU's image locks for as long as the kernel
+ * engine serves the volume (lib/imagelock.c), and takes it again at each
+ * start.  A lock that cannot be taken (QEMU got there first) is logged,
+ * and the volume served all the same: its devices exist already.
+ */
+static void image_hold(struct vol *v)
+{
+        char sys[300], file[4096], why[256];
+        ssize_t n;
+        int fd, r;
+
+        if (v->image_held || strncmp(v->path, "/dev/loop", 9) != 0 || strchr(v->path + 5, '/'))
+                return;
+        snprintf(sys, sizeof(sys), "/sys/block/%s/loop/backing_file", v->path + 5);
+        fd = open(sys, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return; /* no file behind it */
+        n = read(fd, file, sizeof(file) - 1);
+        close(fd);
+        if (n <= 0)
+                return;
+        file[n] = '\0';
+        file[strcspn(file, "\n")] = '\0';
+        fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                dlog(LOG_WARN_, "Volume %s: cannot open %s, the image behind %s, to hold QEMU's lock on it: %m",
+                     v->name, file, v->path);
+                return;
+        }
+        r = cowvol_image_lock(fd, why, sizeof(why));
+        if (r < 0) {
+                dlog(LOG_WARN_, "Volume %s: QEMU's image lock on %s (behind %s) cannot be held: %s", v->name, file,
+                     v->path, why);
+                close(fd);
+                return;
+        }
+        v->image_fd = fd;
+        v->image_held = true;
+}
+
+static void image_release(struct vol *v)
+{
+        if (!v->image_held)
+                return;
+        close(v->image_fd);
+        v->image_held = false;
+}
+
 /* Build @v's stack and its snapshots'.  A device that moved (UUID=,
  * LABEL= resolve again); a snapshot that cannot be built gets a reason,
  * the others go on; a merge waiting for this activation starts. */
@@ -143,6 +197,7 @@ static int kactivate(struct vol *v, struct libmsg *m)
         if (r < 0)
                 return dlog_errno(r, "Volume %s: cannot build its device-mapper stack over %s", v->name, v->path);
         v->kactive = true;
+        image_hold(v);
         for (struct snap *s = v->snaps; s; s = s->next) {
                 struct cowvol_kernel_snapshot ks;
                 if (s == v->restoring)
@@ -166,10 +221,10 @@ static int k_activate(struct vol *v)
         return kactivate(v, &m);
 }
 
-/* device-mapper tables outlive the daemon: nothing to let go */
+/* device-mapper tables outlive the daemon: only the image's lock goes */
 static void k_deactivate(struct vol *v)
 {
-        (void)v;
+        image_release(v);
 }
 
 static bool k_is_active(const struct vol *v)
@@ -437,6 +492,7 @@ static int k_volume_release(struct vol *v, struct failure *f)
                 return fail_wrap(f, "cannot remove volume '%s'", v->name);
         }
         v->kactive = false;
+        image_release(v);
         return 0;
 }
 
@@ -867,6 +923,7 @@ static int kernel_release_all(struct vol *v, struct failure *f, const char *what
         if ((r = cowvol_kernel_volume_deactivate(&d.kv)) < 0 && f)
                 return failf(f, r, &d.m, what_vol);
         v->kactive = false;
+        image_release(v); /* for the userspace engine's own */
         return 0;
 }
 
