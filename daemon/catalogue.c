@@ -13,6 +13,10 @@
  * deleted: it moves to STATE_DIR/stray/, with a warning in the log and a
  * count in status, for the administrator.  The sweep runs only after the
  * whole catalogue loaded: it trusts the catalogue to name every store.
+ * Every file here is reached through the state folder's descriptor
+ * (statedir.c), never through a link: a link planted at the temporary
+ * file's name is removed (the link, not what it names) and the file made
+ * anew; one at catalogue.json is replaced by the rename.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,8 +35,10 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "statedir.h"
 
 #define CATALOGUE "catalogue.json"
+#define TMP "." CATALOGUE ".tmp"
 
 struct catalogue catalogue = {
         .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -339,12 +345,17 @@ int catalogue_load(const struct engine_ops *const *engines)
         char path[4096];
         json_object *root, *vols, *version;
         struct vol **tail = &catalogue.vols;
-        int r;
+        int fd, r;
 
         snprintf(path, sizeof(path), "%s/" CATALOGUE, settings.state_dir);
-        if (access(path, F_OK) < 0 && errno == ENOENT)
+        fd = openat(state_fd, CATALOGUE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
                 return 0; /* a new state folder */
-        root = json_object_from_file(path);
+        if (fd < 0)
+                return dlog_errno(-errno, "Cannot read the catalogue %s: %m%s", path,
+                                  errno == ELOOP ? " (a symbolic link: cowvold follows none in its state folder)" : "");
+        root = json_object_from_fd(fd);
+        close(fd);
         if (!root)
                 return dlog_errno(-EINVAL, "Cannot read the catalogue %s: %s", path, json_util_get_last_err());
         if (!json_object_is_type(root, json_type_object))
@@ -419,11 +430,11 @@ static json_object *vol_json(const struct vol *v)
 
 int catalogue_save(void)
 {
-        char path[4096], tmp[4096];
+        char path[4096];
         json_object *root = json_object_new_object(), *a = json_object_new_array();
         const char *text;
         size_t len;
-        int fd, dfd, r = 0;
+        int fd, r = 0;
 
         counts_publish(); /* a failed save is undone by the caller, who publishes again */
         json_object_object_add(root, "version", json_object_new_int(1));
@@ -434,8 +445,13 @@ int catalogue_save(void)
         len = strlen(text);
 
         snprintf(path, sizeof(path), "%s/" CATALOGUE, settings.state_dir);
-        snprintf(tmp, sizeof(tmp), "%s/." CATALOGUE ".tmp", settings.state_dir);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        /* one left by a crash, or a link someone planted: it goes (the
+         * link itself), and the file is made anew, never through a link */
+        if (unlinkat(state_fd, TMP, 0) < 0 && errno != ENOENT) {
+                r = -errno;
+                goto out;
+        }
+        fd = openat(state_fd, TMP, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
                 r = -errno;
                 goto out;
@@ -446,18 +462,14 @@ int catalogue_save(void)
         if (r == 0 && fsync(fd) < 0)
                 r = -errno;
         close(fd);
-        if (r == 0 && rename(tmp, path) < 0)
+        if (r == 0 && renameat(state_fd, TMP, state_fd, CATALOGUE) < 0)
                 r = -errno;
         if (r < 0) {
-                unlink(tmp);
+                unlinkat(state_fd, TMP, 0);
                 goto out;
         }
-        dfd = open(settings.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-                if (fsync(dfd) < 0)
-                        r = -errno;
-                close(dfd);
-        }
+        if (fsync(state_fd) < 0)
+                r = -errno;
 out:
         json_object_put(root);
         if (r < 0)
@@ -480,33 +492,40 @@ static bool store_owned(const char *name)
         return false;
 }
 
-/* Call @fn on each entry of STATE_DIR/@sub; the number it removed.  Not
- * without a catalogue: then nothing says what is left over. */
-static int sweep(const char *sub, bool (*fn)(const char *path, const char *name))
+/* Call @fn on each regular file of STATE_DIR/@sub (@dfd, the folder; @path,
+ * its path for the log); the number it removed.  Not without a catalogue:
+ * then nothing says what is left over.  A link is nobody's: left alone. */
+static int sweep(const char *sub, bool (*fn)(int dfd, const char *path, const char *name))
 {
-        char dir[4096], path[4096 + 256];
+        char path[4096 + 256];
         struct dirent *de;
+        struct stat st;
         DIR *d;
-        int n = 0;
+        int dfd, n = 0;
 
-        snprintf(path, sizeof(path), "%s/" CATALOGUE, settings.state_dir);
-        if (access(path, F_OK) < 0)
+        if (faccessat(state_fd, CATALOGUE, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
                 return 0;
-        snprintf(dir, sizeof(dir), "%s/%s", settings.state_dir, sub);
-        d = opendir(dir);
-        if (!d)
-                return errno == ENOENT ? 0 : dlog_errno(-errno, "Cannot read %s: %m", dir);
+        dfd = state_subdir(sub);
+        if (dfd < 0)
+                return dfd == -ENOENT ? 0 : dlog_errno(dfd, "Cannot read %s/%s: %m", settings.state_dir, sub);
+        d = fdopendir(dfd);
+        if (!d) {
+                close(dfd);
+                return dlog_errno(-errno, "Cannot read %s/%s: %m", settings.state_dir, sub);
+        }
         while ((de = readdir(d))) {
-                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-                n += fn(path, de->d_name);
+                if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s/%s", settings.state_dir, sub, de->d_name);
+                n += fn(dfd, path, de->d_name);
         }
         closedir(d);
         return n;
 }
 
-static bool remove_logged(const char *path, const char *why)
+static bool remove_logged(int dfd, const char *path, const char *name, const char *why)
 {
-        if (unlink(path) < 0) {
+        if (unlinkat(dfd, name, 0) < 0) {
                 dlog_errno(-errno, "Cannot remove %s (%s): %m", path, why);
                 return false;
         }
@@ -518,35 +537,40 @@ static unsigned strays_in_place; /* with data, and could not be moved */
 
 /* A stray that holds data is never deleted: it goes to STATE_DIR/stray/,
  * under its name (or NAME.N when that is taken), for the administrator. */
-static bool move_aside(const char *path, const char *name, const char *why)
+static bool move_aside(int dfd, const char *path, const char *name, const char *why)
 {
-        char dir[4096], to[4096 + 300];
+        char dir[4096], to[300];
+        int sfd, r = state_subdir_make(STRAY_DIR);
 
         snprintf(dir, sizeof(dir), "%s/" STRAY_DIR, settings.state_dir);
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-                dlog_errno(-errno, "Cannot create %s to move %s aside (%s): %m; it stays", dir, path, why);
+        sfd = r < 0 ? r : state_subdir(STRAY_DIR);
+        if (sfd < 0) {
+                dlog_errno(sfd, "Cannot create %s to move %s aside (%s): %m; it stays", dir, path, why);
+                strays_in_place++;
                 return false;
         }
         for (int i = 0; i < 1000; i++) {
                 if (i)
-                        snprintf(to, sizeof(to), "%s/%s.%d", dir, name, i);
+                        snprintf(to, sizeof(to), "%s.%d", name, i);
                 else
-                        snprintf(to, sizeof(to), "%s/%s", dir, name);
-                int r = renameat2(AT_FDCWD, path, AT_FDCWD, to, RENAME_NOREPLACE);
+                        snprintf(to, sizeof(to), "%s", name);
+                r = renameat2(dfd, name, sfd, to, RENAME_NOREPLACE);
 
                 /* a filesystem without RENAME_NOREPLACE: link, which never
                  * replaces either, then unlink */
                 if (r < 0 && (errno == EINVAL || errno == ENOSYS))
-                        r = link(path, to) == 0 ? unlink(path) : -1;
+                        r = linkat(dfd, name, sfd, to, 0) == 0 ? unlinkat(dfd, name, 0) : -1;
                 if (r == 0) {
-                        dlog(LOG_WARN_, "Moved %s to %s: %s; remove it once nothing in it is needed", path, to,
-                             why);
+                        dlog(LOG_WARN_, "Moved %s to %s/%s: %s; remove it once nothing in it is needed", path, dir,
+                             to, why);
+                        close(sfd);
                         return true;
                 }
                 if (errno != EEXIST)
                         break;
         }
         dlog_errno(-errno, "Cannot move %s aside to %s (%s): %m; it stays where it is", path, dir, why);
+        close(sfd);
         strays_in_place++;
         return false;
 }
@@ -567,7 +591,7 @@ static bool store_holds_data(const char *path)
         return data;
 }
 
-static bool sweep_store(const char *path, const char *name)
+static bool sweep_store(int dfd, const char *path, const char *name)
 {
         char uuid[UUID_LEN + 1];
         uuid_t u;
@@ -580,8 +604,8 @@ static bool sweep_store(const char *path, const char *name)
         if (uuid_parse(uuid, u) < 0 || store_owned(name))
                 return false;
         if (store_holds_data(path))
-                return move_aside(path, name, "no snapshot owns it and it holds exceptions (an rm cut short?)");
-        return remove_logged(path, "no snapshot owns it and it is empty (a snap cut short)");
+                return move_aside(dfd, path, name, "no snapshot owns it and it holds exceptions (an rm cut short?)");
+        return remove_logged(dfd, path, name, "no snapshot owns it and it is empty (a snap cut short)");
 }
 
 int catalogue_sweep_stores(void)
@@ -600,7 +624,7 @@ static bool image_owned(const char *name)
         return false;
 }
 
-static bool sweep_image(const char *path, const char *name)
+static bool sweep_image(int dfd, const char *path, const char *name)
 {
         size_t len = strlen(name);
         off_t data;
@@ -609,14 +633,14 @@ static bool sweep_image(const char *path, const char *name)
         /* only names create gives its images: NAME.img */
         if (len <= 4 || strcmp(name + len - 4, ".img") != 0 || image_owned(name))
                 return false;
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return false;
         data = lseek(fd, 0, SEEK_DATA);
         close(fd);
         if (data >= 0 || errno != ENXIO)
-                return move_aside(path, name, "no volume owns it and it holds data (a volume's rm cut short?)");
-        return remove_logged(path, "empty, and no volume owns it (a create was cut short)");
+                return move_aside(dfd, path, name, "no volume owns it and it holds data (a volume's rm cut short?)");
+        return remove_logged(dfd, path, name, "empty, and no volume owns it (a create was cut short)");
 }
 
 int catalogue_sweep_images(void)
@@ -628,13 +652,15 @@ int catalogue_sweep_images(void)
  * moved there, for status */
 void catalogue_count_strays(void)
 {
-        char dir[4096];
         struct dirent *de;
         unsigned n = 0;
         DIR *d;
 
-        snprintf(dir, sizeof(dir), "%s/" STRAY_DIR, settings.state_dir);
-        d = opendir(dir);
+        int dfd = state_subdir(STRAY_DIR);
+
+        d = dfd < 0 ? NULL : fdopendir(dfd);
+        if (!d && dfd >= 0)
+                close(dfd);
         if (d) {
                 while ((de = readdir(d)))
                         n += de->d_name[0] != '.';

@@ -3,7 +3,8 @@
  * cowvold: the daemon that owns volumes and their snapshots.  main() only
  * starts things, in this order, and stops them in the reverse:
  *
- *   settings (config.c) -> the state folder, locked, and the catalogue (catalogue.c)
+ *   settings (config.c) -> the state folder (statedir.c: refused when others
+ *   may write it), locked, and the catalogue (catalogue.c)
  *   -> signals through a descriptor -> every volume through its engine
  *   (engine.h; restores resume) -> listeners (listen.c: systemd's sockets
  *   or our own) -> sd_notify READY -> the monitor (monitor.c) -> serve.
@@ -27,18 +28,18 @@
 
 #include "daemon.h"
 
-/* the state folder: private, with its two subfolders */
+/* the state folder's two subfolders, once the folder is ours: made
+ * relative to its descriptor, and never links */
 static int state_dir_make(void)
 {
-        static const char *const subs[] = { "", "/volumes", "/stores" };
-        char path[4096];
+        static const char *const subs[] = { "volumes", "stores" };
         int r;
 
-        for (size_t i = 0; i < 3; i++) {
-                snprintf(path, sizeof(path), "%s%s", settings.state_dir, subs[i]);
-                r = mkdir_p(path, 0700);
+        for (size_t i = 0; i < 2; i++) {
+                r = state_subdir_make(subs[i]);
                 if (r < 0) {
-                        fprintf(stderr, "cowvold: cannot create %s: %s\n", path, strerror(-r));
+                        fprintf(stderr, "cowvold: cannot make %s/%s a folder of the state folder's own: %s\n",
+                                settings.state_dir, subs[i], strerror(-r));
                         return r;
                 }
         }
@@ -58,7 +59,7 @@ static int state_dir_lock(void)
         int fd;
 
         snprintf(path, sizeof(path), "%s/lock", settings.state_dir);
-        fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        fd = openat(state_fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
                 int e = errno;
 
@@ -90,7 +91,8 @@ static int state_dir_lock(void)
         {
                 struct stat a, b;
 
-                if (fstat(fd, &a) < 0 || stat(path, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+                if (fstat(fd, &a) < 0 || fstatat(state_fd, "lock", &b, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
                         close(fd);
                         fprintf(stderr, "cowvold: %s changed while it was being locked; start again\n", path);
                         return -EAGAIN;
@@ -198,7 +200,7 @@ int main(int argc, char **argv)
         setvbuf(stderr, NULL, _IOLBF, 0);
         fd_limit_raise();
 
-        if (state_dir_make() < 0 || state_dir_lock() < 0)
+        if (state_open() < 0 || state_dir_lock() < 0 || state_dir_make() < 0)
                 return EXIT_FAILURE;
         if (catalogue_load(engine_all) < 0) {
                 fprintf(stderr, "cowvold: the catalogue in %s cannot be used; nothing was changed\n",

@@ -6,6 +6,7 @@
  *   log.c              the log
  *   tls.c              TLS credentials and sessions (the one GnuTLS wrapper)
  *   config.c           settings: fixed after start, but for a reload
+ *   statedir.c         the state folder's descriptor: files made under it
  *   catalogue.c        volumes and snapshots under catalogue.lock, and the
  *                      lock order (catalogue.h)
  *   engine-userspace.c, engine-kernel.c
@@ -40,6 +41,7 @@
 #include "engine.h"
 #include "log.h"
 #include "request.h"
+#include "statedir.h"
 
 #define PROTOCOL_VERSION 1
 #define LINE_MAX_BYTES (64 * 1024)

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "statedir.h"
 
 #define WARN_PERCENT 80
 
@@ -372,24 +373,25 @@ static int store_device_take(struct snap *s, const struct snap_options *o, struc
  * meet a full filesystem */
 static int store_file_make(struct snap *s, uint64_t bytes, struct failure *f)
 {
-        char path[4096];
+        char path[4096], name[UUID_LEN + 8];
         int fd, r;
 
         snprintf(path, sizeof(path), "%s/stores/%s.cow", settings.state_dir, s->uuid);
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        snprintf(name, sizeof(name), "%s.cow", s->uuid);
+        fd = state_create("stores", name, O_RDWR); /* never through a link */
         if (fd < 0)
-                return fail(f, -errno, "cannot create %s: %s", path, strerror(errno));
+                return fail(f, fd, "cannot create %s: %s", path, strerror(-fd));
         r = fallocate(fd, 0, 0, (off_t)bytes);
         if (r < 0 && (errno == EOPNOTSUPP ? ftruncate(fd, (off_t)bytes) : -1) < 0) {
                 r = -errno;
                 close(fd);
-                unlink(path);
+                state_remove(path);
                 return fail(f, r, "cannot allocate %" PRIu64 " bytes for %s: %s", bytes, path, strerror(-r));
         }
         fsync(fd);
         close(fd);
         if (!(s->store = strdup(path))) {
-                unlink(path);
+                state_remove(path);
                 return fail(f, -ENOMEM, "out of memory");
         }
         return 0;
@@ -407,7 +409,7 @@ static int k_snapshot(struct vol *v, struct snap *s, const struct snap_options *
         r = cowvol_kernel_snapshot_create(&d.kv, &d.ks);
         if (r < 0) {
                 if (!s->store_device)
-                        unlink(s->store);
+                        state_remove(s->store);
                 failf(f, r, &d.m, "cannot take the snapshot");
                 return fail_wrap(f, "cannot take %s@%s", v->name, s->name);
         }
@@ -432,8 +434,10 @@ static int k_snapshot_release(struct vol *v, struct snap *s, struct failure *f)
 
 static void k_snapshot_drop(struct vol *v, struct snap *s)
 {
-        if (!s->store_device && unlink(s->store) < 0 && errno != ENOENT)
-                dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
+        int r;
+
+        if (!s->store_device && (r = state_remove(s->store)) < 0 && r != -ENOENT)
+                dlog_errno(r, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
 }
 
 static void k_snapshot_undo(struct vol *v, struct snap *s)
@@ -782,7 +786,7 @@ static void grow(struct vol *v, struct snap *s, const struct cowvol_store_usage 
         if (step < v->chunk)
                 step = v->chunk;
         size = old + step;
-        fd = open(s->store, O_RDWR | O_CLOEXEC);
+        fd = open(s->store, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0 || fallocate(fd, 0, 0, (off_t)size) < 0) {
                 dlog(LOG_ERR_, "%s@%s: cannot grow its store %s to %" PRIu64 " bytes: %s", v->name, s->name, s->store,
                      size, strerror(errno));

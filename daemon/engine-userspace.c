@@ -10,6 +10,7 @@
  * calls (pread, pwrite, flush), whose caller holds references instead.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "statedir.h"
 
 static void on_event(cowvol_volume *ev, cowvol_snapshot *sn, enum cowvol_event e, const char *msg, void *ud)
 {
@@ -139,26 +141,38 @@ static int u_snapshot_check(const struct vol *v, const char *name, const struct 
 
 static int u_snapshot(struct vol *v, struct snap *s, const struct snap_options *o, struct failure *f)
 {
-        char path[4096];
-        int r;
+        char path[4096], name[UUID_LEN + 8];
+        int fd, r;
 
         snprintf(path, sizeof(path), "%s/stores/%s.cow", settings.state_dir, s->uuid);
         if (!(s->store = strdup(path)))
                 return fail(f, -ENOMEM, "out of memory");
+        /* made here, empty, through the state folder's descriptor and never
+         * through a link; the library makes it a store */
+        snprintf(name, sizeof(name), "%s.cow", s->uuid);
+        fd = state_create("stores", name, O_RDWR);
+        if (fd < 0)
+                return fail(f, fd, "cannot create the store of %s@%s, %s: %s", v->name, s->name, path,
+                            strerror(-fd));
+        close(fd);
         r = cowvol_volume_snapshot_create(v->eng, path, o->store_bytes, &s->eng);
-        if (r < 0)
+        if (r < 0) {
+                state_remove(path);
                 return fail(f, r, "cannot create the store of %s@%s: %s", v->name, s->name, strerror(-r));
+        }
         return 0;
 }
 
 /* the store goes after the catalogue forgot the snapshot */
 static void u_snapshot_drop(struct vol *v, struct snap *s)
 {
+        int r;
+
         if (s->eng)
                 cowvol_volume_snapshot_detach(v->eng, s->eng);
         s->eng = NULL;
-        if (unlink(s->store) < 0 && errno != ENOENT)
-                dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
+        if ((r = state_remove(s->store)) < 0 && r != -ENOENT)
+                dlog_errno(r, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
 }
 
 /* nothing to let go of before the catalogue forgets it */
@@ -197,9 +211,9 @@ static void u_volume_drop(struct vol *v)
         u_deactivate(v);
         for (struct snap *s = v->snaps; s; s = s->next)
                 if (!s->store_device)
-                        unlink(s->store);
+                        state_remove(s->store);
         if (v->owned) {
-                unlink(v->path);
+                state_remove(v->path);
                 dlog(LOG_INFO_, "Removed the image of volume %s, %s", v->name, v->path);
         }
 }
@@ -225,8 +239,9 @@ static void restore_finish(struct vol *v)
                 dlog(LOG_ERR_, "Restore of %s: the catalogue could not be saved; the snapshot %s is "
                      "merged and will be dropped at the next start", v->name, s->name);
         if (!v->restore_keep) {
-                if (unlink(s->store) < 0 && errno != ENOENT)
-                        dlog(LOG_WARN_, "Cannot remove the store %s: %s", s->store, strerror(errno));
+                int e = state_remove(s->store);
+                if (e < 0 && e != -ENOENT)
+                        dlog(LOG_WARN_, "Cannot remove the store %s: %s", s->store, strerror(-e));
                 dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is consumed", v->name, v->name, s->name);
                 snap_free_meta(s);
         } else {

@@ -229,18 +229,20 @@ static int vol_commit(struct vol *v, struct failure *f)
 
 static int do_create(struct request *r, json_object **ret, struct failure *f)
 {
-        char path[4096];
+        char path[4096], name[NAME_MAX_LEN + 8];
         struct vol *v;
         int fd;
 
+        /* a new file of the state folder's volumes/, never through a link */
         snprintf(path, sizeof(path), "%s/volumes/%s.img", settings.state_dir, r->name);
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        snprintf(name, sizeof(name), "%s.img", r->name);
+        fd = state_create("volumes", name, O_RDWR);
         if (fd < 0)
-                return fail(f, -errno, "cannot create %s: %s", path, strerror(errno));
+                return fail(f, fd, "cannot create %s: %s", path, strerror(-fd));
         if (ftruncate(fd, (off_t)r->size) < 0 || fsync(fd) < 0) {
                 int e = errno;
                 close(fd);
-                unlink(path);
+                state_remove(path);
                 return fail(f, -e, "cannot size %s to %" PRIu64 " bytes: %s", path, r->size, strerror(e));
         }
         close(fd);
@@ -249,8 +251,8 @@ static int do_create(struct request *r, json_object **ret, struct failure *f)
                 if (v)
                         v->ops->deactivate(v);
                 vol_free(v);
-                unlink(path);
-                        return fail(f, -EIO, "cannot create volume '%s'", r->name);
+                state_remove(path);
+                return fail(f, -EIO, "cannot create volume '%s'", r->name);
         }
         dlog(LOG_INFO_, "Created volume %s (%" PRIu64 " bytes, chunk %" PRIu32 ")", r->name, r->size, r->chunk);
         *ret = vol_view(v);

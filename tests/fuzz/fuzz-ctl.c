@@ -123,6 +123,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         catalogue.started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
         settings.state_dir = state_dir;
+        if (state_open() < 0) /* the descriptor every file of the folder is made through */
+                abort();
         settings.autoextend_threshold = 70;
         settings.autoextend_percent = 20;
         settings.nbd_socket_path = strdup("/run/cowvol fuzz/nbd.sock"); /* export answers with a URI */

@@ -83,6 +83,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         }
         atexit(cleanup);
         settings.state_dir = state_dir;
+        if (state_open() < 0) /* the descriptor every file of the folder is made through */
+                abort();
         settings.autoextend_threshold = 70;
         settings.autoextend_percent = 20;
         settings.nbd_handshake_timeout = 5;
