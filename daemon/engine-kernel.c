@@ -437,7 +437,8 @@ static void k_snapshot_drop(struct vol *v, struct snap *s)
         int r;
 
         if (!s->store_device && (r = state_remove(s->store)) < 0 && r != -ENOENT)
-                dlog_errno(r, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
+                dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %s", v->name, s->name, s->store,
+                     strerror(-r));
 }
 
 static void k_snapshot_undo(struct vol *v, struct snap *s)

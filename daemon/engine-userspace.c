@@ -172,7 +172,8 @@ static void u_snapshot_drop(struct vol *v, struct snap *s)
                 cowvol_volume_snapshot_detach(v->eng, s->eng);
         s->eng = NULL;
         if ((r = state_remove(s->store)) < 0 && r != -ENOENT)
-                dlog_errno(r, "Snapshot %s@%s: cannot remove its store %s: %m", v->name, s->name, s->store);
+                dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %s", v->name, s->name, s->store,
+                     strerror(-r));
 }
 
 /* nothing to let go of before the catalogue forgets it */
