@@ -541,6 +541,8 @@ static int do_cat(struct request *r, json_object **ret, struct failure *f)
         struct peer_fd out;
         int e = peer_fd_open(&out, r->peer->fd, true);
 
+        if (e == -EBADF)
+                return fail(f, e, "the descriptor passed with cat is not open for writing");
         if (e < 0)
                 return fail(f, e, "cannot use the descriptor passed with cat: %s", strerror(-e));
         if (!(buf = transfer_begin(r, f))) {
@@ -582,6 +584,8 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
         bool short_input = false;
         int e = peer_fd_open(&in, r->peer->fd, false);
 
+        if (e == -EBADF)
+                return fail(f, e, "the descriptor passed with write is not open for reading");
         if (e < 0)
                 return fail(f, e, "cannot use the descriptor passed with write: %s", strerror(-e));
         if (!(buf = transfer_begin(r, f))) {

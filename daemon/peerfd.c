@@ -6,13 +6,16 @@
  * daemon stops (clients_stop_fd).  Without this, `cowvol cat v1 | sleep
  * 1d` kept the volume busy (rm: "in use") and SIGTERM waiting for a day.
  *
- * Regular files and block devices are used as they are: they wait for the
- * disk, not for a peer.  A pipe, FIFO or terminal is opened again through
- * /proc/self/fd, which gives the daemon a description of its own to make
- * non-blocking (O_NONBLOCK on the client's would change the client's
- * stdout); a socket takes MSG_DONTWAIT on each call.  When the second open
- * fails, each call waits for poll() first and moves at most PIPE_BUF bytes,
- * which a pipe that polled writable takes without blocking.
+ * The descriptor must be open in the direction asked (never O_PATH, which
+ * needs no permission).  Regular files and block devices are used as they
+ * are: they wait for the disk, not for a peer.  A pipe or FIFO is opened
+ * again through /proc/self/fd, in the same direction, which gives the
+ * daemon a description of its own to make non-blocking (O_NONBLOCK on the
+ * client's would change the client's stdout); a socket takes MSG_DONTWAIT
+ * on each call.  Anything else (a terminal), or a FIFO the second open
+ * fails for, is never opened again: each call waits for poll() first and
+ * moves at most PIPE_BUF bytes, which a pipe that polled writable takes
+ * without blocking.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,16 +48,26 @@ int peer_fd_open(struct peer_fd *p, int fd, bool out)
 {
         struct stat st;
         char path[64];
+        int fl;
 
         p->fd = fd;
         p->own = false;
         p->how = PEER_FD_PLAIN;
-        if (fstat(fd, &st) < 0)
+        /* the client's own access, in the direction asked: an O_PATH
+         * descriptor (which needs no permission) or one open the other way
+         * lends nothing (and the reopen below must not lend it either) */
+        if ((fl = fcntl(fd, F_GETFL)) < 0 || fstat(fd, &st) < 0)
                 return -errno;
+        if ((fl & O_PATH) || (fl & O_ACCMODE) == (out ? O_RDONLY : O_WRONLY))
+                return -EBADF;
         if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
                 return 0;
         if (S_ISSOCK(st.st_mode)) {
                 p->how = PEER_FD_SOCKET;
+                return 0;
+        }
+        if (!S_ISFIFO(st.st_mode)) { /* a terminal, another device: never opened again */
+                p->how = PEER_FD_POLL;
                 return 0;
         }
         snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);

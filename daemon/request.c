@@ -389,6 +389,19 @@ static int check_kind(const char *what, const char *path, const struct stat *st,
         return 0;
 }
 
+/* A descriptor a caller other than root passes must not be on a FUSE
+ * filesystem: its server (maybe the caller's) could leave the daemon
+ * waiting in read() or write() for good, where no timeout reaches. */
+static int check_not_fuse(const struct request *r, struct failure *f)
+{
+        struct statfs sf;
+
+        if (r->peer->uid != 0 && r->peer->fd >= 0 && fstatfs(r->peer->fd, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC)
+                return fail(f, -EACCES, "permission denied: the descriptor passed with %s is on a FUSE filesystem",
+                            r->op_name);
+        return 0;
+}
+
 /*
  * A caller other than root adopts only what it could open itself: the
  * request carries its own descriptor, open for reading and writing, of the
@@ -413,6 +426,8 @@ static int check_caller_file(const struct request *r, const char *path, const st
         if ((fl & O_ACCMODE) != O_RDWR)
                 return fail(f, -EACCES, "permission denied: the descriptor passed with %s is not open for reading "
                             "and writing", r->op_name);
+        if (check_not_fuse(r, f) < 0)
+                return f->err;
         if (!request_same_file(&fst, st))
                 return fail(f, -EACCES, "permission denied: the descriptor passed with %s is not %s", r->op_name,
                             path);
@@ -677,6 +692,8 @@ static int check_cat(struct request *r, struct failure *f)
                 return fail(f, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, r->s->name);
         if (r->peer->fd < 0)
                 return fail(f, -EBADF, "cat needs a file descriptor passed with the request");
+        if (check_not_fuse(r, f) < 0)
+                return f->err;
         if (r->offset < 0 || (uint64_t)r->offset > v->size)
                 return fail(f, -EINVAL, "offset %" PRId64 " is outside the volume (%" PRIu64 " bytes)", r->offset,
                             v->size);
@@ -694,6 +711,8 @@ static int check_write(struct request *r, struct failure *f)
         v = r->v;
         if (r->peer->fd < 0)
                 return fail(f, -EBADF, "write needs a file descriptor passed with the request");
+        if (check_not_fuse(r, f) < 0)
+                return f->err;
         if (r->offset < 0 || r->length < 0)
                 return fail(f, -EINVAL, "offset and length must not be negative");
         if ((uint64_t)r->offset > v->size || (uint64_t)r->length > v->size - (uint64_t)r->offset)

@@ -6,9 +6,10 @@
 # (or "notjson: LINE" for a line that is not a JSON object, "notutf8: ..."
 # for one that is not UTF-8), then "closed" when the daemon closed the
 # connection. The tests use it for what the cowvol CLI never sends.
-#   rawsock.py SOCKET [FILE r|rw] < PAYLOAD
-# With FILE, it is opened (as whoever runs this) for reading, or reading
-# and writing, and the descriptor goes with the payload (SCM_RIGHTS).
+#   rawsock.py SOCKET [FILE r|w|rw|path] < PAYLOAD
+# With FILE, it is opened (as whoever runs this) for reading, writing, both,
+# or O_PATH (no access at all), and the descriptor goes with the payload
+# (SCM_RIGHTS).
 import json
 import os
 import socket
@@ -22,7 +23,8 @@ def main():
     s.connect(path)
     try:
         if len(sys.argv) > 3:
-            fd = os.open(sys.argv[2], os.O_RDWR if sys.argv[3] == "rw" else os.O_RDONLY)
+            mode = {"rw": os.O_RDWR, "r": os.O_RDONLY, "w": os.O_WRONLY, "path": os.O_PATH}[sys.argv[3]]
+            fd = os.open(sys.argv[2], mode)
             n = socket.send_fds(s, [payload], [fd])
             os.close(fd)
             s.sendall(payload[n:])

@@ -96,6 +96,27 @@ expect 0 "the member writes to it" member_write
 check "the write landed in the member's own file" \
 	eval "cmp -s -n 4096 /dev/zero '$T/pub/sub/mine.img'"
 check "root's image is still unchanged" cmp -s "$T/root/secret.img" "$T/secret.before"
+# a descriptor lends only its own access: an O_PATH one (no permission
+# needed) of root's FIFO must not make the daemon open it as root
+mkfifo -m 0600 "$T/pub/rootfifo"
+timeout 20 cat "$T/pub/rootfifo" >"$T/leak" &
+LEAKPID=$!
+printf '{"v":1,"id":1,"op":"cat","args":{"target":"mine","length":4096}}\n' |
+	as_member $RAW "$SOCK" "$T/pub/rootfifo" path >"$T/raw" 2>&1
+check "cat into an O_PATH descriptor of root's FIFO is refused" \
+	grep -q "ok=false code=EBADF message=the descriptor passed with cat is not open for writing" "$T/raw"
+printf '{"v":1,"id":1,"op":"write","args":{"target":"mine","length":4096}}\n' |
+	as_member $RAW "$SOCK" "$T/pub/sub/mine.img" path >"$T/raw" 2>&1
+check "write from an O_PATH descriptor is refused" \
+	grep -q "ok=false code=EBADF message=the descriptor passed with write is not open for reading" "$T/raw"
+printf '{"v":1,"id":1,"op":"cat","args":{"target":"mine","length":4096}}\n' |
+	as_member $RAW "$SOCK" "$T/pub/sub/mine.img" r >"$T/raw" 2>&1
+check "cat into a read-only descriptor is refused" \
+	grep -q "ok=false code=EBADF message=the descriptor passed with cat is not open for writing" "$T/raw"
+sleep 0.5
+kill "$LEAKPID" 2>/dev/null
+wait "$LEAKPID" 2>/dev/null
+check "nothing reached root's FIFO" test ! -s "$T/leak"
 expect 0 "rm the member's volume" as_member "$COWVOL" rm mine
 check "rm keeps the member's file" test -s "$T/pub/sub/mine.img"
 
