@@ -254,10 +254,12 @@ static int load_snap(struct vol *v, json_object *o, size_t i)
 static int load_vol(json_object *o, size_t i, const struct engine_ops *const *engines, struct vol ***tail)
 {
         const char *name = NULL, *uuid = NULL, *path = NULL, *engine = NULL, *source = NULL;
-        json_object *snaps, *restore;
+        json_object *snaps, *restore, *lent;
         char where[128];
         int64_t size = 0, chunk = 0, created = 0;
         bool owned = false;
+        uint32_t lent_uid = 0;
+        uint64_t lent_dev = 0, lent_ino = 0;
         struct vol *v;
         int r;
 
@@ -272,10 +274,25 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
             (r = number(o, where, "created", &created)) < 0 || (r = flag(o, where, "owned", &owned)) < 0 ||
             (r = text(o, where, "engine", false, &engine)) < 0 || (r = text(o, where, "source", false, &source)) < 0 ||
             (r = member(o, where, "snapshots", json_type_array, true, &snaps)) < 0 ||
-            (r = member(o, where, "restore", json_type_object, false, &restore)) < 0)
+            (r = member(o, where, "restore", json_type_object, false, &restore)) < 0 ||
+            (r = member(o, where, "lent", json_type_object, false, &lent)) < 0)
                 return r;
         if ((r = identity_check(where, name, uuid)) < 0)
                 return r;
+        if (lent) {
+                char at[sizeof(where) + 16];
+                int64_t uid = -1, dev = -1, ino = -1;
+
+                snprintf(at, sizeof(at), "%s, lent", where);
+                if ((r = number(lent, at, "uid", &uid)) < 0 || (r = number(lent, at, "dev", &dev)) < 0 ||
+                    (r = number(lent, at, "ino", &ino)) < 0)
+                        return r;
+                if (uid <= 0 || uid > UINT32_MAX || dev < 0 || ino <= 0)
+                        return malformed(at, "uid", "is not a user other than root with a device and an inode");
+                lent_uid = (uint32_t)uid;
+                lent_dev = (uint64_t)dev;
+                lent_ino = (uint64_t)ino;
+        }
         if (size <= 0)
                 return malformed(where, "size", "is not positive");
         if (!cowvol_chunk_size_valid((uint64_t)chunk))
@@ -290,6 +307,10 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
         v->chunk = (uint32_t)chunk;
         v->created = created;
         v->owned = owned;
+        v->lent = lent != NULL;
+        v->lent_uid = lent_uid;
+        v->lent_dev = lent_dev;
+        v->lent_ino = lent_ino;
         /* no engine: written before there was a second one */
         for (size_t k = 0; engines[k] && !v->ops; k++)
                 if (!strcmp(engine ? engine : "userspace", engines[k]->name))
@@ -415,6 +436,13 @@ static json_object *vol_json(const struct vol *v)
         json_object_object_add(o, "engine", json_object_new_string(v->ops->name));
         if (v->source)
                 json_object_object_add(o, "source", json_object_new_string(v->source));
+        if (v->lent) {
+                json_object *l = json_object_new_object();
+                json_object_object_add(l, "uid", json_object_new_int64(v->lent_uid));
+                json_object_object_add(l, "dev", json_object_new_int64((int64_t)v->lent_dev));
+                json_object_object_add(l, "ino", json_object_new_int64((int64_t)v->lent_ino));
+                json_object_object_add(o, "lent", l);
+        }
         json_object_object_add(o, "created", json_object_new_int64(v->created));
         for (struct snap *s = v->snaps; s; s = s->next)
                 json_object_array_add(a, snap_json(s));

@@ -62,6 +62,11 @@ struct vol {
         uint64_t size;
         uint32_t chunk;
         bool owned; /* made by create: rm deletes the image */
+        /* added by a user other than root, who lent the daemon this image
+         * (catalogue "lent"): it must stay that file, or that user's */
+        bool lent;
+        uint32_t lent_uid;
+        uint64_t lent_dev, lent_ino;
         int64_t created;
         struct snap *snaps;
         cowvol_volume *eng; /* userspace: the library's volume */

@@ -10,6 +10,7 @@
  * calls (pread, pwrite, flush), whose caller holds references instead.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,25 @@ static void u_settings_changed(struct vol *v)
                                              __atomic_load_n(&settings.autoextend_percent, __ATOMIC_RELAXED));
 }
 
+/* An image a user other than root lent (added) must still be the file they
+ * lent, or theirs: a path swapped since (a link, a folder of theirs moved)
+ * must not make the daemon serve them someone else's file. */
+static int lent_check(const struct vol *v)
+{
+        struct stat st;
+        int r;
+
+        if (!v->lent)
+                return 0;
+        if ((r = cowvol_volume_fstat(v->eng, &st)) < 0)
+                return dlog_errno(r, "Volume %s: cannot tell what its image %s is: %m", v->name, v->path);
+        if (((uint64_t)st.st_dev == v->lent_dev && (uint64_t)st.st_ino == v->lent_ino) || st.st_uid == v->lent_uid)
+                return 0;
+        dlog(LOG_ERR_, "Volume %s: %s is no longer the image uid %" PRIu32 " added (device %" PRIu64 ", inode %" PRIu64
+             ") nor theirs; it stays unavailable", v->name, v->path, v->lent_uid, v->lent_dev, v->lent_ino);
+        return -EACCES;
+}
+
 /* Open the image and attach the snapshots; resume a restore. */
 static int u_activate(struct vol *v)
 {
@@ -66,6 +86,10 @@ static int u_activate(struct vol *v)
         r = cowvol_volume_open(v->path, v->chunk, &v->eng);
         if (r < 0)
                 return dlog_errno(r, "Volume %s: cannot open its image %s", v->name, v->path);
+        if ((r = lent_check(v)) < 0) {
+                v->eng = cowvol_volume_close(v->eng);
+                return r;
+        }
         cowvol_volume_set_event_callback(v->eng, on_event, v);
         u_settings_changed(v);
         if (cowvol_volume_size(v->eng) != v->size)

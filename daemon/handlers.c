@@ -273,6 +273,23 @@ static int same_as_passed(const struct request *r, const struct vol *v, struct f
         return 0;
 }
 
+/* A user other than root lent the daemon this image: the catalogue keeps
+ * who and which file (engine-userspace.c checks it at every start). */
+static int lend(const struct request *r, struct vol *v, struct failure *f)
+{
+        struct stat st;
+
+        if (r->peer->uid == 0)
+                return 0;
+        if (fstat(r->peer->fd, &st) < 0)
+                return fail(f, -errno, "cannot tell what %s is: %s", r->path, strerror(errno));
+        v->lent = true;
+        v->lent_uid = (uint32_t)r->peer->uid;
+        v->lent_dev = (uint64_t)st.st_dev;
+        v->lent_ino = (uint64_t)st.st_ino;
+        return 0;
+}
+
 static int do_add(struct request *r, json_object **ret, struct failure *f)
 {
         struct vol *v = r->moving;
@@ -288,7 +305,8 @@ static int do_add(struct request *r, json_object **ret, struct failure *f)
                 dlog(LOG_INFO_, "Volume %s moved to the userspace engine over %s, with its snapshots", v->name,
                      r->path);
         } else if (r->add_block_device) {
-                if (engine_kernel_add(r->path, r->name, r->chunk, &v, f) < 0)
+                /* a user other than root: the device checked, not the spec again */
+                if (engine_kernel_add(r->peer->uid ? r->device : r->path, r->name, r->chunk, &v, f) < 0)
                         return f->err;
                 if (vol_commit(v, f) < 0) {
                         struct failure ignored = {};
@@ -307,7 +325,7 @@ static int do_add(struct request *r, json_object **ret, struct failure *f)
                         return fail(f, e, "cannot add %s: %s; nothing was changed", r->path,
                                     *dlog_library_last() ? dlog_library_last() : strerror(-e));
                 }
-                if (same_as_passed(r, v, f) < 0 || vol_commit(v, f) < 0) {
+                if (same_as_passed(r, v, f) < 0 || lend(r, v, f) < 0 || vol_commit(v, f) < 0) {
                         v->ops->deactivate(v);
                         vol_free(v);
                         return f->err;

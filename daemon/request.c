@@ -526,7 +526,10 @@ static int check_add(struct request *r, struct failure *f)
                  * volume moves to the kernel engine, with its snapshots */
                 if (dev && (r->moving = engine_userspace_behind(dev))) {
                         struct vol *v = r->moving;
-                        if (r->name && strcmp(r->name, v->name))
+                        if (r->peer->uid != 0)
+                                fail(f, -EACCES, "permission denied: moving volume '%s' between the engines needs "
+                                     "root", v->name);
+                        else if (r->name && strcmp(r->name, v->name))
                                 fail(f, -EINVAL, "%s is the image of volume '%s' (via %s): it moves with its name",
                                      v->path, v->name, dev);
                         free(dev);
@@ -545,6 +548,9 @@ static int check_add(struct request *r, struct failure *f)
                  * volume moves to the userspace engine, with its snapshots */
                 if ((r->moving = engine_kernel_over(path))) {
                         struct vol *v = r->moving;
+                        if (r->peer->uid != 0)
+                                return fail(f, -EACCES, "permission denied: moving volume '%s' between the engines "
+                                            "needs root", v->name);
                         if (r->name && strcmp(r->name, v->name))
                                 return fail(f, -EINVAL, "%s backs volume '%s' (via %s): it moves with its name", path,
                                             v->name, v->path);
@@ -573,7 +579,7 @@ static int check_add(struct request *r, struct failure *f)
 }
 
 /* --store DEVICE: a block device the caller could open itself (as add) */
-static int check_store_device(const struct request *r, struct failure *f)
+static int check_store_device(struct request *r, struct failure *f)
 {
         struct stat st;
         char *dev = NULL;
@@ -585,8 +591,12 @@ static int check_store_device(const struct request *r, struct failure *f)
                        fail(f, -ENOENT, "no block device has %s", r->snap.store_device);
         if (stat(dev, &st) < 0)
                 fail(f, -errno, "cannot use %s: %s", dev, strerror(errno));
-        else if (check_kind("a block device", dev, &st, true, f) == 0)
-                check_caller_file(r, dev, &st, f);
+        else if (check_kind("a block device", dev, &st, true, f) == 0 && check_caller_file(r, dev, &st, f) == 0 &&
+                 r->peer->uid != 0) {
+                /* a user other than root: the device checked, not the spec again */
+                snprintf(r->device, sizeof(r->device), "%s", dev);
+                r->snap.store_device = r->device;
+        }
         free(dev);
         return f->err;
 }

@@ -77,7 +77,7 @@ struct request {
         struct vol *v;
         struct snap *s;
         struct vol *moving; /* add: a volume that moves between the engines */
-        char device[4096];  /* add: the block device a spec names, resolved */
+        char device[4096];  /* add, snap --store: the block device a spec names, resolved */
 };
 
 /* Parse @args (an object, or NULL) of operation @op; 0 or -errno with @f. */

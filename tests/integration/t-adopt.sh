@@ -96,6 +96,29 @@ expect 0 "the member writes to it" member_write
 check "the write landed in the member's own file" \
 	eval "cmp -s -n 4096 /dev/zero '$T/pub/sub/mine.img'"
 check "root's image is still unchanged" cmp -s "$T/root/secret.img" "$T/secret.before"
+# the catalogue keeps which file the member lent: swapped for root's
+# behind the daemon's back, it is not served after a restart
+lent() { "$PYTHON" -c 'import json, sys
+for v in json.load(open(sys.argv[1]))["volumes"]:
+    if v["name"] == "mine":
+        print(v["lent"]["uid"], v["lent"]["ino"])' "$STATE/catalogue.json"; }
+check "the catalogue keeps who lent mine, and which file ($(lent))" \
+	test "$(lent)" = "65534 $(stat -c %i "$T/pub/sub/mine.img")"
+stop_daemon
+mv "$T/pub/sub/mine.img" "$T/pub/sub/mine.real"
+ln -s "$T/root/secret.img" "$T/pub/sub/mine.img"
+start_daemon --config "$T/cowvold.conf" || exit 1
+expect 1 "mine, swapped for a link to root's image, is not served" as_member "$COWVOL" cat mine
+check "the log says it is no longer the image the member added" \
+	grep -q "Volume mine: $T/pub/sub/mine.img is no longer the image uid 65534 added" "$T/daemon.log"
+stop_daemon
+rm "$T/pub/sub/mine.img"
+as_member cp "$T/pub/sub/mine.real" "$T/pub/sub/mine.img"
+start_daemon --config "$T/cowvold.conf" || exit 1
+expect 0 "a copy of its own in its place (another inode, still the member's) is served" \
+	as_member "$COWVOL" cat mine --length 4096
+rm -f "$T/pub/sub/mine.real"
+
 # a descriptor lends only its own access: an O_PATH one (no permission
 # needed) of root's FIFO must not make the daemon open it as root
 mkfifo -m 0600 "$T/pub/rootfifo"

@@ -83,6 +83,9 @@ variant("owned-number", lambda c: v(c).update(owned=1), '"owned" is int, want bo
 variant("snapshot-list", lambda c: v(c).update(snapshots=[[]]), 'volume v, snapshot 1 is array, want object')
 variant("store-null", lambda c: v(c)["snapshots"][0].update(store=None), 'snapshot 1 \\(s\\): "store" is null')
 variant("restore-text", lambda c: v(c).update(restore="s"), '"restore" is string, want object')
+variant("lent-text", lambda c: v(c).update(lent="nobody"), '"lent" is string, want object')
+variant("lent-root", lambda c: v(c).update(lent={"uid": 0, "dev": 1, "ino": 2}), 'volume 1 \\(v\\), lent: "uid" is not a user other than root')
+variant("lent-no-ino", lambda c: v(c).update(lent={"uid": 1000, "dev": 1}), 'lent: "ino" is missing')
 PY
 while IFS=$'\t' read -r f says; do
 	id=${f##*/cat-}
@@ -96,7 +99,7 @@ while IFS=$'\t' read -r f says; do
 	cp "$T/cat.good" "$STATE/catalogue.json"
 	check "catalogue $id: every store and image stays, nothing else changed" eval "files | cmp -s - '$T/files.good'"
 done <"$T/variants"
-check "nine variants were tried" test "$(wc -l <"$T/variants")" = 9
+check "twelve variants were tried" test "$(wc -l <"$T/variants")" = 12
 start_daemon || exit 1
 check "the good catalogue back: v@s is served" eval "cv list v | grep -q 'v@s'"
 
