@@ -504,6 +504,29 @@ static void dispatch(struct nbd_conn *c, struct nbd_req *q)
         pthread_mutex_unlock(&c->q_lock);
 }
 
+/* A write's payload, which holds its share of the budget while it comes:
+ * it must keep coming, 1 MiB at least every client_timeout seconds, or the
+ * connection ends (a client that sends a 32 MiB write's header and then
+ * nothing would hold that memory from everyone else for good). */
+static int read_payload(struct nbd_conn *c, uint8_t *buf, size_t n)
+{
+        unsigned t = __atomic_load_n(&settings.client_timeout, __ATOMIC_RELAXED);
+        int r = 0;
+
+        while (n > 0 && r == 0) {
+                size_t k = n < (1u << 20) ? n : (1u << 20);
+                c->deadline_ms = nbd_now_ms() + (uint64_t)t * 1000;
+                r = nbd_read_exact(c, buf, k);
+                buf += k;
+                n -= k;
+        }
+        /* as after the handshake: reads wait for good, sends client_timeout */
+        c->deadline_ms = 0;
+        nbd_set_timeouts(c->fd, 0);
+        set_timeout(c->fd, SO_SNDTIMEO, t);
+        return r;
+}
+
 int nbd_transmit(struct nbd_conn *c)
 {
         uint8_t h[NBD_REQUEST_SIZE];
@@ -551,7 +574,7 @@ int nbd_transmit(struct nbd_conn *c)
                         q->budget = req_bytes(q);
                 /* the whole payload first: a client gone halfway gets nothing written */
                 if (r == 0 && q->type == NBD_CMD_WRITE && q->len)
-                        r = (q->buf = malloc(q->len)) ? nbd_read_exact(c, q->buf, q->len) : -ENOMEM;
+                        r = (q->buf = malloc(q->len)) ? read_payload(c, q->buf, q->len) : -ENOMEM;
                 if (r < 0) {
                         pthread_mutex_lock(&c->q_lock);
                         req_done(c, q, 0, 0);

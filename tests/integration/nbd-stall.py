@@ -7,7 +7,8 @@
 # choosing an export.  Prints "connected N alive N refused N" once they are
 # up (alive: not closed by the daemon a second later), then holds them
 # until killed.
-#   nbd-stall.py ADDR N [--go EXPORT [COUNT LEN]]
+# With "write" after LEN, the requests are writes whose payload never comes.
+#   nbd-stall.py ADDR N [--go EXPORT [COUNT LEN [write]]]
 import socket
 import struct
 import sys
@@ -18,7 +19,7 @@ IHAVEOPT = 0x49484156454F5054
 OPT_GO = 7
 REP_ACK = 1
 REQ_MAGIC = 0x25609513
-CMD_READ = 0
+CMD_READ, CMD_WRITE = 0, 1
 
 
 def recv_exact(s, n):
@@ -74,8 +75,9 @@ def main():
             if go:
                 choose(s, sys.argv[4])
                 count, length = (int(sys.argv[5]), int(sys.argv[6])) if len(sys.argv) > 6 else (0, 0)
+                cmd = CMD_WRITE if sys.argv[7:8] == ["write"] else CMD_READ
                 for i in range(count):
-                    s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, i, 0, length))
+                    s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, cmd, i, 0, length))
             conns.append(s)
         except (OSError, EOFError, RuntimeError, AssertionError, struct.error):
             refused += 1

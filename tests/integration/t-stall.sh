@@ -97,6 +97,17 @@ check "the daemon cut off the client that read none of its answers" grep -q "the
 kill "$FLOOD" 2>/dev/null
 wait "$FLOOD" 2>/dev/null
 
+# --- NBD writes whose payload never comes hold the budget only client_timeout ----------
+$STALL "$NBD_SOCK" 6 --go v1 1 $((32 << 20)) write >"$T/wstall" 2>&1 &
+WSTALL=$!
+end=$((SECONDS + 60))
+until grep -q connected "$T/wstall" || [ "$SECONDS" -ge "$end" ]; do sleep 0.2; done
+expect 0 "nbdcopy reads v1 while 6 clients hold 32 MiB writes without their payload" \
+	timeout 60 nbdcopy "nbd+unix:///v1?socket=$NBD_SOCK" "$T/nbdcopy.out"
+check "the copy is v1" eval "cv cat v1 | cmp -s - '$T/nbdcopy.out'"
+kill "$WSTALL" 2>/dev/null
+wait "$WSTALL" 2>/dev/null
+
 # --- NBD clients that never read their replies: memory, then cut off -------------------
 h0=$(heap)
 $STALL "$NBD_SOCK" 16 --go v1 2 $((8 << 20)) >"$T/stall" 2>&1 &
