@@ -168,8 +168,16 @@ static void identify(int fd, enum listener_kind kind, struct client *c)
                 if (getpeername(fd, (struct sockaddr *)&c->ss, &len) == 0) {
                         if (c->ss.ss_family == AF_INET)
                                 ((struct sockaddr_in *)&c->ss)->sin_port = 0;
-                        else if (c->ss.ss_family == AF_INET6)
-                                ((struct sockaddr_in6 *)&c->ss)->sin6_port = 0;
+                        else if (c->ss.ss_family == AF_INET6) {
+                                /* one peer: a /64 (a host picks any address in
+                                 * its own), an IPv4 address mapped whole */
+                                struct sockaddr_in6 *a = (struct sockaddr_in6 *)&c->ss;
+                                a->sin6_port = 0;
+                                a->sin6_flowinfo = 0;
+                                a->sin6_scope_id = 0;
+                                if (!IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+                                        memset(a->sin6_addr.s6_addr + 8, 0, 8);
+                        }
                 }
         } else {
                 struct ucred cred;
