@@ -101,7 +101,8 @@ struct peer_fd {
         enum { PEER_FD_PLAIN, PEER_FD_NONBLOCK, PEER_FD_SOCKET, PEER_FD_POLL } how;
 };
 int peer_fd_open(struct peer_fd *p, int fd, bool out);
-int peer_fd_write(struct peer_fd *p, const void *buf, size_t n);
+/* all of @n bytes; *moved: how many went, all of them unless it failed */
+int peer_fd_write(struct peer_fd *p, const void *buf, size_t n, size_t *moved);
 /* up to @n bytes, fewer only at the end of the input */
 int peer_fd_read(struct peer_fd *p, void *buf, size_t n, size_t *got);
 void peer_fd_close(struct peer_fd *p);

@@ -520,12 +520,23 @@ static void hold(struct vol *v, struct snap *s, int d)
                 s->refs += (unsigned)d;
 }
 
-/* A buffer, references on the volume and snapshot, and the lock let go. */
-static uint8_t *transfer_begin(struct request *r, struct failure *f)
+/* The descriptor the client passed, opened for @out (cat) or not (write),
+ * a buffer, references on the volume and snapshot, and the lock let go. */
+static uint8_t *transfer_begin(struct request *r, struct peer_fd *p, bool out, struct failure *f)
 {
-        uint8_t *buf = malloc(IO_BUF);
+        int e = peer_fd_open(p, r->peer->fd, out);
+        uint8_t *buf;
 
-        if (!buf) {
+        if (e < 0) {
+                if (e == -EBADF)
+                        fail(f, e, "the descriptor passed with %s is not open for %s", r->op_name,
+                             out ? "writing" : "reading");
+                else
+                        fail(f, e, "cannot use the descriptor passed with %s: %s", r->op_name, strerror(-e));
+                return NULL;
+        }
+        if (!(buf = malloc(IO_BUF))) {
+                peer_fd_close(p);
                 fail(f, -ENOMEM, "out of memory");
                 return NULL;
         }
@@ -534,8 +545,9 @@ static uint8_t *transfer_begin(struct request *r, struct failure *f)
         return buf;
 }
 
-static void transfer_end(struct request *r, uint8_t *buf)
+static void transfer_end(struct request *r, struct peer_fd *p, uint8_t *buf)
 {
+        peer_fd_close(p);
         pthread_mutex_lock(&catalogue.lock);
         hold(r->v, r->s, -1);
         free(buf);
@@ -555,30 +567,23 @@ static int do_cat(struct request *r, json_object **ret, struct failure *f)
         struct vol *v = r->v;
         struct snap *s = r->s;
         uint64_t done = 0, len = (uint64_t)r->length, off = (uint64_t)r->offset;
-        uint8_t *buf;
         struct peer_fd out;
-        int e = peer_fd_open(&out, r->peer->fd, true);
+        uint8_t *buf = transfer_begin(r, &out, true, f);
+        int e = 0;
 
-        if (e == -EBADF)
-                return fail(f, e, "the descriptor passed with cat is not open for writing");
-        if (e < 0)
-                return fail(f, e, "cannot use the descriptor passed with cat: %s", strerror(-e));
-        if (!(buf = transfer_begin(r, f))) {
-                peer_fd_close(&out);
+        if (!buf)
                 return f->err;
-        }
         while (done < len && !catalogue.stopping) {
-                size_t n = len - done < IO_BUF ? (size_t)(len - done) : IO_BUF;
+                size_t n = len - done < IO_BUF ? (size_t)(len - done) : IO_BUF, moved = 0;
                 e = v->ops->pread(v, s, buf, n, off + done);
                 if (e < 0)
                         break;
-                e = peer_fd_write(&out, buf, n);
+                e = peer_fd_write(&out, buf, n, &moved);
+                done += moved; /* all of it, or what went before a failure */
                 if (e < 0)
                         break;
-                done += n;
         }
-        transfer_end(r, buf);
-        peer_fd_close(&out);
+        transfer_end(r, &out, buf);
         if (e == -ESTALE)
                 return fail(f, e, "snapshot %s@%s is invalid: %s", v->name, s->name,
                             s->reason ? s->reason : "its store is unusable");
@@ -597,19 +602,13 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
         struct vol *v = r->v;
         struct snap *s = r->s;
         uint64_t done = 0, len = (uint64_t)r->length, off = (uint64_t)r->offset;
-        uint8_t *buf;
         struct peer_fd in;
         bool short_input = false;
-        int e = peer_fd_open(&in, r->peer->fd, false);
+        uint8_t *buf = transfer_begin(r, &in, false, f);
+        int e = 0;
 
-        if (e == -EBADF)
-                return fail(f, e, "the descriptor passed with write is not open for reading");
-        if (e < 0)
-                return fail(f, e, "cannot use the descriptor passed with write: %s", strerror(-e));
-        if (!(buf = transfer_begin(r, f))) {
-                peer_fd_close(&in);
+        if (!buf)
                 return f->err;
-        }
         while (done < len) {
                 size_t want = len - done < IO_BUF ? (size_t)(len - done) : IO_BUF, got = 0;
                 e = peer_fd_read(&in, buf, want, &got);
@@ -627,14 +626,13 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
                         break;
                 }
         }
-        peer_fd_close(&in);
         /* acknowledged means durable: the image and the stores */
         if (done > 0) {
                 int q = v->ops->flush(v);
                 if (e >= 0)
                         e = q;
         }
-        transfer_end(r, buf);
+        transfer_end(r, &in, buf);
         if (v->ops->note_reasons(v))
                 catalogue_save();
         if (short_input)

@@ -114,8 +114,6 @@ static ssize_t one(const struct peer_fd *p, void *buf, size_t n, bool out)
 static int peer_fd_move(struct peer_fd *p, void *buf, size_t n, size_t *done, bool out)
 {
         *done = 0;
-        if (p->how == PEER_FD_PLAIN)
-                return out ? write_all(p->fd, buf, n) : read_full(p->fd, buf, n, done);
         while (*done < n) {
                 ssize_t r;
                 int e;
@@ -139,11 +137,9 @@ static int peer_fd_move(struct peer_fd *p, void *buf, size_t n, size_t *done, bo
         return 0;
 }
 
-int peer_fd_write(struct peer_fd *p, const void *buf, size_t n)
+int peer_fd_write(struct peer_fd *p, const void *buf, size_t n, size_t *moved)
 {
-        size_t done;
-
-        return peer_fd_move(p, (void *)buf, n, &done, true);
+        return peer_fd_move(p, (void *)buf, n, moved, true);
 }
 
 int peer_fd_read(struct peer_fd *p, void *buf, size_t n, size_t *got)

@@ -46,6 +46,9 @@ fi
 wait "$CAT"
 check "the cat exits 1" test $? = 1
 check "it says nothing was read for 3 s" grep -q "nothing was read for 3 s (client_timeout)" "$T/cat.err"
+# what the pipe took before it filled (its size: 64 KiB here) counts
+catbytes=$(sed -n 's/.*cat stopped after \([0-9]*\) bytes.*/\1/p' "$T/cat.err")
+check "it counts the bytes the pipe took before it filled (${catbytes:-?}, not 0)" test "${catbytes:-0}" -gt 0
 kill "$READER" 2>/dev/null
 wait "$READER" 2>/dev/null
 expect 0 "the volume is free again: a snapshot works" cv snap v1@after-cat
