@@ -97,17 +97,23 @@ static int test(int fd, char *why, size_t len)
         return 0;
 }
 
+/* The caller's @why, or a scratch byte when it gave none; emptied. */
+#define WHY_OR_NONE(why, len, none)         \
+        do {                                \
+                if (!(why) || !(len)) {     \
+                        (why) = (none);     \
+                        (len) = sizeof(none); \
+                }                           \
+                (why)[0] = '\0';            \
+        } while (0)
+
 _public_ int cowvol_image_lock_test(int fd, char *why, size_t len)
 {
         char none[1];
 
         if (fd < 0)
                 return -EBADF;
-        if (!why || !len) {
-                why = none;
-                len = sizeof(none);
-        }
-        why[0] = '\0';
+        WHY_OR_NONE(why, len, none);
         return test(fd, why, len);
 }
 
@@ -118,11 +124,7 @@ _public_ int cowvol_image_lock(int fd, char *why, size_t len)
 
         if (fd < 0)
                 return -EBADF;
-        if (!why || !len) {
-                why = none;
-                len = sizeof(none);
-        }
-        why[0] = '\0';
+        WHY_OR_NONE(why, len, none);
         for (unsigned i = 0; i < PERM_COUNT; i++) {
                 r = 0;
                 if (WE_USE & (1u << i))
