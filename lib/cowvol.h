@@ -78,6 +78,8 @@ enum cowvol_store_flags {
         COWVOL_STORE_RDONLY = 1u << 0, /* open: never write */
         COWVOL_STORE_FORCE = 1u << 1,  /* create: overwrite an existing store */
         COWVOL_STORE_PREALLOCATE = 1u << 2, /* allocate blocks ahead of use (fallocate), 64 MiB at a time */
+        COWVOL_STORE_LINK = 1u << 3,   /* open: read the table of an invalid store too (a link of a
+                                        * snapshot chain, which older snapshots still read through) */
 };
 
 /**
@@ -100,7 +102,8 @@ int cowvol_store_create(const char *path, uint32_t chunk_bytes, uint64_t size_by
  * content), -EPROTONOSUPPORT (version) or -ENODATA (an all-zero header: a
  * store the kernel has not initialised yet); the log callback names it.
  * Opening writes nothing.  A store whose header says valid=0 opens (its
- * exceptions are not read, as in the kernel); see cowvol_store_is_valid().
+ * exceptions are not read, as in the kernel, unless COWVOL_STORE_LINK);
+ * see cowvol_store_is_valid().
  */
 int cowvol_store_open(const char *path, unsigned flags, cowvol_store **ret);
 
@@ -229,6 +232,13 @@ int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint64_t *ret
 
 /** Merge step 2: drop the last @n exceptions; write the area, flushed. */
 int cowvol_store_merge_commit(cowvol_store *s, int n);
+
+/**
+ * Keep blocks allocated ahead of use (@on), or stop and give back those
+ * allocated past the last chunk in use (a store that is no longer the
+ * newest of its chain takes few copies).  Needs a writable store.
+ */
+int cowvol_store_set_preallocate(cowvol_store *s, bool on);
 
 /** Flush the data written to the store (cowvol_store_pwrite) to stable storage. */
 int cowvol_store_sync(cowvol_store *s);

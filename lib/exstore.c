@@ -57,6 +57,7 @@ struct cowvol_store {
         const struct store_io *io;
         void *io_ctx;
         bool rdonly;
+        bool link; /* an invalid store's table is read and kept */
         bool merging;
         bool merge_failed; /* as the kernel's: no retry after a merge I/O error */
 
@@ -127,6 +128,11 @@ static int fd_preallocate(void *ctx, uint64_t off, uint64_t len)
         return sys_fallocate(((struct fd_ctx *)ctx)->fd, 0, off, len);
 }
 
+static int fd_punch(void *ctx, uint64_t off, uint64_t len)
+{
+        return sys_fallocate(((struct fd_ctx *)ctx)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+}
+
 static void fd_writeback(void *ctx, uint64_t off, uint64_t len)
 {
         (void)sync_file_range(((struct fd_ctx *)ctx)->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
@@ -155,6 +161,7 @@ static const struct store_io fd_io = {
         .is_hole = fd_is_hole,
         .writeback = fd_writeback,
         .preallocate = fd_preallocate,
+        .punch = fd_punch,
         .free = fd_free,
 };
 
@@ -244,6 +251,7 @@ static cowvol_store *store_new(const struct store_io *io, void *ctx, unsigned fl
         s->io = io;
         s->io_ctx = ctx;
         s->rdonly = flags & COWVOL_STORE_RDONLY;
+        s->link = flags & COWVOL_STORE_LINK;
         s->prealloc = (flags & COWVOL_STORE_PREALLOCATE) && !s->rdonly && io->preallocate;
         cindex_init(&s->index);
         return s;
@@ -487,7 +495,7 @@ static int store_load(cowvol_store *s, struct scan *sc)
         s->next_free = 2;
         s->current_area = 0;
         s->current_committed = 0;
-        if (!s->valid)
+        if (!s->valid && !s->link)
                 return 0; /* as the kernel: an invalid store's table is not read */
 
         for (area = 0;; area++) {
@@ -1178,12 +1186,43 @@ static int write_header(cowvol_store *s)
         return r;
 }
 
+/* Exceptions not committed are forgotten: an invalid store kept as a link
+ * shows what its table on disk holds, no more. */
+static void drop_pending(cowvol_store *s)
+{
+        for (size_t i = 0; i < s->n_pending; i++)
+                (void)cindex_remove(&s->index, s->pending[i].old);
+        s->n_pending = 0;
+        s->n_reserved = 0;
+}
+
 _public_ int cowvol_store_invalidate(cowvol_store *s)
 {
         if (s->rdonly)
                 return -EROFS;
+        drop_pending(s);
         s->valid = 0;
         return write_header(s);
+}
+
+_public_ int cowvol_store_set_preallocate(cowvol_store *s, bool on)
+{
+        uint64_t used;
+        int r = 0;
+
+        if (s->rdonly)
+                return -EROFS;
+        if (on) {
+                s->prealloc = s->io->preallocate != NULL;
+                return 0;
+        }
+        s->prealloc = false;
+        used = s->next_free * s->chunk_bytes;
+        if (s->prealloc_end > used && s->io->punch)
+                r = s->io->punch(s->io_ctx, used, s->prealloc_end - used);
+        if (r >= 0)
+                s->prealloc_end = used;
+        return r == -EOPNOTSUPP ? 0 : r;
 }
 
 static int area_write(cowvol_store *s)
@@ -1270,14 +1309,15 @@ _public_ int cowvol_store_commit(cowvol_store *s)
                 }
         }
         free(tmp);
-        s->n_pending = 0;
         if (r < 0) {
                 /* as the kernel: an exception that cannot be recorded invalidates */
                 log_err(r, "Cannot commit exceptions, the snapshot is now invalid: %m");
+                drop_pending(s);
                 s->valid = 0;
                 (void)write_header(s);
                 return r;
         }
+        s->n_pending = 0;
         return (int)(n > INT32_MAX ? INT32_MAX : n);
 }
 
@@ -1403,7 +1443,7 @@ _public_ int cowvol_store_foreach(const cowvol_store *s, cowvol_exception_fn fn,
         uint64_t area;
         int r = 0;
 
-        if (!s->valid)
+        if (!s->valid && !s->link)
                 return 0;
         buf = malloc(s->chunk_bytes);
         if (!buf)

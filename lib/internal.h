@@ -87,6 +87,8 @@ struct store_io {
         void (*writeback)(void *ctx, uint64_t off, uint64_t len);
         /* allocate the blocks of [off, off+len) (within the size); NULL: cannot */
         int (*preallocate)(void *ctx, uint64_t off, uint64_t len);
+        /* give back the blocks of [off, off+len) (they read as zeros); NULL: cannot */
+        int (*punch)(void *ctx, uint64_t off, uint64_t len);
         /* 1 when [off, off+len) is a hole (reads as zeros), 0 when not or unknown */
         int (*is_hole)(void *ctx, uint64_t off, uint64_t len);
         void (*free)(void *ctx);                 /* NULL: nothing to free */
