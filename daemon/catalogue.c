@@ -335,6 +335,11 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
                 r = text(restore, at, "snapshot", true, &su);
                 if (r >= 0)
                         r = flag(restore, at, "keep", &v->restore_keep);
+                if (r >= 0) {
+                        json_object *x;
+                        r = member(restore, at, "flattened", json_type_boolean, false, &x);
+                        v->restore_flattened = !x || json_object_get_boolean(x);
+                }
                 v->restoring = su ? snap_find_uuid(v, su) : NULL;
                 if (r >= 0 && !v->restoring)
                         r = malformed(at, "snapshot", "names no snapshot of the volume");
@@ -451,6 +456,7 @@ static json_object *vol_json(const struct vol *v)
                 json_object *r = json_object_new_object();
                 json_object_object_add(r, "snapshot", json_object_new_string(v->restoring->uuid));
                 json_object_object_add(r, "keep", json_object_new_boolean(v->restore_keep));
+                json_object_object_add(r, "flattened", json_object_new_boolean(v->restore_flattened));
                 json_object_object_add(o, "restore", r);
         }
         return o;

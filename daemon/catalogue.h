@@ -75,6 +75,10 @@ struct vol {
         /* a restore (persisted: snapshot uuid and keep) */
         struct snap *restoring;
         bool restore_keep;
+        /* a chain's restore flattened the snapshot already: resume the
+         * merge without flattening again (absent in catalogues of before
+         * chains, whose restores never flatten) */
+        bool restore_flattened;
         uint64_t restore_total, restore_left;
         bool restore_thread;
         pthread_t restore_tid;

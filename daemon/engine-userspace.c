@@ -200,19 +200,26 @@ static void u_snapshot_drop(struct vol *v, struct snap *s)
                      strerror(-r));
 }
 
-/* nothing to let go of before the catalogue forgets it */
+/* Before the catalogue forgets it, the older snapshots get what they read
+ * through it (a chain): a crash after this loses nothing. */
 static int u_snapshot_release(struct vol *v, struct snap *s, struct failure *f)
 {
-        (void)v;
-        (void)s;
-        (void)f;
+        int r;
+
+        if (!s->eng)
+                return 0;
+        r = cowvol_volume_snapshot_unchain(v->eng, s->eng);
+        if (r < 0)
+                return fail(f, r, "cannot remove %s@%s: %s", v->name, s->name,
+                            r == -EBUSY ? "a restore is running on the volume"
+                                        : "the older snapshots could not be given the chunks they read through it");
         return 0;
 }
 
 static void u_snapshot_release_undo(struct vol *v, struct snap *s)
 {
-        (void)v;
-        (void)s;
+        if (s->eng)
+                (void)cowvol_volume_snapshot_rechain(v->eng, s->eng);
 }
 
 static int u_volume_busy(const struct vol *v, struct failure *f)
@@ -252,13 +259,20 @@ static void restore_finish(struct vol *v)
 
         cowvol_volume_merge_end(v->eng);
         v->restoring = NULL;
+        for (p = &v->snaps; *p; p = &(*p)->next)
+                if (*p == s) {
+                        *p = s->next;
+                        break;
+                }
         if (!v->restore_keep) {
-                for (p = &v->snaps; *p; p = &(*p)->next)
-                        if (*p == s) {
-                                *p = s->next;
-                                break;
-                        }
                 cowvol_volume_snapshot_detach(v->eng, s->eng);
+        } else {
+                /* kept, it is the volume as restored: the newest of the
+                 * chain, as the engine now has it, and last in the list */
+                for (p = &v->snaps; *p; p = &(*p)->next)
+                        ;
+                *p = s;
+                s->next = NULL;
         }
         if (catalogue_save() < 0 && !v->restore_keep)
                 dlog(LOG_ERR_, "Restore of %s: the catalogue could not be saved; the snapshot %s is "
@@ -286,6 +300,16 @@ static void *restore_main(void *arg)
                 r = cowvol_volume_merge_step(v->eng, &left);
                 pthread_mutex_lock(&catalogue.lock);
                 v->restore_left = left;
+                if (r == COWVOL_MERGE_FLATTENED) {
+                        /* recorded before the origin changes: a merge under
+                         * way must not be flattened again */
+                        v->restore_flattened = true;
+                        r = catalogue_save();
+                        if (r < 0)
+                                v->restore_flattened = false;
+                        else
+                                r = 1;
+                }
                 pthread_cond_broadcast(&catalogue.changed);
                 pthread_mutex_unlock(&catalogue.lock);
                 if (r <= 0)
@@ -307,7 +331,7 @@ static int restore_start(struct vol *v)
         struct cowvol_snapshot_info si;
         int r;
 
-        r = cowvol_volume_merge_begin(v->eng, v->restoring->eng);
+        r = cowvol_volume_merge_begin_at(v->eng, v->restoring->eng, v->restore_flattened);
         if (r < 0)
                 return r;
         cowvol_snapshot_info(v->eng, v->restoring->eng, &si);
@@ -334,6 +358,7 @@ static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f
                 return fail(f, -EBUSY, "volume '%s' is in use by %u transfer(s)", v->name, v->refs);
         v->restoring = s;
         v->restore_keep = keep;
+        v->restore_flattened = false;
         /* recorded first: a crash from here on resumes the restore */
         r = catalogue_save();
         if (r < 0) {

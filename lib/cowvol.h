@@ -340,6 +340,18 @@ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_path, cowv
 /** Detach a snapshot: flush and close its store (the file stays). */
 int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn);
 
+/**
+ * Snapshots form a chain (oldest to newest in the order they were attached
+ * or created): a snapshot's chunk that its store lacks is the next newer
+ * snapshot's.  Removing @sn: unchain first gives the older snapshots, durably,
+ * the chunks they read through it, and marks it leaving (it still takes the
+ * origin's copies, but they no longer count for those below; writes into it
+ * get -EBUSY); then detach forgets it, or rechain undoes the unchain (the
+ * removal failed: @sn is exact still).  detach alone unchains first.
+ */
+int cowvol_volume_snapshot_unchain(cowvol_volume *v, cowvol_snapshot *sn);
+int cowvol_volume_snapshot_rechain(cowvol_volume *v, cowvol_snapshot *sn);
+
 /** What cowvol_snapshot_info() tells of a snapshot. */
 struct cowvol_snapshot_info {
         bool valid;
@@ -413,6 +425,19 @@ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, uint64_t l
 int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn);
 int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left);
 int cowvol_volume_merge_end(cowvol_volume *v);
+
+/**
+ * In a chain, a restore of @sn first flattens it: the chunks of its content
+ * that newer stores hold go into its own store (no content changes), then
+ * the merge runs.  merge_step returns COWVOL_MERGE_FLATTENED once, when the
+ * flattening is done: the caller records that durably before the next step,
+ * and a restore that resumes after that passes @flattened true (a merge
+ * already under way must not be flattened again: what left @sn's store is
+ * on the origin now, and the newer stores hold the origin's old chunks).
+ * merge_begin(v, sn) is merge_begin_at(v, sn, false).
+ */
+#define COWVOL_MERGE_FLATTENED 2
+int cowvol_volume_merge_begin_at(cowvol_volume *v, cowvol_snapshot *sn, bool flattened);
 
 /**
  * The byte ranges of the volume that changed since @sn was taken (or were

@@ -4,13 +4,26 @@
  * kept in stores of the kernel's format.
  *
  * Invariants:
- *  - A snapshot's content is, chunk by chunk, its store's chunk when it has
- *    an exception, else the origin's chunk.
- *  - Before an origin chunk changes, every valid snapshot without an
- *    exception for it receives the old chunk and commits the exception
- *    (data, flush, metadata, flush); only then is the origin written.  A
- *    chunk is copied once per snapshot: the copy and the check happen under
- *    the volume's write lock, so racing writers cannot both copy.
+ *  - The snapshots form a chain, newest first in v->snaps.  A snapshot's
+ *    content is, chunk by chunk, its store's chunk when it has an
+ *    exception, else the content of the next newer snapshot, else the
+ *    origin's chunk (DESIGN.md, "Snapshot chains").  Independent stores
+ *    satisfy this too, so stores written before chains open unchanged.
+ *  - Before a chunk changes under the snapshots older than some place in
+ *    the chain (an origin write: all of them; a write into snapshot S: those
+ *    older than S; a removal of S: those older than S), the old content
+ *    goes to the newest of them that would read through the change: the
+ *    walk (preserve_walk) goes from newer to older, stops at a snapshot
+ *    whose store holds the chunk, skips invalid ones (links: their table
+ *    stays readable), and copies into the first valid one.  One copy,
+ *    whatever the number of snapshots.  The copy is committed (data, flush,
+ *    metadata, flush) before the chunk changes.  A snapshot being removed
+ *    ("leaving") takes the copy too but does not stop the walk, so that
+ *    until the catalogue forgets it, both it and those below stay exact.
+ *  - A store that fails (full, I/O error) forgets its uncommitted copies;
+ *    the walk then copies into the next valid snapshot below, and copies
+ *    that waited for a group commit are made again from the image, which
+ *    still holds the old chunks until that commit.
  *  - Readers take the read lock, writers the write lock: a reader never sees
  *    an origin chunk between "no exception yet" and its copy.
  *  - A restore (merge) of snapshot M consumes M's exceptions from the end,
@@ -56,7 +69,9 @@ struct cowvol_snapshot {
         cowvol_store *store;
         char *path;
         char reason[128];
-        struct cowvol_snapshot *next;
+        struct cowvol_snapshot *next; /* older */
+        struct cowvol_snapshot *prev; /* newer */
+        bool leaving;                 /* being removed: unchained, not yet forgotten */
 };
 
 struct cowvol_volume {
@@ -70,6 +85,13 @@ struct cowvol_volume {
         struct cowvol_snapshot *snaps;
         struct cowvol_snapshot *merging;
         uint64_t merge_total;
+        /* a restore of a snapshot with newer ones first gives it every chunk
+         * of its content that a newer store holds (flattening): then it
+         * alone tells what the origin becomes */
+        bool flattening;
+        uint64_t *flat;  /* origin chunks left to flatten, sorted */
+        size_t n_flat;
+        bool lost;       /* a store failed and forgot copies: make them again */
         uint8_t *buf; /* one chunk, used under the write lock */
 
         /* origin chunks written since the last commit whose copies are not
@@ -80,6 +102,8 @@ struct cowvol_volume {
         uint8_t *big;       /* a request's worth of old chunks */
         size_t big_chunks;
         bool *copied;
+        bool *need;
+        bool *here;
 };
 
 struct deferred {
@@ -151,6 +175,7 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 
 static int commit_deferred(cowvol_volume *v);
 static size_t deferred_drop(cowvol_volume *v);
+static int recopy_deferred(cowvol_volume *v);
 
 static void snap_free(struct cowvol_snapshot *sn)
 {
@@ -180,6 +205,9 @@ _public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
         free(v->dtab);
         free(v->big);
         free(v->copied);
+        free(v->need);
+        free(v->here);
+        free(v->flat);
         free(v);
         return NULL;
 }
@@ -232,12 +260,27 @@ _printf_(4, 5) static void event(cowvol_volume *v, cowvol_snapshot *sn, enum cow
 
 static void snap_invalidate(cowvol_volume *v, struct cowvol_snapshot *sn, const char *reason)
 {
-        if (cowvol_store_is_valid(sn->store))
+        if (cowvol_store_is_valid(sn->store)) {
                 (void)cowvol_store_invalidate(sn->store);
+                v->lost = true; /* its uncommitted copies are gone */
+        }
         if (!sn->reason[0]) {
                 snprintf(sn->reason, sizeof(sn->reason), "%s", reason);
                 event(v, sn, COWVOL_EVENT_INVALID, "%s", reason);
         }
+}
+
+/* @sn becomes the newest of the chain; the one before it takes few copies
+ * from now on. */
+static void link_newest(cowvol_volume *v, struct cowvol_snapshot *sn)
+{
+        if (v->snaps && cowvol_store_is_valid(v->snaps->store))
+                (void)cowvol_store_set_preallocate(v->snaps->store, false);
+        sn->prev = NULL;
+        sn->next = v->snaps;
+        if (v->snaps)
+                v->snaps->prev = sn;
+        v->snaps = sn;
 }
 
 static int attach(cowvol_volume *v, cowvol_store *st, const char *path, cowvol_snapshot **ret)
@@ -258,10 +301,24 @@ static int attach(cowvol_volume *v, cowvol_store *st, const char *path, cowvol_s
         sn->store = st;
         if (!cowvol_store_is_valid(st))
                 snprintf(sn->reason, sizeof(sn->reason), "invalidated (store full or I/O error)");
-        sn->next = v->snaps;
-        v->snaps = sn;
+        link_newest(v, sn);
         *ret = sn;
         return 0;
+}
+
+/* Take @sn out of the chain (the caller frees it). */
+static void unlink_snap(cowvol_volume *v, struct cowvol_snapshot *sn)
+{
+        if (sn->prev)
+                sn->prev->next = sn->next;
+        else
+                v->snaps = sn->next;
+        if (sn->next)
+                sn->next->prev = sn->prev;
+        /* a new newest takes the origin's copies again */
+        if (!sn->prev && v->snaps && cowvol_store_is_valid(v->snaps->store))
+                (void)cowvol_store_set_preallocate(v->snaps->store, true);
+        sn->next = sn->prev = NULL;
 }
 
 _public_ int cowvol_volume_snapshot_create(cowvol_volume *v, const char *store_path, uint64_t store_bytes,
@@ -305,7 +362,9 @@ _public_ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_p
 
         if (!v || !store_path || !ret)
                 return -EINVAL;
-        r = cowvol_store_open(store_path, COWVOL_STORE_PREALLOCATE, &st);
+        /* an invalid store's table is read too: older snapshots read
+         * through it */
+        r = cowvol_store_open(store_path, COWVOL_STORE_PREALLOCATE | COWVOL_STORE_LINK, &st);
         if (r < 0)
                 return r;
         pthread_rwlock_wrlock(&v->lock);
@@ -314,26 +373,57 @@ _public_ int cowvol_volume_snapshot_attach(cowvol_volume *v, const char *store_p
         return r;
 }
 
-_public_ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn)
+static int unchain_locked(cowvol_volume *v, struct cowvol_snapshot *sn);
+static bool snap_attached(const cowvol_volume *v, const struct cowvol_snapshot *sn);
+
+_public_ int cowvol_volume_snapshot_unchain(cowvol_volume *v, cowvol_snapshot *sn)
 {
-        struct cowvol_snapshot **p;
+        int r;
+
+        if (!v || !sn)
+                return -EINVAL;
+        pthread_rwlock_wrlock(&v->lock);
+        r = snap_attached(v, sn) ? unchain_locked(v, sn) : -ENOENT;
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_snapshot_rechain(cowvol_volume *v, cowvol_snapshot *sn)
+{
         int r = -ENOENT;
 
+        if (!v || !sn)
+                return -EINVAL;
         pthread_rwlock_wrlock(&v->lock);
+        if (snap_attached(v, sn)) {
+                sn->leaving = false;
+                r = 0;
+        }
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn)
+{
+        int r;
+
+        pthread_rwlock_wrlock(&v->lock);
+        if (!snap_attached(v, sn)) {
+                r = -ENOENT;
+                goto out;
+        }
         if (v->merging == sn) {
                 r = -EBUSY;
                 goto out;
         }
-        (void)commit_deferred(v);
-        for (p = &v->snaps; *p; p = &(*p)->next)
-                if (*p == sn) {
-                        *p = sn->next;
-                        if (cowvol_store_is_valid(sn->store))
-                                (void)cowvol_store_sync(sn->store);
-                        snap_free(sn);
-                        r = 0;
-                        break;
-                }
+        /* the older snapshots keep what they read through it */
+        r = unchain_locked(v, sn);
+        if (r < 0)
+                goto out;
+        unlink_snap(v, sn);
+        if (cowvol_store_is_valid(sn->store))
+                (void)cowvol_store_sync(sn->store);
+        snap_free(sn);
 out:
         pthread_rwlock_unlock(&v->lock);
         return r;
@@ -394,8 +484,20 @@ static void maybe_extend(cowvol_volume *v, struct cowvol_snapshot *sn)
 static void commit_all(cowvol_volume *v)
 {
         for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next)
-                if (cowvol_store_is_valid(sn->store) && cowvol_store_commit(sn->store) < 0)
+                if (cowvol_store_is_valid(sn->store) && cowvol_store_commit(sn->store) < 0) {
+                        v->lost = true; /* the failed commit forgot its copies */
                         snap_invalidate(v, sn, "I/O error committing exceptions");
+                }
+}
+
+/* The snapshot from @sn up the chain (newer) whose store holds chunk @c,
+ * with its store chunk in *ret_new; NULL: none does, @sn reads the origin. */
+static struct cowvol_snapshot *holder(struct cowvol_snapshot *sn, uint64_t c, uint64_t *ret_new)
+{
+        for (; sn; sn = sn->prev)
+                if (cowvol_store_lookup(sn->store, c, ret_new) == 1)
+                        return sn;
+        return NULL;
 }
 
 static int check_range(const cowvol_volume *v, size_t len, uint64_t off)
@@ -422,6 +524,8 @@ static int change_allowed(const cowvol_volume *v, const struct cowvol_snapshot *
                 return -EBUSY; /* a restore runs */
         if (sn && !cowvol_store_is_valid(sn->store))
                 return -ESTALE;
+        if (sn && sn->leaving)
+                return -EBUSY; /* being removed */
         return 0;
 }
 
@@ -521,6 +625,14 @@ static int commit_deferred(cowvol_volume *v)
         int r;
 
         commit_all(v);
+        /* a failed store forgot copies: others take them before the image
+         * changes (each round fails one more store, at worst) */
+        while (v->lost) {
+                r = recopy_deferred(v);
+                if (r < 0)
+                        return r;
+                commit_all(v);
+        }
         if (!v->n_deferred)
                 return 0;
         list = malloc(v->n_deferred * sizeof(*list));
@@ -554,7 +666,7 @@ static int commit_deferred(cowvol_volume *v)
  * consecutive places are read with one call. */
 static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *buf, size_t len, uint64_t off)
 {
-        struct cowvol_snapshot *from = sn ? sn : v->merging;
+        struct cowvol_snapshot *m = sn ? NULL : v->merging;
         /* the pending run: from the image (store NULL) or a store */
         cowvol_store *run_store = NULL;
         uint64_t run_pos = 0; /* image offset, or store chunk */
@@ -578,7 +690,8 @@ static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *bu
                 uint64_t c = off / v->chunk, nw;
                 uint32_t in = (uint32_t)(off % v->chunk);
                 size_t n = v->chunk - in < len ? v->chunk - in : len;
-                struct deferred *d = sn || !v->n_deferred ? NULL : deferred_find(v, c);
+                struct cowvol_snapshot *from;
+                struct deferred *d;
                 size_t k;
 
                 /* a snapshot read: whole runs of consecutive store chunks at once */
@@ -599,10 +712,22 @@ static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *bu
                         len -= bytes;
                         continue;
                 }
+                /* the chain: this snapshot's store, else a newer one's; a
+                 * restore shows the merging snapshot's content (through
+                 * the chain until it is flattened, then its store alone:
+                 * what it gave the origin is no longer in it) */
+                if (sn)
+                        from = holder(sn, c, &nw);
+                else if (m)
+                        from = v->flattening ? holder(m, c, &nw)
+                                             : cowvol_store_lookup(m->store, c, &nw) == 1 ? m : NULL;
+                else
+                        from = NULL;
+                d = !from && v->n_deferred ? deferred_find(v, c) : NULL;
                 if (d) {
                         FLUSH_RUN();
                         memcpy(buf, d->data + in, n);
-                } else if (from && cowvol_store_lookup(from->store, c, &nw) == 1) {
+                } else if (from) {
                         /* continue a store run when this chunk follows it there */
                         if (!(run_len && run_store == from->store &&
                               (run_in + run_len) % v->chunk == 0 && in == 0 &&
@@ -656,12 +781,18 @@ static int ensure_big(cowvol_volume *v, size_t chunks)
         if (chunks <= v->big_chunks)
                 return 0;
         uint8_t *b = realloc(v->big, chunks * v->chunk);
-        bool *c = realloc(v->copied, chunks * sizeof(bool));
         if (b)
                 v->big = b;
+        bool *c = realloc(v->copied, chunks * sizeof(bool));
         if (c)
                 v->copied = c;
-        if (!b || !c)
+        bool *nd = realloc(v->need, chunks * sizeof(bool));
+        if (nd)
+                v->need = nd;
+        bool *h = realloc(v->here, chunks * sizeof(bool));
+        if (h)
+                v->here = h;
+        if (!b || !c || !nd || !h)
                 return -ENOMEM;
         v->big_chunks = chunks;
         return 0;
@@ -675,52 +806,92 @@ static const char *store_write_reason(int r)
                                             : "I/O error writing the store";
 }
 
-/* Copy the old chunks [first, first+n) (in v->big) into every snapshot but
- * @skip that lacks them, as pending exceptions; runs that land at
- * consecutive store chunks are written with one call.  v->copied[i] tells
- * which chunks got a copy. */
-static void cow_range(cowvol_volume *v, uint64_t first, size_t n, struct cowvol_snapshot *skip)
+/* Copy the chunks [first, first+n) whose content is in @data into @t where
+ * v->need says so and @t lacks them, as pending exceptions: data first,
+ * then the exceptions (the commit makes them durable); runs that land at
+ * consecutive store chunks are written with one call.  v->here[i] tells
+ * which chunks @t took.  A store that cannot take them is invalidated. */
+static void copy_into(cowvol_volume *v, struct cowvol_snapshot *t, uint64_t first, size_t n, const uint8_t *data)
 {
-        memset(v->copied, 0, n * sizeof(bool));
-        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next) {
-                uint64_t run_new = 0;
-                size_t run_i = 0, run_n = 0;
-                int r = 0;
+        uint64_t run_new = 0, nw = 0;
+        size_t run_i = 0, run_n = 0;
+        int r = 0;
 
-                if (sn == skip || !cowvol_store_is_valid(sn->store))
-                        continue;
-                for (size_t i = 0; i <= n && r >= 0; i++) {
-                        uint64_t c = first + i, nw = 0;
-                        bool need = i < n && !deferred_find(v, c) && cowvol_store_lookup(sn->store, c, &nw) == 0;
+        memset(v->here, 0, n * sizeof(bool));
+        for (size_t i = 0; i <= n && r >= 0; i++) {
+                bool take = i < n && v->need[i] && cowvol_store_lookup(t->store, first + i, &nw) == 0;
 
-                        if (need) {
-                                maybe_extend(v, sn);
-                                r = cowvol_store_allocate(sn->store, &nw);
-                                if (r == -ENOSPC) {
-                                        snap_invalidate(v, sn, "overflow: the store is full");
-                                        break;
-                                }
-                                if (r >= 0)
-                                        r = cowvol_store_add(sn->store, c, nw);
-                                if (r < 0)
-                                        break;
-                                v->copied[i] = true;
-                                if (run_n && nw == run_new + run_n && i == run_i + run_n) {
-                                        run_n++;
-                                        continue;
-                                }
+                if (take) {
+                        maybe_extend(v, t);
+                        r = cowvol_store_allocate(t->store, &nw);
+                        if (r == -ENOSPC) {
+                                snap_invalidate(v, t, "overflow: the store is full");
+                                break;
                         }
-                        if (run_n)
-                                r = cowvol_store_write_chunks(sn->store, run_new, run_n, v->big + run_i * v->chunk);
-                        run_n = 0;
-                        if (need) {
-                                run_new = nw;
-                                run_i = i;
-                                run_n = 1;
+                        if (r < 0)
+                                break;
+                        if (run_n && nw == run_new + run_n && i == run_i + run_n) {
+                                run_n++;
+                                continue;
                         }
                 }
-                if (r < 0 && cowvol_store_is_valid(sn->store))
-                        snap_invalidate(v, sn, store_write_reason(r));
+                if (run_n) {
+                        r = cowvol_store_write_chunks(t->store, run_new, run_n, data + run_i * v->chunk);
+                        for (size_t k = 0; k < run_n && r >= 0; k++) {
+                                r = cowvol_store_add(t->store, first + run_i + k, run_new + k);
+                                v->here[run_i + k] = r >= 0;
+                        }
+                }
+                run_n = 0;
+                if (take) {
+                        run_new = nw;
+                        run_i = i;
+                        run_n = 1;
+                }
+        }
+        if (r < 0 && cowvol_store_is_valid(t->store))
+                snap_invalidate(v, t, store_write_reason(r));
+}
+
+/* The walk: chunks [first, first+n), whose content as the snapshots from
+ * @from down read it now is in @data, are about to change for them; give
+ * each chunk to the first of them, newer to older, that would read through
+ * the change.  A snapshot whose store holds the chunk ends the walk for it;
+ * an invalid one is passed (its table stays readable); a leaving one takes
+ * a copy and passes it on.  With @skip_deferred, chunks whose new data
+ * waits in memory were given already (an origin write).  v->copied[i]: the
+ * chunk went somewhere. */
+static void preserve_range(cowvol_volume *v, uint64_t first, size_t n, const uint8_t *data,
+                           struct cowvol_snapshot *from, bool skip_deferred)
+{
+        size_t left = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                v->need[i] = !(skip_deferred && deferred_find(v, first + i));
+                v->copied[i] = false;
+                left += v->need[i];
+        }
+        for (struct cowvol_snapshot *t = from; t && left; t = t->next) {
+                uint64_t nw;
+
+                for (size_t i = 0; i < n; i++)
+                        if (v->need[i] && cowvol_store_lookup(t->store, first + i, &nw) == 1) {
+                                v->need[i] = false;
+                                left--;
+                        }
+                if (!left || !cowvol_store_is_valid(t->store))
+                        continue;
+                copy_into(v, t, first, n, data);
+                if (!cowvol_store_is_valid(t->store))
+                        continue; /* it forgot them: the next one below takes them */
+                for (size_t i = 0; i < n; i++)
+                        if (v->here[i]) {
+                                v->copied[i] = true;
+                                if (!t->leaving) {
+                                        v->need[i] = false;
+                                        left--;
+                                }
+                        }
         }
 }
 
@@ -752,18 +923,58 @@ static int origin_read_range(cowvol_volume *v, uint64_t first, size_t n)
         return r;
 }
 
+/* Does a write of origin chunks [first, first+n) copy anything?  Only the
+ * top of the chain is looked at, down to the first valid snapshot. */
 static bool any_copy_needed(cowvol_volume *v, uint64_t first, size_t n)
 {
-        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next) {
-                if (!cowvol_store_is_valid(sn->store))
+        for (size_t i = 0; i < n; i++) {
+                uint64_t nw;
+
+                if (v->n_deferred && deferred_find(v, first + i))
                         continue;
-                for (size_t i = 0; i < n; i++) {
-                        uint64_t nw;
-                        if (!deferred_find(v, first + i) && cowvol_store_lookup(sn->store, first + i, &nw) == 0)
+                for (struct cowvol_snapshot *t = v->snaps; t; t = t->next) {
+                        if (cowvol_store_lookup(t->store, first + i, &nw) == 1)
+                                break;
+                        if (cowvol_store_is_valid(t->store))
                                 return true;
                 }
         }
         return false;
+}
+
+/* A store failed and forgot copies of origin chunks whose new data waits in
+ * memory: the image still holds their old content, give it again to the
+ * snapshots below.  Write lock held. */
+static int recopy_deferred(cowvol_volume *v)
+{
+        struct deferred **list;
+        size_t n = 0;
+        int r = 0;
+
+        v->lost = false;
+        if (!v->n_deferred || !v->snaps)
+                return 0;
+        list = malloc(v->n_deferred * sizeof(*list));
+        if (!list)
+                return -ENOMEM;
+        for (size_t i = 0; i < DTAB_SIZE; i++)
+                for (struct deferred *d = v->dtab[i]; d; d = d->next)
+                        list[n++] = d;
+        qsort(list, n, sizeof(*list), cmp_deferred);
+        for (size_t i = 0; i < n && r >= 0;) {
+                size_t k = 1;
+
+                while (i + k < n && k < 256 && list[i + k]->chunk == list[i]->chunk + k)
+                        k++;
+                r = ensure_big(v, k);
+                if (r >= 0)
+                        r = origin_read_range(v, list[i]->chunk, k);
+                if (r >= 0)
+                        preserve_range(v, list[i]->chunk, k, v->big, v->snaps, false);
+                i += k;
+        }
+        free(list);
+        return r < 0 ? log_err(r, "Cannot read the volume to copy its chunks again: %m") : 0;
 }
 
 static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64_t off)
@@ -794,7 +1005,7 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
                 r = origin_read_range(v, first, n);
                 if (r < 0)
                         return log_err(r, "Cannot read the volume at %" PRIu64 ": %m", off);
-                cow_range(v, first, n, NULL);
+                preserve_range(v, first, n, v->big, v->snaps, true);
                 did_cow = true;
         }
         for (size_t i = 0; i < n; i++) {
@@ -827,42 +1038,86 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
                 if (r < 0)
                         return r;
         }
+        if (v->lost && (r = recopy_deferred(v)) < 0)
+                return r;
         if (deferred_full(v))
                 return commit_deferred(v);
         return 0;
 }
 
+/* Chunk @c as snapshot @sn shows it, whole, into @buf (zeros past the end). */
+static int view_chunk(cowvol_volume *v, struct cowvol_snapshot *sn, uint64_t c, uint8_t *buf)
+{
+        struct cowvol_snapshot *h = holder(sn, c, &(uint64_t){ 0 });
+        struct deferred *d;
+        uint64_t nw;
+
+        if (h) {
+                (void)cowvol_store_lookup(h->store, c, &nw);
+                return cowvol_store_read_chunk(h->store, nw, buf);
+        }
+        if (v->n_deferred && (d = deferred_find(v, c))) {
+                memcpy(buf, d->data, v->chunk);
+                return 0;
+        }
+        return origin_read_chunk(v, c, buf);
+}
+
+/* Give the snapshots older than @sn what they read through it at chunks
+ * [first, first+n) (in v->big), durably, before @sn changes there.  Write
+ * lock held. */
+static int preserve_below(cowvol_volume *v, struct cowvol_snapshot *sn, uint64_t first, size_t n)
+{
+        int r;
+
+        if (!sn->next)
+                return 0; /* the oldest: nobody reads through it */
+        do {
+                if (v->lost && (r = recopy_deferred(v)) < 0)
+                        return r;
+                preserve_range(v, first, n, v->big, sn->next, false);
+                commit_all(v);
+        } while (v->lost);
+        return 0;
+}
+
+/* A write into snapshot @sn: the older snapshots first keep what they read
+ * through it, then @sn changes (a chunk it lacks starts as its view). */
 static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const uint8_t *buf, size_t len, uint64_t off)
 {
+        uint64_t first = off / v->chunk, last = (off + len - 1) / v->chunk;
+        size_t n = (size_t)(last - first + 1);
         bool added = false;
-        int r = 0;
+        int r;
 
-        while (len > 0) {
-                uint64_t c = off / v->chunk, nw;
-                uint32_t in = (uint32_t)(off % v->chunk);
-                size_t n = v->chunk - in < len ? v->chunk - in : len;
+        r = ensure_big(v, n);
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = view_chunk(v, sn, first + i, v->big + i * v->chunk);
+        if (r < 0)
+                return log_err(r, "Cannot read the snapshot's chunks at %" PRIu64 ": %m", off);
+        r = preserve_below(v, sn, first, n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                uint64_t c = first + i, cs = c * v->chunk, nw;
+                uint64_t lo = off > cs ? off : cs, hi = off + len < cs + v->chunk ? off + len : cs + v->chunk;
+                uint8_t *chunk = v->big + i * v->chunk;
 
                 if (cowvol_store_lookup(sn->store, c, &nw) == 1) {
-                        r = cowvol_store_pwrite(sn->store, nw, buf, n, in);
-                } else {
-                        /* a new exception: the origin's chunk with this write on it */
-                        maybe_extend(v, sn);
-                        r = origin_read_chunk(v, c, v->buf);
-                        if (r >= 0)
-                                r = cowvol_store_allocate(sn->store, &nw);
-                        if (r >= 0) {
-                                memcpy(v->buf + in, buf, n);
-                                r = cowvol_store_write_chunk(sn->store, nw, v->buf);
-                        }
-                        if (r >= 0)
-                                r = cowvol_store_add(sn->store, c, nw);
-                        added = added || r >= 0;
+                        r = cowvol_store_pwrite(sn->store, nw, buf + (lo - off), (size_t)(hi - lo),
+                                                (uint32_t)(lo - cs));
+                        continue;
                 }
-                if (r < 0)
-                        break;
-                buf += n;
-                off += n;
-                len -= n;
+                /* a new exception: its view with this write on it */
+                maybe_extend(v, sn);
+                r = cowvol_store_allocate(sn->store, &nw);
+                if (r >= 0) {
+                        memcpy(chunk + (lo - cs), buf + (lo - off), (size_t)(hi - lo));
+                        r = cowvol_store_write_chunk(sn->store, nw, chunk);
+                }
+                if (r >= 0)
+                        r = cowvol_store_add(sn->store, c, nw);
+                added = added || r >= 0;
         }
         if (added) {
                 int q = cowvol_store_commit(sn->store);
@@ -1148,7 +1403,7 @@ _public_ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, u
                         bool hole;
                         if (ce > end)
                                 ce = end;
-                        if (cowvol_store_lookup(sn->store, c, &nw) == 1) {
+                        if (holder(sn, c, &nw)) {
                                 hole = false;
                                 e = ce;
                         } else {
@@ -1166,26 +1421,230 @@ _public_ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, u
         return r < 0 ? r : (int)n;
 }
 
+/* --- removal --------------------------------------------------------------------- */
+
+struct chunk_list {
+        uint64_t *c;
+        size_t n, cap;
+};
+
+static int chunk_push(uint64_t old, uint64_t nw, void *ud)
+{
+        struct chunk_list *l = ud;
+
+        (void)nw;
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 1024;
+                uint64_t *p = realloc(l->c, cap * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                l->c = p;
+                l->cap = cap;
+        }
+        l->c[l->n++] = old;
+        return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Would a change of chunk @c under the snapshots from @from down need a
+ * copy?  (The walk, without copying.) */
+static bool walk_needs(struct cowvol_snapshot *from, uint64_t c)
+{
+        uint64_t nw;
+
+        for (struct cowvol_snapshot *t = from; t; t = t->next) {
+                if (cowvol_store_lookup(t->store, c, &nw) == 1)
+                        return false;
+                if (cowvol_store_is_valid(t->store))
+                        return true;
+        }
+        return false;
+}
+
+/* @sn leaves the chain: the snapshots older than it first get the chunks of
+ * its store they read through it (and lack), durably.  From then on it is
+ * "leaving": it still takes the origin's copies (a removal that fails is
+ * undone with rechain, and it is exact) but they no longer count for those
+ * below.  Removing the oldest copies nothing.  Write lock held. */
+static int unchain_locked(cowvol_volume *v, struct cowvol_snapshot *sn)
+{
+        struct chunk_list l = {};
+        uint64_t nw;
+        int r;
+
+        if (v->merging)
+                return log_err(-EBUSY, "A restore is running on this volume");
+        r = commit_deferred(v);
+        if (r < 0)
+                return r;
+        sn->leaving = true;
+        if (!sn->next)
+                return 0;
+        r = cowvol_store_foreach_sorted(sn->store, chunk_push, &l);
+        for (;;) {
+                size_t i = 0;
+
+                while (r >= 0 && i < l.n) {
+                        size_t k = 1;
+
+                        if (!walk_needs(sn->next, l.c[i])) {
+                                i++;
+                                continue;
+                        }
+                        while (i + k < l.n && k < 256 && l.c[i + k] == l.c[i] + k && walk_needs(sn->next, l.c[i + k]))
+                                k++;
+                        r = ensure_big(v, k);
+                        for (size_t j = 0; j < k && r >= 0; j++) {
+                                (void)cowvol_store_lookup(sn->store, l.c[i + j], &nw);
+                                r = cowvol_store_read_chunk(sn->store, nw, v->big + j * v->chunk);
+                        }
+                        if (r >= 0)
+                                preserve_range(v, l.c[i], k, v->big, sn->next, false);
+                        i += k;
+                }
+                if (r >= 0)
+                        commit_all(v);
+                if (r < 0 || !v->lost)
+                        break;
+                v->lost = false; /* a store that failed forgot some: walk again */
+        }
+        free(l.c);
+        if (r < 0) {
+                sn->leaving = false;
+                return log_err(r, "Cannot give the older snapshots the chunks they read through this one: %m");
+        }
+        return 0;
+}
+
 /* --- restore ----------------------------------------------------------------- */
 
-_public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn)
+/* The origin chunks that stores newer than @sn hold and @sn lacks, sorted:
+ * what flattening gives @sn.  Write lock held. */
+static int flat_list(cowvol_volume *v, struct cowvol_snapshot *sn)
+{
+        struct chunk_list l = {};
+        size_t n = 0;
+        uint64_t nw;
+        int r = 0;
+
+        for (struct cowvol_snapshot *t = sn->prev; t && r >= 0; t = t->prev)
+                r = cowvol_store_foreach_sorted(t->store, chunk_push, &l);
+        if (r < 0) {
+                free(l.c);
+                return r;
+        }
+        qsort(l.c, l.n, sizeof(*l.c), cmp_u64);
+        for (size_t i = 0; i < l.n; i++)
+                if ((n == 0 || l.c[n - 1] != l.c[i]) && cowvol_store_lookup(sn->store, l.c[i], &nw) == 0)
+                        l.c[n++] = l.c[i];
+        free(v->flat);
+        v->flat = l.c;
+        v->n_flat = n;
+        return 0;
+}
+
+/* Room in @sn's store for @n more chunks (and their table), growing it. */
+static int flat_room(cowvol_volume *v, struct cowvol_snapshot *sn, size_t n)
+{
+        struct cowvol_store_usage u;
+        uint64_t used, want;
+        uint32_t epa = cowvol_store_exceptions_per_area(sn->store);
+        char a[32];
+        int r;
+
+        cowvol_store_usage(sn->store, &u);
+        used = u.allocated_sectors * COWVOL_SECTOR_SIZE / v->chunk;
+        want = (used + n + n / epa + 3) * v->chunk;
+        if (want <= u.total_sectors * COWVOL_SECTOR_SIZE)
+                return 0;
+        r = cowvol_store_grow(sn->store, want);
+        if (r < 0)
+                return log_err(r == -ENOTTY ? -ENOSPC : r,
+                               "The snapshot's store must take %zu chunks that newer snapshots hold before it can be "
+                               "restored, and cannot grow to %s: %m", n, cowvol_format_size(want, a, sizeof(a)));
+        return 0;
+}
+
+_public_ int cowvol_volume_merge_begin_at(cowvol_volume *v, cowvol_snapshot *sn, bool flattened)
 {
         int r = 0;
 
+        if (!v || !sn)
+                return -EINVAL;
         pthread_rwlock_wrlock(&v->lock);
         if (!snap_attached(v, sn))
                 r = -ENOENT;
         else if (v->merging && v->merging != sn)
                 r = -EBUSY;
+        else if (v->merging)
+                r = 0;
         else if (!cowvol_store_is_valid(sn->store))
                 r = log_err(-ESTALE, "The snapshot is invalid: it cannot be restored");
+        else if (sn->leaving)
+                r = -EBUSY;
         else if ((r = commit_deferred(v)) >= 0) {
-                v->merging = sn;
-                v->merge_total = cowvol_store_count(sn->store);
+                v->n_flat = 0;
+                if (!flattened && sn->prev && (r = flat_list(v, sn)) >= 0)
+                        r = flat_room(v, sn, v->n_flat);
+                if (r >= 0) {
+                        v->merging = sn;
+                        v->flattening = v->n_flat > 0;
+                        v->merge_total = cowvol_store_count(sn->store) + v->n_flat;
+                }
         }
         pthread_rwlock_unlock(&v->lock);
         return r;
 }
+
+_public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn)
+{
+        return cowvol_volume_merge_begin_at(v, sn, false);
+}
+
+/* Flattening: up to FLAT_STEP of the chunks newer stores hold go into the
+ * merging snapshot's store, as its own (its content does not change, nor
+ * any other snapshot's: an older one read the same through it). */
+#define FLAT_STEP 256u
+
+static int flatten_step(cowvol_volume *v, struct cowvol_snapshot *m)
+{
+        size_t done = v->n_flat < FLAT_STEP ? v->n_flat : FLAT_STEP;
+        uint64_t nw;
+        int r = 0;
+
+        for (size_t i = 0; i < done && r >= 0; i++) {
+                uint64_t c = v->flat[v->n_flat - done + i];
+                if (cowvol_store_lookup(m->store, c, &nw) == 1)
+                        continue;
+                r = view_chunk(v, m->prev, c, v->buf);
+                if (r >= 0)
+                        r = cowvol_store_allocate(m->store, &nw);
+                if (r >= 0)
+                        r = cowvol_store_write_chunk(m->store, nw, v->buf);
+                if (r >= 0)
+                        r = cowvol_store_add(m->store, c, nw);
+        }
+        if (r >= 0)
+                r = cowvol_store_commit(m->store);
+        if (r < 0)
+                return log_err(r, "Cannot give the restored snapshot the chunks newer snapshots hold: %m");
+        v->n_flat -= done;
+        if (v->n_flat)
+                return 1;
+        v->flattening = false;
+        free(v->flat);
+        v->flat = NULL;
+        return COWVOL_MERGE_FLATTENED;
+}
+
+/* How many chunks a merge step takes at a time through v->big (twice). */
+#define MERGE_BATCH 64u
 
 _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
 {
@@ -1199,19 +1658,45 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
                 r = -EINVAL;
                 goto out;
         }
+        if (v->flattening) {
+                r = flatten_step(v, m);
+                goto out;
+        }
         n = cowvol_store_merge_prepare(m->store, &old, &nw);
         if (n <= 0) {
                 r = n;
                 goto out;
         }
-        /* the other snapshots keep the origin's chunks before they change */
-        r = ensure_big(v, (size_t)n);
-        if (r >= 0)
-                r = origin_read_range(v, old, (size_t)n);
-        if (r < 0)
-                goto out;
-        cow_range(v, old, (size_t)n, m);
+        /* before the origin changes: the newer snapshots keep its chunks
+         * (the walk from the newest stops at @m, which holds them), the
+         * older ones what they read through @m */
+        for (i = 0; i < (uint64_t)n; i += MERGE_BATCH) {
+                size_t k = (uint64_t)n - i < MERGE_BATCH ? (size_t)((uint64_t)n - i) : MERGE_BATCH;
+                uint8_t *mine;
+
+                r = ensure_big(v, 2 * k);
+                if (r >= 0)
+                        r = origin_read_range(v, old + i, k);
+                if (r < 0)
+                        goto out;
+                preserve_range(v, old + i, k, v->big, v->snaps, false);
+                mine = v->big + (size_t)k * v->chunk;
+                for (size_t j = 0; j < k && r >= 0; j++)
+                        r = cowvol_store_read_chunk(m->store, nw + i + j, mine + j * v->chunk);
+                if (r < 0) {
+                        log_err(r, "Cannot read the snapshot's chunk %" PRIu64 ": %m", old + i);
+                        goto out;
+                }
+                if (m->next)
+                        preserve_range(v, old + i, k, mine, m->next, false);
+        }
         commit_all(v);
+        if (v->lost) {
+                /* a store failed and forgot some: this run again */
+                v->lost = false;
+                r = 1;
+                goto out;
+        }
         for (i = 0; i < (uint64_t)n; i++) {
                 uint64_t off = (old + i) * v->chunk;
                 if (off >= v->size)
@@ -1237,7 +1722,7 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
         r = cowvol_store_count(m->store) > 0 ? 1 : 0;
 out:
         if (r >= 0 && ret_left && m)
-                *ret_left = cowvol_store_count(m->store);
+                *ret_left = cowvol_store_count(m->store) + v->n_flat;
         pthread_rwlock_unlock(&v->lock);
         return r;
 }
@@ -1251,6 +1736,10 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
         pthread_rwlock_wrlock(&v->lock);
         m = v->merging;
         v->merging = NULL;
+        v->flattening = false;
+        free(v->flat);
+        v->flat = NULL;
+        v->n_flat = 0;
         /* the merged store is empty: reopen it so it serves as a snapshot
          * of the restored content (restore --keep) */
         if (m && cowvol_store_count(m->store) == 0) {
@@ -1262,6 +1751,13 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
                         /* keep a placeholder so the list stays whole */
                         if (cowvol_store_open(m->path, COWVOL_STORE_RDONLY, &st) >= 0)
                                 m->store = st;
+                }
+                /* empty, it is the volume as restored: the newest of the
+                 * chain (in its old place it would read through the newer
+                 * ones; the older ones hold what they read through it) */
+                if (m->prev) {
+                        unlink_snap(v, m);
+                        link_newest(v, m);
                 }
         }
         pthread_rwlock_unlock(&v->lock);
@@ -1319,10 +1815,25 @@ _public_ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
                 r = -ENOENT;
         else if (!cowvol_store_is_valid(sn->store))
                 r = -ESTALE;
-        else {
+        else if (!sn->prev) {
                 r = cowvol_store_foreach_sorted(sn->store, diff_one, &d);
                 if (r == 0)
                         r = diff_emit(&d);
+        } else {
+                /* a chain: what changed since @sn is the union of its store
+                 * and every newer one */
+                struct chunk_list l = {};
+                r = 0;
+                for (struct cowvol_snapshot *t = sn; t && r >= 0; t = t->prev)
+                        r = cowvol_store_foreach_sorted(t->store, chunk_push, &l);
+                if (r >= 0)
+                        qsort(l.c, l.n, sizeof(*l.c), cmp_u64);
+                for (size_t i = 0; i < l.n && r == 0; i++)
+                        if (i == 0 || l.c[i] != l.c[i - 1])
+                                r = diff_one(l.c[i], 0, &d);
+                if (r == 0)
+                        r = diff_emit(&d);
+                free(l.c);
         }
         pthread_rwlock_unlock(&v->lock);
         return r;

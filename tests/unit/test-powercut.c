@@ -144,7 +144,9 @@ struct work {
         struct snapm snaps[MAX_SNAPS];
         int n_snaps;
         bool restore;
-        struct call merge_begin; /* restore of snaps[0] */
+        struct call merge_begin; /* restore of snaps[restore_i] */
+        int restore_i;           /* any of the chain: the oldest, a middle one, the newest */
+        size_t flattened_at;     /* operations issued when the flattening was done (SIZE_MAX: never) */
         /* what the cuts covered */
         size_t cuts, checks, resumed;
 };
@@ -257,11 +259,16 @@ static void run_workload(struct work *W, unsigned steps)
                 int r;
 
                 cr_assert_gt(W->n_snaps, 0, "the workload took no snapshot to restore");
+                W->restore_i = (int)(rng_next(&rng) % (uint64_t)W->n_snaps);
+                W->flattened_at = SIZE_MAX;
                 W->merge_begin.start = R.n;
-                cr_assert_eq(cowvol_volume_merge_begin(v, sn[0]), 0);
+                cr_assert_eq(cowvol_volume_merge_begin(v, sn[W->restore_i]), 0);
                 W->merge_begin.end = R.n;
+                /* the caller records the end of the flattening (the daemon:
+                 * in its catalogue) before the next step */
                 while ((r = cowvol_volume_merge_step(v, &left)) > 0)
-                        ;
+                        if (r == COWVOL_MERGE_FLATTENED)
+                                W->flattened_at = R.n;
                 cr_assert_eq(r, 0);
                 cr_assert_eq(left, 0);
                 cr_assert_eq(cowvol_volume_merge_end(v), 0);
@@ -516,9 +523,9 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
         if (resume) {
                 uint64_t left;
 
-                cr_assert_eq(cowvol_volume_merge_begin(v, sn[0]), 0);
+                cr_assert_eq(cowvol_volume_merge_begin_at(v, sn[W->restore_i], k >= W->flattened_at), 0);
                 cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL_BYTES, 0), 0);
-                if (memcmp(got, W->snaps[0].content, VOL_BYTES))
+                if (memcmp(got, W->snaps[W->restore_i].content, VOL_BYTES))
                         CUT_FAIL(P, k, var, "the resumed restore's volume does not read as the snapshot");
                 while ((r = cowvol_volume_merge_step(v, &left)) > 0)
                         ;
@@ -528,7 +535,7 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
         }
         cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL_BYTES, 0), 0);
         if (resume) {
-                if (memcmp(got, W->snaps[0].content, VOL_BYTES))
+                if (memcmp(got, W->snaps[W->restore_i].content, VOL_BYTES))
                         CUT_FAIL(P, k, var, "after the resumed restore the volume is not the snapshot");
         } else {
                 check_volume(P, k, var, got);
@@ -616,8 +623,9 @@ static void run_cuts(struct work *W)
                     W->seed, W->chunk, W->restore ? ", restore" : "", W->n_w, W->n_snaps, R.n, syncs, R.n_files,
                     W->cuts, W->checks, W->resumed);
         fprintf(stderr, "# powercut: seed %" PRIu64 ", chunk %" PRIu32 "%s: %zu operations (%zu flushes), "
-                "%zu cuts, %zu replays checked, %zu restores resumed\n",
-                W->seed, W->chunk, W->restore ? ", restore" : "", R.n, syncs, W->cuts, W->checks, W->resumed);
+                "%zu cuts, %zu replays checked, %zu restores resumed (snapshot %d of %d, flattened: %s)\n",
+                W->seed, W->chunk, W->restore ? ", restore" : "", R.n, syncs, W->cuts, W->checks, W->resumed,
+                W->restore_i + 1, W->n_snaps, W->flattened_at == SIZE_MAX ? "no" : "yes");
         cr_assert_gt(W->cuts, syncs, "every flush was cut at");
         for (int f = 0; f < MAX_FILES; f++) {
                 free(P.dur[f].data);
