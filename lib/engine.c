@@ -1539,7 +1539,8 @@ static int flat_list(cowvol_volume *v, struct cowvol_snapshot *sn)
                 free(l.c);
                 return r;
         }
-        qsort(l.c, l.n, sizeof(*l.c), cmp_u64);
+        if (l.n)
+                qsort(l.c, l.n, sizeof(*l.c), cmp_u64);
         for (size_t i = 0; i < l.n; i++)
                 if ((n == 0 || l.c[n - 1] != l.c[i]) && cowvol_store_lookup(sn->store, l.c[i], &nw) == 0)
                         l.c[n++] = l.c[i];
@@ -1826,7 +1827,7 @@ _public_ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
                 r = 0;
                 for (struct cowvol_snapshot *t = sn; t && r >= 0; t = t->prev)
                         r = cowvol_store_foreach_sorted(t->store, chunk_push, &l);
-                if (r >= 0)
+                if (r >= 0 && l.n)
                         qsort(l.c, l.n, sizeof(*l.c), cmp_u64);
                 for (size_t i = 0; i < l.n && r == 0; i++)
                         if (i == 0 || l.c[i] != l.c[i - 1])

@@ -306,10 +306,13 @@ class Snap:
     def __init__(self, name, data):
         self.name = name
         self.data = bytearray(data)
-        self.exc = set()  # chunks copied or written since the snapshot (its exceptions)
+        self.exc = set()  # the chunks its own store holds (its exceptions)
 
 
 class Vol:
+    """A volume and its snapshots, a chain in self.snaps' order (oldest
+    first): a snapshot's chunk that its store lacks is the next newer one's
+    (DESIGN.md, "Snapshot chains"), so the model follows where each copy goes."""
     def __init__(self, name, size, chunk, data):
         self.name = name
         self.size = size
@@ -317,10 +320,58 @@ class Vol:
         self.data = bytearray(data)
         self.snaps = {}
 
+    def chain(self):
+        return list(self.snaps.values())
+
+    def older(self, s):
+        c = self.chain()
+        i = c.index(s)
+        return c[i - 1] if i > 0 else None
+
+    def since(self, s):
+        """The chunks that changed since @s: its store's and every newer one's."""
+        c = self.chain()
+        out = set()
+        for x in c[c.index(s):]:
+            out |= x.exc
+        return out
+
     def origin_written(self, off, n):
+        # one copy, into the newest snapshot only
+        if self.snaps:
+            self.chain()[-1].exc |= chunks_of(off, n, self.chunk)
+
+    def snap_written(self, s, off, n):
+        # the next older one first keeps what it read through @s
         cs = chunks_of(off, n, self.chunk)
-        for s in self.snaps.values():
-            s.exc |= cs
+        o = self.older(s)
+        if o:
+            o.exc |= cs
+        s.exc |= cs
+
+    def removed(self, s):
+        # the next older one takes what it read through @s
+        o = self.older(s)
+        if o:
+            o.exc |= s.exc
+        del self.snaps[s.name]
+
+    def restored(self, s, keep):
+        # flattened first (its store takes what newer ones hold), then the
+        # origin's old chunks go to the newest (when that is not @s) and
+        # @s's chunks to the next older one; a kept @s is the newest after
+        flat = self.since(s)
+        c = self.chain()
+        if c[-1] is not s:
+            c[-1].exc |= flat
+        o = self.older(s)
+        if o:
+            o.exc |= flat
+        self.data = bytearray(s.data)
+        del self.snaps[s.name]
+        if keep:
+            s.exc = set()
+            self.snaps[s.name] = s
 
 
 class ModelTest:
@@ -405,13 +456,14 @@ class ModelTest:
                   if v.data[c * v.chunk:(c + 1) * v.chunk] != s.data[c * v.chunk:(c + 1) * v.chunk]}
         if differ - got:
             raise Failure(f"diff {t} misses chunks where volume and snapshot differ: {chunk_set_text(differ - got)}")
-        if got != s.exc:
-            raise Failure(f"diff {t} lists chunks {chunk_set_text(got)}; the chunks copied or written since "
-                          f"the snapshot are {chunk_set_text(s.exc)} (extra: {chunk_set_text(got - s.exc)}; "
-                          f"missing: {chunk_set_text(s.exc - got)})")
+        want = v.since(s)
+        if got != want:
+            raise Failure(f"diff {t} lists chunks {chunk_set_text(got)}; the chunks its store and the newer ones "
+                          f"hold are {chunk_set_text(want)} (extra: {chunk_set_text(got - want)}; "
+                          f"missing: {chunk_set_text(want - got)})")
         if listed["exceptions"] != len(s.exc):
-            raise Failure(f"list --json: {t} has {listed['exceptions']} exceptions; {len(s.exc)} chunks were "
-                          f"copied or written")
+            raise Failure(f"list --json: {t} has {listed['exceptions']} exceptions; its store must hold "
+                          f"{len(s.exc)} chunks ({chunk_set_text(s.exc)})")
 
     def partial_read(self):
         """One unaligned `cat --offset --length` of a random target: its
@@ -481,7 +533,7 @@ class ModelTest:
         else:
             s = v.snaps[sname]
             s.data[off:off + n] = data
-            s.exc |= chunks_of(off, n, v.chunk)
+            v.snap_written(s, off, n)
         return f"write {t} {off}+{n}"
 
     def op_write(self):
@@ -561,7 +613,7 @@ class ModelTest:
         out = self.env.cv_ok("rm", f"{v.name}@{s}")
         if out.strip() != f"Removed {v.name}@{s}":
             raise Failure(f"rm printed {out.strip()!r}")
-        del v.snaps[s]
+        v.removed(v.snaps[s])
         return f"rm {v.name}@{s}"
 
     def wait_restore(self, v, what):
@@ -599,14 +651,7 @@ class ModelTest:
                             self.env.cat(f"{v.name}@{o.name}"), v.chunk)
             late = self.late_request(v, s, keep)
             self.wait_restore(v, "restore --no-wait")
-        for o in v.snaps.values():
-            if o is not s:
-                o.exc |= s.exc  # the chunks the restore changes are copied first
-        v.data = bytearray(s.data)
-        if keep:
-            s.exc = set()
-        else:
-            del v.snaps[s.name]
+        v.restored(s, keep)
         if late:
             late()
         return " ".join(args)
@@ -655,11 +700,11 @@ class ModelTest:
             elif kind == "swrite":
                 x = v.snaps[sname]
                 x.data[off:off + n] = data
-                x.exc |= chunks_of(off, n, v.chunk)
+                v.snap_written(x, off, n)
             elif kind == "snap":
                 v.snaps[new] = Snap(new, v.data)
             else:
-                del v.snaps[sname]
+                v.removed(v.snaps[sname])
         return apply
 
     def check_stores_offline(self):
@@ -752,7 +797,7 @@ class ModelTest:
         for _, t, off, n, data in procs:
             if t != v.name:  # the snapshot's own writes, whatever the order with the origin's
                 other.data[off:off + n] = data
-                other.exc |= chunks_of(off, n, v.chunk)
+                v.snap_written(other, off, n)
         return written
 
     def op_parallel(self):
@@ -768,9 +813,11 @@ class ModelTest:
         b = v.snaps[self.snap(v, f"p{self.nsnap}b")]
         before = set(a.exc)
         w2 = self.parallel_batch(v, rng.randint(3, 8), b, a, rng.randint(0, 3))
-        sw = a.exc - before - w2  # chunks only a's own writes gave it
+        sw = a.exc - before  # chunks only a's own writes gave it: b is the newest now
         ls = {s["name"]: s for x in self.env.list_json()["volumes"] if x["name"] == v.name for s in x["snapshots"]}
-        for s, w, what in ((a, w1 | w2 | sw, f"{len(w1 | w2)} distinct chunks and its own writes to {len(sw)} more"),
+        # a chain: the first batch copied into a (the newest then), the
+        # second into b only
+        for s, w, what in ((a, w1 | sw, f"{len(w1)} distinct chunks and its own writes to {len(sw - w1)} more"),
                            (b, w2, f"{len(w2)} distinct chunks")):
             if ls[s.name]["exceptions"] != len(w):
                 raise Failure(f"{v.name}@{s.name}: {ls[s.name]['exceptions']} exceptions after parallel writes "
