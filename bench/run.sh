@@ -11,6 +11,10 @@ echo
 echo "=== userspace engine: snapshot creation, first write, re-write, snapshot read"
 build/bench/engine-bench "$dir" "${BENCH_ENGINE_MIB:-256}" "${BENCH_ENGINE_BS:-1M}"
 echo
+echo "=== snapshot chains: first write with 1/8/64 snapshots, store disk use, oldest of 64 read, middle removal, restore, 1,000 snapshots"
+build/bench/chain-bench "$dir" "${BENCH_CHAIN_WRITE_MIB:-16}" "${BENCH_CHAIN_READ_MIB:-32}" "${BENCH_CHAIN_RESTORE_MIB:-32}" \
+	"${BENCH_CHAIN_CHUNK:-4K}" "${BENCH_CHAIN_BS:-1M}" "${BENCH_CHAIN_MANY:-1000}" "${BENCH_CHAIN_RESTORE_SNAPS:-8}"
+echo
 echo "=== NBD: fio against qemu-nbd (raw, qcow2 overlay) and cowvold (0, 1, 8 snapshots)"
 bench/nbd-bench.sh
 echo
