@@ -257,7 +257,7 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
         json_object *snaps, *restore, *lent;
         char where[128];
         int64_t size = 0, chunk = 0, created = 0;
-        bool owned = false;
+        bool owned = false, chain = false;
         uint32_t lent_uid = 0;
         uint64_t lent_dev = 0, lent_ino = 0;
         struct vol *v;
@@ -272,6 +272,7 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
         if ((r = text(o, where, "uuid", true, &uuid)) < 0 || (r = text(o, where, "path", true, &path)) < 0 ||
             (r = number(o, where, "size", &size)) < 0 || (r = number(o, where, "chunk_size", &chunk)) < 0 ||
             (r = number(o, where, "created", &created)) < 0 || (r = flag(o, where, "owned", &owned)) < 0 ||
+            (r = flag(o, where, "chain", &chain)) < 0 ||
             (r = text(o, where, "engine", false, &engine)) < 0 || (r = text(o, where, "source", false, &source)) < 0 ||
             (r = member(o, where, "snapshots", json_type_array, true, &snaps)) < 0 ||
             (r = member(o, where, "restore", json_type_object, false, &restore)) < 0 ||
@@ -307,6 +308,7 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
         v->chunk = (uint32_t)chunk;
         v->created = created;
         v->owned = owned;
+        v->chain = chain;
         v->lent = lent != NULL;
         v->lent_uid = lent_uid;
         v->lent_dev = lent_dev;
@@ -438,6 +440,8 @@ static json_object *vol_json(const struct vol *v)
 
         vol_json_identity(v, o);
         json_object_object_add(o, "owned", json_object_new_boolean(v->owned));
+        if (v->chain)
+                json_object_object_add(o, "chain", json_object_new_boolean(true));
         json_object_object_add(o, "engine", json_object_new_string(v->ops->name));
         if (v->source)
                 json_object_object_add(o, "source", json_object_new_string(v->source));

@@ -62,6 +62,10 @@ struct vol {
         uint64_t size;
         uint32_t chunk;
         bool owned; /* made by create: rm deletes the image */
+        /* userspace: the stores are a chain (engine.c); absent in catalogues
+         * of before chains and for kernel volumes, whose stores are
+         * independent: the userspace engine adopts them at activation */
+        bool chain;
         /* added by a user other than root, who lent the daemon this image
          * (catalogue "lent"): it must stay that file, or that user's */
         bool lent;

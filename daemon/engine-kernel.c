@@ -198,6 +198,7 @@ static int kactivate(struct vol *v, struct libmsg *m)
         if (r < 0)
                 return dlog_errno(r, "Volume %s: cannot build its device-mapper stack over %s", v->name, v->path);
         v->kactive = true;
+        v->chain = false; /* the kernel's snapshot-origin copies into every store: independent */
         image_hold(v);
         for (struct snap *s = v->snaps; s; s = s->next) {
                 struct cowvol_kernel_snapshot ks;

@@ -78,6 +78,8 @@ static int lent_check(const struct vol *v)
         return -EACCES;
 }
 
+static void u_deactivate(struct vol *v);
+
 /* Open the image and attach the snapshots; resume a restore. */
 static int u_activate(struct vol *v)
 {
@@ -103,6 +105,24 @@ static int u_activate(struct vol *v)
                         if (!s->reason)
                                 s->reason = strdup("its store cannot be opened");
                 }
+        }
+        if (!v->chain) {
+                /* independent stores (the kernel engine's, or from before
+                 * chains): written snapshots make them differ from a chain */
+                uint64_t copied = 0;
+                r = cowvol_volume_chain_adopt(v->eng, &copied);
+                if (r < 0)
+                        dlog_errno(r, "Volume %s: cannot make its snapshots a chain; it stays unavailable: %m",
+                                   v->name);
+                if (r < 0) {
+                        u_deactivate(v);
+                        return r;
+                }
+                v->chain = true;
+                if (copied)
+                        dlog(LOG_INFO_, "Volume %s: its snapshots are now a chain (%" PRIu64 " chunks copied "
+                             "where snapshots had been written into)", v->name, copied);
+                (void)catalogue_save();
         }
         if (v->restoring) {
                 r = restore_start(v);

@@ -350,6 +350,16 @@ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn);
  * removal failed: @sn is exact still).  detach alone unchains first.
  */
 int cowvol_volume_snapshot_unchain(cowvol_volume *v, cowvol_snapshot *sn);
+
+/**
+ * Make independent stores (the kernel engine's, or this library's before
+ * chains) a chain: where a snapshot was written into, a newer store holds a
+ * chunk an older one lacks; each older valid snapshot takes the origin's
+ * chunk there as its own.  No snapshot's content changes; a crash at any
+ * point is harmless, and calling it again finishes.  Call it once, after
+ * attaching the snapshots, before any write.  *ret_copied: chunks copied.
+ */
+int cowvol_volume_chain_adopt(cowvol_volume *v, uint64_t *ret_copied);
 int cowvol_volume_snapshot_rechain(cowvol_volume *v, cowvol_snapshot *sn);
 
 /** What cowvol_snapshot_info() tells of a snapshot. */
