@@ -210,8 +210,8 @@ Test(chain, a_full_store_in_the_middle)
         cowvol_volume_set_autoextend(c.v, 100, 1); /* no growth */
         snap(&c, 1 << 20);
         owrite(&c, 0, 4);
-        /* header, one area, 6 data chunks */
-        small = snap(&c, 8 * CH);
+        /* header, one area, 10 data chunks */
+        small = snap(&c, 12 * CH);
         owrite(&c, 8, 4);
         cowvol_volume_flush(c.v);
         snap(&c, 1 << 20);
@@ -220,7 +220,11 @@ Test(chain, a_full_store_in_the_middle)
         cr_assert(valid(&c, small));
         cr_assert_eq(cowvol_volume_snapshot_detach(c.v, c.sn[2]), 0); /* s1 is the newest again */
         c.sn[2] = NULL;
-        owrite(&c, 30, 8); /* s1 fills at 6 and fails: s0 takes the rest, and what s1 forgot */
+        /* s1 holds 6 (4 + 2 from s2), takes 4 more waiting for a commit,
+         * and fails at the fifth: s0 takes that one, and the 4 s1 forgot,
+         * from the image, before the new data goes there */
+        for (uint64_t k = 30; k < 38; k++)
+                owrite(&c, k, 1);
         cr_assert(!valid(&c, small), "s1 overflowed");
         check_all(&c, "after s1 overflowed");
         cowvol_volume_flush(c.v);
