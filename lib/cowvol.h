@@ -335,6 +335,17 @@ int cowvol_chain_make_standalone(cowvol_store *const *stores, size_t n, struct c
  */
 int cowvol_chain_count_standalone(cowvol_store *const *stores, size_t n, struct cowvol_chain_copy *ret);
 
+/**
+ * Write the content of the snapshot whose store is @stores[0] to @output,
+ * in the chain @stores[0..n): @stores[1] is the next newer store, ...,
+ * @stores[n-1] the newest; under them @origin.  Each chunk comes from the
+ * first store that has it, else from the origin (n = 1:
+ * cowvol_store_view()).  @stores[0] must be valid (-ESTALE); newer ones
+ * may be invalid links.  @output as for cowvol_store_view().
+ * Since LIBCOWVOL_0.4.
+ */
+int cowvol_chain_view(cowvol_store *const *stores, size_t n, const char *origin, const char *output);
+
 /* --- the userspace engine: volumes (image files) and their snapshots ------- */
 
 /* A volume (an image file) and one of its snapshots, both opaque.  A

@@ -530,3 +530,38 @@ Test(chain, chunk_sizes_must_match)
         memdisk_free(a);
         memdisk_free(b);
 }
+
+/* --- the view of a snapshot in a chain, to a file -------------------------------- */
+
+Test(chain, view_reads_through_newer_stores)
+{
+        char *dir = tmpdir_make(), *origin = path_in(dir, "origin.img"), *out = path_in(dir, "view.img");
+        struct chain c;
+        size_t len;
+
+        chain_build(&c, 3, 1024, four_rounds, 16);
+        cr_assert_eq(cowvol_store_invalidate(c.s[2]), 0); /* the newest: a link */
+        cowvol_store_close(c.s[2]);
+        cr_assert_eq(exstore_open_io(&memdisk_io, c.d[2], COWVOL_STORE_LINK, &c.s[2]), 0);
+        {
+                FILE *f = fopen(origin, "w");
+                cr_assert_not_null(f);
+                cr_assert_eq(fwrite(c.origin, CH, NCH, f), NCH);
+                cr_assert_eq(fclose(f), 0);
+        }
+        for (size_t i = 0; i < 2; i++) {
+                uint8_t *got;
+                cr_assert_eq(cowvol_chain_view(c.s + i, 3 - i, origin, out), 0);
+                got = file_read_all(out, &len);
+                cr_assert_eq(len, (size_t)NCH * CH);
+                for (uint64_t ch = 0; ch < NCH; ch++)
+                        if (memcmp(got + ch * CH, c.expect[i] + ch * CH, CH))
+                                cr_assert_fail("snapshot %zu's view, chunk %" PRIu64, i + 1, ch);
+                free(got);
+        }
+        cr_assert_eq(cowvol_chain_view(c.s + 2, 1, origin, out), -ESTALE, "an invalid snapshot has no view");
+        free(origin);
+        free(out);
+        chain_free(&c);
+        tmpdir_remove(dir);
+}
