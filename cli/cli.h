@@ -64,7 +64,8 @@ struct cli_command {
         size_t opts_size;                 /* the options struct's size */
         const void *defaults;             /* its values before the options (NULL: zeros) */
         /* The positionals' names, as errors name them: "NAME", "ORIGIN STORE
-         * OUTPUT"; one in brackets ("[VOLUME]") may be left out. */
+         * OUTPUT"; one in brackets ("[VOLUME]") may be left out; one ending
+         * in "..." ("[NEWER_STORE...]") may come any number of times. */
         const char *args;
         int (*check_arg)(const char *cmd, const char *arg); /* on each positional; may be NULL */
         unsigned scope; /* this command's bit for cli_option.only */

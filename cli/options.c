@@ -131,7 +131,9 @@ static int option_set(const struct cli_command *cmd, const struct cli_option *o,
         return o->check ? o->check(cmd->name, o, value) : 0;
 }
 
-/* Check @have positionals against @cmd->args; a usage error, or 0. */
+/* Check @have positionals against @cmd->args; a usage error, or 0.  A
+ * name in brackets may be left out; one ending in "..." ("[STORE...]")
+ * may be given any number of times. */
 static int check_arg_count(const struct cli_command *cmd, int have)
 {
         int need = 0, most = 0;
@@ -145,7 +147,7 @@ static int check_arg_count(const struct cli_command *cmd, int have)
                 return usage_error(cmd->name, "missing %s", cmd->args);
         if (have > most && most == 0)
                 return usage_error(cmd->name, "%s takes no arguments", cmd->name);
-        if (have > most)
+        if (have > most && !strstr(cmd->args, "..."))
                 return usage_error(cmd->name, "too many arguments (expected %s)", cmd->args);
         return 0;
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* cowvol store ...: offline commands on an exception store file or device. */
+#include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -215,24 +217,93 @@ static int store_dump(const void *opts, char **arg)
         return EXIT_SUCCESS;
 }
 
+/* The view's OUTPUT must not be its ORIGIN or one of its stores, nor hold
+ * a store: with a chain of stores a forgotten OUTPUT makes the newest
+ * store the output, which the view would overwrite. */
+static int check_view_files(char **arg, size_t n)
+{
+        struct stat *st = calloc(n, sizeof(*st));
+        bool *have = calloc(n, sizeof(*have));
+        uint32_t magic;
+        int r = 0;
+
+        if (!st || !have) {
+                free(st), free(have);
+                return log_error("out of memory");
+        }
+        for (size_t i = 0; i < n; i++)
+                have[i] = stat(arg[i], &st[i]) == 0;
+        for (size_t i = 1; i < n && r == 0; i++)
+                for (size_t j = 0; j < i && r == 0; j++) {
+                        if (!have[i] || !have[j] || st[i].st_dev != st[j].st_dev || st[i].st_ino != st[j].st_ino)
+                                continue;
+                        if (i == n - 1)
+                                r = log_error("output %s is %s %s: the view would overwrite it", arg[i],
+                                              j == 0 ? "the origin" : "the store", arg[j]);
+                        else if (j == 0)
+                                r = log_error("%s is the origin and a store", arg[i]);
+                        else
+                                r = log_error("%s is given twice: each store of the chain once, the snapshot's "
+                                              "first", arg[i]);
+                }
+        if (r == 0 && have[n - 1] && (S_ISREG(st[n - 1].st_mode) || S_ISBLK(st[n - 1].st_mode))) {
+                FILE *f = fopen(arg[n - 1], "rbe");
+                bool is_store = f && fread(&magic, sizeof(magic), 1, f) == 1 && le32toh(magic) == COWVOL_STORE_MAGIC;
+                if (f)
+                        fclose(f);
+                if (is_store)
+                        r = log_error("output %s holds a snapshot store, which the view would overwrite; the "
+                                      "output comes last: ORIGIN STORE [NEWER_STORE...] OUTPUT", arg[n - 1]);
+        }
+        free(st);
+        free(have);
+        return r;
+}
+
+/* view ORIGIN STORE [NEWER_STORE...] OUTPUT: the snapshot of STORE, read
+ * through the newer stores of its chain, the newest last. */
 static int store_view(const void *opts, char **arg)
 {
-        cowvol_store *s;
+        cowvol_store **s;
+        size_t n = 0, k;
+        char a[32], b[32];
         int r;
 
         (void)opts;
-        r = open_store(arg[1], COWVOL_STORE_RDONLY, &s);
+        while (arg[n])
+                n++;
+        k = n - 2; /* the stores, between ORIGIN and OUTPUT */
+        r = check_view_files(arg, n);
         if (r)
                 return r;
-        lib_logged = false;
-        log_context = NULL;
-        r = cowvol_store_view(s, arg[0], arg[2]);
-        cowvol_store_close(s);
-        if (r < 0 && lib_logged)
-                return EXIT_FAILURE;
-        if (r < 0)
-                return log_error("cannot write the view to %s: %s", arg[2], strerror(-r));
-        return EXIT_SUCCESS;
+        s = calloc(k, sizeof(*s));
+        if (!s)
+                return log_error("out of memory");
+        for (size_t i = 0; i < k && r == 0; i++) {
+                const char *path = arg[1 + i];
+                /* newer stores are links of the chain: read, valid or not */
+                r = open_store(path, COWVOL_STORE_RDONLY | (i ? COWVOL_STORE_LINK : 0), &s[i]);
+                if (r)
+                        break;
+                if (i == 0 && !cowvol_store_is_valid(s[0]))
+                        r = log_error("%s: the store is marked invalid: its snapshot has no content to show", path);
+                else if (cowvol_store_chunk_size(s[i]) != cowvol_store_chunk_size(s[0]))
+                        r = log_error("%s: chunk size %s, but %s has %s: the stores of one chain share one chunk "
+                                      "size", path, cowvol_format_size(cowvol_store_chunk_size(s[i]), a, sizeof(a)),
+                                      arg[1], cowvol_format_size(cowvol_store_chunk_size(s[0]), b, sizeof(b)));
+        }
+        if (r == 0) {
+                lib_logged = false;
+                log_context = NULL;
+                r = cowvol_chain_view(s, k, arg[0], arg[n - 1]);
+                if (r < 0 && !lib_logged)
+                        log_error("cannot write the view to %s: %s", arg[n - 1], strerror(-r));
+                r = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
+        for (size_t i = 0; i < k; i++)
+                cowvol_store_close(s[i]);
+        free(s);
+        return r;
 }
 
 /* The store subcommands: one table of options and one help for all. */
@@ -243,16 +314,18 @@ static const struct store_opts store_defaults = { .chunk_size = COWVOL_CHUNK_DEF
                  "store info PATH [--json]\n"                                                              \
                  "store check PATH\n"                                                                      \
                  "store dump PATH [--json]\n"                                                              \
-                 "store view ORIGIN STORE OUTPUT",                                                         \
+                 "store view ORIGIN STORE [NEWER_STORE...] OUTPUT",                                        \
         .about = "PATH is an exception store in the Linux kernel's persistent snapshot format\n"           \
-                 "(dm-snapshot 'P'), in a file or on a block device.\n"
+                 "(dm-snapshot 'P'), in a file or on a block device.  view writes the content of\n"    \
+                 "STORE's snapshot; in a chain of snapshots, name the stores of the newer ones\n"       \
+                 "after it, the newest last.\n"
 
 static const struct cli_command store_commands[] = {
         { .name = "store create", .args = "PATH", .scope = STORE_CREATE, .run = store_create, STORE_SHARED },
         { .name = "store info", .args = "PATH", .scope = STORE_JSON, .run = store_info, STORE_SHARED },
         { .name = "store check", .args = "PATH", .run = store_check, STORE_SHARED },
         { .name = "store dump", .args = "PATH", .scope = STORE_JSON, .run = store_dump, STORE_SHARED },
-        { .name = "store view", .args = "ORIGIN STORE OUTPUT", .run = store_view, STORE_SHARED },
+        { .name = "store view", .args = "ORIGIN STORE [NEWER_STORE...] OUTPUT", .run = store_view, STORE_SHARED },
 };
 
 int cmd_store(int argc, char **argv)

@@ -163,6 +163,23 @@ static int open_as_caller(const char *spec, int *ret_fd)
         return 0;
 }
 
+/* A volume that moved to the kernel engine: what the stores of its chain
+ * took first, the kernel copying into every snapshot. */
+static void print_standalone(json_object *res)
+{
+        json_object *o;
+        int64_t chunks = 0, bytes = 0, stores = 0;
+        char b[32];
+
+        if (!json_object_object_get_ex(res, "standalone", &o) || !result_int(o, "chunks", &chunks) || chunks <= 0)
+                return;
+        result_int(o, "bytes", &bytes);
+        result_int(o, "stores", &stores);
+        printf("The kernel copies into every snapshot, so the stores of its snapshots were made standalone first:\n"
+               "%" PRId64 " chunks (%s) copied into %" PRId64 " store%s.\n",
+               chunks, cowvol_format_size((uint64_t)bytes, b, sizeof(b)), stores, stores == 1 ? "" : "s");
+}
+
 static int add_run(const void *opts, char **pos)
 {
         const struct add_opts *o = opts;
@@ -197,6 +214,7 @@ static int add_run(const void *opts, char **pos)
         if (r)
                 return r;
         print_volume_made("Added", res);
+        print_standalone(res);
         json_object_put(res);
         return EXIT_SUCCESS;
 }

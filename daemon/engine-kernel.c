@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -933,7 +934,154 @@ static int kernel_release_all(struct vol *v, struct failure *f, const char *what
         return 0;
 }
 
-int engine_move_to_kernel(struct vol *v, const char *spec, const char *dev, struct failure *f)
+/* The stores of @v's snapshots, oldest first, opened to be written (an
+ * invalid one as a link); NULL in each slot on failure (@f says which). */
+static int stores_open(const struct vol *v, cowvol_store **st, size_t n, struct failure *f)
+{
+        size_t i = 0;
+        int r;
+
+        for (const struct snap *s = v->snaps; s && i < n; s = s->next, i++) {
+                dlog_library_forget();
+                r = cowvol_store_open(s->store, COWVOL_STORE_LINK, &st[i]);
+                if (r < 0) {
+                        fail(f, r, "snapshot %s@%s: its store %s cannot be opened: %s", v->name, s->name, s->store,
+                             *dlog_library_last() ? dlog_library_last() : strerror(-r));
+                        while (i-- > 0)
+                                st[i] = cowvol_store_close(st[i]);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* Is there room on the stores' filesystems for what @plan copies?  0, or
+ * -ENOSPC with @f saying why the copies are needed, where and how much. */
+static int room_for(const struct vol *v, const struct cowvol_chain_copy *plan, size_t n,
+                    const struct move_report *rep, struct failure *f)
+{
+        size_t i = 0;
+
+        for (const struct snap *s = v->snaps; s && i < n; s = s->next, i++) {
+                struct stat a, b;
+                struct statvfs fs;
+                uint64_t need = 0, avail;
+                char x[32], y[32], z[32];
+                bool first = true;
+                size_t j = 0;
+
+                if (!plan[i].space_bytes || stat(s->store, &a) < 0)
+                        continue;
+                /* every store on this filesystem, counted at its first */
+                for (const struct snap *t = v->snaps; t && j < n; t = t->next, j++)
+                        if (plan[j].space_bytes && stat(t->store, &b) == 0 && b.st_dev == a.st_dev) {
+                                first &= j >= i;
+                                need += plan[j].space_bytes;
+                        }
+                if (!first || statvfs(s->store, &fs) < 0)
+                        continue;
+                avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+                if (need > avail)
+                        return fail(f, -ENOSPC, "the kernel copies into every snapshot, so the stores of its "
+                                    "snapshots must first be made standalone, copying %" PRIu64 " chunks (%s) into "
+                                    "%u store%s; that needs %s on the filesystem holding %s, which has %s free; nothing "
+                                    "was changed", rep->chunks, cowvol_format_size(rep->bytes, z, sizeof(z)),
+                                    rep->stores, rep->stores == 1 ? "" : "s", cowvol_format_size(need, x, sizeof(x)),
+                                    s->store, cowvol_format_size(avail, y, sizeof(y)));
+        }
+        return 0;
+}
+
+/*
+ * Before the kernel takes @v from the userspace engine (stores closed):
+ * the kernel's snapshot-origin copies into every snapshot, so each store
+ * must hold its snapshot's whole difference from the origin.  In a chain
+ * (shared/DESIGN.md, "Snapshot chains") an older store lacks the chunks
+ * that changed after the next snapshot was taken: they are copied in, from
+ * the newest but one down to the oldest (cowvol_chain_make_standalone).
+ * Counted first: no room (or no device-mapper) refuses the move with
+ * nothing written.  Each copy is what its snapshot shows already, so the
+ * copies made before a failure change no snapshot, and a later move goes
+ * on from there.
+ */
+static int make_standalone(struct vol *v, struct move_report *rep, struct failure *f)
+{
+        cowvol_store **st = NULL;
+        struct cowvol_chain_copy *plan = NULL;
+        char x[32];
+        size_t n = 0, i;
+        int r;
+
+        *rep = (struct move_report){};
+        for (struct snap *s = v->snaps; s; s = s->next)
+                n++;
+        if (n < 2)
+                return 0; /* the newest store holds its whole view */
+        st = calloc(n, sizeof(*st));
+        plan = calloc(n, sizeof(*plan));
+        if (!st || !plan) {
+                free(st), free(plan);
+                return fail(f, -ENOMEM, "out of memory");
+        }
+        r = stores_open(v, st, n, f);
+        if (r < 0) {
+                free(st), free(plan);
+                return r;
+        }
+        dlog_library_forget();
+        r = cowvol_chain_count_standalone(st, n, plan);
+        if (r < 0) {
+                fail(f, r, "cannot read its snapshots' stores as a chain: %s",
+                     *dlog_library_last() ? dlog_library_last() : strerror(-r));
+                goto out;
+        }
+        for (i = 0; i < n; i++) {
+                rep->chunks += plan[i].chunks;
+                rep->bytes += plan[i].bytes;
+                rep->stores += plan[i].chunks > 0;
+        }
+        if (rep->chunks == 0) {
+                dlog(LOG_INFO_, "Volume %s: its snapshots' stores are standalone already, as the kernel needs them",
+                     v->name);
+                goto out;
+        }
+        r = room_for(v, plan, n, rep, f);
+        if (r < 0)
+                goto out;
+        /* the copies are for the kernel: none without it */
+        if ((r = cowvol_kernel_available()) < 0) {
+                fail(f, r, "no device-mapper here (no /dev/mapper/control, or its driver does not answer); "
+                     "nothing was changed");
+                goto out;
+        }
+        dlog(LOG_INFO_, "Volume %s: the kernel copies into every snapshot: making its snapshots' stores "
+             "standalone first, copying %" PRIu64 " chunks (%s) into %u store%s", v->name, rep->chunks,
+             cowvol_format_size(rep->bytes, x, sizeof(x)), rep->stores, rep->stores == 1 ? "" : "s");
+        i = 0;
+        for (struct snap *s = v->snaps; s; s = s->next, i++)
+                if (plan[i].chunks)
+                        dlog(LOG_INFO_, "Volume %s: %s@%s's store %s takes %" PRIu64 " chunks (%s)", v->name, v->name,
+                             s->name, s->store, plan[i].chunks, cowvol_format_size(plan[i].bytes, x, sizeof(x)));
+        dlog_library_forget();
+        r = cowvol_chain_make_standalone(st, n, NULL);
+        if (r < 0) {
+                fail(f, r, "the stores of its snapshots could not be made standalone (the kernel copies into "
+                     "every snapshot): %s; the copies made change no snapshot",
+                     *dlog_library_last() ? dlog_library_last() : strerror(-r));
+                goto out;
+        }
+        dlog(LOG_INFO_, "Volume %s: its snapshots' stores are standalone: %" PRIu64 " chunks (%s) copied", v->name,
+             rep->chunks, cowvol_format_size(rep->bytes, x, sizeof(x)));
+out:
+        for (i = 0; i < n; i++)
+                cowvol_store_close(st[i]);
+        free(st);
+        free(plan);
+        return r;
+}
+
+int engine_move_to_kernel(struct vol *v, const char *spec, const char *dev, struct move_report *rep,
+                          struct failure *f)
 {
         struct libmsg m;
         char *path = strdup(v->path), *ndev = strdup(dev), *nsrc = strdup(spec);
@@ -948,9 +1096,15 @@ int engine_move_to_kernel(struct vol *v, const char *spec, const char *dev, stru
                 return fail(f, -EBUSY, "cannot move volume '%s': volume '%s' is %s", v->name, v->name,
                             v->restoring ? "being restored" : "in use (NBD, cat, write)");
         }
-        /* the userspace engine lets go (flushed); the kernel takes the image
-         * through the loop device, and every store as it is */
+        /* the userspace engine lets go (flushed); the stores are made
+         * standalone; the kernel takes the image through the loop device,
+         * and every store */
         v->ops->deactivate(v);
+        if ((r = make_standalone(v, rep, f)) < 0) {
+                free(path), free(ndev), free(nsrc);
+                (void)v->ops->activate(v);
+                return fail_wrap(f, "cannot move volume '%s' to the kernel engine", v->name);
+        }
         free(v->path);
         v->path = ndev;
         free(v->source);

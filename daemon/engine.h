@@ -139,7 +139,14 @@ extern const struct engine_ops *const engine_all[];
  * @dev; the kernel volume over a loop device of @image. */
 struct vol *engine_userspace_behind(const char *dev);
 struct vol *engine_kernel_over(const char *image);
-int engine_move_to_kernel(struct vol *v, const char *spec, const char *dev, struct failure *f);
+/* What a move to the kernel engine copied first to make the stores of a
+ * chain standalone (the kernel copies into every snapshot). */
+struct move_report {
+        uint64_t chunks, bytes;
+        unsigned stores; /* how many took copies */
+};
+int engine_move_to_kernel(struct vol *v, const char *spec, const char *dev, struct move_report *rep,
+                          struct failure *f);
 int engine_move_to_userspace(struct vol *v, const char *image, struct failure *f);
 /* add of a block device: a new kernel volume, not yet in the catalogue.
  * These three return whole sentences ("cannot add SPEC: ..."). */

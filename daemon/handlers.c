@@ -293,10 +293,11 @@ static int lend(const struct request *r, struct vol *v, struct failure *f)
 static int do_add(struct request *r, json_object **ret, struct failure *f)
 {
         struct vol *v = r->moving;
+        struct move_report rep = {};
         int e;
 
         if (v && r->add_block_device) {
-                if (engine_move_to_kernel(v, r->path, r->device, f) < 0)
+                if (engine_move_to_kernel(v, r->path, r->device, &rep, f) < 0)
                         return f->err;
                 dlog(LOG_INFO_, "Volume %s moved to the kernel engine over %s, with its snapshots", v->name, v->path);
         } else if (v) {
@@ -333,6 +334,14 @@ static int do_add(struct request *r, json_object **ret, struct failure *f)
                 dlog(LOG_INFO_, "Added volume %s: %s", r->name, r->path);
         }
         *ret = vol_view(v);
+        if (r->moving && r->add_block_device) {
+                /* what the stores of its chain took first */
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "chunks", json_object_new_int64((int64_t)rep.chunks));
+                json_object_object_add(o, "bytes", json_object_new_int64((int64_t)rep.bytes));
+                json_object_object_add(o, "stores", json_object_new_int64(rep.stores));
+                json_object_object_add(*ret, "standalone", o);
+        }
         return 0;
 }
 

@@ -284,6 +284,68 @@ int cowvol_store_foreach(const cowvol_store *s, cowvol_exception_fn fn, void *us
  */
 int cowvol_store_view(const cowvol_store *s, const char *origin, const char *output);
 
+/* --- snapshot chains (lib/chain.c, shared/DESIGN.md "Snapshot chains") ------
+ * The stores of a volume's snapshots S1 (oldest) .. Sn (newest) form a chain:
+ * view(Si, c) is Si's chunk when Si has an exception for c, else
+ * view(Si+1, c); view(Sn+1) is the origin.  Every function here takes the
+ * stores oldest first, as the catalogue lists them.  An invalid store is a
+ * link of the chain: open it with COWVOL_STORE_LINK and it is read through,
+ * never written.  The stores of one chain share one chunk size (-EINVAL). */
+
+/** What making stores standalone copies into one store. */
+struct cowvol_chain_copy {
+        uint64_t chunks;      /* exceptions copied in (to copy, when counting) */
+        uint64_t bytes;       /* their data: chunks * chunk size */
+        uint64_t grow_bytes;  /* how much the store file grew (must grow at least, when counting) */
+        uint64_t space_bytes; /* counting: the space the copies and their metadata chunks take */
+};
+
+/**
+ * Copy into @older every exception of @newer that @older lacks, the chunk
+ * data read from @newer; @newer is the next newer store of the chain (or,
+ * once that one's exceptions are in, the one after it).  Each chunk copied
+ * is what @older shows already, so no snapshot's content changes, and a
+ * crash at any point is harmless: run it again to finish.  Data before
+ * metadata, in large groups, as cowvol_store_commit().  Before the first
+ * copy, a store file that would fill grows to hold them all (and a sparse
+ * fifth more) and their blocks are allocated: -ENOSPC when the filesystem
+ * (or a block device) has no room, the store valid and as it was.
+ * -ESTALE when @older is invalid, -EROFS when it is read-only.  *ret (if
+ * not NULL) says what was copied.  Since LIBCOWVOL_0.4.
+ */
+int cowvol_store_copy_missing(cowvol_store *older, const cowvol_store *newer, struct cowvol_chain_copy *ret);
+
+/**
+ * Make every valid store of the chain @stores[0..n) (oldest first)
+ * standalone: holding its whole view's differences from the origin, as
+ * the kernel's snapshot-origin keeps its snapshots.  From the newest but
+ * one down to the oldest, cowvol_store_copy_missing() from the next newer
+ * store (and past it to the next valid one, when it is an invalid link).
+ * Crash-safe and idempotent: a rerun copies only what is still missing.
+ * @ret (if not NULL) gets n entries, the newest's all zero.  On an error
+ * the stores done stay done (harmless: their views are unchanged).
+ * Since LIBCOWVOL_0.4.
+ */
+int cowvol_chain_make_standalone(cowvol_store *const *stores, size_t n, struct cowvol_chain_copy *ret);
+
+/**
+ * Count what cowvol_chain_make_standalone() would copy into each store,
+ * writing nothing: @ret gets n entries (links and the newest: zero).
+ * Since LIBCOWVOL_0.4.
+ */
+int cowvol_chain_count_standalone(cowvol_store *const *stores, size_t n, struct cowvol_chain_copy *ret);
+
+/**
+ * Write the content of the snapshot whose store is @stores[0] to @output,
+ * in the chain @stores[0..n): @stores[1] is the next newer store, ...,
+ * @stores[n-1] the newest; under them @origin.  Each chunk comes from the
+ * first store that has it, else from the origin (n = 1:
+ * cowvol_store_view()).  @stores[0] must be valid (-ESTALE); newer ones
+ * may be invalid links.  @output as for cowvol_store_view().
+ * Since LIBCOWVOL_0.4.
+ */
+int cowvol_chain_view(cowvol_store *const *stores, size_t n, const char *origin, const char *output);
+
 /* --- the userspace engine: volumes (image files) and their snapshots ------- */
 
 /* A volume (an image file) and one of its snapshots, both opaque.  A

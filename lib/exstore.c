@@ -1249,11 +1249,11 @@ static int zero_area(cowvol_store *s, uint64_t area, uint8_t *zero)
  * so until (3) lands it sees the old table; after it, areas that (2) made
  * durable.  Three flushes however many areas, two when only one is touched.
  */
-_public_ int cowvol_store_commit(cowvol_store *s)
+static int commit(cowvol_store *s, bool keep_valid)
 {
         size_t i = 0, n = s->n_pending;
         uint64_t area;
-        uint32_t slot;
+        uint32_t slot, committed_before = s->current_committed;
         uint8_t *tmp = NULL;
         bool later = false;
         int r = writable(s);
@@ -1309,6 +1309,16 @@ _public_ int cowvol_store_commit(cowvol_store *s)
                 }
         }
         free(tmp);
+        if (r < 0 && keep_valid) {
+                /* every entry that reached the disk names flushed data; the
+                 * ones in memory are taken back (the slots past the
+                 * committed ones are zero in memory) */
+                memset(s->area + (size_t)committed_before * sizeof(struct disk_exception), 0,
+                       (size_t)(s->epa - committed_before) * sizeof(struct disk_exception));
+                s->current_committed = committed_before;
+                drop_pending(s);
+                return log_err(r, "Cannot commit exceptions; they are forgotten, the store stays valid: %m");
+        }
         if (r < 0) {
                 /* as the kernel: an exception that cannot be recorded invalidates */
                 log_err(r, "Cannot commit exceptions, the snapshot is now invalid: %m");
@@ -1319,6 +1329,16 @@ _public_ int cowvol_store_commit(cowvol_store *s)
         }
         s->n_pending = 0;
         return (int)(n > INT32_MAX ? INT32_MAX : n);
+}
+
+_public_ int cowvol_store_commit(cowvol_store *s)
+{
+        return commit(s, false);
+}
+
+int exstore_commit_or_forget(cowvol_store *s)
+{
+        return commit(s, true);
 }
 
 /* --- size ----------------------------------------------------------------------- */
@@ -1358,6 +1378,102 @@ _public_ int cowvol_store_grow(cowvol_store *s, uint64_t size_bytes)
                 return r;
         c = cowvol_store_refresh_size(s);
         return c < 0 ? (int)c : 0;
+}
+
+/* --- room for copies (chain.c) ------------------------------------------------ */
+
+bool exstore_table_read(const cowvol_store *s)
+{
+        return s->valid || s->link;
+}
+
+uint64_t exstore_chunks_for(const cowvol_store *s, uint64_t n)
+{
+        uint64_t stride = (uint64_t)s->epa + 1, nf = s->next_free, idx, last, need;
+
+        if (n == 0)
+                return 0;
+        if (is_metadata_chunk(s, nf))
+                nf++;
+        /* the data chunks in allocation order: index a * epa + (o - 1) is
+         * chunk 1 + a * stride + o, o from 1 to epa */
+        idx = (nf - 1) / stride * s->epa + (nf - 1) % stride - 1;
+        if (n - 1 > UINT64_MAX / 2 - idx)
+                return UINT64_MAX;
+        idx += n - 1;
+        last = 1 + idx / s->epa * stride + idx % s->epa + 1;
+        need = last + 1;
+        /* the last data chunk of an area: the commit that fills the area
+         * zeroes the next one (can_allocate's rule) */
+        if (need % stride == 1)
+                need++;
+        return need;
+}
+
+void exstore_forget_pending(cowvol_store *s)
+{
+        drop_pending(s);
+}
+
+/* Back to @size bytes (a growth undone); errors are the caller's already. */
+static void shrink_back(cowvol_store *s, uint64_t size)
+{
+        if (s->size_bytes > size && s->io->resize && s->io->resize(s->io_ctx, size) >= 0)
+                (void)cowvol_store_refresh_size(s);
+}
+
+int exstore_make_room(cowvol_store *s, uint64_t n, uint64_t slack)
+{
+        uint64_t need = exstore_chunks_for(s, n), old_size = s->size_bytes, start, end;
+        int r = writable(s);
+
+        if (r < 0 || n == 0)
+                return r;
+        if (need > CINDEX_MAX_NEW)
+                return log_err(-ENOSPC, "%" PRIu64 " more chunks would make a store of more than 2^32 chunks", n);
+        if (need > s->chunks) {
+                if (!s->io->resize)
+                        return log_err(-ENOSPC, "The store has %" PRIu64 " bytes and needs %" PRIu64
+                                       " to take %" PRIu64 " more chunks, and it cannot grow", s->size_bytes,
+                                       need * s->chunk_bytes, n);
+                r = -EFBIG;
+                /* the slack is sparse: it costs no space until used */
+                if (slack && slack <= CINDEX_MAX_NEW - need)
+                        r = s->io->resize(s->io_ctx, (need + slack) * s->chunk_bytes);
+                if (r < 0)
+                        r = s->io->resize(s->io_ctx, need * s->chunk_bytes);
+                if (r == -ENOTTY)
+                        return log_err(-ENOSPC, "The store has %" PRIu64 " bytes and needs %" PRIu64
+                                       " to take %" PRIu64 " more chunks, and it cannot grow (a block device)",
+                                       s->size_bytes, need * s->chunk_bytes, n);
+                if (r < 0) {
+                        shrink_back(s, old_size);
+                        return log_err(-ENOSPC, "The store has %" PRIu64 " bytes and needs %" PRIu64
+                                       " to take %" PRIu64 " more chunks; it cannot grow: %s", s->size_bytes,
+                                       need * s->chunk_bytes, n, strerror(-r));
+                }
+                int64_t c = cowvol_store_refresh_size(s);
+                if (c < 0) {
+                        shrink_back(s, old_size);
+                        return (int)c;
+                }
+        }
+        /* the blocks the copies and their metadata areas will use, now: a
+         * full filesystem refuses here, not halfway (a commit that fails
+         * would invalidate the store) */
+        start = s->next_free * s->chunk_bytes;
+        end = need * s->chunk_bytes;
+        if (s->io->preallocate && end > start) {
+                r = s->io->preallocate(s->io_ctx, start, end - start);
+                if (r < 0 && r != -EOPNOTSUPP) {
+                        if (s->io->punch)
+                                (void)s->io->punch(s->io_ctx, start, end - start);
+                        shrink_back(s, old_size);
+                        return log_err(-ENOSPC, "No room for %" PRIu64 " more chunks (%" PRIu64
+                                       " bytes with their metadata): %s", n, end - start, strerror(-r));
+                }
+        }
+        return 0;
 }
 
 /* --- merging -------------------------------------------------------------------- */

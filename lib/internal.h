@@ -106,6 +106,26 @@ int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk);
 /* The same question about any file: 1 hole, 0 data or unknown. */
 int fd_range_is_hole(int fd, uint64_t off, uint64_t len);
 int exstore_check_io(const struct store_io *io, void *ctx, cowvol_fault_fn fn, void *userdata);
+/* The store's table was read: it is valid, or a link (COWVOL_STORE_LINK). */
+bool exstore_table_read(const cowvol_store *s);
+/* The store size in chunks that @n more allocations need (0 for none),
+ * from next_free, metadata chunks counted. */
+uint64_t exstore_chunks_for(const cowvol_store *s, uint64_t n);
+/* Room for @n more chunks before any is copied: grow the store (@slack
+ * chunks more if the file may be that long: sparse, it costs nothing yet)
+ * and allocate the blocks they will use.  -ENOSPC (logged), the store's
+ * size as it was, when there is none. */
+int exstore_make_room(cowvol_store *s, uint64_t n, uint64_t slack);
+/* Forget the exceptions added and not committed, without invalidating:
+ * the table on disk stands (a copy that failed before its commit). */
+void exstore_forget_pending(cowvol_store *s);
+/* cowvol_store_commit(), but a failure forgets the pending exceptions
+ * instead of invalidating the store: for copies that the store's view has
+ * already (chain.c), whose loss changes nothing. */
+int exstore_commit_or_forget(cowvol_store *s);
+/* chain.c: commit the copies a group of so many bytes at a time (tests
+ * lower it to cut between groups) */
+extern uint64_t chain_commit_bytes;
 
 /*
  * chunk-index.c: origin chunk -> store chunk, 12 bytes an entry.

@@ -3,6 +3,9 @@
  * The snapshot's content without a kernel: the origin, overlaid chunk by
  * chunk by the store's exceptions.  This is what the kernel's snapshot
  * device reads.  Holes of a sparse origin stay holes in a file output.
+ * In a chain (chain.c) the stores from the newest down to the snapshot's
+ * own overlay it in turn, each chunk written once: from the first store,
+ * counted from the snapshot's, that has it.
  */
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -66,6 +69,9 @@ static int copy_origin(int in, int out, uint64_t size, bool out_fresh, uint8_t *
 
 struct overlay {
         const cowvol_store *s;
+        /* the older stores of the chain: a chunk one of them has is theirs */
+        cowvol_store *const *older;
+        size_t n_older;
         int out;
         uint64_t size;
         uint8_t *buf;
@@ -75,11 +81,14 @@ struct overlay {
 static int overlay_one(const struct cowvol_exception *e, void *userdata)
 {
         struct overlay *o = userdata;
-        uint64_t cb = cowvol_store_chunk_size(o->s), off = e->old_chunk * cb, len;
+        uint64_t cb = cowvol_store_chunk_size(o->s), off = e->old_chunk * cb, len, ignored;
         int r;
 
         if (off >= o->size)
                 return 0; /* beyond the origin: the snapshot device does not show it */
+        for (size_t i = 0; i < o->n_older; i++)
+                if (cowvol_store_lookup(o->older[i], e->old_chunk, &ignored) == 1)
+                        return 0;
         len = o->size - off < cb ? o->size - off : cb;
         /* a sparse store's hole over a fresh file's hole: nothing to copy */
         if (o->fresh && exstore_chunk_is_hole(o->s, e->new_chunk) &&
@@ -95,7 +104,7 @@ static int overlay_one(const struct cowvol_exception *e, void *userdata)
         return 0;
 }
 
-_public_ int cowvol_store_view(const cowvol_store *s, const char *origin, const char *output)
+_public_ int cowvol_chain_view(cowvol_store *const *stores, size_t n, const char *origin, const char *output)
 {
         _cleanup_close_ int in = -1, out = -1;
         _cleanup_free_ uint8_t *buf = NULL;
@@ -104,10 +113,24 @@ _public_ int cowvol_store_view(const cowvol_store *s, const char *origin, const 
         bool fresh;
         int r;
 
-        if (!s || !origin || !output)
+        uint32_t cb;
+
+        if (!stores || n == 0 || !origin || !output)
                 return -EINVAL;
-        if (!cowvol_store_is_valid(s))
+        for (size_t i = 0; i < n; i++)
+                if (!stores[i])
+                        return -EINVAL;
+        if (!cowvol_store_is_valid(stores[0]))
                 return log_err(-ESTALE, "The store is marked invalid: the snapshot has no content to show");
+        cb = cowvol_store_chunk_size(stores[0]);
+        for (size_t i = 1; i < n; i++) {
+                if (cowvol_store_chunk_size(stores[i]) != cb)
+                        return log_err(-EINVAL, "Newer store %zu has chunks of %" PRIu32 " bytes, the snapshot's "
+                                       "store %" PRIu32 ": not one chain", i, cowvol_store_chunk_size(stores[i]), cb);
+                if (!exstore_table_read(stores[i]))
+                        return log_err(-EINVAL, "Newer store %zu is invalid and was not opened as a link "
+                                       "(COWVOL_STORE_LINK): its exceptions are unknown", i);
+        }
         in = open(origin, O_RDONLY | O_CLOEXEC);
         if (in < 0)
                 return log_err(-errno, "Cannot open origin %s: %m", origin);
@@ -125,16 +148,28 @@ _public_ int cowvol_store_view(const cowvol_store *s, const char *origin, const 
                 return log_err(-errno, "Cannot open output %s: %m", output);
         if (fresh && ftruncate(out, (off_t)size) < 0)
                 return log_err(-errno, "Cannot size output %s: %m", output);
-        buf = malloc(COPY_BUF > cowvol_store_chunk_size(s) ? COPY_BUF : cowvol_store_chunk_size(s));
+        buf = malloc(COPY_BUF > cb ? COPY_BUF : cb);
         if (!buf)
                 return -ENOMEM;
         r = copy_origin(in, out, size, fresh, buf);
         if (r < 0)
                 return log_err(r, "Cannot copy origin %s: %m", origin);
-        r = cowvol_store_foreach(s, overlay_one, &(struct overlay){ s, out, size, buf, fresh });
-        if (r < 0)
-                return r;
+        /* the newest first; each chunk once, from the oldest store that has it */
+        for (size_t i = n; i-- > 0;) {
+                r = cowvol_store_foreach(stores[i], overlay_one,
+                                         &(struct overlay){ stores[i], stores, i, out, size, buf, fresh });
+                if (r < 0)
+                        return r;
+        }
         if (fsync(out) < 0)
                 return log_err(-errno, "Cannot flush output %s: %m", output);
         return 0;
+}
+
+_public_ int cowvol_store_view(const cowvol_store *s, const char *origin, const char *output)
+{
+        /* one store is a chain of one; it is only read */
+        cowvol_store *chain[1] = { (cowvol_store *)s };
+
+        return cowvol_chain_view(chain, 1, origin, output);
 }

@@ -189,6 +189,39 @@ test_group() {
 }
 as_member() { setpriv --reuid=nobody --regid=nogroup --groups="$GID" "$@"; }
 
+# setup_chain_u: the volume u (8 MiB, 4 KiB chunks) with snapshots s1 s2 s3
+# taken with writes between, whose stores form a chain as the chain engine
+# builds them: an older store lacks the chunks that changed after the next
+# snapshot was taken (cowvold's stores, which hold every chunk, thinned with
+# `cowtool chain-thin` while cowvold is stopped; it is started again).
+# $T/s1 $T/s2 $T/s3 and $T/u hold what each read before; STORES the stores,
+# oldest first; IMG the image; DROPPED how many chunks the older stores lack
+# (what making them standalone copies back).  One check.
+setup_chain_u() {
+	local i n
+	"$COWTOOL" pattern "$T/p" 8M 5
+	{
+		cv create u --size 8M && cv write u --offset 0 <"$T/p" &&
+			for i in 1 2 3; do
+				cv snap "u@s$i" --store-size 4M && head -c 1500000 /dev/urandom >"$T/w" &&
+					cv write u --offset $((i * 700000)) <"$T/w" || return 1
+			done
+	} >/dev/null
+	for i in 1 2 3; do cv cat "u@s$i" >"$T/s$i"; done
+	cv cat u >"$T/u"
+	mapfile -t STORES < <(cv list u --json | sed -n 's/^ *"store":"\(.*\)",$/\1/p')
+	IMG=$(cv list u --json | sed -n 's/^ *"path":"\(.*\)",$/\1/p')
+	stop_daemon
+	DROPPED=0
+	for i in 0 1; do
+		n=$("$COWTOOL" chain-thin "${STORES[$i]}" "${STORES[$((i + 1))]}" | sed -n 's/^dropped //p')
+		DROPPED=$((DROPPED + ${n:-0}))
+	done
+	start_daemon
+	check "setup: u with s1 s2 s3 chained (${#STORES[@]} stores; the older lack $DROPPED chunks)" \
+		eval "[ ${#STORES[@]} = 3 ] && [ $DROPPED -gt 100 ] && [ -f '$IMG' ]"
+}
+
 # setup_v1_v64: v1 (4 MiB, 4 KiB chunks) with snapshots s1, s2, s3 of
 # distinct content (v1@s1 reads as $T/A; $T/B, $T/C, $T/D went at 0, 8192,
 # 16384 after s1, s2, s3) and v64 (1 MiB, 64 KiB chunks); one check

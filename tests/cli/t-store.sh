@@ -37,7 +37,7 @@ expect 2 "too many arguments" "$COWVOL" store info s.img s.img
 expect 2 "unknown subcommand" "$COWVOL" store frobnicate
 expect 2 "unknown command" "$COWVOL" frobnicate
 expect 0 "--help" "$COWVOL" --help
-expect_in out "store view ORIGIN STORE OUTPUT" "help names store view"
+expect_in out "store view ORIGIN STORE \[NEWER_STORE\.\.\.\] OUTPUT" "help names store view"
 expect 0 "--version" "$COWVOL" --version
 
 # a filled store: dump, view
@@ -57,6 +57,52 @@ cmp -s v.img before.img && ok "view equals the origin before the writes" || noto
 cmp -s o.img before.img && notok "the fill changed the origin" || ok "the fill changed the origin"
 expect 1 "view of a missing origin" "$COWVOL" store view nope.img f.img v2.img
 expect 2 "view with two arguments" "$COWVOL" store view o.img f.img
+expect_in err "missing ORIGIN STORE \[NEWER_STORE\.\.\.\] OUTPUT" "the error names the arguments"
+
+# a chain of three snapshots, built as the chain engine builds it: after
+# each snapshot the origin writes copy into its store only, the newest, so
+# an older store lacks the chunks that changed after the next snapshot.
+# view(Si, c) = Si's chunk if it has c, else view(Si+1, c), else the origin.
+"$COWTOOL" pattern c.img 8M 21
+for i in 1 2 3; do
+	cp c.img "c.before$i"
+	"$COWVOL" store create "c$i.cow" --size 4M >/dev/null
+	"$COWTOOL" fill c.img "c$i.cow" 200 $((30 + i)) 25
+done
+expect 0 "view S1 through S2 and S3" "$COWVOL" store view c.img c1.cow c2.cow c3.cow v1.img
+cmp -s v1.img c.before1 && ok "S1 reads as the origin did when S1 was taken" || notok "S1 reads as the origin did when S1 was taken"
+expect 0 "view S2 through S3" "$COWVOL" store view c.img c2.cow c3.cow v2.img
+cmp -s v2.img c.before2 && ok "S2 reads as the origin did when S2 was taken" || notok "S2 reads as the origin did when S2 was taken"
+expect 0 "view S3, the newest" "$COWVOL" store view c.img c3.cow v3.img
+cmp -s v3.img c.before3 && ok "S3 reads as the origin did when S3 was taken" || notok "S3 reads as the origin did when S3 was taken"
+# the chain is needed: S1's store alone, or the newer stores in the wrong order, read wrong
+"$COWVOL" store view c.img c1.cow v1alone.img
+cmp -s v1alone.img c.before1 && notok "setup: S1's store alone lacks chunks of its view" || ok "setup: S1's store alone lacks chunks of its view"
+"$COWVOL" store view c.img c1.cow c3.cow c2.cow v1swap.img
+cmp -s v1swap.img c.before1 && notok "setup: the newer stores' order matters (newest last)" || ok "setup: the newer stores' order matters (newest last)"
+# an invalid newer store is a link: older snapshots read through it
+cp c2.cow c2bad.cow
+printf '\000\000\000\000' | dd of=c2bad.cow bs=1 seek=4 conv=notrunc status=none
+expect 0 "view S1 through an invalid S2" "$COWVOL" store view c.img c1.cow c2bad.cow c3.cow v1link.img
+cmp -s v1link.img c.before1 && ok "S1 reads through S2's invalid store as a link" || notok "S1 reads through S2's invalid store as a link"
+expect 1 "view of the invalid snapshot itself" "$COWVOL" store view c.img c2bad.cow c3.cow vbad.img
+expect_in err "c2bad.cow: the store is marked invalid" "the refusal names the invalid store"
+[ ! -e vbad.img ] && ok "a refused view writes no output" || notok "a refused view writes no output"
+# mistakes in the chain
+"$COWVOL" store create c64.cow --size 4M --chunk-size 64K >/dev/null
+expect 1 "stores of different chunk sizes" "$COWVOL" store view c.img c1.cow c64.cow vbad.img
+expect_in err "c64.cow: chunk size 64.0 KiB, but c1.cow has 4.0 KiB" "the refusal names both chunk sizes"
+expect 1 "a store given twice" "$COWVOL" store view c.img c1.cow c2.cow c2.cow vbad.img
+expect_in err "c2.cow is given twice" "the refusal names the store"
+sum=$(md5sum <c3.cow)
+expect 1 "a forgotten OUTPUT: the newest store would be overwritten" "$COWVOL" store view c.img c1.cow c2.cow c3.cow
+expect_in err "output c3.cow holds a snapshot store" "the refusal says the output comes last"
+[ "$sum" = "$(md5sum <c3.cow)" ] && ok "the store is untouched" || notok "the store is untouched"
+expect 1 "a newer store that is not a store" "$COWVOL" store view c.img c1.cow c.before1 vbad.img
+expect_in err "c.before1: .*(bad magic|not a usable store)" "the refusal names the file"
+expect 1 "a newer store that does not exist" "$COWVOL" store view c.img c1.cow nope.cow vbad.img
+expect_in err "nope.cow" "the refusal names the missing store"
+[ ! -e vbad.img ] && ok "refused views write no output" || notok "refused views write no output"
 
 # corrupt stores: clear errors, nothing changed
 cp f.img bad.img

@@ -31,12 +31,14 @@ mkdir -p "$T/base" "$T/dmg" "$T/scratch"
 	"$COWTOOL" fill "$T/base/origin.img" "$T/base/filled.cow" 300 3 10
 check "setup: a store with 300 exceptions" eval "\"\$COWVOL\" store check '$T/base/filled.cow' | grep -q 'sound: 300 exceptions'"
 cp "$REPO/tests/fixtures/kernel-4k.cow" "$T/base/kernel.cow"
+# a store of another chunk size, for a chain that is not one
+"$COWVOL" store create "$T/base/c64.cow" --size 1M --chunk-size 64K >/dev/null
 check "setup: the kernel's store is sound" eval "\"\$COWVOL\" store check '$T/base/kernel.cow' >/dev/null"
 mkdir -p "$T/scratch/dir"
 sha256sum "$T"/base/* >"$T/base.sum"
 # every row's arguments, payload and damaged store, made before the first runs
 BT_STATE=$STATE BT_T=$T/scratch BT_DMG=$T/dmg BT_ORIGIN=$T/base/origin.img \
-	BT_BASE_FILLED=$T/base/filled.cow BT_BASE_KERNEL=$T/base/kernel.cow \
+	BT_BASE_FILLED=$T/base/filled.cow BT_BASE_KERNEL=$T/base/kernel.cow BT_BASE_C64=$T/base/c64.cow \
 	"$PYTHON" "$HELPER" prepare "$TABLE" "$T/dmg" >"$T/rows" 2>"$T/rows.err"
 if [ $? != 0 ]; then
 	notok "the table is well-formed"
