@@ -17,12 +17,6 @@
  *                                         chunks into a freshly created store
  *   cowtool cmpchunks A B CHUNK N SEED    compare A and B on the N seeded chunks
  *                                         plus the first and last chunk
- *   cowtool chain-thin STORE NEWER        make STORE a link of a chain, as the chain
- *                                         engine builds it: rewrite it without the
- *                                         exceptions whose data NEWER (the next newer
- *                                         snapshot's store) holds for the same origin
- *                                         chunk; the view through STORE then NEWER is
- *                                         unchanged.  Prints "dropped N"
  *
  * The kernel engine's public API, called directly (errors: the library's
  * log on stderr, then "cowtool: CMD: <strerror> (errno N)", exit 1):
@@ -362,74 +356,6 @@ static int cmd_kernel(int argc, char **argv)
         return -1;
 }
 
-/* The exceptions of @s whose chunk @t holds with the same data go; the
- * others are copied into a new store, which then takes @s's name. */
-struct thin {
-        cowvol_store *s, *t, *out;
-        uint8_t *a, *b;
-        uint64_t dropped;
-};
-
-static int thin_one(uint64_t old, uint64_t nw, void *userdata)
-{
-        struct thin *th = userdata;
-        uint32_t cs = cowvol_store_chunk_size(th->s);
-        uint64_t tn, on;
-        int r;
-
-        r = cowvol_store_read_chunk(th->s, nw, th->a);
-        if (r < 0)
-                die("read store", r);
-        if (cowvol_store_lookup(th->t, old, &tn) == 1) {
-                r = cowvol_store_read_chunk(th->t, tn, th->b);
-                if (r < 0)
-                        die("read newer store", r);
-                if (memcmp(th->a, th->b, cs) == 0) {
-                        th->dropped++;
-                        return 0;
-                }
-        }
-        if ((r = cowvol_store_allocate(th->out, &on)) < 0 || (r = cowvol_store_write_chunk(th->out, on, th->a)) < 0 ||
-            (r = cowvol_store_add(th->out, old, on)) < 0)
-                die("copy", r);
-        return 0;
-}
-
-static int cmd_chain_thin(char **argv)
-{
-        struct thin th = {};
-        char tmp[4096];
-        int r;
-
-        if ((r = cowvol_store_open(argv[0], COWVOL_STORE_RDONLY, &th.s)) < 0)
-                die(argv[0], r);
-        if ((r = cowvol_store_open(argv[1], COWVOL_STORE_RDONLY | COWVOL_STORE_LINK, &th.t)) < 0)
-                die(argv[1], r);
-        if (cowvol_store_chunk_size(th.s) != cowvol_store_chunk_size(th.t))
-                die("chunk sizes differ", EINVAL);
-        snprintf(tmp, sizeof(tmp), "%s.thin", argv[0]);
-        r = cowvol_store_create(tmp, cowvol_store_chunk_size(th.s),
-                                cowvol_store_chunks(th.s) * cowvol_store_chunk_size(th.s), COWVOL_STORE_FORCE, &th.out);
-        if (r < 0)
-                die(tmp, r);
-        th.a = malloc(cowvol_store_chunk_size(th.s));
-        th.b = malloc(cowvol_store_chunk_size(th.s));
-        if (!th.a || !th.b)
-                die("malloc", ENOMEM);
-        r = cowvol_store_foreach_sorted(th.s, thin_one, &th);
-        if (r < 0 || (r = cowvol_store_commit(th.out)) < 0)
-                die("thin", r);
-        cowvol_store_close(th.out);
-        cowvol_store_close(th.s);
-        cowvol_store_close(th.t);
-        if (rename(tmp, argv[0]) < 0)
-                die("rename", errno);
-        printf("dropped %" PRIu64 "\n", th.dropped);
-        free(th.a);
-        free(th.b);
-        return 0;
-}
-
 int main(int argc, char **argv)
 {
         int r;
@@ -446,8 +372,6 @@ int main(int argc, char **argv)
                 return cmd_fill(argc - 3, argv + 3);
         if (strcmp(argv[1], "cmpchunks") == 0 && argc == 7)
                 return cmd_cmpchunks(argv + 3);
-        if (strcmp(argv[1], "chain-thin") == 0 && argc == 4)
-                return cmd_chain_thin(argv + 2);
 usage:
         fprintf(stderr, "usage: see the comment at the top of tests/helpers/cowtool.c\n");
         return 2;
