@@ -304,11 +304,12 @@ const struct cli_command cmd_snap = {
  * The table: one row per volume, its snapshots indented below it.  Column
  * widths come from the data; sizes and DATA% are aligned right.
  */
-enum { COL_NAME, COL_ORIGIN, COL_SIZE, COL_CHUNK, COL_DATA, COL_FS, COL_LABEL, COL_STATE, COL_CREATED, N_COLS };
+enum { COL_NAME, COL_ORIGIN, COL_SIZE, COL_USED, COL_CHUNK, COL_DATA, COL_FS, COL_LABEL, COL_STATE, COL_CREATED, N_COLS };
 
-static const char *const col_title[N_COLS] = { "NAME", "ORIGIN", "SIZE",  "CHUNK",  "DATA%",
-                                               "FS",   "LABEL",  "STATE", "CREATED" };
-static const bool col_right[N_COLS] = { [COL_SIZE] = true, [COL_CHUNK] = true, [COL_DATA] = true };
+static const char *const col_title[N_COLS] = { "NAME", "ORIGIN", "SIZE", "USED",  "CHUNK",
+                                               "DATA%", "FS",    "LABEL", "STATE", "CREATED" };
+static const bool col_right[N_COLS] = { [COL_SIZE] = true, [COL_USED] = true, [COL_CHUNK] = true,
+                                        [COL_DATA] = true };
 
 struct table {
         char **cells; /* rows * N_COLS strings */
@@ -441,6 +442,8 @@ static int table_fill(struct table *t, json_object *volumes)
                 row[COL_NAME] = cell("%s", vname);
                 row[COL_ORIGIN] = strdup("");
                 row[COL_SIZE] = size_cell(v, "size");
+                /* what all its snapshots' stores use */
+                row[COL_USED] = size_cell(v, "snapshots_allocated");
                 row[COL_CHUNK] = size_cell(v, "chunk_size");
                 row[COL_DATA] = strdup("");
                 row[COL_FS] = cell("%s", result_string(v, "fstype") ? result_string(v, "fstype") : "");
@@ -462,6 +465,9 @@ static int table_fill(struct table *t, json_object *volumes)
                         row[COL_NAME] = full ? cell("  %s", full) : cell("  %s@%s", vname, string_field(s, "name"));
                         row[COL_ORIGIN] = cell("%s", vname);
                         row[COL_SIZE] = size_cell(s, "store_size");
+                        /* its own store's: a chain's older stores hold only
+                         * what changed before the next snapshot */
+                        row[COL_USED] = size_cell(s, "allocated");
                         /* a store's chunk size is its volume's */
                         row[COL_CHUNK] = size_cell(v, "chunk_size");
                         row[COL_DATA] = result_double(s, "data_percent", &pct) ? cell("%.1f", pct) : strdup("");

@@ -120,6 +120,7 @@ static json_object *snap_view(const struct vol *v, const struct snap *s)
 static json_object *vol_view(const struct vol *v)
 {
         json_object *o = json_object_new_object(), *a = json_object_new_array();
+        int64_t used = 0;
 
         vol_json_identity(v, o);
         json_object_object_add(o, "created", json_object_new_int64(v->created));
@@ -136,9 +137,15 @@ static json_object *vol_view(const struct vol *v)
         } else {
                 json_object_object_add(o, "restore", NULL);
         }
-        for (struct snap *s = v->snaps; s; s = s->next)
-                json_object_array_add(a, snap_view(v, s));
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                json_object *sv = snap_view(v, s), *x;
+                json_object_array_add(a, sv);
+                if (json_object_object_get_ex(sv, "allocated", &x))
+                        used += json_object_get_int64(x);
+        }
         json_object_object_add(o, "snapshots", a);
+        /* the stores' use, all snapshots together */
+        json_object_object_add(o, "snapshots_allocated", json_object_new_int64(used));
         return o;
 }
 
