@@ -47,7 +47,7 @@
 #define PAGE 4096u
 #define VOL_BYTES ((uint64_t)(1u << 20) + 12 * 1024) /* not a whole number of 64 KiB chunks */
 #define MAX_FILES 8
-#define MAX_SNAPS 4
+#define MAX_SNAPS 6
 
 /* --- the recording --------------------------------------------------------- */
 
@@ -130,6 +130,16 @@ struct snapm {
         struct call c;
         char name[32];
         uint8_t *content; /* the volume when it was taken */
+        bool removed;
+        struct call unchain; /* a removal: the catalogue forgets it once unchain returned */
+};
+
+/* a write into a snapshot, then a flush: durable at c.end */
+struct swr {
+        struct call c;
+        int snap;
+        uint64_t off, len;
+        uint8_t *data;
 };
 
 struct work {
@@ -143,6 +153,8 @@ struct work {
         size_t n_barriers;
         struct snapm snaps[MAX_SNAPS];
         int n_snaps;
+        struct swr *sw;
+        size_t n_sw;
         bool restore;
         struct call merge_begin; /* restore of snaps[restore_i] */
         int restore_i;           /* any of the chain: the oldest, a middle one, the newest */
@@ -185,6 +197,52 @@ static void do_write(struct work *W, cowvol_volume *v, uint8_t *cur, uint64_t *r
         }
         cr_assert_eq(r, 0, "write %" PRIu64 "+%" PRIu64 ": %d", off, len, r);
         w->c.end = R.n;
+}
+
+static int live_snaps(const struct work *W)
+{
+        int n = 0;
+
+        for (int i = 0; i < W->n_snaps; i++)
+                n += !W->snaps[i].removed;
+        return n;
+}
+
+static int pick_live(const struct work *W, uint64_t *rng)
+{
+        int k = (int)(rng_next(rng) % (uint64_t)live_snaps(W));
+
+        for (int i = 0; i < W->n_snaps; i++)
+                if (!W->snaps[i].removed && k-- == 0)
+                        return i;
+        cr_assert_fail("no snapshot left");
+        return -1;
+}
+
+/* Snapshot @i as the writes into it before cut @k left it: *ret_alt, when
+ * not NULL, is the content with the write in flight at @k as well (each
+ * sector may be either).  Both malloc'ed. */
+static uint8_t *snap_want(const struct work *W, int i, size_t k, uint8_t **ret_alt)
+{
+        uint8_t *want = malloc(VOL_BYTES);
+
+        cr_assert_not_null(want);
+        memcpy(want, W->snaps[i].content, VOL_BYTES);
+        *ret_alt = NULL;
+        for (size_t j = 0; j < W->n_sw; j++) {
+                const struct swr *w = &W->sw[j];
+                if (w->snap != i || w->c.start >= k)
+                        continue;
+                if (w->c.end <= k) {
+                        memcpy(want + w->off, w->data, w->len);
+                        continue;
+                }
+                *ret_alt = malloc(VOL_BYTES);
+                cr_assert_not_null(*ret_alt);
+                memcpy(*ret_alt, want, VOL_BYTES);
+                memcpy(*ret_alt + w->off, w->data, w->len);
+        }
+        return want;
 }
 
 static void add_barrier(struct work *W, struct call c)
@@ -250,6 +308,40 @@ static void run_workload(struct work *W, unsigned steps)
                         add_barrier(W, s->c);
                         W->n_snaps++;
                         free(path);
+                } else if (p < 24 && live_snaps(W) > 0) {
+                        /* into any snapshot of the chain: the older ones
+                         * keep what they read through it, at every cut */
+                        struct swr *w;
+                        int si = pick_live(W, &rng);
+
+                        W->sw = realloc(W->sw, (W->n_sw + 1) * sizeof(*W->sw));
+                        cr_assert_not_null(W->sw);
+                        w = &W->sw[W->n_sw++];
+                        w->snap = si;
+                        w->off = (rng_next(&rng) % (VOL_BYTES / SECT)) * SECT;
+                        w->len = (1 + rng_next(&rng) % (3 * W->chunk / SECT)) * SECT;
+                        if (w->len > VOL_BYTES - w->off)
+                                w->len = VOL_BYTES - w->off;
+                        w->data = malloc(w->len);
+                        cr_assert_not_null(w->data);
+                        fill_pattern(w->data, w->len, W->seed << 20 | 1u << 19 | W->n_sw, w->off);
+                        w->c.start = R.n;
+                        cr_assert_eq(cowvol_volume_pwrite(v, sn[si], w->data, w->len, w->off), 0);
+                        cr_assert_eq(cowvol_volume_flush(v), 0);
+                        w->c.end = R.n;
+                        add_barrier(W, w->c);
+                } else if (p < 26 && live_snaps(W) > 1) {
+                        /* a removal, as the daemon does it: unchain, the
+                         * catalogue forgets it, detach */
+                        struct snapm *s = &W->snaps[pick_live(W, &rng)];
+                        int si = (int)(s - W->snaps);
+
+                        s->unchain.start = R.n;
+                        cr_assert_eq(cowvol_volume_snapshot_unchain(v, sn[si]), 0);
+                        s->unchain.end = R.n;
+                        s->removed = true;
+                        cr_assert_eq(cowvol_volume_snapshot_detach(v, sn[si]), 0);
+                        sn[si] = NULL;
                 } else {
                         do_write(W, v, cur, &rng);
                 }
@@ -259,7 +351,7 @@ static void run_workload(struct work *W, unsigned steps)
                 int r;
 
                 cr_assert_gt(W->n_snaps, 0, "the workload took no snapshot to restore");
-                W->restore_i = (int)(rng_next(&rng) % (uint64_t)W->n_snaps);
+                W->restore_i = pick_live(W, &rng);
                 W->flattened_at = SIZE_MAX;
                 W->merge_begin.start = R.n;
                 cr_assert_eq(cowvol_volume_merge_begin(v, sn[W->restore_i]), 0);
@@ -505,9 +597,12 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
         img = path_in(P->dir, "vol.img");
         cr_assert_eq(cowvol_volume_open(img, W->chunk, &v), 0);
         for (int i = 0; i < n; i++) {
-                char *path = path_in(P->dir, W->snaps[i].name);
+                char *path;
                 struct cowvol_snapshot_info info;
 
+                if (W->snaps[i].removed && W->snaps[i].unchain.end <= k)
+                        continue; /* the catalogue forgot it */
+                path = path_in(P->dir, W->snaps[i].name);
                 r = cowvol_volume_snapshot_attach(v, path, &sn[i]);
                 if (r < 0) {
                         snprintf(msg, sizeof(msg), "snapshot %s does not attach: %d", W->snaps[i].name, r);
@@ -523,35 +618,54 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
         if (resume) {
                 uint64_t left;
 
+                uint8_t *alt, *want = snap_want(W, W->restore_i, k, &alt);
+
+                cr_assert_null(alt, "every write into a snapshot was flushed before the restore");
+                free(want);
                 cr_assert_eq(cowvol_volume_merge_begin_at(v, sn[W->restore_i], k >= W->flattened_at), 0);
                 cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL_BYTES, 0), 0);
-                if (memcmp(got, W->snaps[W->restore_i].content, VOL_BYTES))
+                want = snap_want(W, W->restore_i, k, &alt);
+                if (memcmp(got, want, VOL_BYTES))
                         CUT_FAIL(P, k, var, "the resumed restore's volume does not read as the snapshot");
                 while ((r = cowvol_volume_merge_step(v, &left)) > 0)
                         ;
                 cr_assert_eq(r, 0);
                 cr_assert_eq(cowvol_volume_merge_end(v), 0);
-                P->W->resumed++;
-        }
-        cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL_BYTES, 0), 0);
-        if (resume) {
-                if (memcmp(got, W->snaps[W->restore_i].content, VOL_BYTES))
+                cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL_BYTES, 0), 0);
+                if (memcmp(got, want, VOL_BYTES))
                         CUT_FAIL(P, k, var, "after the resumed restore the volume is not the snapshot");
+                free(want);
+                P->W->resumed++;
         } else {
+                cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL_BYTES, 0), 0);
                 check_volume(P, k, var, got);
         }
+        /* every snapshot as taken, with the writes into it: exact, but for
+         * the sectors of a write in flight at the cut (old or new) */
         for (int i = 0; i < n; i++) {
+                uint8_t *alt, *want;
+
+                if (!sn[i])
+                        continue;
+                want = snap_want(W, i, k, &alt);
                 cr_assert_eq(cowvol_volume_pread(v, sn[i], got, VOL_BYTES, 0), 0);
-                if (memcmp(got, W->snaps[i].content, VOL_BYTES)) {
-                        snprintf(msg, sizeof(msg), "snapshot %s does not read as the volume did when it was taken",
-                                 W->snaps[i].name);
-                        CUT_FAIL(P, k, var, msg);
-                }
+                for (uint64_t o = 0; o < VOL_BYTES; o += SECT)
+                        if (memcmp(got + o, want + o, SECT) && !(alt && !memcmp(got + o, alt + o, SECT))) {
+                                snprintf(msg, sizeof(msg),
+                                         "snapshot %s does not read as taken (with the writes into it) at %" PRIu64,
+                                         W->snaps[i].name, o);
+                                CUT_FAIL(P, k, var, msg);
+                        }
+                free(want);
+                free(alt);
         }
         cowvol_volume_close(v);
         if (resume)
                 for (int i = 0; i < n; i++) {
-                        char *path = path_in(P->dir, W->snaps[i].name);
+                        char *path;
+                        if (!sn[i])
+                                continue;
+                        path = path_in(P->dir, W->snaps[i].name);
                         msg[0] = 0;
                         if (cowvol_store_check(path, store_fault, msg) != 0)
                                 CUT_FAIL(P, k, var, "a store is unsound after the resumed restore");
@@ -623,9 +737,12 @@ static void run_cuts(struct work *W)
                     W->seed, W->chunk, W->restore ? ", restore" : "", W->n_w, W->n_snaps, R.n, syncs, R.n_files,
                     W->cuts, W->checks, W->resumed);
         fprintf(stderr, "# powercut: seed %" PRIu64 ", chunk %" PRIu32 "%s: %zu operations (%zu flushes), "
-                "%zu cuts, %zu replays checked, %zu restores resumed (snapshot %d of %d, flattened: %s)\n",
-                W->seed, W->chunk, W->restore ? ", restore" : "", R.n, syncs, W->cuts, W->checks, W->resumed,
-                W->restore_i + 1, W->n_snaps, W->flattened_at == SIZE_MAX ? "no" : "yes");
+                "%zu cuts, %zu replays checked; %d snapshots, %d removed, %zu writes into them; %zu restores "
+                "resumed%s%s\n",
+                W->seed, W->chunk, W->restore ? ", restore" : "", R.n, syncs, W->cuts, W->checks, W->n_snaps,
+                W->n_snaps - live_snaps(W), W->n_sw, W->resumed,
+                W->restore ? (W->restore_i + 1 == W->n_snaps ? " (of the newest" : " (of an older one") : "",
+                W->restore ? (W->flattened_at == SIZE_MAX ? ")" : ", flattened first)") : "");
         cr_assert_gt(W->cuts, syncs, "every flush was cut at");
         for (int f = 0; f < MAX_FILES; f++) {
                 free(P.dur[f].data);
@@ -656,6 +773,9 @@ static void powercut(uint32_t chunk, bool restore, uint64_t seed0)
                 for (size_t i = 0; i < W.n_w; i++)
                         free(W.w[i].data);
                 free(W.w);
+                for (size_t i = 0; i < W.n_sw; i++)
+                        free(W.sw[i].data);
+                free(W.sw);
                 free(W.barriers);
                 for (int i = 0; i < W.n_snaps; i++)
                         free(W.snaps[i].content);
