@@ -340,8 +340,9 @@ check "the stores folder holds exactly the catalogue's stores (no store left by 
 	test "$(find "$STATE/stores" -type f | sort)" = "$(awk '{print $3}' "$T/stores" | sort)"
 bad=
 for v in $(seq 0 $((NVOL - 1))); do
-	store=$(awk -v n="vol$v" '$1 == n && $2 == "base" {print $3}' "$T/stores")
-	"$COWVOL" store view "$STATE/volumes/vol$v.img" "$store" "$T/view" >/dev/null 2>&1 &&
+	# the chain from base to the newest (the catalogue lists it oldest first)
+	mapfile -t chain < <(awk -v n="vol$v" '$1 == n && $2 == "base" {on = 1} $1 == n && on {print $3}' "$T/stores")
+	"$COWVOL" store view "$STATE/volumes/vol$v.img" "${chain[@]}" "$T/view" >/dev/null 2>&1 &&
 		cmp -s "$T/view" <(cat "$T/pre$v"; head -c $((sizes[v] - PREFILL)) /dev/zero) || bad="$bad vol$v@base"
 	rm -f "$T/view"
 done

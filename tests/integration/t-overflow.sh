@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # A store that fills invalidates its snapshot only: the volume and the other
-# snapshots stay intact and list says why. With autoextend on (the
-# default, 70 % / 20 %) the same load grows the store instead, and the log
-# says so.
+# snapshots stay intact (the older ones read through its chunks) and list
+# says why. With autoextend on (the default, 70 % / 20 %) the same load
+# grows the store instead, and the log says so.
 . "$(dirname "$0")/../lib.sh"
 
 printf 'autoextend_threshold = 100\n' >"$T/noextend.conf"
@@ -11,8 +11,10 @@ start_daemon --config "$T/noextend.conf" || exit 1
 cv create v --size 8M >/dev/null
 "$COWTOOL" pattern "$T/data" 8M 3
 cv write v --offset 0 <"$T/data"
-cv snap v@small --store-size 64K >/dev/null   # 16 chunks: 13 data chunks
+# big, then small: the newest takes the copies, so small fills while big
+# reads the chunks it copied before through it and takes the copies after
 cv snap v@big --store-size 16M >/dev/null
+cv snap v@small --store-size 64K >/dev/null   # 16 chunks: 13 data chunks
 "$COWTOOL" pattern "$T/new" 1M 4
 expect 0 "a 1 MiB origin write goes through although a store fills" sh -c "$COWVOL write v --offset 0 <'$T/new'"
 expect 0 "list" cv list
