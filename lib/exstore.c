@@ -1187,11 +1187,21 @@ static int write_header(cowvol_store *s)
 }
 
 /* Exceptions not committed are forgotten: an invalid store kept as a link
- * shows what its table on disk holds, no more. */
+ * shows what its table on disk holds, no more, and its use is what it
+ * shows when opened again (the chunks handed out since go back). */
 static void drop_pending(cowvol_store *s)
 {
-        for (size_t i = 0; i < s->n_pending; i++)
+        uint64_t first = s->next_free;
+
+        for (size_t i = 0; i < s->n_pending; i++) {
                 (void)cindex_remove(&s->index, s->pending[i].old);
+                if (s->pending[i].new_chunk < first)
+                        first = s->pending[i].new_chunk;
+        }
+        for (size_t i = 0; i < s->n_reserved; i++)
+                if (s->reserved[i] < first)
+                        first = s->reserved[i];
+        s->next_free = first;
         s->n_pending = 0;
         s->n_reserved = 0;
 }

@@ -15,8 +15,11 @@
 The model test drives the real cowvol CLI against the real cowvold: a seeded
 random sequence of origin writes, snapshots, snapshot writes, restores
 (waited or not, --keep or not), removals, parallel writes, clean restarts and
-kill -9 at rest, on three small volumes.  The model keeps each volume's and
-each snapshot's bytes, and each snapshot's set of chunks that were copied or
+kill -9 at rest, on four small volumes, one of them (d) a chain of dozens of
+snapshots; and full stores: with growth switched off for a moment (SIGHUP),
+a snapshot with a tiny store takes more copies than it can hold, turns
+invalid and stays a link of the chain that older snapshots read through.
+The model keeps each volume's and each snapshot's bytes, and each snapshot's set of chunks that were copied or
 written (its exceptions).  After every step every volume and snapshot must
 read back equal to the model, `cowvol diff` must list exactly the snapshot's
 exception chunks (so it covers every chunk where volume and snapshot differ),
@@ -46,7 +49,8 @@ import subprocess
 import sys
 import time
 
-MAX_SNAPS = 4  # per volume; more slows every step down
+MAX_SNAPS = 4  # per volume (d's chain is longer); more slows every step down
+MAX_SNAPS_D = 32  # d: dozens of snapshots, a timeline's chain
 
 
 class Failure(Exception):
@@ -135,6 +139,10 @@ class Env:
         self.sock = os.environ["SOCK"]
         self.tmp = os.environ["T"]
         self.log = os.path.join(self.tmp, "daemon.log")
+        self.conf = os.path.join(self.tmp, "model.conf")
+        self.threshold = 70
+        with open(self.conf, "w") as f:
+            f.write("autoextend_threshold = 70\n")
         self.pidfile = os.path.join(self.tmp, "model-daemon.pid")
         self.daemon = None
         self.nwrite = 0
@@ -143,7 +151,7 @@ class Env:
     def start(self):
         with open(self.log, "ab") as log:
             self.daemon = subprocess.Popen(
-                [self.cowvold, "--state-dir", self.state, "--socket", self.sock],
+                [self.cowvold, "--state-dir", self.state, "--socket", self.sock, "--config", self.conf],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         with open(self.pidfile, "w") as f:
             f.write(str(self.daemon.pid))
@@ -157,6 +165,24 @@ class Env:
                 raise Failure(f"cowvold exited with {rc} while starting (daemon log below)")
             time.sleep(0.05)
         raise Failure("cowvold did not answer 'status' within 30 s of starting")
+
+    def autoextend(self, threshold):
+        """Set autoextend_threshold through the config file and SIGHUP; back
+        once the log says the reload applied it."""
+        line = f"Reload: autoextend_threshold {self.threshold} -> {threshold}"
+        with open(self.log, "rb") as f:
+            seen = f.read().count(line.encode())
+        with open(self.conf, "w") as f:
+            f.write(f"autoextend_threshold = {threshold}\n")
+        self.daemon.send_signal(signal.SIGHUP)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with open(self.log, "rb") as f:
+                if f.read().count(line.encode()) > seen:
+                    self.threshold = threshold
+                    return
+            time.sleep(0.02)
+        raise Failure(f"SIGHUP: the log does not say {line!r} within 30 s")
 
     def _reaped(self):
         self.ctl.close()
@@ -307,18 +333,24 @@ class Snap:
         self.name = name
         self.data = bytearray(data)
         self.exc = set()  # the chunks its own store holds (its exceptions)
+        self.valid = True  # an invalid one (a full store) stays a link of the chain
+        self.cap = None  # data chunks its store can take (None: autoextend grows it)
 
 
 class Vol:
     """A volume and its snapshots, a chain in self.snaps' order (oldest
     first): a snapshot's chunk that its store lacks is the next newer one's
     (DESIGN.md, "Snapshot chains"), so the model follows where each copy goes."""
-    def __init__(self, name, size, chunk, data):
+    def __init__(self, name, size, chunk, data, max_snaps=MAX_SNAPS):
         self.name = name
         self.size = size
         self.chunk = chunk
         self.data = bytearray(data)
         self.snaps = {}
+        self.max_snaps = max_snaps
+
+    def valid_snaps(self):
+        return [n for n, s in self.snaps.items() if s.valid]
 
     def chain(self):
         return list(self.snaps.values())
@@ -336,37 +368,58 @@ class Vol:
             out |= x.exc
         return out
 
+    def give(self, start, cs):
+        """Chunks @cs are about to change for @start and the older ones:
+        the walk from @start to the oldest stops, for each chunk, at the
+        first store that holds it; the first valid one takes the rest.  A
+        store that cannot take them all is invalid: it forgets this
+        write's copies, keeps what it held (read as a link), and the walk
+        goes on below it."""
+        c = self.chain()
+        left = set(cs)
+        for t in reversed(c[:c.index(start) + 1]):
+            left -= t.exc
+            if not left:
+                return
+            if not t.valid:
+                continue
+            if t.cap is not None and len(t.exc) + len(left) > t.cap:
+                t.valid = False
+                continue
+            t.exc |= left
+            return
+
     def origin_written(self, off, n):
-        # one copy, into the newest snapshot only
+        # one copy, into the newest valid snapshot that lacks the chunk
         if self.snaps:
-            self.chain()[-1].exc |= chunks_of(off, n, self.chunk)
+            self.give(self.chain()[-1], chunks_of(off, n, self.chunk))
 
     def snap_written(self, s, off, n):
-        # the next older one first keeps what it read through @s
+        # the older ones first keep what they read through @s
         cs = chunks_of(off, n, self.chunk)
         o = self.older(s)
         if o:
-            o.exc |= cs
+            self.give(o, cs)
         s.exc |= cs
 
     def removed(self, s):
-        # the next older one takes what it read through @s
+        # the older ones take what they read through @s
         o = self.older(s)
         if o:
-            o.exc |= s.exc
+            self.give(o, s.exc)
         del self.snaps[s.name]
 
     def restored(self, s, keep):
         # flattened first (its store takes what newer ones hold), then the
-        # origin's old chunks go to the newest (when that is not @s) and
-        # @s's chunks to the next older one; a kept @s is the newest after
+        # origin's old chunks go to the newer ones (the walk from the
+        # newest stops at @s at the latest) and @s's chunks to the older
+        # ones; a kept @s is the newest after
         flat = self.since(s)
-        c = self.chain()
-        if c[-1] is not s:
-            c[-1].exc |= flat
+        s.exc = set(flat)
+        self.give(self.chain()[-1], flat)
         o = self.older(s)
         if o:
-            o.exc |= flat
+            self.give(o, flat)
         self.data = bytearray(s.data)
         del self.snaps[s.name]
         if keep:
@@ -418,6 +471,14 @@ class ModelTest:
                           lambda out, v=v: compare(v.name, v.data, out, v.chunk)))
             for s in v.snaps.values():
                 t = f"{v.name}@{s.name}"
+                if not s.valid:
+                    # a full store: invalid, listed so, no exceptions of
+                    # its own to show; its table stays a link of the chain
+                    l = ls[s.name]
+                    if l["state"] != "invalid" or "overflow" not in (l["reason"] or "") or l["exceptions"]:
+                        raise Failure(f"{t} lists as {l['state']} ({l['reason']}), {l['exceptions']} exceptions; "
+                                      f"want invalid (overflow), 0")
+                    continue
                 if ls[s.name]["state"] != "active":
                     raise Failure(f"{t} is {ls[s.name]['state']} ({ls[s.name]['reason']})")
                 reads.append((["cat", t], ("cat", {"target": t}),
@@ -470,7 +531,7 @@ class ModelTest:
         arguments and its check."""
         rng = self.rng
         v = rng.choice(list(self.vols.values()))
-        names = [None] + list(v.snaps)
+        names = [None] + v.valid_snaps()
         sname = rng.choice(names)
         data = v.data if sname is None else v.snaps[sname].data
         t = v.name if sname is None else f"{v.name}@{sname}"
@@ -512,13 +573,13 @@ class ModelTest:
     def pick_vol(self, need_snap=False, room=0):
         # room 0 asks for no snapshot room: any volume will do
         vs = [v for v in self.vols.values()
-              if (not need_snap or v.snaps) and (room == 0 or len(v.snaps) + room <= MAX_SNAPS)]
+              if (not need_snap or v.valid_snaps()) and (room == 0 or len(v.snaps) + room <= v.max_snaps)]
         return self.rng.choice(vs) if vs else None
 
     # --- operations ------------------------------------------------------------
 
-    def do_write(self, v, sname=None):
-        off, n = self.pick_range(v.size, v.chunk)
+    def do_write(self, v, sname=None, rng_=None):
+        off, n = rng_ if rng_ else self.pick_range(v.size, v.chunk)
         data = self.rng.randbytes(n)
         mode = self.rng.choice(["file", "pipe"])
         t = v.name if sname is None else f"{v.name}@{sname}"
@@ -543,14 +604,14 @@ class ModelTest:
         v = self.pick_vol(need_snap=True)
         if not v:
             return self.op_snap()
-        return self.do_write(v, self.rng.choice(list(v.snaps)))
+        return self.do_write(v, self.rng.choice(v.valid_snaps()))
 
     def op_write_past_end(self):
         v = self.pick_vol()
         rng = self.rng
         n = rng.randint(1, 2 * v.chunk)
         off = rng.randint(max(0, v.size - n + 1), v.size + rng.choice([0, 0, 4096]))
-        targets = [v.name] + [f"{v.name}@{s}" for s in v.snaps]
+        targets = [v.name] + [f"{v.name}@{s}" for s in v.valid_snaps()]
         t = rng.choice(targets)
         self.note(f"write {t} --offset {off} ({n} bytes, past the end of {v.size})")
         r = self.env.write(t, off, rng.randbytes(n), "pipe")
@@ -630,7 +691,7 @@ class ModelTest:
         if not v:
             return self.op_snap()
         rng = self.rng
-        s = v.snaps[rng.choice(list(v.snaps))]
+        s = v.snaps[rng.choice(v.valid_snaps())]
         keep = rng.random() < 0.5
         nowait = rng.random() < 0.35
         t = f"{v.name}@{s.name}"
@@ -646,7 +707,7 @@ class ModelTest:
             # restore runs, or done after its end
             compare(f"{v.name} during its restore from {t}", s.data, self.env.cat(v.name), v.chunk)
             for o in v.snaps.values():
-                if o is not s:
+                if o is not s and o.valid:
                     compare(f"{v.name}@{o.name} during the restore from {t}", o.data,
                             self.env.cat(f"{v.name}@{o.name}"), v.chunk)
             late = self.late_request(v, s, keep)
@@ -661,7 +722,7 @@ class ModelTest:
         returns what it did to the model after the restore, or None."""
         rng = self.rng
         kind = rng.choice(["write", "swrite", "snap", "rm"])
-        sname = rng.choice(list(v.snaps))
+        sname = rng.choice(list(v.snaps) if kind == "rm" else v.valid_snaps())
         off, n = self.pick_range(v.size, v.chunk)
         data = rng.randbytes(n)
         self.nsnap += 1
@@ -672,10 +733,11 @@ class ModelTest:
         elif kind == "swrite":
             r = self.env.write(f"{v.name}@{sname}", off, data, "pipe")
             what = f"write {v.name}@{sname} --offset {off} ({n} bytes)"
-        elif kind == "snap":
+        elif kind == "snap" and len(v.snaps) < v.max_snaps:
             r = self.env.cv("snap", f"{v.name}@{new}")
             what = f"snap {v.name}@{new}"
         else:
+            kind = "rm"
             r = self.env.cv("rm", f"{v.name}@{sname}")
             what = f"rm {v.name}@{sname}"
         err = r.stderr.decode(errors="replace").strip()
@@ -707,12 +769,21 @@ class ModelTest:
                 v.removed(v.snaps[sname])
         return apply
 
-    def check_stores_offline(self):
+    def check_stores_offline(self, listed):
+        """With the daemon down every store passes `store check`, but for
+        those @listed (list --json) as invalid: check finds them marked so."""
+        invalid = {os.path.basename(s["store"]) for v in listed["volumes"] for s in v["snapshots"]
+                   if s["state"] == "invalid"}
         d = os.path.join(self.env.state, "stores")
         for f in sorted(os.listdir(d)):
             if f.endswith(".cow"):
                 r = self.env.cv("store", "check", os.path.join(d, f))
-                if r.returncode != 0:
+                if f in invalid:
+                    if r.returncode != 1 or b"marked invalid" not in r.stdout + r.stderr:
+                        raise Failure(f"cowvol store check {f} (an invalid snapshot's) with the daemon stopped: "
+                                      f"exit {r.returncode}: {(r.stdout + r.stderr).decode(errors='replace').strip()}"
+                                      f"; want exit 1, 'marked invalid'")
+                elif r.returncode != 0:
                     raise Failure(f"cowvol store check {f} with the daemon stopped: exit {r.returncode}: "
                                   f"{(r.stdout + r.stderr).decode(errors='replace').strip()}")
 
@@ -722,7 +793,7 @@ class ModelTest:
         rc = self.env.stop()
         if rc != 0:
             raise Failure(f"cowvold exited with {rc} on SIGTERM; want 0")
-        self.check_stores_offline()
+        self.check_stores_offline(before)
         self.env.start()
         after = self.env.list_json()
         if after != before:
@@ -734,7 +805,7 @@ class ModelTest:
         before = self.env.list_json()
         self.note("kill -9 at rest, start")
         self.env.kill9()
-        self.check_stores_offline()
+        self.check_stores_offline(before)
         self.env.start()
         after = self.env.list_json()
         if after != before:
@@ -825,6 +896,55 @@ class ModelTest:
         return f"parallel writes to {v.name}: snap {a.name}, {len(w1)} chunks, snap {b.name}, {len(w2)} chunks " \
                f"(and {len(sw)} more in {a.name} by its own writes)"
 
+    def op_overflow(self):
+        """A full store in the chain: with growth off (autoextend_threshold
+        100, through SIGHUP) a snapshot with a store of 3 or 4 chunks (room
+        for 1 or 2) takes more copies than it can, by an origin write while
+        it is the newest or by a write into a newer one taken after it.  It
+        turns invalid and forgets the copies of that write; the older
+        snapshots read through what it held before and the next valid one
+        takes the copies; later steps see it in the middle of the chain."""
+        v = self.pick_vol(room=2)
+        if not v:
+            return self.op_rm()
+        rng = self.rng
+        nch = (v.size + v.chunk - 1) // v.chunk
+        k = rng.choice([3, 4])
+        cap = k - 2  # header, one metadata area, the rest data
+        w = min(nch, cap + 1 + rng.randint(0, 2))
+        # growth is off for a moment: the stores that may take this
+        # write's copies must have room for them without growing
+        listed = {s["name"]: s for x in self.env.list_json()["volumes"] if x["name"] == v.name
+                  for s in x["snapshots"]}
+        for s in v.snaps.values():
+            size = listed[s.name]["store_size"] // v.chunk
+            stride = v.chunk // 16 + 1
+            room = size - 1 - ((size - 2) // stride + 1) - (1 if size % stride == 1 else 0) - len(s.exc)
+            if s.valid and room < w + 1:
+                return self.op_write()
+        middle = rng.random() < 0.5
+        self.env.autoextend(100)
+        self.nsnap += 1
+        tiny = v.snaps[self.snap(v, f"f{self.nsnap}", k * v.chunk)]
+        tiny.cap = cap
+        target = None
+        if middle:
+            target = self.snap(v, f"f{self.nsnap}n")
+        c0 = rng.randrange(nch - w + 1)
+        off = c0 * v.chunk
+        self.do_write(v, target, (off, min(w * v.chunk, v.size - off)))
+        if tiny.valid:
+            raise Failure(f"the model kept {v.name}@{tiny.name} valid after {w} chunks into room for {cap}")
+        self.env.autoextend(70)
+        r = self.env.cv("cat", f"{v.name}@{tiny.name}")
+        err = r.stderr.decode(errors="replace")
+        if r.returncode != 1 or "invalid" not in err:
+            raise Failure(f"cat of the full {v.name}@{tiny.name}: exit {r.returncode}, {err.strip()!r}; "
+                          f"want exit 1, 'invalid'")
+        return f"snap {v.name}@{tiny.name} --store-size {k * v.chunk}" + \
+            (f", snap {v.name}@{target}" if target else "") + \
+            f", {w} chunks written into {v.name}@{target or ''}: {tiny.name} invalid (full), a link of the chain"
+
     # --- the run ------------------------------------------------------------------
 
     def setup(self):
@@ -851,11 +971,21 @@ class ModelTest:
         if not out.startswith("Added volume c:"):
             raise Failure(f"add printed {out.strip()!r}")
         self.vols["c"] = Vol("c", size, 65536, data)
+        # d: a timeline, dozens of snapshots with a few chunks changed
+        # between each (the random steps go on with this chain)
+        size = rng.randint(32, 64) * 4096
+        env.cv_ok("create", "d", "--size", str(size), "--chunk-size", "4K")
+        d = self.vols["d"] = Vol("d", size, 4096, bytes(size), MAX_SNAPS_D)
+        nd = rng.randint(20, 26)
+        for i in range(nd):
+            c = rng.randrange(size // 4096)
+            self.do_write(d, None, (c * 4096, rng.randint(1, 2) * 4096 if c + 1 < size // 4096 else 4096))
+            self.snap(d, f"t{i}")
         self.note(f"create a ({self.vols['a'].size} bytes, 4K), b ({self.vols['b'].size}, 64K), "
-                  f"add c ({size}, 64K)")
+                  f"add c ({self.vols['c'].size}, 64K), create d ({size}, 4K) with {nd} snapshots")
 
     OPS = [("write", 30), ("snap_write", 14), ("snap", 12), ("restore", 12), ("rm", 8),
-           ("write_past_end", 3), ("parallel", 4), ("restart", 3), ("crash", 2)]
+           ("write_past_end", 3), ("parallel", 4), ("restart", 3), ("crash", 2), ("overflow", 3)]
 
     def run(self):
         env = self.env
@@ -865,7 +995,8 @@ class ModelTest:
             env.start()
             self.setup()
             self.verify()
-            say(f"ok - setup: volumes a, b (created) and c (added) read back as the model")
+            say(f"ok - setup: volumes a, b, d (created, d with {len(self.vols['d'].snaps)} snapshots) and c (added) "
+                f"read back as the model")
         except Failure as e:
             say(f"not ok - setup: {e}")
             return 1
@@ -884,12 +1015,13 @@ class ModelTest:
                 return 1
             self.counts[op] = self.counts.get(op, 0) + 1
             say(f"ok - step {self.step}: {desc}; every volume and snapshot equals the model")
+        listed = env.list_json()
         rc = env.stop()
         if rc != 0:
             say(f"not ok - the final SIGTERM: cowvold exited with {rc}")
             return 1
         try:
-            self.check_stores_offline()
+            self.check_stores_offline(listed)
         except Failure as e:
             say(f"not ok - the stores at the end: {e}")
             return 1
