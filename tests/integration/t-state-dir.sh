@@ -86,6 +86,9 @@ variant("restore-text", lambda c: v(c).update(restore="s"), '"restore" is string
 variant("lent-text", lambda c: v(c).update(lent="nobody"), '"lent" is string, want object')
 variant("lent-root", lambda c: v(c).update(lent={"uid": 0, "dev": 1, "ino": 2}), 'volume 1 \\(v\\), lent: "uid" is not a user other than root')
 variant("lent-no-ino", lambda c: v(c).update(lent={"uid": 1000, "dev": 1}), 'lent: "ino" is missing')
+variant("chain-text", lambda c: v(c).update(chain="yes"), 'volume 1 \\(v\\): "chain" is string, want boolean')
+variant("flattened-number", lambda c: v(c).update(restore={"snapshot": "s", "keep": False, "flattened": 1}),
+        'volume 1 \\(v\\), restore: "flattened" is int, want boolean')
 PY
 while IFS=$'\t' read -r f says; do
 	id=${f##*/cat-}
@@ -99,7 +102,7 @@ while IFS=$'\t' read -r f says; do
 	cp "$T/cat.good" "$STATE/catalogue.json"
 	check "catalogue $id: every store and image stays, nothing else changed" eval "files | cmp -s - '$T/files.good'"
 done <"$T/variants"
-check "twelve variants were tried" test "$(wc -l <"$T/variants")" = 12
+check "fourteen variants were tried" test "$(wc -l <"$T/variants")" = 14
 start_daemon || exit 1
 check "the good catalogue back: v@s is served" eval "cv list v | grep -q 'v@s'"
 
