@@ -81,6 +81,62 @@ static int lent_check(const struct vol *v)
 static void u_deactivate(struct vol *v);
 
 /* Open the image and attach the snapshots; resume a restore. */
+/* A chain whose store cannot be opened: the older snapshots read through
+ * it, and without it they would read wrong data.  They let go too (the
+ * oldest first, which copies nothing) and say why; their stores stay as
+ * they are, so once the lost store is back (the next start) they read
+ * right again. */
+static void u_unchain_below_lost(struct vol *v)
+{
+        struct snap *lost = NULL;
+
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (!s->eng)
+                        lost = s; /* the newest that is missing */
+        if (!lost)
+                return;
+        for (struct snap *s = v->snaps; s != lost; s = s->next) {
+                char why[NAME_MAX_LEN * 2 + 96];
+
+                if (!s->eng)
+                        continue;
+                (void)cowvol_volume_snapshot_detach(v->eng, s->eng);
+                s->eng = NULL;
+                snprintf(why, sizeof(why), "it reads through %s@%s, whose store cannot be opened", v->name,
+                         lost->name);
+                dlog(LOG_ERR_, "Snapshot %s@%s: %s", v->name, s->name, why);
+                free(s->reason);
+                s->reason = strdup(why);
+        }
+}
+
+/* With the newest store lost and older snapshots reading through it, an
+ * origin write would have nowhere to put its copies: writes wait until a
+ * new snapshot is taken, the older ones are removed, or the store is back
+ * (the next start). */
+static void u_hold_check(struct vol *v)
+{
+        struct snap *lost = NULL;
+        bool newer = false, hold;
+
+        if (!v->eng)
+                return;
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                if (!s->eng) {
+                        lost = s;
+                        newer = false;
+                } else if (lost) {
+                        newer = true;
+                }
+        }
+        hold = v->chain && lost && lost != v->snaps && !newer;
+        cowvol_volume_hold_origin(v->eng, hold);
+        if (hold)
+                dlog(LOG_ERR_, "Volume %s: writes are refused: the store of its newest snapshot %s@%s cannot be "
+                     "opened and older snapshots read through it; take a snapshot (cowvol snap %s) to write on, "
+                     "remove the older ones, or bring the store back", v->name, v->name, lost->name, v->name);
+}
+
 static int u_activate(struct vol *v)
 {
         int r;
@@ -105,6 +161,10 @@ static int u_activate(struct vol *v)
                         if (!s->reason)
                                 s->reason = strdup("its store cannot be opened");
                 }
+        }
+        if (v->chain) {
+                u_unchain_below_lost(v);
+                u_hold_check(v);
         }
         if (!v->chain) {
                 /* independent stores (the kernel engine's, or from before
@@ -218,6 +278,7 @@ static void u_snapshot_drop(struct vol *v, struct snap *s)
         if ((r = state_remove(s->store)) < 0 && r != -ENOENT)
                 dlog(LOG_WARN_, "Snapshot %s@%s: cannot remove its store %s: %s", v->name, s->name, s->store,
                      strerror(-r));
+        u_hold_check(v); /* the last one reading through a lost store gone */
 }
 
 /* Before the catalogue forgets it, the older snapshots get what they read
@@ -226,8 +287,18 @@ static int u_snapshot_release(struct vol *v, struct snap *s, struct failure *f)
 {
         int r;
 
-        if (!s->eng)
+        if (!s->eng) {
+                /* a lost store (or one that reads through it): the older
+                 * snapshots read through it, and without its chunks they
+                 * would read wrong data once it is back */
+                if (v->eng && v->chain && v->snaps != s)
+                        return fail(f, -EBUSY,
+                                    "cannot remove %s@%s: it cannot be read (%s) and the older snapshots read "
+                                    "through it (%s@%s is the oldest): remove them first, or bring its store back",
+                                    v->name, s->name, s->reason ? s->reason : "its store cannot be opened", v->name,
+                                    v->snaps->name);
                 return 0;
+        }
         r = cowvol_volume_snapshot_unchain(v->eng, s->eng);
         if (r < 0)
                 return fail(f, r, "cannot remove %s@%s: %s", v->name, s->name,

@@ -660,6 +660,10 @@ static int do_write(struct request *r, json_object **ret, struct failure *f)
         if (e == -ESHUTDOWN)
                 return fail(f, e, "write stopped after %" PRIu64 " of %" PRIu64 " bytes (all written): the daemon "
                             "is stopping", done, len);
+        if (e == -ENOLINK)
+                return fail(f, e, "cannot write %s: the store of its newest snapshot cannot be opened and older "
+                            "snapshots read through it (cowvol list says which); take a snapshot first (cowvol "
+                            "snap %s), remove the older ones, or bring the store back", v->name, v->name);
         if (e < 0)
                 return fail(f, e, "write failed after %" PRIu64 " bytes: %s", done, strerror(-e));
         return answer_bytes(done, ret);

@@ -22,7 +22,8 @@
  *    (CACHE, unknown) is refused.  Every refusal but those two is EINVAL.
  *    A refusal is replied at once, with its reason; the connection goes on.
  * 3. serve() acts through the engine without checking again, and replies.
- *    Engine errors map to NBD errors: -EPERM, -EROFS -> EPERM, -EINVAL ->
+ *    Engine errors map to NBD errors: -EPERM, -EROFS, -ENOLINK (a lost store holds
+ *    the origin) -> EPERM, -EINVAL ->
  *    EINVAL, -ENOSPC, -EDQUOT, -EFBIG -> ENOSPC, -ENOMEM -> ENOMEM,
  *    -ESHUTDOWN -> ESHUTDOWN; anything else, writes during a restore
  *    (-EBUSY) and reads of a snapshot that became invalid (-ESTALE)
@@ -119,7 +120,8 @@ static uint32_t nbd_errno(int r)
         switch (-r) {
         case 0: return 0;
         case EPERM:
-        case EROFS: return NBD_EPERM;
+        case EROFS:
+        case ENOLINK: return NBD_EPERM;
         case EINVAL: return NBD_EINVAL;
         case ENOSPC:
         case EDQUOT:

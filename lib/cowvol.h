@@ -424,6 +424,15 @@ int cowvol_volume_snapshot_unchain(cowvol_volume *v, cowvol_snapshot *sn);
 int cowvol_volume_chain_adopt(cowvol_volume *v, uint64_t *ret_copied);
 int cowvol_volume_snapshot_rechain(cowvol_volume *v, cowvol_snapshot *sn);
 
+/**
+ * Refuse writes to the origin (-ENOLINK) while @hold: the caller could not
+ * attach the newest snapshot's store, and the older snapshots read through
+ * it, so the origin's copies would have nowhere to go.  A snapshot that
+ * becomes the newest (created, or kept by a restore) lifts it.
+ * Since LIBCOWVOL_0.4.
+ */
+void cowvol_volume_hold_origin(cowvol_volume *v, bool hold);
+
 /** What cowvol_snapshot_info() tells of a snapshot. */
 struct cowvol_snapshot_info {
         bool valid;

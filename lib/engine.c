@@ -85,6 +85,9 @@ struct cowvol_volume {
         struct cowvol_snapshot *snaps;
         struct cowvol_snapshot *merging;
         uint64_t merge_total;
+        /* origin writes refused (-ENOLINK): a lost store would leave the
+         * older snapshots without their copies; a new newest ends it */
+        bool origin_held;
         /* a restore of a snapshot with newer ones first gives it every chunk
          * of its content that a newer store holds (flattening): then it
          * alone tells what the origin becomes */
@@ -274,6 +277,7 @@ static void snap_invalidate(cowvol_volume *v, struct cowvol_snapshot *sn, const 
  * from now on. */
 static void link_newest(cowvol_volume *v, struct cowvol_snapshot *sn)
 {
+        v->origin_held = false; /* the origin's copies have a place again */
         if (v->snaps && cowvol_store_is_valid(v->snaps->store))
                 (void)cowvol_store_set_preallocate(v->snaps->store, false);
         sn->prev = NULL;
@@ -403,6 +407,13 @@ _public_ int cowvol_volume_snapshot_rechain(cowvol_volume *v, cowvol_snapshot *s
         return r;
 }
 
+_public_ void cowvol_volume_hold_origin(cowvol_volume *v, bool hold)
+{
+        pthread_rwlock_wrlock(&v->lock);
+        v->origin_held = hold;
+        pthread_rwlock_unlock(&v->lock);
+}
+
 _public_ int cowvol_volume_snapshot_detach(cowvol_volume *v, cowvol_snapshot *sn)
 {
         int r;
@@ -518,6 +529,8 @@ static bool snap_attached(const cowvol_volume *v, const struct cowvol_snapshot *
 /* May the volume (@sn NULL) or snapshot @sn change now?  Lock held. */
 static int change_allowed(const cowvol_volume *v, const struct cowvol_snapshot *sn)
 {
+        if (!sn && v->origin_held)
+                return -ENOLINK;
         if (sn && !snap_attached(v, sn))
                 return -ENOENT;
         if (v->merging)
