@@ -721,8 +721,13 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
                                 continue;
                         path = path_in(P->dir, W->snaps[i].name);
                         msg[0] = 0;
-                        if (cowvol_store_check(path, store_fault, msg) != 0)
-                                CUT_FAIL(P, k, var, "a store is unsound after the resumed restore");
+                        if (cowvol_store_check(path, store_fault, msg) != 0 &&
+                            !(W->snaps[i].small && strstr(msg, "marked invalid"))) {
+                                char m2[340];
+                                snprintf(m2, sizeof(m2), "store %s is unsound after the resumed restore: %s",
+                                         W->snaps[i].name, msg);
+                                CUT_FAIL(P, k, var, m2);
+                        }
                         free(path);
                 }
         free(img);
