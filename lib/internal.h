@@ -154,6 +154,10 @@ int cindex_lookup(const struct cindex *x, uint64_t old, uint64_t *ret_new);
 /* As lookup; then how many chunks from @old on (at most @max) map to
  * consecutive store chunks: 0 when @old has no entry. */
 size_t cindex_lookup_run(const struct cindex *x, uint64_t old, size_t max, uint64_t *ret_new);
+/* For each chunk first+i (i < n) whose ret_new[i] is 0 and that has an
+ * entry, its store chunk into ret_new[i]; slots already set stay as they
+ * are.  Returns how many it set.  One bisection for the whole range. */
+size_t cindex_lookup_range(const struct cindex *x, uint64_t first, size_t n, uint64_t *ret_new);
 /* -EEXIST if present, -EFBIG if new_chunk does not fit, -ENOMEM. */
 int cindex_insert(struct cindex *x, uint64_t old, uint64_t new_chunk);
 /* 0 if removed, -ENOENT if absent. */
