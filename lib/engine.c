@@ -660,101 +660,204 @@ static int commit_deferred(cowvol_volume *v)
 
 /* --- reads ---------------------------------------------------------------------- */
 
-/* Read [off, off+len) through @sn (NULL: the origin, as the volume shows it:
- * deferred chunks from memory, chunks a restore has not reached yet from
- * the merging snapshot).  Runs of chunks read from the same file at
- * consecutive places are read with one call. */
-static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *buf, size_t len, uint64_t off)
+/* A read goes a window of chunks at a time: the sources of the whole
+ * window are looked up with one range lookup a store, then read. */
+#define READ_WINDOW 256u
+/* the image is read around store chunks (into a scratch buffer) rather than
+ * split, for gaps of up to so many bytes: a few chunks more cost less than
+ * another request, and the kernel's readahead sees one sequential reader */
+#define READ_GAP_BYTES (64u << 10)
+/* a store's chunks that a read misses in the page cache are read ahead
+ * together with what lies between them and around them, as far as a
+ * quarter of the read's length and at most so many bytes: a long read of a
+ * snapshot (a backup) soon needs the rest of a store's chunks, a short one
+ * (random I/O) reads no more than it needs */
+#define READ_AROUND_BYTES (256u << 10)
+
+struct read_run {
+        struct cowvol_snapshot *from;
+        uint64_t nw;      /* first store chunk */
+        uint8_t *dst;
+        size_t len, done; /* bytes; done: read already */
+        uint32_t in;      /* offset in the first store chunk */
+};
+
+static int cmp_run(const void *a, const void *b)
 {
-        struct cowvol_snapshot *m = sn ? NULL : v->merging;
-        /* the pending run: from the image (store NULL) or a store */
-        cowvol_store *run_store = NULL;
-        uint64_t run_pos = 0; /* image offset, or store chunk */
-        uint32_t run_in = 0;  /* offset in the first store chunk */
-        uint8_t *run_buf = buf;
-        size_t run_len = 0;
-        int r;
+        const struct read_run *x = *(struct read_run *const *)a, *y = *(struct read_run *const *)b;
 
-#define FLUSH_RUN()                                                                                        \
-        do {                                                                                               \
-                if (run_len) {                                                                             \
-                        r = run_store ? cowvol_store_pread(run_store, run_pos, run_buf, run_len, run_in)        \
-                                      : pread_full(v->fd, run_buf, run_len, run_pos);                     \
-                        if (r < 0)                                                                         \
-                                return r;                                                                  \
-                        run_len = 0;                                                                       \
-                }                                                                                          \
-        } while (0)
+        if (x->from != y->from)
+                return (uintptr_t)x->from < (uintptr_t)y->from ? -1 : 1;
+        return x->nw < y->nw ? -1 : x->nw > y->nw;
+}
 
-        while (len > 0) {
-                uint64_t c = off / v->chunk, nw;
-                uint32_t in = (uint32_t)(off % v->chunk);
-                size_t n = v->chunk - in < len ? v->chunk - in : len;
-                struct cowvol_snapshot *from;
-                struct deferred *d;
-                size_t k;
+/* The runs the page cache lacks, read ahead a store at a time, with what
+ * lies between them when that is short: one larger request costs less
+ * than many small ones, and a store's chunks are often read soon after. */
+static void read_ahead_runs(cowvol_volume *v, struct read_run *runs, size_t n_runs, size_t read_len)
+{
+        struct read_run *miss[READ_WINDOW];
+        uint64_t around = (read_len / 4 < READ_AROUND_BYTES ? read_len / 4 : READ_AROUND_BYTES) / v->chunk;
+        uint64_t first = 0, last = 0;
+        size_t n = 0;
 
-                /* a snapshot read: whole runs of consecutive store chunks at once */
-                if (sn && in == 0 && len >= v->chunk &&
-                    (k = cowvol_store_lookup_run(sn->store, c, len / v->chunk, &nw)) > 1) {
-                        size_t bytes = k * v->chunk;
-                        if (!(run_len && run_store == sn->store && (run_in + run_len) % v->chunk == 0 &&
-                              run_pos + (run_in + run_len) / v->chunk == nw)) {
-                                FLUSH_RUN();
-                                run_store = sn->store;
-                                run_pos = nw;
-                                run_in = 0;
-                                run_buf = buf;
-                        }
-                        run_len += bytes;
-                        buf += bytes;
-                        off += bytes;
-                        len -= bytes;
+        for (size_t u = 0; u < n_runs; u++)
+                if (runs[u].done < runs[u].len)
+                        miss[n++] = &runs[u];
+        if (n > 1)
+                qsort(miss, n, sizeof(*miss), cmp_run);
+        for (size_t u = 0; u < n; u++) {
+                uint64_t a = miss[u]->nw + (miss[u]->in + miss[u]->done) / v->chunk,
+                         b = miss[u]->nw + (miss[u]->in + miss[u]->len - 1) / v->chunk;
+                if (u && miss[u]->from == miss[u - 1]->from && a <= last + 1 + around) {
+                        last = b > last ? b : last;
                         continue;
                 }
-                /* the chain: this snapshot's store, else a newer one's; a
-                 * restore shows the merging snapshot's content (through
-                 * the chain until it is flattened, then its store alone:
-                 * what it gave the origin is no longer in it) */
-                if (sn)
-                        from = holder(sn, c, &nw);
-                else if (m)
-                        from = v->flattening ? holder(m, c, &nw)
-                                             : cowvol_store_lookup(m->store, c, &nw) == 1 ? m : NULL;
-                else
-                        from = NULL;
-                d = !from && v->n_deferred ? deferred_find(v, c) : NULL;
-                if (d) {
-                        FLUSH_RUN();
-                        memcpy(buf, d->data + in, n);
-                } else if (from) {
-                        /* continue a store run when this chunk follows it there */
-                        if (!(run_len && run_store == from->store &&
-                              (run_in + run_len) % v->chunk == 0 && in == 0 &&
-                              run_pos + (run_in + run_len) / v->chunk == nw)) {
-                                FLUSH_RUN();
-                                run_store = from->store;
-                                run_pos = nw;
-                                run_in = in;
-                                run_buf = buf;
-                        }
-                        run_len += n;
-                } else {
-                        if (!(run_len && !run_store && run_pos + run_len == off)) {
-                                FLUSH_RUN();
-                                run_store = NULL;
-                                run_pos = off;
-                                run_buf = buf;
-                        }
-                        run_len += n;
+                if (u)
+                        exstore_readahead(miss[u - 1]->from->store, first, last - first + 1 + around);
+                first = a > around ? a - around : 0;
+                last = b;
+        }
+        if (n)
+                exstore_readahead(miss[n - 1]->from->store, first, last - first + 1 + around);
+}
+
+/* Read [off, off+len), at most READ_WINDOW chunks, through @top and, with
+ * @chain, the snapshots newer than it (@top NULL: the image).  Each chunk
+ * comes from the first of them whose store holds it, else from the deferred
+ * chunks, else from the image.  Cold chunks are fetched in parallel: every
+ * store run is first read from the page cache without waiting (which starts
+ * the disk on what is missing), then the image is read, then what the
+ * stores still owe, then the deferred chunks go over the image's. */
+static int read_window(cowvol_volume *v, struct cowvol_snapshot *top, bool chain, uint8_t *buf, size_t len,
+                       uint64_t off, size_t read_len, uint8_t **scratch)
+{
+        uint64_t c0 = off / v->chunk, end = off + len, nw[READ_WINDOW];
+        size_t n = (size_t)((end - 1) / v->chunk - c0 + 1), left = n, i, j, n_runs = 0;
+        size_t max_gap = READ_GAP_BYTES / v->chunk;
+        bool dense;
+        struct cowvol_snapshot *from[READ_WINDOW];
+        struct read_run runs[READ_WINDOW];
+        struct iovec iov[READ_WINDOW];
+        ssize_t got;
+        int r;
+
+        memset(nw, 0, n * sizeof(*nw));
+        memset(from, 0, n * sizeof(*from));
+        for (struct cowvol_snapshot *t = top; t && left; t = chain ? t->prev : NULL) {
+                size_t k = exstore_lookup_range(t->store, c0, n, nw);
+                if (!k)
+                        continue;
+                for (i = 0; i < n; i++)
+                        if (nw[i] && !from[i])
+                                from[i] = t;
+                left -= k;
+        }
+/* chunk @i's bytes in the window */
+#define LO(i) ((c0 + (i)) * v->chunk > off ? (c0 + (i)) * v->chunk : off)
+#define HI(i) ((c0 + (i) + 1) * v->chunk < end ? (c0 + (i) + 1) * v->chunk : end)
+        /* the stores' runs of consecutive store chunks, from the cache */
+        for (i = 0; left < n && i < n;) {
+                struct read_run *u = &runs[n_runs];
+                if (!from[i]) {
+                        i++;
+                        continue;
                 }
+                for (j = i + 1; j < n && from[j] == from[i] && nw[j] == nw[i] + (j - i); j++)
+                        ;
+                *u = (struct read_run){ .from = from[i], .nw = nw[i], .dst = buf + (LO(i) - off),
+                                        .len = (size_t)(HI(j - 1) - LO(i)),
+                                        .in = (uint32_t)(LO(i) - (c0 + i) * v->chunk) };
+                got = exstore_pread_cached(u->from->store, u->nw, u->dst, u->len, u->in);
+                if (got < 0)
+                        return (int)got;
+                u->done = (size_t)got;
+                n_runs++;
+                i = j;
+        }
+        read_ahead_runs(v, runs, n_runs, read_len);
+        /* the image: runs, read around short gaps; where it gives much of
+         * the window, the whole window (a read that skips pages would miss
+         * the marks that start the kernel's readahead ahead of it) */
+        dense = left * 8 >= n;
+        for (i = 0; left && i < n;) {
+                int k = 0;
+                if (from[i] && !dense) {
+                        i++;
+                        continue;
+                }
+                for (j = i; j < n;) {
+                        size_t g = j;
+                        if (!from[j]) {
+                                if (k && iov[k - 1].iov_base == buf + (LO(j) - off) - iov[k - 1].iov_len)
+                                        iov[k - 1].iov_len += (size_t)(HI(j) - LO(j));
+                                else
+                                        iov[k++] = (struct iovec){ buf + (LO(j) - off), (size_t)(HI(j) - LO(j)) };
+                                j++;
+                                continue;
+                        }
+                        while (g < n && (dense || g - j < max_gap) && from[g])
+                                g++;
+                        if (!dense && (g == n || from[g]))
+                                break;
+                        if (!*scratch && !(*scratch = malloc(v->chunk)))
+                                return -ENOMEM;
+                        for (; j < g; j++)
+                                iov[k++] = (struct iovec){ *scratch, (size_t)(HI(j) - LO(j)) };
+                }
+                r = k == 1 ? pread_full(v->fd, iov[0].iov_base, iov[0].iov_len, LO(i))
+                           : preadv_full(v->fd, iov, k, LO(i));
+                if (r < 0)
+                        return r;
+                i = j;
+        }
+        /* what the stores still owe */
+        for (size_t u = 0; u < n_runs; u++) {
+                struct read_run *p = &runs[u];
+                uint64_t at = p->in + (uint64_t)p->done;
+                if (p->done < p->len &&
+                    (r = cowvol_store_pread(p->from->store, p->nw + at / v->chunk, p->dst + p->done,
+                                            p->len - p->done, (uint32_t)(at % v->chunk))) < 0)
+                        return r;
+        }
+        /* what waits in memory */
+        for (i = 0; left && v->n_deferred && i < n; i++) {
+                struct deferred *d = from[i] ? NULL : deferred_find(v, c0 + i);
+                if (d)
+                        memcpy(buf + (LO(i) - off), d->data + (LO(i) - (c0 + i) * v->chunk),
+                               (size_t)(HI(i) - LO(i)));
+        }
+#undef LO
+#undef HI
+        return 0;
+}
+
+/* Read [off, off+len) through @sn (NULL: the origin, as the volume shows it:
+ * deferred chunks from memory, chunks a restore has not reached yet from
+ * the merging snapshot: through the chain until it is flattened, then its
+ * store alone, since what it gave the origin is no longer in it). */
+static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *buf, size_t len, uint64_t off)
+{
+        struct cowvol_snapshot *top = sn ? sn : v->merging;
+        bool chain = sn || v->flattening;
+
+        uint8_t *scratch = NULL; /* where the image's reads around store chunks go */
+        size_t read_len = len;
+        int r = 0;
+
+        if (!top && !v->n_deferred)
+                return len ? pread_full(v->fd, buf, len, off) : 0;
+        while (len > 0 && r >= 0) {
+                uint64_t win = (uint64_t)READ_WINDOW * v->chunk - off % v->chunk;
+                size_t n = len < win ? len : (size_t)win;
+
+                r = read_window(v, top, chain, buf, n, off, read_len, &scratch);
                 buf += n;
                 off += n;
                 len -= n;
         }
-        FLUSH_RUN();
-#undef FLUSH_RUN
-        return 0;
+        free(scratch);
+        return r;
 }
 
 _public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snapshot *sn, void *buf, size_t len, uint64_t off)

@@ -96,6 +96,11 @@ static int fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
         return pread_full(((struct fd_ctx *)ctx)->fd, buf, len, off);
 }
 
+static ssize_t fd_pread_cached(void *ctx, void *buf, size_t len, uint64_t off)
+{
+        return pread_cached(((struct fd_ctx *)ctx)->fd, buf, len, off);
+}
+
 static int fd_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
 {
         return pwrite_full(((struct fd_ctx *)ctx)->fd, buf, len, off);
@@ -138,6 +143,11 @@ static void fd_writeback(void *ctx, uint64_t off, uint64_t len)
         (void)sync_file_range(((struct fd_ctx *)ctx)->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
 }
 
+static void fd_readahead(void *ctx, uint64_t off, uint64_t len)
+{
+        (void)posix_fadvise(((struct fd_ctx *)ctx)->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 static int fd_is_hole(void *ctx, uint64_t off, uint64_t len)
 {
         return fd_range_is_hole(((struct fd_ctx *)ctx)->fd, off, len);
@@ -154,12 +164,14 @@ static void fd_free(void *ctx)
 
 static const struct store_io fd_io = {
         .pread = fd_pread,
+        .pread_cached = fd_pread_cached,
         .pwrite = fd_pwrite,
         .sync = fd_sync,
         .size = fd_getsize,
         .resize = fd_resize,
         .is_hole = fd_is_hole,
         .writeback = fd_writeback,
+        .readahead = fd_readahead,
         .preallocate = fd_preallocate,
         .punch = fd_punch,
         .free = fd_free,
@@ -979,6 +991,11 @@ _public_ size_t cowvol_store_lookup_run(const cowvol_store *s, uint64_t old, siz
         return cindex_lookup_run(&s->index, old, max ? max : 1, ret_new);
 }
 
+size_t exstore_lookup_range(const cowvol_store *s, uint64_t first, size_t n, uint64_t *ret_new)
+{
+        return cindex_lookup_range(&s->index, first, n, ret_new);
+}
+
 /* --- writing ------------------------------------------------------------------ */
 
 static int writable(const cowvol_store *s)
@@ -1109,6 +1126,25 @@ _public_ int cowvol_store_pread(const cowvol_store *s, uint64_t new_chunk, void 
         if (r < 0)
                 return r;
         return s->io->pread(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
+}
+
+ssize_t exstore_pread_cached(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off)
+{
+        int r = check_span(s, new_chunk, len, off);
+
+        if (r < 0)
+                return r;
+        if (!s->io->pread_cached)
+                return 0;
+        return s->io->pread_cached(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
+}
+
+void exstore_readahead(const cowvol_store *s, uint64_t first, uint64_t n)
+{
+        /* no further than the chunks in use */
+        if (s->io->readahead && first < s->next_free && n)
+                s->io->readahead(s->io_ctx, chunk_offset(s, first),
+                                 (n < s->next_free - first ? n : s->next_free - first) * s->chunk_bytes);
 }
 
 _public_ int cowvol_store_pwrite(cowvol_store *s, uint64_t new_chunk, const void *buf, size_t len, uint32_t off)

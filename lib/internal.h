@@ -44,11 +44,19 @@ void log_scope_leave(struct log_scope *s);
 int pread_full(int fd, void *buf, size_t len, uint64_t off);
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
+struct iovec;
+/* pread_full() into several buffers (@iov is used up). */
+int preadv_full(int fd, struct iovec *iov, int n, uint64_t off);
+/* What the page cache holds of [off, off+len), read without waiting for
+ * the disk (RWF_NOWAIT): the bytes read from the start, 0 when none or when
+ * the kernel cannot tell; the kernel starts reading what it lacks.  -errno
+ * on an I/O error. */
+ssize_t pread_cached(int fd, void *buf, size_t len, uint64_t off);
+
 /* Every change the library makes to a file's content or its durability goes
  * through pwrite_full() and these (system calls returning 0 or -errno), so
  * that a test can watch them in order and replay any prefix as a power cut
  * (tests/unit/test-powercut.c).  Reads are not watched. */
-struct iovec;
 int pwritev_full(int fd, const struct iovec *iov, int n, uint64_t off);
 int sys_fdatasync(int fd);
 int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len);
@@ -91,6 +99,11 @@ struct store_io {
         int (*punch)(void *ctx, uint64_t off, uint64_t len);
         /* 1 when [off, off+len) is a hole (reads as zeros), 0 when not or unknown */
         int (*is_hole)(void *ctx, uint64_t off, uint64_t len);
+        /* pread_cached(): what the cache holds, without waiting (a count of
+         * bytes, or -errno); NULL: the layer cannot tell (0) */
+        ssize_t (*pread_cached)(void *ctx, void *buf, size_t len, uint64_t off);
+        /* start reading [off, off+len) into the page cache; NULL: nothing */
+        void (*readahead)(void *ctx, uint64_t off, uint64_t len);
         void (*free)(void *ctx);                 /* NULL: nothing to free */
 };
 
@@ -101,6 +114,13 @@ int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes
 int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes, uint64_t size_bytes,
                             unsigned flags, cowvol_store **ret);
 int exstore_open_io(const struct store_io *io, void *ctx, unsigned flags, cowvol_store **ret);
+/* cindex_lookup_range() on the store's index (a read of many chunks). */
+size_t exstore_lookup_range(const cowvol_store *s, uint64_t first, size_t n, uint64_t *ret_new);
+/* cowvol_store_pread(), but only what the page cache holds (pread_cached):
+ * the bytes read from the start, 0 when none; -errno. */
+ssize_t exstore_pread_cached(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off);
+/* Start reading store chunks [first, first+n) into the page cache. */
+void exstore_readahead(const cowvol_store *s, uint64_t first, uint64_t n);
 /* 1 when store chunk @chunk is a hole of a sparse file (its data is zeros). */
 int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk);
 /* The same question about any file: 1 hole, 0 data or unknown. */
