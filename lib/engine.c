@@ -722,6 +722,52 @@ static void read_ahead_runs(cowvol_volume *v, struct read_run *runs, size_t n_ru
                 exstore_readahead(miss[n - 1]->from->store, first, last - first + 1 + around);
 }
 
+/* Where chunks [c0, c0+n), n <= READ_WINDOW, come from for @top (and with
+ * @chain, the newer ones): from[i] and its store chunk nw[i], or NULL (the
+ * image or the deferred chunks).  Returns how many are NULL. */
+static size_t resolve_window(struct cowvol_snapshot *top, bool chain, uint64_t c0, size_t n, uint64_t *nw,
+                             struct cowvol_snapshot **from)
+{
+        size_t left = n;
+
+        memset(nw, 0, n * sizeof(*nw));
+        memset(from, 0, n * sizeof(*from));
+        for (struct cowvol_snapshot *t = top; t && left; t = chain ? t->prev : NULL) {
+                size_t k = exstore_lookup_range(t->store, c0, n, nw);
+                if (!k)
+                        continue;
+                for (size_t i = 0; i < n; i++)
+                        if (nw[i] && !from[i])
+                                from[i] = t;
+                left -= k;
+        }
+        return left;
+}
+
+/* Start reading chunks [first, first+n) as @top (with @chain) shows them
+ * into the page cache, without waiting: a restore prefetches a whole step
+ * before it reads it run after run. */
+static void prefetch_view(cowvol_volume *v, struct cowvol_snapshot *top, bool chain, uint64_t first, uint64_t n)
+{
+        uint64_t nw[READ_WINDOW], end = first + n;
+        struct cowvol_snapshot *from[READ_WINDOW];
+
+        for (uint64_t c0 = first; c0 < end; c0 += READ_WINDOW) {
+                size_t w = end - c0 < READ_WINDOW ? (size_t)(end - c0) : READ_WINDOW, i, j;
+
+                resolve_window(top, chain, c0, w, nw, from);
+                for (i = 0; i < w; i = j) {
+                        for (j = i + 1; j < w && from[j] == from[i] && (!from[i] || nw[j] == nw[i] + (j - i)); j++)
+                                ;
+                        if (from[i])
+                                exstore_readahead(from[i]->store, nw[i], j - i);
+                        else if ((c0 + i) * v->chunk < v->size)
+                                (void)posix_fadvise(v->fd, (off_t)((c0 + i) * v->chunk), (off_t)((j - i) * v->chunk),
+                                                    POSIX_FADV_WILLNEED);
+                }
+        }
+}
+
 /* Read [off, off+len), at most READ_WINDOW chunks, through @top and, with
  * @chain, the snapshots newer than it (@top NULL: the image).  Each chunk
  * comes from the first of them whose store holds it, else from the deferred
@@ -733,7 +779,7 @@ static int read_window(cowvol_volume *v, struct cowvol_snapshot *top, bool chain
                        uint64_t off, size_t read_len, uint8_t **scratch)
 {
         uint64_t c0 = off / v->chunk, end = off + len, nw[READ_WINDOW];
-        size_t n = (size_t)((end - 1) / v->chunk - c0 + 1), left = n, i, j, n_runs = 0;
+        size_t n = (size_t)((end - 1) / v->chunk - c0 + 1), left, i, j, n_runs = 0;
         size_t max_gap = READ_GAP_BYTES / v->chunk;
         bool dense;
         struct cowvol_snapshot *from[READ_WINDOW];
@@ -742,17 +788,7 @@ static int read_window(cowvol_volume *v, struct cowvol_snapshot *top, bool chain
         ssize_t got;
         int r;
 
-        memset(nw, 0, n * sizeof(*nw));
-        memset(from, 0, n * sizeof(*from));
-        for (struct cowvol_snapshot *t = top; t && left; t = chain ? t->prev : NULL) {
-                size_t k = exstore_lookup_range(t->store, c0, n, nw);
-                if (!k)
-                        continue;
-                for (i = 0; i < n; i++)
-                        if (nw[i] && !from[i])
-                                from[i] = t;
-                left -= k;
-        }
+        left = resolve_window(top, chain, c0, n, nw, from);
 /* chunk @i's bytes in the window */
 #define LO(i) ((c0 + (i)) * v->chunk > off ? (c0 + (i)) * v->chunk : off)
 #define HI(i) ((c0 + (i) + 1) * v->chunk < end ? (c0 + (i) + 1) * v->chunk : end)
@@ -1781,28 +1817,74 @@ _public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn)
         return cowvol_volume_merge_begin_at(v, sn, false);
 }
 
-/* Flattening: up to FLAT_STEP of the chunks newer stores hold go into the
- * merging snapshot's store, as its own (its content does not change, nor
- * any other snapshot's: an older one read the same through it). */
-#define FLAT_STEP 256u
+/* A restore goes in steps of this many bytes, each with one group commit
+ * and one flush of the origin (a flush per run of one area cost more than
+ * the copying), through v->big this many bytes of a run at a time. */
+#define MERGE_STEP_BYTES (16u << 20)
+#define MERGE_BATCH_BYTES (1u << 20)
 
+static size_t merge_step_chunks(const cowvol_volume *v)
+{
+        return MERGE_STEP_BYTES / v->chunk ? MERGE_STEP_BYTES / v->chunk : 1;
+}
+
+static size_t merge_batch_chunks(const cowvol_volume *v)
+{
+        return MERGE_BATCH_BYTES / v->chunk ? MERGE_BATCH_BYTES / v->chunk : 1;
+}
+
+/* Flattening: a step's worth of the chunks newer stores hold go into the
+ * merging snapshot's store, as its own (its content does not change, nor
+ * any other snapshot's: an older one read the same through it), read and
+ * written in runs, committed once. */
 static int flatten_step(cowvol_volume *v, struct cowvol_snapshot *m)
 {
-        size_t done = v->n_flat < FLAT_STEP ? v->n_flat : FLAT_STEP;
+        size_t step = merge_step_chunks(v), batch = merge_batch_chunks(v);
+        size_t done = v->n_flat < step ? v->n_flat : step;
+        const uint64_t *flat = v->flat + v->n_flat - done;
         uint64_t nw;
         int r = 0;
 
-        for (size_t i = 0; i < done && r >= 0; i++) {
-                uint64_t c = v->flat[v->n_flat - done + i];
-                if (cowvol_store_lookup(m->store, c, &nw) == 1)
+        /* the whole step on its way from the disk before the first run waits */
+        for (size_t i = 0, k; i < done; i += k) {
+                for (k = 1; i + k < done && flat[i + k] == flat[i] + k; k++)
+                        ;
+                prefetch_view(v, m->prev, true, flat[i], k);
+        }
+        for (size_t i = 0; i < done && r >= 0;) {
+                uint64_t run_new = 0;
+                size_t k = 1, run_n = 0, run_at = 0;
+
+                if (cowvol_store_lookup(m->store, flat[i], &nw) == 1) {
+                        i++; /* held already: a step that failed after adding it */
                         continue;
-                r = view_chunk(v, m->prev, c, v->buf);
+                }
+                while (i + k < done && k < batch && flat[i + k] == flat[i] + k &&
+                       cowvol_store_lookup(m->store, flat[i + k], &nw) == 0)
+                        k++;
+                r = ensure_big(v, k);
                 if (r >= 0)
-                        r = cowvol_store_allocate(m->store, &nw);
-                if (r >= 0)
-                        r = cowvol_store_write_chunk(m->store, nw, v->buf);
-                if (r >= 0)
-                        r = cowvol_store_add(m->store, c, nw);
+                        r = read_locked(v, m->prev, v->big, k * v->chunk, flat[i] * v->chunk);
+                /* into runs of consecutive store chunks */
+                for (size_t j = 0; j <= k && r >= 0; j++) {
+                        if (j < k) {
+                                r = cowvol_store_allocate(m->store, &nw);
+                                if (r < 0)
+                                        break;
+                                if (run_n && nw == run_new + run_n) {
+                                        run_n++;
+                                        continue;
+                                }
+                        }
+                        if (run_n)
+                                r = cowvol_store_write_chunks(m->store, run_new, run_n, v->big + run_at * v->chunk);
+                        for (size_t q = 0; q < run_n && r >= 0; q++)
+                                r = cowvol_store_add(m->store, flat[i + run_at + q], run_new + q);
+                        run_new = nw;
+                        run_at = j;
+                        run_n = 1;
+                }
+                i += k;
         }
         if (r >= 0)
                 r = cowvol_store_commit(m->store);
@@ -1817,14 +1899,27 @@ static int flatten_step(cowvol_volume *v, struct cowvol_snapshot *m)
         return COWVOL_MERGE_FLATTENED;
 }
 
-/* How many chunks a merge step takes at a time through v->big (twice). */
-#define MERGE_BATCH 64u
+/* The run of entries from @e on (the last first) with consecutive origin
+ * and store chunks, at most @max: its length; its first chunks in *ret_*. */
+static size_t merge_run(const struct exstore_entry *e, size_t n, size_t max, uint64_t *ret_old, uint64_t *ret_new)
+{
+        size_t k = 1;
+
+        while (k < n && k < max && e[k].old == e[0].old - k && e[k].new_chunk == e[0].new_chunk - k)
+                k++;
+        *ret_old = e[0].old - (k - 1);
+        *ret_new = e[0].new_chunk - (k - 1);
+        return k;
+}
 
 _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
 {
         struct cowvol_snapshot *m;
-        uint64_t old, nw, i;
-        int n, r;
+        struct exstore_entry *e = NULL;
+        uint64_t old, nw;
+        size_t batch;
+        ssize_t n;
+        int r;
 
         pthread_rwlock_wrlock(&v->lock);
         m = v->merging;
@@ -1836,65 +1931,88 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
                 r = flatten_step(v, m);
                 goto out;
         }
-        n = cowvol_store_merge_prepare(m->store, &old, &nw);
-        if (n <= 0) {
-                r = n;
+        batch = merge_batch_chunks(v);
+        e = malloc(merge_step_chunks(v) * sizeof(*e));
+        if (!e) {
+                r = -ENOMEM;
                 goto out;
+        }
+        n = exstore_merge_peek(m->store, merge_step_chunks(v), e);
+        if (n <= 0) {
+                r = (int)n;
+                goto out;
+        }
+        /* the whole step on its way from the disk: the origin's chunks and
+         * the snapshot's */
+        for (size_t i = 0, k; i < (size_t)n; i += k) {
+                k = merge_run(e + i, (size_t)n - i, SIZE_MAX, &old, &nw);
+                if (old * v->chunk < v->size)
+                        (void)posix_fadvise(v->fd, (off_t)(old * v->chunk), (off_t)(k * v->chunk), POSIX_FADV_WILLNEED);
+                exstore_readahead(m->store, nw, k);
         }
         /* before the origin changes: the newer snapshots keep its chunks
          * (the walk from the newest stops at @m, which holds them), the
-         * older ones what they read through @m */
-        for (i = 0; i < (uint64_t)n; i += MERGE_BATCH) {
-                size_t k = (uint64_t)n - i < MERGE_BATCH ? (size_t)((uint64_t)n - i) : MERGE_BATCH;
+         * older ones what they read through @m; one group commit for all */
+        for (size_t i = 0; i < (size_t)n;) {
+                size_t k = merge_run(e + i, (size_t)n - i, batch, &old, &nw);
                 uint8_t *mine;
 
                 r = ensure_big(v, 2 * k);
                 if (r >= 0)
-                        r = origin_read_range(v, old + i, k);
+                        r = origin_read_range(v, old, k);
                 if (r < 0)
                         goto out;
-                preserve_range(v, old + i, k, v->big, v->snaps, false);
-                mine = v->big + (size_t)k * v->chunk;
-                for (size_t j = 0; j < k && r >= 0; j++)
-                        r = cowvol_store_read_chunk(m->store, nw + i + j, mine + j * v->chunk);
+                preserve_range(v, old, k, v->big, v->snaps, false);
+                mine = v->big + k * v->chunk;
+                r = cowvol_store_pread(m->store, nw, mine, k * v->chunk, 0);
                 if (r < 0) {
-                        log_err(r, "Cannot read the snapshot's chunk %" PRIu64 ": %m", old + i);
+                        log_err(r, "Cannot read the snapshot's chunk %" PRIu64 ": %m", old);
                         goto out;
                 }
                 if (m->next)
-                        preserve_range(v, old + i, k, mine, m->next, false);
+                        preserve_range(v, old, k, mine, m->next, false);
+                i += k;
         }
         commit_all(v);
         if (v->lost) {
-                /* a store failed and forgot some: this run again */
+                /* a store failed and forgot some: this step again */
                 v->lost = false;
                 r = 1;
                 goto out;
         }
-        for (i = 0; i < (uint64_t)n; i++) {
-                uint64_t off = (old + i) * v->chunk;
+        for (size_t i = 0; i < (size_t)n;) {
+                size_t k = merge_run(e + i, (size_t)n - i, batch, &old, &nw), len;
+                uint64_t off = old * v->chunk;
+
+                i += k;
                 if (off >= v->size)
                         continue; /* beyond the volume: nothing to restore */
-                r = cowvol_store_read_chunk(m->store, nw + i, v->buf);
+                len = v->size - off < k * v->chunk ? (size_t)(v->size - off) : k * v->chunk;
+                r = ensure_big(v, k);
                 if (r >= 0)
-                        r = pwrite_full(v->fd, v->buf,
-                                        v->size - off < v->chunk ? (size_t)(v->size - off) : v->chunk, off);
+                        r = cowvol_store_pread(m->store, nw, v->big, len, 0);
+                if (r >= 0)
+                        r = pwrite_full(v->fd, v->big, len, off);
                 if (r < 0) {
-                        log_err(r, "Cannot restore chunk %" PRIu64 ": %m", old + i);
+                        log_err(r, "Cannot restore chunk %" PRIu64 ": %m", old);
                         goto out;
                 }
+                /* the flush below must write these: start now */
+                if (len >= COWVOL_WRITEBACK_MIN)
+                        (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
         }
-        /* the origin holds the run durably before the entries go */
+        /* the origin holds the step durably before the entries go */
         r = sys_fdatasync(v->fd);
         if (r < 0) {
                 log_err(r, "Cannot flush the volume: %m");
                 goto out;
         }
-        r = cowvol_store_merge_commit(m->store, n);
+        r = exstore_merge_clear(m->store, (size_t)n);
         if (r < 0)
                 goto out;
         r = cowvol_store_count(m->store) > 0 ? 1 : 0;
 out:
+        free(e);
         if (r >= 0 && ret_left && m)
                 *ret_left = cowvol_store_count(m->store) + v->n_flat;
         pthread_rwlock_unlock(&v->lock);

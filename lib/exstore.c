@@ -1587,6 +1587,99 @@ _public_ int cowvol_store_merge_commit(cowvol_store *s, int n)
         return 0;
 }
 
+/* Many runs at once: the last entries of the table, across areas, with one
+ * write of each area they held and two flushes for all (steps of many MiB
+ * rather than a run, at most one area, at a time). */
+ssize_t exstore_merge_peek(cowvol_store *s, size_t max, struct exstore_entry *out)
+{
+        uint64_t area = s->current_area;
+        uint32_t slot = s->current_committed;
+        uint8_t *tmp = NULL;
+        const uint8_t *a = s->area;
+        size_t n = 0;
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (s->merge_failed)
+                return -EIO;
+        if (s->n_pending)
+                return -EBUSY;
+        s->merging = true;
+        while (n < max) {
+                if (slot == 0) {
+                        if (area == 0)
+                                break; /* the start of the table */
+                        if (!tmp && !(tmp = malloc(s->chunk_bytes))) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        r = s->io->pread(s->io_ctx, tmp, s->chunk_bytes, chunk_offset(s, area_location(s, area - 1)));
+                        if (r < 0) {
+                                log_err(r, "Cannot read metadata area %" PRIu64 " to merge it: %m", area - 1);
+                                break;
+                        }
+                        a = tmp;
+                        area--;
+                        slot = s->epa;
+                }
+                slot--;
+                area_get(a, slot, &out[n].old, &out[n].new_chunk);
+                n++;
+        }
+        free(tmp);
+        return r < 0 ? r : (ssize_t)n;
+}
+
+int exstore_merge_clear(cowvol_store *s, size_t n)
+{
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (s->merge_failed)
+                return -EIO;
+        if (!s->merging)
+                return -EINVAL;
+        /* the caller flushed the origin; the cleared entries go with a flush */
+        r = s->io->sync(s->io_ctx);
+        while (r >= 0 && n > 0) {
+                uint64_t o, w;
+                if (s->current_committed == 0) {
+                        if (s->current_area == 0) {
+                                r = -EINVAL; /* more than the table holds */
+                                break;
+                        }
+                        /* this area is empty now; the one before it goes on */
+                        r = area_write(s);
+                        if (r >= 0)
+                                r = s->io->pread(s->io_ctx, s->area, s->chunk_bytes,
+                                                 chunk_offset(s, area_location(s, s->current_area - 1)));
+                        if (r < 0)
+                                break;
+                        s->current_area--;
+                        s->current_committed = s->epa;
+                }
+                s->current_committed--;
+                area_get(s->area, s->current_committed, &o, &w);
+                (void)cindex_remove(&s->index, o);
+                area_set(s->area, s->current_committed, 0, 0);
+                n--;
+        }
+        if (r >= 0)
+                r = area_write(s);
+        if (r >= 0)
+                r = s->io->sync(s->io_ctx);
+        if (r < 0) {
+                /* the table in memory no longer matches the disk: stop, as
+                 * the kernel's merge does; reopening resumes from the disk */
+                s->merge_failed = true;
+                return log_err(r, "Cannot write the merged areas: %m");
+        }
+        s->next_free = area_location(s, s->current_area) + s->current_committed + 1;
+        return 0;
+}
+
 /* --- walking the table ----------------------------------------------------------- */
 
 _public_ int cowvol_store_foreach(const cowvol_store *s, cowvol_exception_fn fn, void *userdata)

@@ -121,6 +121,18 @@ size_t exstore_lookup_range(const cowvol_store *s, uint64_t first, size_t n, uin
 ssize_t exstore_pread_cached(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off);
 /* Start reading store chunks [first, first+n) into the page cache. */
 void exstore_readahead(const cowvol_store *s, uint64_t first, uint64_t n);
+/* Merging many runs at a time.  exstore_merge_peek: the last @max entries
+ * of the table at most, the last first, into @out (fewer where the table
+ * starts): their count, 0 when it is empty; nothing changes but that the
+ * store is merging (it allocates nothing more).  exstore_merge_clear: once
+ * the origin holds the last @n entries durably, clear them: the areas they
+ * held are written, between two flushes; a failure stops the merge until
+ * the store is opened again, as cowvol_store_merge_commit(). */
+struct exstore_entry {
+        uint64_t old, new_chunk;
+};
+ssize_t exstore_merge_peek(cowvol_store *s, size_t max, struct exstore_entry *out);
+int exstore_merge_clear(cowvol_store *s, size_t n);
 /* 1 when store chunk @chunk is a hole of a sparse file (its data is zeros). */
 int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk);
 /* The same question about any file: 1 hole, 0 data or unknown. */
