@@ -1817,15 +1817,16 @@ _public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn)
         return cowvol_volume_merge_begin_at(v, sn, false);
 }
 
-/* A restore goes in steps of this many bytes, each with one group commit
- * and one flush of the origin (a flush per run of one area cost more than
- * the copying), through v->big this many bytes of a run at a time. */
-#define MERGE_STEP_BYTES (16u << 20)
+/* A restore goes in steps of this many bytes (merge_step_bytes), each with
+ * one group commit and one flush of the origin (a flush per run of one area
+ * cost more than the copying), through v->big this many bytes of a run at a
+ * time. */
+uint64_t merge_step_bytes = 16u << 20;
 #define MERGE_BATCH_BYTES (1u << 20)
 
 static size_t merge_step_chunks(const cowvol_volume *v)
 {
-        return MERGE_STEP_BYTES / v->chunk ? MERGE_STEP_BYTES / v->chunk : 1;
+        return merge_step_bytes / v->chunk ? (size_t)(merge_step_bytes / v->chunk) : 1;
 }
 
 static size_t merge_batch_chunks(const cowvol_volume *v)

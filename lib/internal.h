@@ -158,6 +158,9 @@ int exstore_commit_or_forget(cowvol_store *s);
 /* chain.c: commit the copies a group of so many bytes at a time (tests
  * lower it to cut between groups) */
 extern uint64_t chain_commit_bytes;
+/* engine.c: a restore (flattening, merging) goes so many bytes a step
+ * (tests lower it to cut between steps and across metadata areas) */
+extern uint64_t merge_step_bytes;
 
 /*
  * chunk-index.c: origin chunk -> store chunk, 12 bytes an entry.
