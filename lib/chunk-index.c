@@ -112,8 +112,9 @@ size_t cindex_lookup_range(const struct cindex *x, uint64_t first, size_t n, uin
         size_t found = 0, i;
 
         if (x->n_tail) {
-                /* the whole table when that is shorter than probing each chunk */
-                if (x->cap_tail <= 2 * n) {
+                /* the whole table when that is shorter than probing each
+                 * chunk: a slot scanned in order costs a fraction of a probe */
+                if (x->cap_tail <= 8 * n) {
                         for (i = 0; i < x->cap_tail; i++) {
                                 const struct cindex_entry *e = &x->tail[i];
                                 uint64_t k = e->old - first;
