@@ -27,10 +27,11 @@
  *  - Readers take the read lock, writers the write lock: a reader never sees
  *    an origin chunk between "no exception yet" and its copy.
  *  - A restore (merge) of snapshot M consumes M's exceptions from the end,
- *    as the kernel's snapshot-merge: for each run, copy the origin chunks
- *    into the other snapshots that need them, copy M's chunks onto the
- *    origin, flush the origin, then clear the entries (flushed).  A crash
- *    resumes at the first entry not cleared; redoing a copy is harmless.
+ *    as the kernel's snapshot-merge, a step (16 MiB of runs) at a time:
+ *    copy the origin chunks into the other snapshots that need them and
+ *    commit those copies, copy M's chunks onto the origin, flush the
+ *    origin, then clear the entries (flushed).  A crash resumes at the
+ *    first entry not cleared; redoing a copy is harmless.
  *    While it runs, volume reads of chunks M still holds come from M, and
  *    writes are refused (-EBUSY).
  *  - Group commit: the copies a write makes are added as pending exceptions

@@ -24,9 +24,11 @@
  * either the area write landed (whole sectors) or the old area stands.
  *
  * Merging consumes entries from the end of the table, as the kernel's
- * snapshot-merge: the caller copies a run back and flushes the origin, then
- * the entries are zeroed and the area written with a flush, so a crash
- * resumes at the first entry not yet cleared.
+ * snapshot-merge: the caller copies a run (or, exstore_merge_peek, many
+ * runs across areas) back and flushes the origin, then the entries are
+ * zeroed and the areas that held them written with a flush, so a crash
+ * resumes at the first entry not yet cleared: any of those writes may land
+ * without the others, and each leaves a table that is a prefix of the old.
  */
 #include <fcntl.h>
 #include <inttypes.h>
