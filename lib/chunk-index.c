@@ -107,6 +107,46 @@ size_t cindex_lookup_run(const struct cindex *x, uint64_t old, size_t max, uint6
         return k;
 }
 
+size_t cindex_lookup_range(const struct cindex *x, uint64_t first, size_t n, uint64_t *ret_new)
+{
+        size_t found = 0, i;
+
+        if (x->n_tail) {
+                /* the whole table when that is shorter than probing each
+                 * chunk: a slot scanned in order costs a fraction of a probe */
+                if (x->cap_tail <= 8 * n) {
+                        for (i = 0; i < x->cap_tail; i++) {
+                                const struct cindex_entry *e = &x->tail[i];
+                                uint64_t k = e->old - first;
+                                if (e->new_chunk && k < n && !ret_new[k]) {
+                                        ret_new[k] = e->new_chunk;
+                                        found++;
+                                }
+                        }
+                } else {
+                        for (i = 0; i < n; i++) {
+                                const struct cindex_entry *e;
+                                if (ret_new[i])
+                                        continue;
+                                e = tail_slot(x, first + i);
+                                if (e && e->new_chunk) {
+                                        ret_new[i] = e->new_chunk;
+                                        found++;
+                                }
+                        }
+                }
+        }
+        /* main is sorted: one bisection, then the entries in the range */
+        for (i = main_lower_bound(x, first); i < x->n_main && x->main[i].old - first < n; i++) {
+                uint64_t k = x->main[i].old - first;
+                if (x->main[i].new_chunk && !ret_new[k]) {
+                        ret_new[k] = x->main[i].new_chunk;
+                        found++;
+                }
+        }
+        return found;
+}
+
 static int cmp_entry(const void *a, const void *b)
 {
         const struct cindex_entry *x = a, *y = b;

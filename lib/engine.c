@@ -27,10 +27,11 @@
  *  - Readers take the read lock, writers the write lock: a reader never sees
  *    an origin chunk between "no exception yet" and its copy.
  *  - A restore (merge) of snapshot M consumes M's exceptions from the end,
- *    as the kernel's snapshot-merge: for each run, copy the origin chunks
- *    into the other snapshots that need them, copy M's chunks onto the
- *    origin, flush the origin, then clear the entries (flushed).  A crash
- *    resumes at the first entry not cleared; redoing a copy is harmless.
+ *    as the kernel's snapshot-merge, a step (16 MiB of runs) at a time:
+ *    copy the origin chunks into the other snapshots that need them and
+ *    commit those copies, copy M's chunks onto the origin, flush the
+ *    origin, then clear the entries (flushed).  A crash resumes at the
+ *    first entry not cleared; redoing a copy is harmless.
  *    While it runs, volume reads of chunks M still holds come from M, and
  *    writes are refused (-EBUSY).
  *  - Group commit: the copies a write makes are added as pending exceptions
@@ -673,101 +674,240 @@ static int commit_deferred(cowvol_volume *v)
 
 /* --- reads ---------------------------------------------------------------------- */
 
-/* Read [off, off+len) through @sn (NULL: the origin, as the volume shows it:
- * deferred chunks from memory, chunks a restore has not reached yet from
- * the merging snapshot).  Runs of chunks read from the same file at
- * consecutive places are read with one call. */
-static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *buf, size_t len, uint64_t off)
+/* A read goes a window of chunks at a time: the sources of the whole
+ * window are looked up with one range lookup a store, then read. */
+#define READ_WINDOW 256u
+/* the image is read around store chunks (into a scratch buffer) rather than
+ * split, for gaps of up to so many bytes: a few chunks more cost less than
+ * another request, and the kernel's readahead sees one sequential reader */
+#define READ_GAP_BYTES (64u << 10)
+/* a store's chunks that a read misses in the page cache are read ahead
+ * together with what lies between them and around them, as far as a
+ * quarter of the read's length and at most so many bytes: a long read of a
+ * snapshot (a backup) soon needs the rest of a store's chunks, a short one
+ * (random I/O) reads no more than it needs */
+#define READ_AROUND_BYTES (256u << 10)
+
+struct read_run {
+        struct cowvol_snapshot *from;
+        uint64_t nw;      /* first store chunk */
+        uint8_t *dst;
+        size_t len, done; /* bytes; done: read already */
+        uint32_t in;      /* offset in the first store chunk */
+};
+
+static int cmp_run(const void *a, const void *b)
 {
-        struct cowvol_snapshot *m = sn ? NULL : v->merging;
-        /* the pending run: from the image (store NULL) or a store */
-        cowvol_store *run_store = NULL;
-        uint64_t run_pos = 0; /* image offset, or store chunk */
-        uint32_t run_in = 0;  /* offset in the first store chunk */
-        uint8_t *run_buf = buf;
-        size_t run_len = 0;
-        int r;
+        const struct read_run *x = *(struct read_run *const *)a, *y = *(struct read_run *const *)b;
 
-#define FLUSH_RUN()                                                                                        \
-        do {                                                                                               \
-                if (run_len) {                                                                             \
-                        r = run_store ? cowvol_store_pread(run_store, run_pos, run_buf, run_len, run_in)        \
-                                      : pread_full(v->fd, run_buf, run_len, run_pos);                     \
-                        if (r < 0)                                                                         \
-                                return r;                                                                  \
-                        run_len = 0;                                                                       \
-                }                                                                                          \
-        } while (0)
+        if (x->from != y->from)
+                return (uintptr_t)x->from < (uintptr_t)y->from ? -1 : 1;
+        return x->nw < y->nw ? -1 : x->nw > y->nw;
+}
 
-        while (len > 0) {
-                uint64_t c = off / v->chunk, nw;
-                uint32_t in = (uint32_t)(off % v->chunk);
-                size_t n = v->chunk - in < len ? v->chunk - in : len;
-                struct cowvol_snapshot *from;
-                struct deferred *d;
-                size_t k;
+/* The runs the page cache lacks, read ahead a store at a time, with what
+ * lies between them when that is short: one larger request costs less
+ * than many small ones, and a store's chunks are often read soon after. */
+static void read_ahead_runs(cowvol_volume *v, struct read_run *runs, size_t n_runs, size_t read_len)
+{
+        struct read_run *miss[READ_WINDOW];
+        uint64_t around = (read_len / 4 < READ_AROUND_BYTES ? read_len / 4 : READ_AROUND_BYTES) / v->chunk;
+        uint64_t first = 0, last = 0;
+        size_t n = 0;
 
-                /* a snapshot read: whole runs of consecutive store chunks at once */
-                if (sn && in == 0 && len >= v->chunk &&
-                    (k = cowvol_store_lookup_run(sn->store, c, len / v->chunk, &nw)) > 1) {
-                        size_t bytes = k * v->chunk;
-                        if (!(run_len && run_store == sn->store && (run_in + run_len) % v->chunk == 0 &&
-                              run_pos + (run_in + run_len) / v->chunk == nw)) {
-                                FLUSH_RUN();
-                                run_store = sn->store;
-                                run_pos = nw;
-                                run_in = 0;
-                                run_buf = buf;
-                        }
-                        run_len += bytes;
-                        buf += bytes;
-                        off += bytes;
-                        len -= bytes;
+        for (size_t u = 0; u < n_runs; u++)
+                if (runs[u].done < runs[u].len)
+                        miss[n++] = &runs[u];
+        if (n > 1)
+                qsort(miss, n, sizeof(*miss), cmp_run);
+        for (size_t u = 0; u < n; u++) {
+                uint64_t a = miss[u]->nw + (miss[u]->in + miss[u]->done) / v->chunk,
+                         b = miss[u]->nw + (miss[u]->in + miss[u]->len - 1) / v->chunk;
+                if (u && miss[u]->from == miss[u - 1]->from && a <= last + 1 + around) {
+                        last = b > last ? b : last;
                         continue;
                 }
-                /* the chain: this snapshot's store, else a newer one's; a
-                 * restore shows the merging snapshot's content (through
-                 * the chain until it is flattened, then its store alone:
-                 * what it gave the origin is no longer in it) */
-                if (sn)
-                        from = holder(sn, c, &nw);
-                else if (m)
-                        from = v->flattening ? holder(m, c, &nw)
-                                             : cowvol_store_lookup(m->store, c, &nw) == 1 ? m : NULL;
-                else
-                        from = NULL;
-                d = !from && v->n_deferred ? deferred_find(v, c) : NULL;
-                if (d) {
-                        FLUSH_RUN();
-                        memcpy(buf, d->data + in, n);
-                } else if (from) {
-                        /* continue a store run when this chunk follows it there */
-                        if (!(run_len && run_store == from->store &&
-                              (run_in + run_len) % v->chunk == 0 && in == 0 &&
-                              run_pos + (run_in + run_len) / v->chunk == nw)) {
-                                FLUSH_RUN();
-                                run_store = from->store;
-                                run_pos = nw;
-                                run_in = in;
-                                run_buf = buf;
-                        }
-                        run_len += n;
-                } else {
-                        if (!(run_len && !run_store && run_pos + run_len == off)) {
-                                FLUSH_RUN();
-                                run_store = NULL;
-                                run_pos = off;
-                                run_buf = buf;
-                        }
-                        run_len += n;
+                if (u)
+                        exstore_readahead(miss[u - 1]->from->store, first, last - first + 1 + around);
+                first = a > around ? a - around : 0;
+                last = b;
+        }
+        if (n)
+                exstore_readahead(miss[n - 1]->from->store, first, last - first + 1 + around);
+}
+
+/* Where chunks [c0, c0+n), n <= READ_WINDOW, come from for @top (and with
+ * @chain, the newer ones): from[i] and its store chunk nw[i], or NULL (the
+ * image or the deferred chunks).  Returns how many are NULL. */
+static size_t resolve_window(struct cowvol_snapshot *top, bool chain, uint64_t c0, size_t n, uint64_t *nw,
+                             struct cowvol_snapshot **from)
+{
+        size_t left = n;
+
+        memset(nw, 0, n * sizeof(*nw));
+        memset(from, 0, n * sizeof(*from));
+        for (struct cowvol_snapshot *t = top; t && left; t = chain ? t->prev : NULL) {
+                size_t k = exstore_lookup_range(t->store, c0, n, nw);
+                if (!k)
+                        continue;
+                for (size_t i = 0; i < n; i++)
+                        if (nw[i] && !from[i])
+                                from[i] = t;
+                left -= k;
+        }
+        return left;
+}
+
+/* Start reading chunks [first, first+n) as @top (with @chain) shows them
+ * into the page cache, without waiting: a restore prefetches a whole step
+ * before it reads it run after run. */
+static void prefetch_view(cowvol_volume *v, struct cowvol_snapshot *top, bool chain, uint64_t first, uint64_t n)
+{
+        uint64_t nw[READ_WINDOW], end = first + n;
+        struct cowvol_snapshot *from[READ_WINDOW];
+
+        for (uint64_t c0 = first; c0 < end; c0 += READ_WINDOW) {
+                size_t w = end - c0 < READ_WINDOW ? (size_t)(end - c0) : READ_WINDOW, i, j;
+
+                resolve_window(top, chain, c0, w, nw, from);
+                for (i = 0; i < w; i = j) {
+                        for (j = i + 1; j < w && from[j] == from[i] && (!from[i] || nw[j] == nw[i] + (j - i)); j++)
+                                ;
+                        if (from[i])
+                                exstore_readahead(from[i]->store, nw[i], j - i);
+                        else if ((c0 + i) * v->chunk < v->size)
+                                (void)posix_fadvise(v->fd, (off_t)((c0 + i) * v->chunk), (off_t)((j - i) * v->chunk),
+                                                    POSIX_FADV_WILLNEED);
                 }
+        }
+}
+
+/* Read [off, off+len), at most READ_WINDOW chunks, through @top and, with
+ * @chain, the snapshots newer than it (@top NULL: the image).  Each chunk
+ * comes from the first of them whose store holds it, else from the deferred
+ * chunks, else from the image.  Cold chunks are fetched in parallel: every
+ * store run is first read from the page cache without waiting (which starts
+ * the disk on what is missing), then the image is read, then what the
+ * stores still owe, then the deferred chunks go over the image's. */
+static int read_window(cowvol_volume *v, struct cowvol_snapshot *top, bool chain, uint8_t *buf, size_t len,
+                       uint64_t off, size_t read_len, uint8_t **scratch)
+{
+        uint64_t c0 = off / v->chunk, end = off + len, nw[READ_WINDOW];
+        size_t n = (size_t)((end - 1) / v->chunk - c0 + 1), left, i, j, n_runs = 0;
+        size_t max_gap = READ_GAP_BYTES / v->chunk;
+        bool dense;
+        struct cowvol_snapshot *from[READ_WINDOW];
+        struct read_run runs[READ_WINDOW];
+        struct iovec iov[READ_WINDOW];
+        ssize_t got;
+        int r;
+
+        left = resolve_window(top, chain, c0, n, nw, from);
+/* chunk @i's bytes in the window */
+#define LO(i) ((c0 + (i)) * v->chunk > off ? (c0 + (i)) * v->chunk : off)
+#define HI(i) ((c0 + (i) + 1) * v->chunk < end ? (c0 + (i) + 1) * v->chunk : end)
+        /* the stores' runs of consecutive store chunks, from the cache */
+        for (i = 0; left < n && i < n;) {
+                struct read_run *u = &runs[n_runs];
+                if (!from[i]) {
+                        i++;
+                        continue;
+                }
+                for (j = i + 1; j < n && from[j] == from[i] && nw[j] == nw[i] + (j - i); j++)
+                        ;
+                *u = (struct read_run){ .from = from[i], .nw = nw[i], .dst = buf + (LO(i) - off),
+                                        .len = (size_t)(HI(j - 1) - LO(i)),
+                                        .in = (uint32_t)(LO(i) - (c0 + i) * v->chunk) };
+                got = exstore_pread_cached(u->from->store, u->nw, u->dst, u->len, u->in);
+                if (got < 0)
+                        return (int)got;
+                u->done = (size_t)got;
+                n_runs++;
+                i = j;
+        }
+        read_ahead_runs(v, runs, n_runs, read_len);
+        /* the image: runs, read around short gaps; where it gives much of
+         * the window, the whole window (a read that skips pages would miss
+         * the marks that start the kernel's readahead ahead of it) */
+        dense = left * 8 >= n;
+        for (i = 0; left && i < n;) {
+                int k = 0;
+                if (from[i] && !dense) {
+                        i++;
+                        continue;
+                }
+                for (j = i; j < n;) {
+                        size_t g = j;
+                        if (!from[j]) {
+                                if (k && iov[k - 1].iov_base == buf + (LO(j) - off) - iov[k - 1].iov_len)
+                                        iov[k - 1].iov_len += (size_t)(HI(j) - LO(j));
+                                else
+                                        iov[k++] = (struct iovec){ buf + (LO(j) - off), (size_t)(HI(j) - LO(j)) };
+                                j++;
+                                continue;
+                        }
+                        while (g < n && (dense || g - j < max_gap) && from[g])
+                                g++;
+                        if (!dense && (g == n || from[g]))
+                                break;
+                        if (!*scratch && !(*scratch = malloc(v->chunk)))
+                                return -ENOMEM;
+                        for (; j < g; j++)
+                                iov[k++] = (struct iovec){ *scratch, (size_t)(HI(j) - LO(j)) };
+                }
+                r = k == 1 ? pread_full(v->fd, iov[0].iov_base, iov[0].iov_len, LO(i))
+                           : preadv_full(v->fd, iov, k, LO(i));
+                if (r < 0)
+                        return r;
+                i = j;
+        }
+        /* what the stores still owe */
+        for (size_t u = 0; u < n_runs; u++) {
+                struct read_run *p = &runs[u];
+                uint64_t at = p->in + (uint64_t)p->done;
+                if (p->done < p->len &&
+                    (r = cowvol_store_pread(p->from->store, p->nw + at / v->chunk, p->dst + p->done,
+                                            p->len - p->done, (uint32_t)(at % v->chunk))) < 0)
+                        return r;
+        }
+        /* what waits in memory */
+        for (i = 0; left && v->n_deferred && i < n; i++) {
+                struct deferred *d = from[i] ? NULL : deferred_find(v, c0 + i);
+                if (d)
+                        memcpy(buf + (LO(i) - off), d->data + (LO(i) - (c0 + i) * v->chunk),
+                               (size_t)(HI(i) - LO(i)));
+        }
+#undef LO
+#undef HI
+        return 0;
+}
+
+/* Read [off, off+len) through @sn (NULL: the origin, as the volume shows it:
+ * deferred chunks from memory, chunks a restore has not reached yet from
+ * the merging snapshot: through the chain until it is flattened, then its
+ * store alone, since what it gave the origin is no longer in it). */
+static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *buf, size_t len, uint64_t off)
+{
+        struct cowvol_snapshot *top = sn ? sn : v->merging;
+        bool chain = sn || v->flattening;
+
+        uint8_t *scratch = NULL; /* where the image's reads around store chunks go */
+        size_t read_len = len;
+        int r = 0;
+
+        if (!top && !v->n_deferred)
+                return len ? pread_full(v->fd, buf, len, off) : 0;
+        while (len > 0 && r >= 0) {
+                uint64_t win = (uint64_t)READ_WINDOW * v->chunk - off % v->chunk;
+                size_t n = len < win ? len : (size_t)win;
+
+                r = read_window(v, top, chain, buf, n, off, read_len, &scratch);
                 buf += n;
                 off += n;
                 len -= n;
         }
-        FLUSH_RUN();
-#undef FLUSH_RUN
-        return 0;
+        free(scratch);
+        return r;
 }
 
 _public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snapshot *sn, void *buf, size_t len, uint64_t off)
@@ -1691,28 +1831,75 @@ _public_ int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn)
         return cowvol_volume_merge_begin_at(v, sn, false);
 }
 
-/* Flattening: up to FLAT_STEP of the chunks newer stores hold go into the
- * merging snapshot's store, as its own (its content does not change, nor
- * any other snapshot's: an older one read the same through it). */
-#define FLAT_STEP 256u
+/* A restore goes in steps of this many bytes (merge_step_bytes), each with
+ * one group commit and one flush of the origin (a flush per run of one area
+ * cost more than the copying), through v->big this many bytes of a run at a
+ * time. */
+uint64_t merge_step_bytes = 16u << 20;
+#define MERGE_BATCH_BYTES (1u << 20)
 
+static size_t merge_step_chunks(const cowvol_volume *v)
+{
+        return merge_step_bytes / v->chunk ? (size_t)(merge_step_bytes / v->chunk) : 1;
+}
+
+static size_t merge_batch_chunks(const cowvol_volume *v)
+{
+        return MERGE_BATCH_BYTES / v->chunk ? MERGE_BATCH_BYTES / v->chunk : 1;
+}
+
+/* Flattening: a step's worth of the chunks newer stores hold go into the
+ * merging snapshot's store, as its own (its content does not change, nor
+ * any other snapshot's: an older one read the same through it), read and
+ * written in runs, committed once. */
 static int flatten_step(cowvol_volume *v, struct cowvol_snapshot *m)
 {
-        size_t done = v->n_flat < FLAT_STEP ? v->n_flat : FLAT_STEP;
+        size_t step = merge_step_chunks(v), batch = merge_batch_chunks(v);
+        size_t done = v->n_flat < step ? v->n_flat : step;
+        const uint64_t *flat = v->flat + v->n_flat - done;
         uint64_t nw;
         int r = 0;
 
-        for (size_t i = 0; i < done && r >= 0; i++) {
-                uint64_t c = v->flat[v->n_flat - done + i];
-                if (cowvol_store_lookup(m->store, c, &nw) == 1)
+        /* the whole step on its way from the disk before the first run waits */
+        for (size_t i = 0, k; i < done; i += k) {
+                for (k = 1; i + k < done && flat[i + k] == flat[i] + k; k++)
+                        ;
+                prefetch_view(v, m->prev, true, flat[i], k);
+        }
+        for (size_t i = 0; i < done && r >= 0;) {
+                uint64_t run_new = 0;
+                size_t k = 1, run_n = 0, run_at = 0;
+
+                if (cowvol_store_lookup(m->store, flat[i], &nw) == 1) {
+                        i++; /* held already: a step that failed after adding it */
                         continue;
-                r = view_chunk(v, m->prev, c, v->buf);
+                }
+                while (i + k < done && k < batch && flat[i + k] == flat[i] + k &&
+                       cowvol_store_lookup(m->store, flat[i + k], &nw) == 0)
+                        k++;
+                r = ensure_big(v, k);
                 if (r >= 0)
-                        r = cowvol_store_allocate(m->store, &nw);
-                if (r >= 0)
-                        r = cowvol_store_write_chunk(m->store, nw, v->buf);
-                if (r >= 0)
-                        r = cowvol_store_add(m->store, c, nw);
+                        r = read_locked(v, m->prev, v->big, k * v->chunk, flat[i] * v->chunk);
+                /* into runs of consecutive store chunks */
+                for (size_t j = 0; j <= k && r >= 0; j++) {
+                        if (j < k) {
+                                r = cowvol_store_allocate(m->store, &nw);
+                                if (r < 0)
+                                        break;
+                                if (run_n && nw == run_new + run_n) {
+                                        run_n++;
+                                        continue;
+                                }
+                        }
+                        if (run_n)
+                                r = cowvol_store_write_chunks(m->store, run_new, run_n, v->big + run_at * v->chunk);
+                        for (size_t q = 0; q < run_n && r >= 0; q++)
+                                r = cowvol_store_add(m->store, flat[i + run_at + q], run_new + q);
+                        run_new = nw;
+                        run_at = j;
+                        run_n = 1;
+                }
+                i += k;
         }
         if (r >= 0)
                 r = cowvol_store_commit(m->store);
@@ -1727,14 +1914,27 @@ static int flatten_step(cowvol_volume *v, struct cowvol_snapshot *m)
         return COWVOL_MERGE_FLATTENED;
 }
 
-/* How many chunks a merge step takes at a time through v->big (twice). */
-#define MERGE_BATCH 64u
+/* The run of entries from @e on (the last first) with consecutive origin
+ * and store chunks, at most @max: its length; its first chunks in *ret_*. */
+static size_t merge_run(const struct exstore_entry *e, size_t n, size_t max, uint64_t *ret_old, uint64_t *ret_new)
+{
+        size_t k = 1;
+
+        while (k < n && k < max && e[k].old == e[0].old - k && e[k].new_chunk == e[0].new_chunk - k)
+                k++;
+        *ret_old = e[0].old - (k - 1);
+        *ret_new = e[0].new_chunk - (k - 1);
+        return k;
+}
 
 _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
 {
         struct cowvol_snapshot *m;
-        uint64_t old, nw, i;
-        int n, r;
+        struct exstore_entry *e = NULL;
+        uint64_t old, nw;
+        size_t batch;
+        ssize_t n;
+        int r;
 
         pthread_rwlock_wrlock(&v->lock);
         m = v->merging;
@@ -1746,65 +1946,88 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
                 r = flatten_step(v, m);
                 goto out;
         }
-        n = cowvol_store_merge_prepare(m->store, &old, &nw);
-        if (n <= 0) {
-                r = n;
+        batch = merge_batch_chunks(v);
+        e = malloc(merge_step_chunks(v) * sizeof(*e));
+        if (!e) {
+                r = -ENOMEM;
                 goto out;
+        }
+        n = exstore_merge_peek(m->store, merge_step_chunks(v), e);
+        if (n <= 0) {
+                r = (int)n;
+                goto out;
+        }
+        /* the whole step on its way from the disk: the origin's chunks and
+         * the snapshot's */
+        for (size_t i = 0, k; i < (size_t)n; i += k) {
+                k = merge_run(e + i, (size_t)n - i, SIZE_MAX, &old, &nw);
+                if (old * v->chunk < v->size)
+                        (void)posix_fadvise(v->fd, (off_t)(old * v->chunk), (off_t)(k * v->chunk), POSIX_FADV_WILLNEED);
+                exstore_readahead(m->store, nw, k);
         }
         /* before the origin changes: the newer snapshots keep its chunks
          * (the walk from the newest stops at @m, which holds them), the
-         * older ones what they read through @m */
-        for (i = 0; i < (uint64_t)n; i += MERGE_BATCH) {
-                size_t k = (uint64_t)n - i < MERGE_BATCH ? (size_t)((uint64_t)n - i) : MERGE_BATCH;
+         * older ones what they read through @m; one group commit for all */
+        for (size_t i = 0; i < (size_t)n;) {
+                size_t k = merge_run(e + i, (size_t)n - i, batch, &old, &nw);
                 uint8_t *mine;
 
                 r = ensure_big(v, 2 * k);
                 if (r >= 0)
-                        r = origin_read_range(v, old + i, k);
+                        r = origin_read_range(v, old, k);
                 if (r < 0)
                         goto out;
-                preserve_range(v, old + i, k, v->big, v->snaps, false);
-                mine = v->big + (size_t)k * v->chunk;
-                for (size_t j = 0; j < k && r >= 0; j++)
-                        r = cowvol_store_read_chunk(m->store, nw + i + j, mine + j * v->chunk);
+                preserve_range(v, old, k, v->big, v->snaps, false);
+                mine = v->big + k * v->chunk;
+                r = cowvol_store_pread(m->store, nw, mine, k * v->chunk, 0);
                 if (r < 0) {
-                        log_err(r, "Cannot read the snapshot's chunk %" PRIu64 ": %m", old + i);
+                        log_err(r, "Cannot read the snapshot's chunk %" PRIu64 ": %m", old);
                         goto out;
                 }
                 if (m->next)
-                        preserve_range(v, old + i, k, mine, m->next, false);
+                        preserve_range(v, old, k, mine, m->next, false);
+                i += k;
         }
         commit_all(v);
         if (v->lost) {
-                /* a store failed and forgot some: this run again */
+                /* a store failed and forgot some: this step again */
                 v->lost = false;
                 r = 1;
                 goto out;
         }
-        for (i = 0; i < (uint64_t)n; i++) {
-                uint64_t off = (old + i) * v->chunk;
+        for (size_t i = 0; i < (size_t)n;) {
+                size_t k = merge_run(e + i, (size_t)n - i, batch, &old, &nw), len;
+                uint64_t off = old * v->chunk;
+
+                i += k;
                 if (off >= v->size)
                         continue; /* beyond the volume: nothing to restore */
-                r = cowvol_store_read_chunk(m->store, nw + i, v->buf);
+                len = v->size - off < k * v->chunk ? (size_t)(v->size - off) : k * v->chunk;
+                r = ensure_big(v, k);
                 if (r >= 0)
-                        r = pwrite_full(v->fd, v->buf,
-                                        v->size - off < v->chunk ? (size_t)(v->size - off) : v->chunk, off);
+                        r = cowvol_store_pread(m->store, nw, v->big, len, 0);
+                if (r >= 0)
+                        r = pwrite_full(v->fd, v->big, len, off);
                 if (r < 0) {
-                        log_err(r, "Cannot restore chunk %" PRIu64 ": %m", old + i);
+                        log_err(r, "Cannot restore chunk %" PRIu64 ": %m", old);
                         goto out;
                 }
+                /* the flush below must write these: start now */
+                if (len >= COWVOL_WRITEBACK_MIN)
+                        (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
         }
-        /* the origin holds the run durably before the entries go */
+        /* the origin holds the step durably before the entries go */
         r = sys_fdatasync(v->fd);
         if (r < 0) {
                 log_err(r, "Cannot flush the volume: %m");
                 goto out;
         }
-        r = cowvol_store_merge_commit(m->store, n);
+        r = exstore_merge_clear(m->store, (size_t)n);
         if (r < 0)
                 goto out;
         r = cowvol_store_count(m->store) > 0 ? 1 : 0;
 out:
+        free(e);
         if (r >= 0 && ret_left && m)
                 *ret_left = cowvol_store_count(m->store) + v->n_flat;
         pthread_rwlock_unlock(&v->lock);

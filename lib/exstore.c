@@ -24,9 +24,11 @@
  * either the area write landed (whole sectors) or the old area stands.
  *
  * Merging consumes entries from the end of the table, as the kernel's
- * snapshot-merge: the caller copies a run back and flushes the origin, then
- * the entries are zeroed and the area written with a flush, so a crash
- * resumes at the first entry not yet cleared.
+ * snapshot-merge: the caller copies a run (or, exstore_merge_peek, many
+ * runs across areas) back and flushes the origin, then the entries are
+ * zeroed and the areas that held them written with a flush, so a crash
+ * resumes at the first entry not yet cleared: any of those writes may land
+ * without the others, and each leaves a table that is a prefix of the old.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -96,6 +98,11 @@ static int fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
         return pread_full(((struct fd_ctx *)ctx)->fd, buf, len, off);
 }
 
+static ssize_t fd_pread_cached(void *ctx, void *buf, size_t len, uint64_t off)
+{
+        return pread_cached(((struct fd_ctx *)ctx)->fd, buf, len, off);
+}
+
 static int fd_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
 {
         return pwrite_full(((struct fd_ctx *)ctx)->fd, buf, len, off);
@@ -138,6 +145,11 @@ static void fd_writeback(void *ctx, uint64_t off, uint64_t len)
         (void)sync_file_range(((struct fd_ctx *)ctx)->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
 }
 
+static void fd_readahead(void *ctx, uint64_t off, uint64_t len)
+{
+        (void)posix_fadvise(((struct fd_ctx *)ctx)->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 static int fd_is_hole(void *ctx, uint64_t off, uint64_t len)
 {
         return fd_range_is_hole(((struct fd_ctx *)ctx)->fd, off, len);
@@ -154,12 +166,14 @@ static void fd_free(void *ctx)
 
 static const struct store_io fd_io = {
         .pread = fd_pread,
+        .pread_cached = fd_pread_cached,
         .pwrite = fd_pwrite,
         .sync = fd_sync,
         .size = fd_getsize,
         .resize = fd_resize,
         .is_hole = fd_is_hole,
         .writeback = fd_writeback,
+        .readahead = fd_readahead,
         .preallocate = fd_preallocate,
         .punch = fd_punch,
         .free = fd_free,
@@ -979,6 +993,11 @@ _public_ size_t cowvol_store_lookup_run(const cowvol_store *s, uint64_t old, siz
         return cindex_lookup_run(&s->index, old, max ? max : 1, ret_new);
 }
 
+size_t exstore_lookup_range(const cowvol_store *s, uint64_t first, size_t n, uint64_t *ret_new)
+{
+        return cindex_lookup_range(&s->index, first, n, ret_new);
+}
+
 /* --- writing ------------------------------------------------------------------ */
 
 static int writable(const cowvol_store *s)
@@ -1109,6 +1128,25 @@ _public_ int cowvol_store_pread(const cowvol_store *s, uint64_t new_chunk, void 
         if (r < 0)
                 return r;
         return s->io->pread(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
+}
+
+ssize_t exstore_pread_cached(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off)
+{
+        int r = check_span(s, new_chunk, len, off);
+
+        if (r < 0)
+                return r;
+        if (!s->io->pread_cached)
+                return 0;
+        return s->io->pread_cached(s->io_ctx, buf, len, chunk_offset(s, new_chunk) + off);
+}
+
+void exstore_readahead(const cowvol_store *s, uint64_t first, uint64_t n)
+{
+        /* no further than the chunks in use */
+        if (s->io->readahead && first < s->next_free && n)
+                s->io->readahead(s->io_ctx, chunk_offset(s, first),
+                                 (n < s->next_free - first ? n : s->next_free - first) * s->chunk_bytes);
 }
 
 _public_ int cowvol_store_pwrite(cowvol_store *s, uint64_t new_chunk, const void *buf, size_t len, uint32_t off)
@@ -1557,6 +1595,99 @@ _public_ int cowvol_store_merge_commit(cowvol_store *s, int n)
                 return log_err(r, "Cannot write the merged area: %m");
         }
         s->current_committed -= (uint32_t)n;
+        s->next_free = area_location(s, s->current_area) + s->current_committed + 1;
+        return 0;
+}
+
+/* Many runs at once: the last entries of the table, across areas, with one
+ * write of each area they held and two flushes for all (steps of many MiB
+ * rather than a run, at most one area, at a time). */
+ssize_t exstore_merge_peek(cowvol_store *s, size_t max, struct exstore_entry *out)
+{
+        uint64_t area = s->current_area;
+        uint32_t slot = s->current_committed;
+        uint8_t *tmp = NULL;
+        const uint8_t *a = s->area;
+        size_t n = 0;
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (s->merge_failed)
+                return -EIO;
+        if (s->n_pending)
+                return -EBUSY;
+        s->merging = true;
+        while (n < max) {
+                if (slot == 0) {
+                        if (area == 0)
+                                break; /* the start of the table */
+                        if (!tmp && !(tmp = malloc(s->chunk_bytes))) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        r = s->io->pread(s->io_ctx, tmp, s->chunk_bytes, chunk_offset(s, area_location(s, area - 1)));
+                        if (r < 0) {
+                                log_err(r, "Cannot read metadata area %" PRIu64 " to merge it: %m", area - 1);
+                                break;
+                        }
+                        a = tmp;
+                        area--;
+                        slot = s->epa;
+                }
+                slot--;
+                area_get(a, slot, &out[n].old, &out[n].new_chunk);
+                n++;
+        }
+        free(tmp);
+        return r < 0 ? r : (ssize_t)n;
+}
+
+int exstore_merge_clear(cowvol_store *s, size_t n)
+{
+        int r = writable(s);
+
+        if (r < 0)
+                return r;
+        if (s->merge_failed)
+                return -EIO;
+        if (!s->merging)
+                return -EINVAL;
+        /* the caller flushed the origin; the cleared entries go with a flush */
+        r = s->io->sync(s->io_ctx);
+        while (r >= 0 && n > 0) {
+                uint64_t o, w;
+                if (s->current_committed == 0) {
+                        if (s->current_area == 0) {
+                                r = -EINVAL; /* more than the table holds */
+                                break;
+                        }
+                        /* this area is empty now; the one before it goes on */
+                        r = area_write(s);
+                        if (r >= 0)
+                                r = s->io->pread(s->io_ctx, s->area, s->chunk_bytes,
+                                                 chunk_offset(s, area_location(s, s->current_area - 1)));
+                        if (r < 0)
+                                break;
+                        s->current_area--;
+                        s->current_committed = s->epa;
+                }
+                s->current_committed--;
+                area_get(s->area, s->current_committed, &o, &w);
+                (void)cindex_remove(&s->index, o);
+                area_set(s->area, s->current_committed, 0, 0);
+                n--;
+        }
+        if (r >= 0)
+                r = area_write(s);
+        if (r >= 0)
+                r = s->io->sync(s->io_ctx);
+        if (r < 0) {
+                /* the table in memory no longer matches the disk: stop, as
+                 * the kernel's merge does; reopening resumes from the disk */
+                s->merge_failed = true;
+                return log_err(r, "Cannot write the merged areas: %m");
+        }
         s->next_free = area_location(s, s->current_area) + s->current_committed + 1;
         return 0;
 }

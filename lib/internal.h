@@ -44,11 +44,19 @@ void log_scope_leave(struct log_scope *s);
 int pread_full(int fd, void *buf, size_t len, uint64_t off);
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
+struct iovec;
+/* pread_full() into several buffers (@iov is used up). */
+int preadv_full(int fd, struct iovec *iov, int n, uint64_t off);
+/* What the page cache holds of [off, off+len), read without waiting for
+ * the disk (RWF_NOWAIT): the bytes read from the start, 0 when none or when
+ * the kernel cannot tell; the kernel starts reading what it lacks.  -errno
+ * on an I/O error. */
+ssize_t pread_cached(int fd, void *buf, size_t len, uint64_t off);
+
 /* Every change the library makes to a file's content or its durability goes
  * through pwrite_full() and these (system calls returning 0 or -errno), so
  * that a test can watch them in order and replay any prefix as a power cut
  * (tests/unit/test-powercut.c).  Reads are not watched. */
-struct iovec;
 int pwritev_full(int fd, const struct iovec *iov, int n, uint64_t off);
 int sys_fdatasync(int fd);
 int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len);
@@ -91,6 +99,11 @@ struct store_io {
         int (*punch)(void *ctx, uint64_t off, uint64_t len);
         /* 1 when [off, off+len) is a hole (reads as zeros), 0 when not or unknown */
         int (*is_hole)(void *ctx, uint64_t off, uint64_t len);
+        /* pread_cached(): what the cache holds, without waiting (a count of
+         * bytes, or -errno); NULL: the layer cannot tell (0) */
+        ssize_t (*pread_cached)(void *ctx, void *buf, size_t len, uint64_t off);
+        /* start reading [off, off+len) into the page cache; NULL: nothing */
+        void (*readahead)(void *ctx, uint64_t off, uint64_t len);
         void (*free)(void *ctx);                 /* NULL: nothing to free */
 };
 
@@ -101,6 +114,25 @@ int exstore_create_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes
 int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk_bytes, uint64_t size_bytes,
                             unsigned flags, cowvol_store **ret);
 int exstore_open_io(const struct store_io *io, void *ctx, unsigned flags, cowvol_store **ret);
+/* cindex_lookup_range() on the store's index (a read of many chunks). */
+size_t exstore_lookup_range(const cowvol_store *s, uint64_t first, size_t n, uint64_t *ret_new);
+/* cowvol_store_pread(), but only what the page cache holds (pread_cached):
+ * the bytes read from the start, 0 when none; -errno. */
+ssize_t exstore_pread_cached(const cowvol_store *s, uint64_t new_chunk, void *buf, size_t len, uint32_t off);
+/* Start reading store chunks [first, first+n) into the page cache. */
+void exstore_readahead(const cowvol_store *s, uint64_t first, uint64_t n);
+/* Merging many runs at a time.  exstore_merge_peek: the last @max entries
+ * of the table at most, the last first, into @out (fewer where the table
+ * starts): their count, 0 when it is empty; nothing changes but that the
+ * store is merging (it allocates nothing more).  exstore_merge_clear: once
+ * the origin holds the last @n entries durably, clear them: the areas they
+ * held are written, between two flushes; a failure stops the merge until
+ * the store is opened again, as cowvol_store_merge_commit(). */
+struct exstore_entry {
+        uint64_t old, new_chunk;
+};
+ssize_t exstore_merge_peek(cowvol_store *s, size_t max, struct exstore_entry *out);
+int exstore_merge_clear(cowvol_store *s, size_t n);
 /* 1 when store chunk @chunk is a hole of a sparse file (its data is zeros). */
 int exstore_chunk_is_hole(const cowvol_store *s, uint64_t chunk);
 /* The same question about any file: 1 hole, 0 data or unknown. */
@@ -126,6 +158,9 @@ int exstore_commit_or_forget(cowvol_store *s);
 /* chain.c: commit the copies a group of so many bytes at a time (tests
  * lower it to cut between groups) */
 extern uint64_t chain_commit_bytes;
+/* engine.c: a restore (flattening, merging) goes so many bytes a step
+ * (tests lower it to cut between steps and across metadata areas) */
+extern uint64_t merge_step_bytes;
 
 /*
  * chunk-index.c: origin chunk -> store chunk, 12 bytes an entry.
@@ -154,6 +189,10 @@ int cindex_lookup(const struct cindex *x, uint64_t old, uint64_t *ret_new);
 /* As lookup; then how many chunks from @old on (at most @max) map to
  * consecutive store chunks: 0 when @old has no entry. */
 size_t cindex_lookup_run(const struct cindex *x, uint64_t old, size_t max, uint64_t *ret_new);
+/* For each chunk first+i (i < n) whose ret_new[i] is 0 and that has an
+ * entry, its store chunk into ret_new[i]; slots already set stay as they
+ * are.  Returns how many it set.  One bisection for the whole range. */
+size_t cindex_lookup_range(const struct cindex *x, uint64_t first, size_t n, uint64_t *ret_new);
 /* -EEXIST if present, -EFBIG if new_chunk does not fit, -ENOMEM. */
 int cindex_insert(struct cindex *x, uint64_t old, uint64_t new_chunk);
 /* 0 if removed, -ENOENT if absent. */

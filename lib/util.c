@@ -33,6 +33,49 @@ int pread_full(int fd, void *buf, size_t len, uint64_t off)
         return 0;
 }
 
+int preadv_full(int fd, struct iovec *iov, int n, uint64_t off)
+{
+        while (n > 0) {
+                ssize_t got = preadv(fd, iov, n > IOV_MAX ? IOV_MAX : n, (off_t)off);
+                if (got < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (got == 0)
+                        return -EIO; /* past the end */
+                off += (uint64_t)got;
+                while (n > 0 && (size_t)got >= iov->iov_len) {
+                        got -= (ssize_t)iov->iov_len;
+                        iov++;
+                        n--;
+                }
+                if (n > 0) {
+                        iov->iov_base = (uint8_t *)iov->iov_base + got;
+                        iov->iov_len -= (size_t)got;
+                }
+        }
+        return 0;
+}
+
+ssize_t pread_cached(int fd, void *buf, size_t len, uint64_t off)
+{
+        size_t done = 0;
+
+        while (done < len) {
+                struct iovec iov = { (uint8_t *)buf + done, len - done };
+                ssize_t n = preadv2(fd, &iov, 1, (off_t)(off + done), RWF_NOWAIT);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno != EAGAIN && errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+                        return -errno;
+                if (n <= 0)
+                        break; /* not cached (being read now), or the kernel cannot say */
+                done += (size_t)n;
+        }
+        return (ssize_t)done;
+}
+
 static sys_watch_fn sys_watch;
 static void *sys_watch_userdata;
 

@@ -854,6 +854,14 @@ Test(powercut, writes_flushes_snapshots_64k, .timeout = 600)
         powercut(65536, false, false, 23);
 }
 
+/* The same with steps of 24 chunks: many steps, each cut between or
+ * inside, and steps that empty a metadata area and go on in the one before. */
+Test(powercut, restore_resumes_small_steps, .timeout = 600)
+{
+        merge_step_bytes = 24 * 4096;
+        powercut(4096, true, 41);
+}
+
 Test(powercut, restore_resumes_4k, .timeout = 600)
 {
         powercut(4096, true, false, 37);

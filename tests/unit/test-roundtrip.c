@@ -987,6 +987,49 @@ Test(roundtrip, merge_reopen_after_emptying_an_area)
         memdisk_free(d);
 }
 
+/* Steps of many runs (exstore_merge_peek/clear): the last entries, across
+ * areas, the last first; cleared, the table on disk is the prefix left,
+ * whatever the step's size and wherever it stops in an area. */
+Test(roundtrip, merge_many_across_areas)
+{
+        static struct run runs[1024];
+        static struct exstore_entry e[4096];
+        struct memdisk *d;
+        cowvol_store *s;
+        struct model m = { 0 };
+        size_t nruns, remaining, sizes[] = { 5, EPA + 7, 1, EPA, 300, 4096 };
+        uint64_t got;
+
+        merge_setup(&d, &s, &m, runs, &nruns);
+        remaining = m.n;
+        for (size_t st = 0; st < sizeof(sizes) / sizeof(*sizes) && remaining; st++) {
+                size_t want = sizes[st] < remaining ? sizes[st] : remaining;
+                ssize_t n = exstore_merge_peek(s, sizes[st], e);
+                cr_assert_eq(n, (ssize_t)want, "step %zu: peek gave %zd of %zu left", st, n, remaining);
+                /* a peek changes nothing: again, the same */
+                cr_assert_eq(exstore_merge_peek(s, sizes[st], e), n);
+                for (size_t i = 0; i < want; i++) {
+                        cr_assert_eq(e[i].old, m.e[remaining - 1 - i].old, "step %zu entry %zu", st, i);
+                        cr_assert_eq(e[i].new_chunk, m.e[remaining - 1 - i].new_chunk);
+                        cr_assert_eq(cowvol_store_lookup(s, e[i].old, &got), 1);
+                }
+                cr_assert_eq(exstore_merge_clear(s, want), 0);
+                remaining -= want;
+                for (size_t i = 0; i < want; i++)
+                        cr_assert_eq(cowvol_store_lookup(s, e[i].old, &got), 0, "merged chunk still there");
+                cr_assert_eq(cowvol_store_count(s), remaining);
+                cowvol_store_close(s);
+                s = md_open(d, 0);
+                check_remaining(s, &m, remaining);
+        }
+        cr_assert_eq(remaining, 0, "the steps took the whole table (%zu entries)", m.n);
+        cr_assert_eq(exstore_merge_peek(s, 10, e), 0);
+        assert_only_metadata(s);
+        cowvol_store_close(s);
+        free(m.e);
+        memdisk_free(d);
+}
+
 Test(roundtrip, merge_refuses_bad_counts)
 {
         struct memdisk *d = memdisk_new(100ull * CH);
