@@ -859,7 +859,7 @@ Test(powercut, writes_flushes_snapshots_64k, .timeout = 600)
 Test(powercut, restore_resumes_small_steps, .timeout = 600)
 {
         merge_step_bytes = 24 * 4096;
-        powercut(4096, true, 41);
+        powercut(4096, true, true, 41);
 }
 
 Test(powercut, restore_resumes_4k, .timeout = 600)
