@@ -137,6 +137,9 @@ int exstore_commit_finish(struct exstore_batch *b, int r, bool keep_valid);
 /* chain.c: commit the copies a group of so many bytes at a time (tests
  * lower it to cut between groups) */
 extern uint64_t chain_commit_bytes;
+/* engine.c: the bytes of origin chunks waiting in memory that make a group
+ * for the committer thread (tests lower it to run the pipeline often) */
+extern uint64_t engine_group_bytes;
 
 /*
  * chunk-index.c: origin chunk -> store chunk, 12 bytes an entry.
