@@ -36,7 +36,7 @@
  *  - Group commit: the copies a write makes are added as pending exceptions
  *    and the new origin data waits in memory (the "deferred" chunks, which
  *    reads are served from) until a commit: on flush, on snapshot changes,
- *    or when 32 MiB wait.  A commit makes every store durable (data, flush,
+ *    or when a group (16 MiB) waits (the pipeline below).  A commit makes every store durable (data, flush,
  *    metadata, flush) and only then writes the deferred chunks to the
  *    image.  So the order above holds, and a write costs two flushes per
  *    commit, not per request.
@@ -51,8 +51,11 @@
  *    memory (32 MiB).  A sealed chunk is read from memory and never written
  *    to in place: a write takes it into the open group.  If a batch fails,
  *    the committer writes nothing to the image and the whole group goes
- *    back to the open one (lost copies are made again, as below); chunks
- *    the image refused go back too.  As with a disk's write cache, a write is
+ *    back to the open one (lost copies are made again, as below, before
+ *    anything reads or writes the chain: settle_lost); chunks the image
+ *    refused go back too.  A store invalidated by the writer while its
+ *    batch is in flight keeps that batch's copies if the batch lands: its
+ *    table, read as a link, holds them.  As with a disk's write cache, a write is
  *    durable once a flush returns.  Chunks the image refuses at a commit
  *    (an I/O error) keep waiting, and are read from memory, until a commit
  *    writes them; while they do, no write copies more (-EIO).
@@ -226,6 +229,7 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 static int commit_deferred(cowvol_volume *v);
 static size_t deferred_drop(cowvol_volume *v);
 static int recopy_deferred(cowvol_volume *v);
+static int settle_lost(cowvol_volume *v);
 static int pipeline_wait(cowvol_volume *v);
 static void committer_stop(cowvol_volume *v);
 
@@ -712,14 +716,9 @@ static int commit_deferred(cowvol_volume *v)
 
         (void)pipeline_wait(v);
         commit_all(v);
-        /* a failed store forgot copies: others take them before the image
-         * changes (each round fails one more store, at worst) */
-        while (v->lost) {
-                r = recopy_deferred(v);
-                if (r < 0)
-                        return r;
-                commit_all(v);
-        }
+        r = settle_lost(v);
+        if (r < 0)
+                return r;
         if (!v->n_deferred)
                 return 0;
         list = malloc(v->n_deferred * sizeof(*list));
@@ -1202,6 +1201,21 @@ static bool any_copy_needed(cowvol_volume *v, uint64_t first, size_t n)
 /* A store failed and forgot copies of origin chunks whose new data waits in
  * memory: the image still holds their old content, give it again to the
  * snapshots below.  Write lock held. */
+/* A store that failed forgot copies: the others take them (each round
+ * fails one more store, at worst) before anything reads through where they
+ * were or the image changes.  Write lock held. */
+static int settle_lost(cowvol_volume *v)
+{
+        while (v->lost) {
+                int r = recopy_deferred(v);
+
+                if (r < 0)
+                        return r;
+                commit_all(v);
+        }
+        return 0;
+}
+
 static int recopy_deferred(cowvol_volume *v)
 {
         struct deferred **list;
@@ -1351,6 +1365,11 @@ static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const ui
         int r;
 
         (void)pipeline_wait(v); /* its store commits below, after the sealed batch */
+        /* a sealed batch that failed forgot copies: they go to the other
+         * snapshots before the view below reads through where they were */
+        r = settle_lost(v);
+        if (r < 0)
+                return r;
         r = ensure_big(v, n);
         for (size_t i = 0; i < n && r >= 0; i++)
                 r = view_chunk(v, sn, first + i, v->big + i * v->chunk);
@@ -1392,6 +1411,11 @@ static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const ui
                 snap_invalidate(v, sn, "overflow: the store is full");
         else if (r < 0)
                 snap_invalidate(v, sn, "I/O error writing the store");
+        if (v->lost) {
+                int q = settle_lost(v); /* nothing reads the chain with copies missing */
+                if (r >= 0)
+                        r = q;
+        }
         return r;
 }
 
