@@ -37,10 +37,26 @@
  *  - Group commit: the copies a write makes are added as pending exceptions
  *    and the new origin data waits in memory (the "deferred" chunks, which
  *    reads are served from) until a commit: on flush, on snapshot changes,
- *    or when 32 MiB wait.  A commit makes every store durable (data, flush,
+ *    or when a group (16 MiB) waits (the pipeline below).  A commit makes every store durable (data, flush,
  *    metadata, flush) and only then writes the deferred chunks to the
  *    image.  So the order above holds, and a write costs two flushes per
- *    commit, not per request.  As with a disk's write cache, a write is
+ *    commit, not per request.
+ *  - The pipeline: when 16 MiB wait (a group), the writer seals them (each
+ *    store's pending exceptions become a batch, the waiting chunks move to
+ *    the sealed table) and a thread of the volume, the committer, makes
+ *    the batches durable and then writes the sealed chunks to the image,
+ *    while the writer goes on copying into fresh store chunks and gathers
+ *    the next group.  One group at a time is sealed: the next waits for
+ *    it, and so does every other commit, a flush, a write into a snapshot
+ *    and a snapshot change (pipeline_wait), so at most two groups wait in
+ *    memory (32 MiB).  A sealed chunk is read from memory and never written
+ *    to in place: a write takes it into the open group.  If a batch fails,
+ *    the committer writes nothing to the image and the whole group goes
+ *    back to the open one (lost copies are made again, as below, before
+ *    anything reads or writes the chain: settle_lost); chunks the image
+ *    refused go back too.  A store invalidated by the writer while its
+ *    batch is in flight keeps that batch's copies if the batch lands: its
+ *    table, read as a link, holds them.  As with a disk's write cache, a write is
  *    durable once a flush returns.  Chunks the image refuses at a commit
  *    (an I/O error) keep waiting, and are read from memory, until a commit
  *    writes them; while they do, no write copies more (-EIO).
@@ -108,6 +124,35 @@ struct cowvol_volume {
         bool *copied;
         bool *need;
         bool *here;
+
+        /* the pipeline: the group sealed and in the committer's hands.
+         * stab and n_sealed change under the write lock only; n_deferred
+         * counts both tables.  job, and a group's ready, are protected by
+         * pipe_lock.  Lock order: v->lock, then pipe_lock; the committer
+         * takes pipe_lock only. */
+        struct deferred **stab;
+        size_t n_sealed;
+        struct group *inflight;
+        pthread_mutex_t pipe_lock;
+        pthread_cond_t pipe_cond;
+        struct group *job;
+        bool stop;
+        bool committer_on;
+        pthread_t committer;
+};
+
+/* A sealed group: a batch per store that had pending exceptions, and the
+ * chunks that go to the image once they are all durable.  The committer
+ * owns it from the hand-over until ready; nobody changes it meanwhile. */
+struct group {
+        struct exstore_batch **b;
+        struct cowvol_snapshot **bsn;
+        int *br;             /* each batch's result */
+        size_t nb;
+        struct deferred **list;
+        size_t n, done;      /* how many of the sorted list reached the image */
+        int r_image;
+        bool ready;
 };
 
 struct deferred {
@@ -117,8 +162,10 @@ struct deferred {
 };
 
 #define DTAB_SIZE 4096u
-/* how much may wait in memory before a group commit */
+/* how much may wait in memory: a group sealed and one gathering */
 #define DEFER_MAX_BYTES (32u << 20)
+#define GROUP_BYTES (DEFER_MAX_BYTES / 2)
+uint64_t engine_group_bytes = GROUP_BYTES;
 
 _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_volume **ret)
 {
@@ -161,6 +208,12 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
                 return -ENOMEM;
         }
         r = pthread_rwlock_init(&v->lock, NULL);
+        if (!r && (r = pthread_mutex_init(&v->pipe_lock, NULL)) != 0)
+                pthread_rwlock_destroy(&v->lock);
+        if (!r && (r = pthread_cond_init(&v->pipe_cond, NULL)) != 0) {
+                pthread_mutex_destroy(&v->pipe_lock);
+                pthread_rwlock_destroy(&v->lock);
+        }
         if (r) {
                 free(v->buf);
                 free(v->dtab);
@@ -180,6 +233,9 @@ _public_ int cowvol_volume_open(const char *path, uint32_t chunk_bytes, cowvol_v
 static int commit_deferred(cowvol_volume *v);
 static size_t deferred_drop(cowvol_volume *v);
 static int recopy_deferred(cowvol_volume *v);
+static int settle_lost(cowvol_volume *v);
+static int pipeline_wait(cowvol_volume *v);
+static void committer_stop(cowvol_volume *v);
 
 static void snap_free(struct cowvol_snapshot *sn)
 {
@@ -195,6 +251,7 @@ _public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
         if (!v)
                 return NULL;
         (void)cowvol_volume_flush(v);
+        committer_stop(v);
         if (v->n_deferred)
                 log_err(-EIO, "Closing the volume: %zu chunks written since the last successful flush never "
                               "reached the image", deferred_drop(v));
@@ -204,9 +261,12 @@ _public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
                 v->snaps = n;
         }
         pthread_rwlock_destroy(&v->lock);
+        pthread_cond_destroy(&v->pipe_cond);
+        pthread_mutex_destroy(&v->pipe_lock);
         close(v->fd);
         free(v->buf);
         free(v->dtab);
+        free(v->stab);
         free(v->big);
         free(v->copied);
         free(v->need);
@@ -495,6 +555,9 @@ static void maybe_extend(cowvol_volume *v, struct cowvol_snapshot *sn)
 
 static void commit_all(cowvol_volume *v)
 {
+        /* a store's commits run in order: the sealed group's first (its
+         * failures come back as lost copies, its refused chunks wait on) */
+        (void)pipeline_wait(v);
         for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next)
                 if (cowvol_store_is_valid(sn->store) && cowvol_store_commit(sn->store) < 0) {
                         v->lost = true; /* the failed commit forgot its copies */
@@ -545,12 +608,21 @@ static int change_allowed(const cowvol_volume *v, const struct cowvol_snapshot *
 
 /* --- deferred origin chunks ----------------------------------------------- */
 
-static struct deferred *deferred_find(const cowvol_volume *v, uint64_t c)
+static struct deferred *table_find(struct deferred **tab, uint64_t c)
 {
-        for (struct deferred *d = v->dtab[c % DTAB_SIZE]; d; d = d->next)
+        for (struct deferred *d = tab[c % DTAB_SIZE]; d; d = d->next)
                 if (d->chunk == c)
                         return d;
         return NULL;
+}
+
+/* The newest data of chunk @c waiting in memory: the open group's, else
+ * the sealed group's (read only). */
+static struct deferred *deferred_find(const cowvol_volume *v, uint64_t c)
+{
+        struct deferred *d = table_find(v->dtab, c);
+
+        return d || !v->n_sealed ? d : table_find(v->stab, c);
 }
 
 static struct deferred *deferred_add(cowvol_volume *v, uint64_t c, const uint8_t *old)
@@ -571,6 +643,25 @@ static struct deferred *deferred_add(cowvol_volume *v, uint64_t c, const uint8_t
 static bool deferred_full(const cowvol_volume *v)
 {
         return v->n_deferred * v->chunk >= DEFER_MAX_BYTES;
+}
+
+/* The open group holds a group's worth: time to seal it. */
+static bool group_full(const cowvol_volume *v)
+{
+        return (v->n_deferred - v->n_sealed) * v->chunk >= engine_group_bytes;
+}
+
+/* The open group's entry for chunk @c, to write into: a sealed chunk is
+ * taken into the open group (the committer writes the sealed data, then a
+ * later commit this).  *ret NULL: none waits. */
+static int deferred_open(cowvol_volume *v, uint64_t c, struct deferred **ret)
+{
+        struct deferred *d = table_find(v->dtab, c), *sd;
+
+        if (!d && v->n_sealed && (sd = table_find(v->stab, c)) && !(d = deferred_add(v, c, sd->data)))
+                return -ENOMEM;
+        *ret = d;
+        return 0;
 }
 
 /* Free what waits still (a volume closed after a failed commit). */
@@ -596,7 +687,8 @@ static int cmp_deferred(const void *a, const void *b)
 }
 
 /* Write runs of consecutive deferred chunks with one pwritev each;
- * *ret_done: how many of the sorted @list reached the image. */
+ * *ret_done: how many of the sorted @list reached the image.  Touches only
+ * the image and @list: the committer calls it without the lock. */
 static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n, size_t *ret_done)
 {
         struct iovec iov[IOV_MAX];
@@ -616,10 +708,8 @@ static int write_deferred(cowvol_volume *v, struct deferred **list, size_t n, si
                         k++;
                 }
                 r = pwritev_full(v->fd, iov, (int)k, off);
-                if (r < 0) {
-                        log_err(r, "Cannot write the volume at %" PRIu64 ": %m", off);
-                        break;
-                }
+                if (r < 0)
+                        break; /* the caller says where (the committer does not log) */
                 /* the next flush must write these: start now, if the run is long */
                 if (len >= COWVOL_WRITEBACK_MIN)
                         (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
@@ -638,15 +728,11 @@ static int commit_deferred(cowvol_volume *v)
         size_t n = 0, done;
         int r;
 
+        (void)pipeline_wait(v);
         commit_all(v);
-        /* a failed store forgot copies: others take them before the image
-         * changes (each round fails one more store, at worst) */
-        while (v->lost) {
-                r = recopy_deferred(v);
-                if (r < 0)
-                        return r;
-                commit_all(v);
-        }
+        r = settle_lost(v);
+        if (r < 0)
+                return r;
         if (!v->n_deferred)
                 return 0;
         list = malloc(v->n_deferred * sizeof(*list));
@@ -656,6 +742,8 @@ static int commit_deferred(cowvol_volume *v)
                 for (struct deferred *d = v->dtab[i]; d; d = d->next)
                         list[n++] = d;
         r = write_deferred(v, list, n, &done);
+        if (r < 0)
+                log_err(r, "Cannot write the volume at %" PRIu64 ": %m", list[done]->chunk * v->chunk);
         memset(v->dtab, 0, DTAB_SIZE * sizeof(*v->dtab));
         v->n_deferred = 0;
         for (size_t i = 0; i < n; i++) {
@@ -670,6 +758,174 @@ static int commit_deferred(cowvol_volume *v)
         }
         free(list);
         return r;
+}
+
+/* --- the pipeline: group commits on the committer thread ------------------- */
+
+static void group_free(struct group *g)
+{
+        free(g->b);
+        free(g->bsn);
+        free(g->br);
+        free(g->list);
+        free(g);
+}
+
+/* The committer: each batch durable, then (all of them were) the sealed
+ * chunks to the image.  No lock but pipe_lock: the group is its own, the
+ * stores' batches touch only their I/O layer, the image only its chunks. */
+static void *committer_main(void *ud)
+{
+        cowvol_volume *v = ud;
+
+        pthread_mutex_lock(&v->pipe_lock);
+        for (;;) {
+                struct group *g;
+                bool ok = true;
+
+                while (!v->job && !v->stop)
+                        pthread_cond_wait(&v->pipe_cond, &v->pipe_lock);
+                if (!v->job)
+                        break;
+                g = v->job;
+                v->job = NULL;
+                pthread_mutex_unlock(&v->pipe_lock);
+                for (size_t i = 0; i < g->nb; i++) {
+                        g->br[i] = exstore_commit_write(g->b[i]);
+                        ok = ok && g->br[i] >= 0;
+                }
+                if (ok)
+                        g->r_image = write_deferred(v, g->list, g->n, &g->done);
+                pthread_mutex_lock(&v->pipe_lock);
+                g->ready = true;
+                pthread_cond_broadcast(&v->pipe_cond);
+        }
+        pthread_mutex_unlock(&v->pipe_lock);
+        return NULL;
+}
+
+static void committer_stop(cowvol_volume *v)
+{
+        if (!v->committer_on)
+                return;
+        pthread_mutex_lock(&v->pipe_lock);
+        v->stop = true;
+        pthread_cond_broadcast(&v->pipe_cond);
+        pthread_mutex_unlock(&v->pipe_lock);
+        pthread_join(v->committer, NULL);
+        v->committer_on = false;
+}
+
+/* Wait for the sealed group and take its outcome: batches installed, or
+ * failed ones' stores invalidated (their copies lost: v->lost); chunks on
+ * the image freed, the others back to the open group unless it has newer
+ * data for them.  0, or the first error.  Write lock held. */
+static int pipeline_wait(cowvol_volume *v)
+{
+        struct group *g = v->inflight;
+        int r = 0;
+
+        if (!g)
+                return 0;
+        pthread_mutex_lock(&v->pipe_lock);
+        while (!g->ready)
+                pthread_cond_wait(&v->pipe_cond, &v->pipe_lock);
+        pthread_mutex_unlock(&v->pipe_lock);
+        for (size_t i = 0; i < g->nb; i++)
+                if (exstore_commit_finish(g->b[i], g->br[i], false) < 0) {
+                        v->lost = true; /* the failed commit forgot its copies */
+                        snap_invalidate(v, g->bsn[i], "I/O error committing exceptions");
+                        r = r < 0 ? r : g->br[i];
+                }
+        if (g->r_image < 0) {
+                log_err(g->r_image, "Cannot write the volume at %" PRIu64 ": %m", g->list[g->done]->chunk * v->chunk);
+                r = r < 0 ? r : g->r_image;
+        }
+        memset(v->stab, 0, DTAB_SIZE * sizeof(*v->stab));
+        v->n_sealed = 0;
+        for (size_t i = 0; i < g->n; i++) {
+                struct deferred *d = g->list[i];
+                if (i < g->done || table_find(v->dtab, d->chunk)) {
+                        free(d);
+                        v->n_deferred--;
+                        continue;
+                }
+                d->next = v->dtab[d->chunk % DTAB_SIZE];
+                v->dtab[d->chunk % DTAB_SIZE] = d;
+        }
+        group_free(g);
+        v->inflight = NULL;
+        return r;
+}
+
+/* Seal the open group and hand it to the committer; where that cannot be
+ * (a failure to take back, no memory, no thread), commit it here.  Write
+ * lock held. */
+static int group_start(cowvol_volume *v)
+{
+        struct group *g;
+        size_t ns = 0, n = 0;
+        int r;
+
+        r = pipeline_wait(v);
+        if (r < 0 || v->lost || !v->snaps)
+                return commit_deferred(v);
+        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next)
+                ns++;
+        g = calloc(1, sizeof(*g));
+        if (!g || !(g->b = calloc(ns, sizeof(*g->b))) || !(g->bsn = calloc(ns, sizeof(*g->bsn))) ||
+            !(g->br = calloc(ns, sizeof(*g->br))) || !(g->list = malloc(v->n_deferred * sizeof(*g->list))) ||
+            (!v->stab && !(v->stab = calloc(DTAB_SIZE, sizeof(*v->stab))))) {
+                if (g)
+                        group_free(g);
+                return commit_deferred(v);
+        }
+        if (!v->committer_on) {
+                v->stop = false;
+                r = -pthread_create(&v->committer, NULL, committer_main, v);
+                if (r < 0) {
+                        group_free(g);
+                        return commit_deferred(v);
+                }
+                v->committer_on = true;
+        }
+        for (struct cowvol_snapshot *sn = v->snaps; sn; sn = sn->next) {
+                if (!cowvol_store_is_valid(sn->store))
+                        continue;
+                r = exstore_commit_seal(sn->store, &g->b[g->nb]);
+                if (r > 0)
+                        g->bsn[g->nb++] = sn;
+                else if (r < 0) {
+                        v->lost = true;
+                        snap_invalidate(v, sn, "I/O error committing exceptions");
+                }
+        }
+        if (v->lost) {
+                /* a store forgot copies: no image write before they are
+                 * made again; the sealed batches commit here, in order */
+                for (size_t i = 0; i < g->nb; i++)
+                        if (exstore_commit_finish(g->b[i], exstore_commit_write(g->b[i]), false) < 0)
+                                snap_invalidate(v, g->bsn[i], "I/O error committing exceptions");
+                group_free(g);
+                return commit_deferred(v);
+        }
+        /* the open table becomes the sealed one */
+        for (size_t i = 0; i < DTAB_SIZE; i++)
+                for (struct deferred *d = v->dtab[i]; d; d = d->next)
+                        g->list[n++] = d;
+        g->n = n;
+        {
+                struct deferred **t = v->stab;
+                v->stab = v->dtab;
+                v->dtab = t;
+        }
+        v->n_sealed = n;
+        v->inflight = g;
+        pthread_mutex_lock(&v->pipe_lock);
+        v->job = g;
+        pthread_cond_broadcast(&v->pipe_cond);
+        pthread_mutex_unlock(&v->pipe_lock);
+        return 0;
 }
 
 /* --- reads ---------------------------------------------------------------------- */
@@ -1098,6 +1354,21 @@ static bool any_copy_needed(cowvol_volume *v, uint64_t first, size_t n)
 /* A store failed and forgot copies of origin chunks whose new data waits in
  * memory: the image still holds their old content, give it again to the
  * snapshots below.  Write lock held. */
+/* A store that failed forgot copies: the others take them (each round
+ * fails one more store, at worst) before anything reads through where they
+ * were or the image changes.  Write lock held. */
+static int settle_lost(cowvol_volume *v)
+{
+        while (v->lost) {
+                int r = recopy_deferred(v);
+
+                if (r < 0)
+                        return r;
+                commit_all(v);
+        }
+        return 0;
+}
+
 static int recopy_deferred(cowvol_volume *v)
 {
         struct deferred **list;
@@ -1164,8 +1435,11 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
         for (size_t i = 0; i < n; i++) {
                 uint64_t c = first + i, cs = c * v->chunk;
                 uint64_t lo = off > cs ? off : cs, hi = end < cs + v->chunk ? end : cs + v->chunk;
-                struct deferred *d = deferred_find(v, c);
+                struct deferred *d;
 
+                r = deferred_open(v, c, &d);
+                if (r < 0)
+                        return r;
                 if (!d && did_cow && v->copied[i]) {
                         /* copied just now: the new data waits for the commit */
                         d = deferred_add(v, c, v->big + i * v->chunk);
@@ -1193,8 +1467,8 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
         }
         if (v->lost && (r = recopy_deferred(v)) < 0)
                 return r;
-        if (deferred_full(v))
-                return commit_deferred(v);
+        if (group_full(v))
+                return group_start(v);
         return 0;
 }
 
@@ -1243,6 +1517,12 @@ static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const ui
         bool added = false;
         int r;
 
+        (void)pipeline_wait(v); /* its store commits below, after the sealed batch */
+        /* a sealed batch that failed forgot copies: they go to the other
+         * snapshots before the view below reads through where they were */
+        r = settle_lost(v);
+        if (r < 0)
+                return r;
         r = ensure_big(v, n);
         for (size_t i = 0; i < n && r >= 0; i++)
                 r = view_chunk(v, sn, first + i, v->big + i * v->chunk);
@@ -1284,6 +1564,11 @@ static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const ui
                 snap_invalidate(v, sn, "overflow: the store is full");
         else if (r < 0)
                 snap_invalidate(v, sn, "I/O error writing the store");
+        if (v->lost) {
+                int q = settle_lost(v); /* nothing reads the chain with copies missing */
+                if (r >= 0)
+                        r = q;
+        }
         return r;
 }
 
@@ -1465,10 +1750,14 @@ static uint64_t next_deferred(const cowvol_volume *v, uint64_t c)
 {
         uint64_t best = UINT64_MAX;
 
-        for (size_t i = 0; i < DTAB_SIZE && v->n_deferred; i++)
+        for (size_t i = 0; i < DTAB_SIZE && v->n_deferred; i++) {
                 for (const struct deferred *d = v->dtab[i]; d; d = d->next)
                         if (d->chunk >= c && d->chunk < best)
                                 best = d->chunk;
+                for (const struct deferred *d = v->n_sealed ? v->stab[i] : NULL; d; d = d->next)
+                        if (d->chunk >= c && d->chunk < best)
+                                best = d->chunk;
+        }
         return best;
 }
 

@@ -1278,17 +1278,6 @@ static int area_write(cowvol_store *s)
         return s->io->pwrite(s->io_ctx, s->area, s->chunk_bytes, chunk_offset(s, area_location(s, s->current_area)));
 }
 
-/* Zero area @area on disk: -ENOSPC when it lies past the end. */
-static int zero_area(cowvol_store *s, uint64_t area, uint8_t *zero)
-{
-        uint64_t loc = area_location(s, area);
-
-        if (loc >= s->chunks)
-                return -ENOSPC;
-        memset(zero, 0, s->chunk_bytes);
-        return s->io->pwrite(s->io_ctx, zero, s->chunk_bytes, chunk_offset(s, loc));
-}
-
 /*
  * A group commit touches the current area and, when it fills, the areas
  * after it.  Order: (1) flush the data; (2) write the later areas, and zero
@@ -1296,87 +1285,183 @@ static int zero_area(cowvol_store *s, uint64_t area, uint8_t *zero)
  * current area; flush.  A reader stops at the first area that is not full,
  * so until (3) lands it sees the old table; after it, areas that (2) made
  * durable.  Three flushes however many areas, two when only one is touched.
+ *
+ * A commit is three steps, so that the engine can run the I/O on a thread
+ * of its own while new copies go on (engine.c, "the pipeline"): seal takes
+ * the pending exceptions and lays out the areas to write (the store's lock
+ * holder, nothing written); write does the I/O of the order above through
+ * the I/O layer alone (any thread, touching no other part of the store);
+ * finish, back with the lock holder, makes the areas the store's state, or
+ * on failure forgets the batch's exceptions.  Exceptions added after seal
+ * are pending for the next commit, whose data goes to chunks of its own; a
+ * store's commits run one at a time, in order, each sealed after the one
+ * before finished (the areas of the next start from what it wrote).
  */
-static int commit(cowvol_store *s, bool keep_valid)
+struct exstore_batch {
+        cowvol_store *s;
+        const struct store_io *io;
+        void *io_ctx;
+        struct pending *ents;
+        size_t n;
+        int r;             /* found while sealing (-ENOSPC): nothing is written */
+        size_t n_areas;    /* [0]: the current area; then the later ones, the last maybe zeroes */
+        uint8_t *areas;
+        uint64_t *offs;
+        bool later;
+        uint64_t last_area; /* the last area with entries, and its slots */
+        uint32_t last_slot;
+};
+
+static struct exstore_batch *batch_free(struct exstore_batch *b)
 {
-        size_t i = 0, n = s->n_pending;
+        if (b) {
+                free(b->ents);
+                free(b->areas);
+                free(b->offs);
+                free(b);
+        }
+        return NULL;
+}
+
+int exstore_commit_seal(cowvol_store *s, struct exstore_batch **ret)
+{
+        size_t n = s->n_pending, i = 0, max_areas;
         uint64_t area;
-        uint32_t slot, committed_before = s->current_committed;
-        uint8_t *tmp = NULL;
-        bool later = false;
+        uint32_t slot;
+        struct exstore_batch *b;
+        uint8_t *a;
         int r = writable(s);
 
         if (r < 0)
                 return r;
-        if (n == 0)
+        if (n == 0) {
+                *ret = NULL;
                 return 0;
-        /* 1: the data of every pending exception is durable first */
-        r = s->io->sync(s->io_ctx);
-        for (; i < n && s->current_committed < s->epa; i++)
-                area_set(s->area, s->current_committed++, s->pending[i].old, s->pending[i].new_chunk);
-        area = s->current_area;
+        }
+        /* the current area, the later ones, and one of zeroes */
+        max_areas = 2 + (n + s->epa - 1) / s->epa;
+        b = calloc(1, sizeof(*b));
+        if (!b || !(b->areas = malloc(max_areas * s->chunk_bytes)) || !(b->offs = malloc(max_areas * sizeof(*b->offs)))) {
+                batch_free(b);
+                return -ENOMEM;
+        }
+        b->s = s;
+        b->io = s->io;
+        b->io_ctx = s->io_ctx;
+        b->ents = s->pending;
+        b->n = n;
+        s->pending = NULL;
+        s->n_pending = s->cap_pending = 0;
+
+        a = b->areas;
+        memcpy(a, s->area, s->chunk_bytes);
+        b->offs[0] = chunk_offset(s, area_location(s, s->current_area));
+        b->n_areas = 1;
         slot = s->current_committed;
-        if (r >= 0 && slot == s->epa) {
-                /* 2: the areas after the current one */
-                tmp = malloc(s->chunk_bytes);
-                if (!tmp)
-                        r = -ENOMEM;
-                while (r >= 0 && i < n) {
+        for (; i < n && slot < s->epa; i++)
+                area_set(a, slot++, b->ents[i].old, b->ents[i].new_chunk);
+        area = s->current_area;
+        if (slot == s->epa) {
+                b->later = true;
+                while (i < n) {
                         area++;
                         if (area_location(s, area) >= s->chunks) {
-                                r = -ENOSPC;
+                                b->r = -ENOSPC;
                                 break;
                         }
-                        memset(tmp, 0, s->chunk_bytes);
+                        a = b->areas + b->n_areas * s->chunk_bytes;
+                        memset(a, 0, s->chunk_bytes);
                         for (slot = 0; i < n && slot < s->epa; i++)
-                                area_set(tmp, slot++, s->pending[i].old, s->pending[i].new_chunk);
-                        r = s->io->pwrite(s->io_ctx, tmp, s->chunk_bytes, chunk_offset(s, area_location(s, area)));
+                                area_set(a, slot++, b->ents[i].old, b->ents[i].new_chunk);
+                        b->offs[b->n_areas++] = chunk_offset(s, area_location(s, area));
                 }
                 /* a reader going past the last full area must find zeros */
-                if (r >= 0 && slot == s->epa)
-                        r = zero_area(s, area + 1, tmp);
-                later = true;
+                if (!b->r && slot == s->epa) {
+                        if (area_location(s, area + 1) >= s->chunks) {
+                                b->r = -ENOSPC;
+                        } else {
+                                memset(b->areas + b->n_areas * s->chunk_bytes, 0, s->chunk_bytes);
+                                b->offs[b->n_areas++] = chunk_offset(s, area_location(s, area + 1));
+                        }
+                }
+        }
+        b->last_area = area;
+        b->last_slot = slot;
+        *ret = b;
+        return 1;
+}
+
+int exstore_commit_write(struct exstore_batch *b)
+{
+        uint32_t cb = b->s->chunk_bytes;
+        int r = b->r;
+
+        /* 1: the data of every pending exception is durable first */
+        if (r >= 0)
+                r = b->io->sync(b->io_ctx);
+        if (r >= 0 && b->later) {
+                /* 2: the areas after the current one */
+                for (size_t k = 1; k < b->n_areas && r >= 0; k++)
+                        r = b->io->pwrite(b->io_ctx, b->areas + k * cb, cb, b->offs[k]);
                 if (r >= 0)
-                        r = s->io->sync(s->io_ctx);
+                        r = b->io->sync(b->io_ctx);
         }
         /* 3: the current area */
         if (r >= 0)
-                r = area_write(s);
+                r = b->io->pwrite(b->io_ctx, b->areas, cb, b->offs[0]);
         if (r >= 0)
-                r = s->io->sync(s->io_ctx);
-        if (r >= 0 && later) {
-                /* the last area written becomes the current one */
-                if (slot == s->epa) {
-                        s->current_area = area + 1;
+                r = b->io->sync(b->io_ctx);
+        return r;
+}
+
+int exstore_commit_finish(struct exstore_batch *b, int r, bool keep_valid)
+{
+        cowvol_store *s = b->s;
+        size_t n = b->n;
+
+        if (r >= 0) {
+                if (!b->later) {
+                        memcpy(s->area, b->areas, s->chunk_bytes);
+                        s->current_committed = b->last_slot;
+                } else if (b->last_slot == s->epa) {
+                        /* the last area written becomes the current one */
+                        s->current_area = b->last_area + 1;
                         s->current_committed = 0;
                         memset(s->area, 0, s->chunk_bytes);
                 } else {
-                        s->current_area = area;
-                        s->current_committed = slot;
-                        memcpy(s->area, tmp, s->chunk_bytes);
+                        s->current_area = b->last_area;
+                        s->current_committed = b->last_slot;
+                        memcpy(s->area, b->areas + (b->n_areas - 1) * s->chunk_bytes, s->chunk_bytes);
                 }
+                batch_free(b);
+                return (int)(n > INT32_MAX ? INT32_MAX : n);
         }
-        free(tmp);
-        if (r < 0 && keep_valid) {
-                /* every entry that reached the disk names flushed data; the
-                 * ones in memory are taken back (the slots past the
-                 * committed ones are zero in memory) */
-                memset(s->area + (size_t)committed_before * sizeof(struct disk_exception), 0,
-                       (size_t)(s->epa - committed_before) * sizeof(struct disk_exception));
-                s->current_committed = committed_before;
-                drop_pending(s);
+        /* the batch's entries are forgotten, and what was added since:
+         * every entry that reached the disk names flushed data, and the
+         * area in memory is still the one before the batch */
+        for (size_t i = 0; i < n; i++)
+                (void)cindex_remove(&s->index, b->ents[i].old);
+        batch_free(b);
+        drop_pending(s);
+        if (keep_valid)
                 return log_err(r, "Cannot commit exceptions; they are forgotten, the store stays valid: %m");
-        }
-        if (r < 0) {
-                /* as the kernel: an exception that cannot be recorded invalidates */
-                log_err(r, "Cannot commit exceptions, the snapshot is now invalid: %m");
-                drop_pending(s);
+        /* as the kernel: an exception that cannot be recorded invalidates */
+        log_err(r, "Cannot commit exceptions, the snapshot is now invalid: %m");
+        if (s->valid) {
                 s->valid = 0;
                 (void)write_header(s);
-                return r;
         }
-        s->n_pending = 0;
-        return (int)(n > INT32_MAX ? INT32_MAX : n);
+        return r;
+}
+
+static int commit(cowvol_store *s, bool keep_valid)
+{
+        struct exstore_batch *b;
+        int r = exstore_commit_seal(s, &b);
+
+        if (r <= 0)
+                return r;
+        return exstore_commit_finish(b, exstore_commit_write(b), keep_valid);
 }
 
 _public_ int cowvol_store_commit(cowvol_store *s)

@@ -155,12 +155,26 @@ void exstore_forget_pending(cowvol_store *s);
  * instead of invalidating the store: for copies that the store's view has
  * already (chain.c), whose loss changes nothing. */
 int exstore_commit_or_forget(cowvol_store *s);
+/* A commit in three steps (exstore.c, before commit()): seal takes the
+ * pending exceptions into a batch (0 and *ret NULL: none pending), write
+ * does its I/O and touches nothing else of the store (any thread, while the
+ * lock holder adds more), finish (lock holder) installs it or, when @r is
+ * an error, forgets its exceptions and the pending ones, invalidating the
+ * store unless @keep_valid; it frees the batch and returns as commit does.
+ * One batch of a store at a time. */
+struct exstore_batch;
+int exstore_commit_seal(cowvol_store *s, struct exstore_batch **ret);
+int exstore_commit_write(struct exstore_batch *b);
+int exstore_commit_finish(struct exstore_batch *b, int r, bool keep_valid);
 /* chain.c: commit the copies a group of so many bytes at a time (tests
  * lower it to cut between groups) */
 extern uint64_t chain_commit_bytes;
 /* engine.c: a restore (flattening, merging) goes so many bytes a step
  * (tests lower it to cut between steps and across metadata areas) */
 extern uint64_t merge_step_bytes;
+/* engine.c: the bytes of origin chunks waiting in memory that make a group
+ * for the committer thread (tests lower it to run the pipeline often) */
+extern uint64_t engine_group_bytes;
 
 /*
  * chunk-index.c: origin chunk -> store chunk, 12 bytes an entry.

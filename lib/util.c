@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <stdio.h>
@@ -76,36 +77,74 @@ ssize_t pread_cached(int fd, void *buf, size_t len, uint64_t off)
         return (ssize_t)done;
 }
 
-static sys_watch_fn sys_watch;
+/* The hooks of the tests.  The engine writes from two threads (its group
+ * commit runs on one of its own): while a hook is set, each watched call
+ * runs whole under hook_lock, hook and system call together, so that the
+ * order the hooks see is the order the calls took effect in, and a flush
+ * covers exactly the writes seen before it.  Without hooks, nothing is
+ * serialized. */
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static sys_watch_fn sys_watch;     /* written under hook_lock */
 static void *sys_watch_userdata;
-
-void sys_watch_set(sys_watch_fn fn, void *userdata)
-{
-        sys_watch = fn;
-        sys_watch_userdata = userdata;
-}
-
 static sys_fault_fn sys_fault;
 static void *sys_fault_userdata;
 
-void sys_fault_set(sys_fault_fn fn, void *userdata)
+void sys_watch_set(sys_watch_fn fn, void *userdata)
 {
-        sys_fault = fn;
-        sys_fault_userdata = userdata;
+        pthread_mutex_lock(&hook_lock);
+        __atomic_store_n(&sys_watch, fn, __ATOMIC_RELAXED);
+        sys_watch_userdata = userdata;
+        pthread_mutex_unlock(&hook_lock);
 }
 
+void sys_fault_set(sys_fault_fn fn, void *userdata)
+{
+        pthread_mutex_lock(&hook_lock);
+        __atomic_store_n(&sys_fault, fn, __ATOMIC_RELAXED);
+        sys_fault_userdata = userdata;
+        pthread_mutex_unlock(&hook_lock);
+}
+
+/* true: hooks are set, and hook_lock is held until hook_leave() */
+static bool hook_enter(void)
+{
+        if (!__atomic_load_n(&sys_watch, __ATOMIC_RELAXED) && !__atomic_load_n(&sys_fault, __ATOMIC_RELAXED))
+                return false;
+        pthread_mutex_lock(&hook_lock);
+        return true;
+}
+
+static void hook_leave(bool held)
+{
+        if (held)
+                pthread_mutex_unlock(&hook_lock);
+}
+
+#define HOOKED(call)                             \
+        do {                                     \
+                bool held_ = hook_enter();       \
+                int r_ = (call);                 \
+                hook_leave(held_);               \
+                return r_;                       \
+        } while (0)
+
+/* the hooks are read under hook_lock (hook_enter() took it when set) */
 static int fault(int fd, enum sys_op op, uint64_t len, uint64_t off)
 {
-        return sys_fault ? sys_fault(fd, op, len, off, sys_fault_userdata) : 0;
+        sys_fault_fn fn = __atomic_load_n(&sys_fault, __ATOMIC_RELAXED);
+
+        return fn ? fn(fd, op, len, off, sys_fault_userdata) : 0;
 }
 
 static void watch(int fd, enum sys_op op, const void *buf, uint64_t len, uint64_t off)
 {
-        if (sys_watch)
-                sys_watch(fd, op, buf, len, off, sys_watch_userdata);
+        sys_watch_fn fn = __atomic_load_n(&sys_watch, __ATOMIC_RELAXED);
+
+        if (fn)
+                fn(fd, op, buf, len, off, sys_watch_userdata);
 }
 
-int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+static int pwrite_full_unhooked(int fd, const void *buf, size_t len, uint64_t off)
 {
         const uint8_t *p = buf;
         int r = fault(fd, SYS_WRITE, len, off);
@@ -129,7 +168,12 @@ int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
         return 0;
 }
 
-int pwritev_full(int fd, const struct iovec *iov_in, int n, uint64_t off)
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+        HOOKED(pwrite_full_unhooked(fd, buf, len, off));
+}
+
+static int pwritev_full_unhooked(int fd, const struct iovec *iov_in, int n, uint64_t off)
 {
         struct iovec iov[IOV_MAX];
         uint64_t len = 0;
@@ -166,7 +210,12 @@ int pwritev_full(int fd, const struct iovec *iov_in, int n, uint64_t off)
         return 0;
 }
 
-int sys_fdatasync(int fd)
+int pwritev_full(int fd, const struct iovec *iov_in, int n, uint64_t off)
+{
+        HOOKED(pwritev_full_unhooked(fd, iov_in, n, off));
+}
+
+static int sys_fdatasync_unhooked(int fd)
 {
         int r = fault(fd, SYS_SYNC, 0, 0);
 
@@ -178,7 +227,12 @@ int sys_fdatasync(int fd)
         return 0;
 }
 
-int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+int sys_fdatasync(int fd)
+{
+        HOOKED(sys_fdatasync_unhooked(fd));
+}
+
+static int sys_fallocate_unhooked(int fd, int mode, uint64_t off, uint64_t len)
 {
         int r = fault(fd, (mode & FALLOC_FL_PUNCH_HOLE) ? SYS_PUNCH : SYS_ALLOCATE, len, off);
 
@@ -194,7 +248,12 @@ int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len)
         return 0;
 }
 
-int sys_ftruncate(int fd, uint64_t size)
+int sys_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+        HOOKED(sys_fallocate_unhooked(fd, mode, off, len));
+}
+
+static int sys_ftruncate_unhooked(int fd, uint64_t size)
 {
         int r = fault(fd, SYS_TRUNCATE, size, 0);
 
@@ -204,6 +263,11 @@ int sys_ftruncate(int fd, uint64_t size)
                 return -errno;
         watch(fd, SYS_TRUNCATE, NULL, size, 0);
         return 0;
+}
+
+int sys_ftruncate(int fd, uint64_t size)
+{
+        HOOKED(sys_ftruncate_unhooked(fd, size));
 }
 
 int fd_size(int fd, uint64_t *ret)

@@ -151,3 +151,65 @@ Test(ioerror, closed_while_the_image_refuses)
         cr_assert(contains_ci(log_text(), "1 chunks written since the last successful flush never reached the image"),
                   "log: %s", log_text());
 }
+
+/* The newest store's commit fails on the committer thread (its sync): the
+ * group's copies are forgotten and must go to the older snapshot before a
+ * write into it reads its view (a chunk it read through the newest one),
+ * and before its reads: never the origin's new data. */
+static ino_t newest_ino;
+static bool newest_sync_fails;
+
+static int newest_fails(int fd, enum sys_op op, uint64_t len, uint64_t off, void *ud)
+{
+        struct stat st;
+
+        (void)len, (void)off, (void)ud;
+        if (!newest_sync_fails || op != SYS_SYNC || fstat(fd, &st) < 0 || st.st_ino != newest_ino)
+                return 0;
+        newest_sync_fails = false;
+        return -EIO;
+}
+
+Test(ioerror, a_failed_group_then_a_write_into_the_older_snapshot)
+{
+        uint64_t saved = engine_group_bytes;
+        uint8_t nw[4 * CHUNK], old[CHUNK], part[512], got[CHUNK];
+        cowvol_snapshot *newest;
+        char *p = path_in(dir, "newest.cow");
+        struct stat st;
+
+        engine_group_bytes = 4 * CHUNK; /* the write below seals a group */
+        cr_assert_eq(cowvol_volume_snapshot_create(vol, p, 1u << 20, &newest), 0);
+        cr_assert_eq(stat(p, &st), 0);
+        newest_ino = st.st_ino;
+        sys_fault_set(newest_fails, NULL);
+        newest_sync_fails = true;
+        fill_pattern(nw, sizeof(nw), 9, 0);
+        cr_assert_eq(cowvol_volume_pwrite(vol, NULL, nw, sizeof(nw), 0), 0);
+        memset(part, 0x77, sizeof(part));
+        /* into the older one at chunk 1, which it read through the newest */
+        cr_assert_eq(cowvol_volume_pwrite(vol, snap, part, sizeof(part), 1 * CHUNK), 0);
+        for (unsigned c = 0; c < 4; c++) {
+                fill_pattern(old, CHUNK, 1, c);
+                if (c == 1)
+                        memcpy(old, part, sizeof(part));
+                cr_assert_eq(cowvol_volume_pread(vol, snap, got, CHUNK, c * CHUNK), 0);
+                cr_assert_arr_eq(got, old, CHUNK, "the older snapshot's chunk %u, before a flush", c);
+        }
+        cr_assert_eq(cowvol_volume_flush(vol), 0);
+        cowvol_volume_close(vol);
+        cr_assert_eq(cowvol_volume_open(img, CHUNK, &vol), 0);
+        cr_assert_eq(cowvol_volume_snapshot_attach(vol, store, &snap), 0);
+        cr_assert_eq(cowvol_volume_snapshot_attach(vol, p, &newest), 0);
+        for (unsigned c = 0; c < 4; c++) {
+                fill_pattern(old, CHUNK, 1, c);
+                if (c == 1)
+                        memcpy(old, part, sizeof(part));
+                cr_assert_eq(cowvol_volume_pread(vol, snap, got, CHUNK, c * CHUNK), 0);
+                cr_assert_arr_eq(got, old, CHUNK, "the older snapshot's chunk %u, reopened", c);
+                cr_assert_eq(cowvol_volume_pread(vol, NULL, got, CHUNK, c * CHUNK), 0);
+                cr_assert_arr_eq(got, nw + c * CHUNK, CHUNK, "the volume's chunk %u, reopened", c);
+        }
+        engine_group_bytes = saved;
+        free(p);
+}

@@ -32,6 +32,9 @@
  *     snapshots unchanged, every store sound.
  * What a filesystem does with names (a store file created, its directory
  * entry) is the catalogue's business (daemon/catalogue.c), not tested here.
+ * One test runs groups of a few chunks, so that the engine's committer thread
+ * commits a group while the next writes copy (the records of both threads
+ * are in one order: util.c runs a watched call whole under one lock).
  *   COWVOL_POWERCUT_SEEDS=N   seeds a test runs (default 1)
  *   COWVOL_POWERCUT_SEED=S    the first seed (default: fixed per test)
  *   COWVOL_POWERCUT_STEPS=N   workload steps (default 160)
@@ -865,4 +868,15 @@ Test(powercut, restore_resumes_small_steps, .timeout = 600)
 Test(powercut, restore_resumes_4k, .timeout = 600)
 {
         powercut(4096, true, false, 37);
+}
+
+/* groups of a few chunks: the committer thread commits one while the next
+ * writes copy (the engine's pipeline), and cuts fall between the two */
+Test(powercut, pipelined_groups_4k, .timeout = 600)
+{
+        uint64_t saved = engine_group_bytes;
+
+        engine_group_bytes = 4 * 4096;
+        powercut(4096, false, false, 41);
+        engine_group_bytes = saved;
 }
