@@ -1379,8 +1379,10 @@ static int recopy_deferred(cowvol_volume *v)
         if (!v->n_deferred || !v->snaps)
                 return 0;
         list = malloc(v->n_deferred * sizeof(*list));
-        if (!list)
+        if (!list) {
+                v->lost = true; /* still owed: no commit may write the image */
                 return -ENOMEM;
+        }
         for (size_t i = 0; i < DTAB_SIZE; i++)
                 for (struct deferred *d = v->dtab[i]; d; d = d->next)
                         list[n++] = d;
@@ -1398,7 +1400,11 @@ static int recopy_deferred(cowvol_volume *v)
                 i += k;
         }
         free(list);
-        return r < 0 ? log_err(r, "Cannot read the volume to copy its chunks again: %m") : 0;
+        if (r < 0) {
+                v->lost = true; /* still owed: no commit may write the image */
+                return log_err(r, "Cannot read the volume to copy its chunks again: %m");
+        }
+        return 0;
 }
 
 static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64_t off)
@@ -1438,13 +1444,19 @@ static int write_origin(cowvol_volume *v, const uint8_t *buf, size_t len, uint64
                 struct deferred *d;
 
                 r = deferred_open(v, c, &d);
-                if (r < 0)
-                        return r;
-                if (!d && did_cow && v->copied[i]) {
+                if (r >= 0 && !d && did_cow && v->copied[i]) {
                         /* copied just now: the new data waits for the commit */
                         d = deferred_add(v, c, v->big + i * v->chunk);
                         if (!d)
-                                return -ENOMEM;
+                                r = -ENOMEM;
+                }
+                if (r < 0) {
+                        /* out of memory with chunks copied that have no
+                         * waiting entry: their copies are made durable now,
+                         * so that no later write reaches the image first */
+                        if (did_cow)
+                                commit_all(v);
+                        return r;
                 }
                 if (d) {
                         if (direct_len) {
