@@ -1611,10 +1611,9 @@ int exstore_make_room(cowvol_store *s, uint64_t n, uint64_t slack)
 
 /* --- merging -------------------------------------------------------------------- */
 
-_public_ int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint64_t *ret_new)
+/* A merge may take entries now: the store stops allocating from here on. */
+static int merge_enter(cowvol_store *s)
 {
-        uint64_t last_old, last_new;
-        uint32_t n;
         int r = writable(s);
 
         if (r < 0)
@@ -1624,6 +1623,17 @@ _public_ int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint
         if (s->n_pending)
                 return -EBUSY;
         s->merging = true;
+        return 0;
+}
+
+_public_ int cowvol_store_merge_prepare(cowvol_store *s, uint64_t *ret_old, uint64_t *ret_new)
+{
+        uint64_t last_old, last_new;
+        uint32_t n;
+        int r = merge_enter(s);
+
+        if (r < 0)
+                return r;
         if (s->current_committed == 0) {
                 if (s->current_area == 0)
                         return 0; /* nothing left */
@@ -1694,15 +1704,10 @@ ssize_t exstore_merge_peek(cowvol_store *s, size_t max, struct exstore_entry *ou
         uint8_t *tmp = NULL;
         const uint8_t *a = s->area;
         size_t n = 0;
-        int r = writable(s);
+        int r = merge_enter(s);
 
         if (r < 0)
                 return r;
-        if (s->merge_failed)
-                return -EIO;
-        if (s->n_pending)
-                return -EBUSY;
-        s->merging = true;
         while (n < max) {
                 if (slot == 0) {
                         if (area == 0)
