@@ -37,9 +37,9 @@
  *  - Group commit: the copies a write makes are added as pending exceptions
  *    and the new origin data waits in memory (the "deferred" chunks, which
  *    reads are served from) until a commit: on flush, on snapshot changes,
- *    or when a group (16 MiB) waits (the pipeline below).  A commit makes every store durable (data, flush,
- *    metadata, flush) and only then writes the deferred chunks to the
- *    image.  So the order above holds, and a write costs two flushes per
+ *    or when a group (16 MiB) waits (the pipeline below).  A commit makes
+ *    every store durable (data, flush, metadata, flush) and only then
+ *    writes the deferred chunks to the image.  So the order above holds, and a write costs two flushes per
  *    commit, not per request.
  *  - The pipeline: when 16 MiB wait (a group), the writer seals them (each
  *    store's pending exceptions become a batch, the waiting chunks move to
@@ -56,8 +56,8 @@
  *    anything reads or writes the chain: settle_lost); chunks the image
  *    refused go back too.  A store invalidated by the writer while its
  *    batch is in flight keeps that batch's copies if the batch lands: its
- *    table, read as a link, holds them.  As with a disk's write cache, a write is
- *    durable once a flush returns.  Chunks the image refuses at a commit
+ *    table, read as a link, holds them.  As with a disk's write cache, a
+ *    write is durable once a flush returns.  Chunks the image refuses at a commit
  *    (an I/O error) keep waiting, and are read from memory, until a commit
  *    writes them; while they do, no write copies more (-EIO).
  *  - A snapshot whose store cannot take a copy (full, I/O error, or no
@@ -728,8 +728,7 @@ static int commit_deferred(cowvol_volume *v)
         size_t n = 0, done;
         int r;
 
-        (void)pipeline_wait(v);
-        commit_all(v);
+        commit_all(v); /* the sealed group's first */
         r = settle_lost(v);
         if (r < 0)
                 return r;
@@ -1351,9 +1350,6 @@ static bool any_copy_needed(cowvol_volume *v, uint64_t first, size_t n)
         return false;
 }
 
-/* A store failed and forgot copies of origin chunks whose new data waits in
- * memory: the image still holds their old content, give it again to the
- * snapshots below.  Write lock held. */
 /* A store that failed forgot copies: the others take them (each round
  * fails one more store, at worst) before anything reads through where they
  * were or the image changes.  Write lock held. */
@@ -1369,6 +1365,9 @@ static int settle_lost(cowvol_volume *v)
         return 0;
 }
 
+/* A store failed and forgot copies of origin chunks whose new data waits in
+ * memory: the image still holds their old content, give it again to the
+ * snapshots below.  Write lock held. */
 static int recopy_deferred(cowvol_volume *v)
 {
         struct deferred **list;
@@ -2279,15 +2278,16 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
                 if (r < 0)
                         goto out;
                 preserve_range(v, old, k, v->big, v->snaps, false);
+                i += k;
+                if (!m->next)
+                        continue; /* the oldest: nobody reads through it */
                 mine = v->big + k * v->chunk;
                 r = cowvol_store_pread(m->store, nw, mine, k * v->chunk, 0);
                 if (r < 0) {
                         log_err(r, "Cannot read the snapshot's chunk %" PRIu64 ": %m", old);
                         goto out;
                 }
-                if (m->next)
-                        preserve_range(v, old, k, mine, m->next, false);
-                i += k;
+                preserve_range(v, old, k, mine, m->next, false);
         }
         commit_all(v);
         if (v->lost) {
