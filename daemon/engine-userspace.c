@@ -80,7 +80,25 @@ static int lent_check(const struct vol *v)
 
 static void u_deactivate(struct vol *v);
 
-/* Open the image and attach the snapshots; resume a restore. */
+/* The newest snapshot whose store is not attached (it could not be
+ * opened, or it reads through one that could not), or NULL; *ret_newer:
+ * whether an attached one is newer than it. */
+static struct snap *u_newest_lost(const struct vol *v, bool *ret_newer)
+{
+        struct snap *lost = NULL;
+
+        *ret_newer = false;
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                if (!s->eng) {
+                        lost = s;
+                        *ret_newer = false;
+                } else if (lost) {
+                        *ret_newer = true;
+                }
+        }
+        return lost;
+}
+
 /* A chain whose store cannot be opened: the older snapshots read through
  * it, and without it they would read wrong data.  They let go too (the
  * oldest first, which copies nothing) and say why; their stores stay as
@@ -88,11 +106,9 @@ static void u_deactivate(struct vol *v);
  * right again. */
 static void u_unchain_below_lost(struct vol *v)
 {
-        struct snap *lost = NULL;
+        bool newer;
+        struct snap *lost = u_newest_lost(v, &newer);
 
-        for (struct snap *s = v->snaps; s; s = s->next)
-                if (!s->eng)
-                        lost = s; /* the newest that is missing */
         if (!lost)
                 return;
         for (struct snap *s = v->snaps; s != lost; s = s->next) {
@@ -116,19 +132,12 @@ static void u_unchain_below_lost(struct vol *v)
  * (the next start). */
 static void u_hold_check(struct vol *v)
 {
-        struct snap *lost = NULL;
-        bool newer = false, hold;
+        struct snap *lost;
+        bool newer, hold;
 
         if (!v->eng)
                 return;
-        for (struct snap *s = v->snaps; s; s = s->next) {
-                if (!s->eng) {
-                        lost = s;
-                        newer = false;
-                } else if (lost) {
-                        newer = true;
-                }
-        }
+        lost = u_newest_lost(v, &newer);
         hold = v->chain && lost && lost != v->snaps && !newer;
         cowvol_volume_hold_origin(v->eng, hold);
         if (hold)
@@ -137,6 +146,7 @@ static void u_hold_check(struct vol *v)
                      "remove the older ones, or bring the store back", v->name, v->name, lost->name, v->name);
 }
 
+/* Open the image and attach the snapshots; resume a restore. */
 static int u_activate(struct vol *v)
 {
         int r;
@@ -165,8 +175,7 @@ static int u_activate(struct vol *v)
         if (v->chain) {
                 u_unchain_below_lost(v);
                 u_hold_check(v);
-        }
-        if (!v->chain) {
+        } else {
                 /* independent stores (the kernel engine's, or from before
                  * chains): written snapshots make them differ from a chain */
                 uint64_t copied = 0;

@@ -22,10 +22,9 @@
  *    (CACHE, unknown) is refused.  Every refusal but those two is EINVAL.
  *    A refusal is replied at once, with its reason; the connection goes on.
  * 3. serve() acts through the engine without checking again, and replies.
- *    Engine errors map to NBD errors: -EPERM, -EROFS, -ENOLINK (a lost store holds
- *    the origin) -> EPERM, -EINVAL ->
- *    EINVAL, -ENOSPC, -EDQUOT, -EFBIG -> ENOSPC, -ENOMEM -> ENOMEM,
- *    -ESHUTDOWN -> ESHUTDOWN; anything else, writes during a restore
+ *    Engine errors map to NBD errors: -EPERM, -EROFS, -ENOLINK (a lost
+ *    store holds the origin) -> EPERM, -EINVAL -> EINVAL, -ENOSPC, -EDQUOT,
+ *    -EFBIG -> ENOSPC, -ENOMEM -> ENOMEM, -ESHUTDOWN -> ESHUTDOWN; anything else, writes during a restore
  *    (-EBUSY) and reads of a snapshot that became invalid (-ESTALE)
  *    included, -> EIO.  With structured replies, errors carry a message.
  *
