@@ -23,11 +23,14 @@
  *     (their exception counts before and after) against the bytes only it
  *     held (its store's chunks that the next older store lacks, read from
  *     the store files); and whether the oldest still reads the same;
- *  5. restore (merge_begin/step/end) of the oldest of RESTORE_SNAPS
- *     snapshots, with VOLUME/16 changed in 1 MiB blocks after each, against
- *     a raw copy of the same bytes (read a file, write an allocated file in
- *     BS blocks, fdatasync: dd conv=fdatasync), both cold (goal >= 0.80);
- *     then the volume must read as the snapshot did;
+ *  5. restore (merge_begin/step/end) of the only snapshot, with VOLUME/2
+ *     written in BS blocks after it, and of the oldest of RESTORE_SNAPS
+ *     snapshots, with VOLUME/16 written after each, against a raw copy of
+ *     the same bytes (read a file, write an allocated file in BS blocks,
+ *     fdatasync: dd conv=fdatasync), both cold (goal >= 0.80); then the
+ *     volume must read as the snapshot did.  With newer snapshots, they
+ *     first take the origin's old chunks (the bytes they took beside it,
+ *     and the rate of all bytes written against dd's);
  *  6. 1,000 snapshots of one volume: creation latency (median of the last
  *     5) against creating the first (median of the first 5), and
  *     cowvol_snapshot_info over all of them (what a list costs) against
@@ -405,11 +408,29 @@ static uint64_t only_in(const char *newer, const char *older)
         return h.only;
 }
 
+/* Bytes this process had read from the disk so far (/proc/self/io; 0
+ * where the kernel does not count them). */
+static uint64_t disk_read_bytes(void)
+{
+        char line[128];
+        uint64_t n = 0;
+        FILE *f = fopen("/proc/self/io", "re");
+
+        if (!f)
+                return 0;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "read_bytes: %" SCNu64, &n) == 1)
+                        break;
+        fclose(f);
+        return n;
+}
+
 static void chain_read_remove(uint64_t size)
 {
         const int n = 64;
         uint64_t chunks = size / chunk, per = chunks / 100 ? chunks / 100 : 1, x = 12345, sum, sum2;
         double raw_cold = 0, raw_warm = 0, eng_cold = 0, eng_warm = 0, t, t0;
+        uint64_t raw_disk = 0, eng_disk = 0, d0;
         struct vol c;
         int r;
 
@@ -431,10 +452,14 @@ static void chain_read_remove(uint64_t size)
                 die("flush", r);
         for (int p = 0; p < 3; p++) {
                 drop_cache(c.img);
+                d0 = disk_read_bytes();
                 t = raw_pass(c.img, size, false, 0);
+                raw_disk = disk_read_bytes() - d0;
                 raw_cold = t > raw_cold ? t : raw_cold;
                 vol_drop_caches(&c);
+                d0 = disk_read_bytes();
                 t = vol_pass(&c, c.sn[0], false, 0, &sum);
+                eng_disk = disk_read_bytes() - d0;
                 eng_cold = t > eng_cold ? t : eng_cold;
         }
         for (int p = 0; p < 3; p++) {
@@ -449,6 +474,9 @@ static void chain_read_remove(uint64_t size)
         printf("  cold (flushed, posix_fadvise DONTNEED on image and stores): %.1f MiB/s, raw image %.1f MiB/s"
                " = %.2f   goal >= 0.90: %s\n",
                eng_cold, raw_cold, eng_cold / raw_cold, verdict(eng_cold / raw_cold, 0.90, true));
+        if (raw_disk)
+                printf("  read from the disk in a cold pass: %.1f MiB (image and stores), raw %.1f MiB = %.2f x\n",
+                       (double)eng_disk / 1048576.0, (double)raw_disk / 1048576.0, (double)eng_disk / (double)raw_disk);
         printf("  warm (page cache, best of 3):                              %.1f MiB/s, raw image %.1f MiB/s"
                " = %.2f\n",
                eng_warm, raw_warm, eng_warm / raw_warm);
@@ -495,9 +523,25 @@ static void chain_read_remove(uint64_t size)
 
 /* --- 5: restore ------------------------------------------------------------------- */
 
-static void restore(uint64_t size, int n)
+static uint64_t exceptions_of(struct vol *c)
 {
-        uint64_t blocks = size / bs, per = blocks / 16 ? blocks / 16 : 1, x = 999, changed = 0, sum, sum2;
+        uint64_t n = 0;
+
+        for (int i = 0; i < c->n; i++) {
+                struct cowvol_snapshot_info si;
+
+                if (cowvol_snapshot_info(c->v, c->sn[i], &si) < 0)
+                        die("snapshot info", -EIO);
+                n += si.exceptions;
+        }
+        return n;
+}
+
+/* Restore the oldest of @n snapshots, with @per random BS blocks of the
+ * volume changed after each. */
+static void restore(uint64_t size, int n, uint64_t per)
+{
+        uint64_t blocks = size / bs, x = 999 + (uint64_t)n, changed = 0, sum, sum2;
         uint8_t *hit = calloc((size_t)blocks, 1);
         char src[4096], dst[4096];
         double raw, eng, t0;
@@ -547,7 +591,7 @@ static void restore(uint64_t size, int n)
         unlink(dst);
 
         vol_drop_caches(&c);
-        uint64_t steps = 0, left;
+        uint64_t steps = 0, left, before = exceptions_of(&c), copies;
         t0 = now();
         if ((r = cowvol_volume_merge_begin(c.v, c.sn[0])) < 0)
                 die("merge begin", r);
@@ -560,12 +604,22 @@ static void restore(uint64_t size, int n)
         if ((r = cowvol_volume_flush(c.v)) < 0)
                 die("flush", r);
         eng = (double)bytes / (now() - t0) / 1048576.0;
+        copies = (exceptions_of(&c) - before) * chunk;
         vol_pass(&c, NULL, false, 0, &sum2);
-        printf("restore of the oldest of %d snapshots, %" PRIu64 " MiB volume, %" PRIu64 " x %" PRIu64
-               " KiB changed after each: %.1f MiB to put back, %" PRIu64 " merge steps\n",
-               n, size >> 20, per, bs >> 10, (double)bytes / 1048576.0, steps + 1);
+        if (n == 1)
+                printf("restore of the only snapshot, %" PRIu64 " MiB volume, %" PRIu64 " x %" PRIu64
+                       " KiB changed after it: %.1f MiB to put back, %" PRIu64 " merge steps\n",
+                       size >> 20, per, bs >> 10, (double)bytes / 1048576.0, steps + 1);
+        else
+                printf("restore of the oldest of %d snapshots, %" PRIu64 " MiB volume, %" PRIu64 " x %" PRIu64
+                       " KiB changed after each: %.1f MiB to put back, %" PRIu64 " merge steps\n",
+                       n, size >> 20, per, bs >> 10, (double)bytes / 1048576.0, steps + 1);
         printf("  merge %.1f MiB/s, raw copy (dd conv=fdatasync, cold) %.1f MiB/s = %.2f   goal >= 0.80: %s\n", eng,
                raw, eng / raw, verdict(eng / raw, 0.80, true));
+        if (n > 1)
+                printf("  the newer snapshots took %.1f MiB of the origin's old chunks first: %.1f MiB written "
+                       "= %.2f of dd's rate\n", (double)copies / 1048576.0,
+                       (double)(bytes + copies) / 1048576.0, eng / raw * (double)(bytes + copies) / (double)bytes);
         printf("  the volume reads as the snapshot did: %s\n", sum == sum2 ? "yes" : "NO");
         vol_close(&c);
         free(hit);
@@ -679,7 +733,8 @@ int main(int argc, char **argv)
         chain_read_remove(csize);
         printf("(%.1f s)\n", now() - t1);
         t1 = now();
-        restore(rsize, nrestore);
+        restore(rsize, 1, rsize / bs / 2);
+        restore(rsize, nrestore, rsize / bs / 16 ? rsize / bs / 16 : 1);
         printf("(%.1f s)\n", now() - t1);
         t1 = now();
         many(nmany);

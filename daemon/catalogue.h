@@ -79,9 +79,11 @@ struct vol {
         /* a restore (persisted: snapshot uuid and keep) */
         struct snap *restoring;
         bool restore_keep;
-        /* a chain's restore flattened the snapshot already: resume the
-         * merge without flattening again (absent in catalogues of before
-         * chains, whose restores never flatten) */
+        /* the restore consumes the snapshot's store ("flattened" in the
+         * catalogue): one begun by a cowvold that flattened a chain's
+         * snapshot first, or from before chains (no "flattened" there); it
+         * resumes so (merge_begin_at's consume).  A restore begun now reads
+         * through the chain and resumes from its start. */
         bool restore_flattened;
         uint64_t restore_total, restore_left;
         bool restore_thread;

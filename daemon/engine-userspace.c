@@ -352,32 +352,51 @@ static void u_volume_drop(struct vol *v)
 
 /* --- restores: a thread of merge steps ----------------------------------------- */
 
-/* The end of a restore: the store is empty; drop or keep the snapshot. */
-static void restore_finish(struct vol *v)
+/* Move @s to the end of @v's list: the newest of the chain, as the engine
+ * now has it. */
+static void snap_to_newest(struct vol *v, struct snap *s)
 {
-        struct snap *s = v->restoring, **p;
+        struct snap **p;
 
-        cowvol_volume_merge_end(v->eng);
-        v->restoring = NULL;
         for (p = &v->snaps; *p; p = &(*p)->next)
                 if (*p == s) {
                         *p = s->next;
                         break;
                 }
-        if (!v->restore_keep) {
-                cowvol_volume_snapshot_detach(v->eng, s->eng);
-        } else {
-                /* kept, it is the volume as restored: the newest of the
-                 * chain, as the engine now has it, and last in the list */
-                for (p = &v->snaps; *p; p = &(*p)->next)
-                        ;
-                *p = s;
-                s->next = NULL;
+        for (p = &v->snaps; *p; p = &(*p)->next)
+                ;
+        *p = s;
+        s->next = NULL;
+}
+
+/* The end of a restore: the snapshot is the newest, its store empty (the
+ * volume is its content); drop it, or keep it as a snapshot of the
+ * restored content. */
+static void restore_finish(struct vol *v)
+{
+        struct snap *s = v->restoring, **p;
+        bool keep = v->restore_keep;
+        int r;
+
+        cowvol_volume_merge_end(v->eng);
+        v->restoring = NULL;
+        v->restore_flattened = false;
+        snap_to_newest(v, s);
+        if (!keep && (r = cowvol_volume_snapshot_detach(v->eng, s->eng)) < 0) {
+                dlog_errno(r, "Restored %s from %s@%s, but the snapshot cannot be removed: %m; it is kept",
+                           v->name, v->name, s->name);
+                keep = true;
         }
-        if (catalogue_save() < 0 && !v->restore_keep)
+        if (!keep)
+                for (p = &v->snaps; *p; p = &(*p)->next)
+                        if (*p == s) {
+                                *p = s->next;
+                                break;
+                        }
+        if (catalogue_save() < 0 && !keep)
                 dlog(LOG_ERR_, "Restore of %s: the catalogue could not be saved; the snapshot %s is "
                      "merged and will be dropped at the next start", v->name, s->name);
-        if (!v->restore_keep) {
+        if (!keep) {
                 int e = state_remove(s->store);
                 if (e < 0 && e != -ENOENT)
                         dlog(LOG_WARN_, "Cannot remove the store %s: %s", s->store, strerror(-e));
@@ -400,14 +419,13 @@ static void *restore_main(void *arg)
                 r = cowvol_volume_merge_step(v->eng, &left);
                 pthread_mutex_lock(&catalogue.lock);
                 v->restore_left = left;
-                if (r == COWVOL_MERGE_FLATTENED) {
-                        /* recorded before the origin changes: a merge under
-                         * way must not be flattened again */
-                        v->restore_flattened = true;
+                if (r == COWVOL_MERGE_NEWEST) {
+                        /* the engine made the snapshot the newest: recorded
+                         * before its store empties (in its old place an
+                         * empty store would read through the newer ones) */
+                        snap_to_newest(v, v->restoring);
                         r = catalogue_save();
-                        if (r < 0)
-                                v->restore_flattened = false;
-                        else
+                        if (r >= 0)
                                 r = 1;
                 }
                 pthread_cond_broadcast(&catalogue.changed);
@@ -428,14 +446,12 @@ static void *restore_main(void *arg)
 
 static int restore_start(struct vol *v)
 {
-        struct cowvol_snapshot_info si;
         int r;
 
         r = cowvol_volume_merge_begin_at(v->eng, v->restoring->eng, v->restore_flattened);
         if (r < 0)
                 return r;
-        cowvol_snapshot_info(v->eng, v->restoring->eng, &si);
-        v->restore_total = v->restore_left = si.exceptions;
+        cowvol_volume_merge_progress(v->eng, &v->restore_total, &v->restore_left);
         r = -pthread_create(&v->restore_tid, NULL, restore_main, v);
         if (r < 0) {
                 cowvol_volume_merge_end(v->eng);

@@ -498,27 +498,33 @@ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, uint64_t l
 /**
  * Restore: the volume's content becomes @sn's.  merge_begin marks the merge
  * (reads of the volume show @sn's content at once; writes get -EBUSY);
- * merge_step merges one run of exceptions from the end of @sn's store
- * (copying the origin's chunks into the other snapshots first) and returns
- * 1 while more is left, 0 when done; merge_end ends it.  A crash at any
- * point resumes with merge_begin on the same snapshot.
+ * merge_step does one step and returns 1 while more is left, 0 when done
+ * (*ret_left: chunks left).  The steps put back, 16 MiB at a time, the
+ * chunks any store from @sn to the newest holds (the origin's chunks go to
+ * the newer snapshots that lack them first); then, if @sn has newer
+ * snapshots, the older ones take the chunks they read through @sn and @sn
+ * becomes the newest: that step returns COWVOL_MERGE_NEWEST, and the caller
+ * records the new order durably before the next step; then @sn's store
+ * empties.  merge_end ends it: @sn is then the newest, empty, a snapshot of
+ * the restored content (detach it to consume it).  A crash at any point
+ * resumes with merge_begin on the same snapshot, in the order recorded
+ * (steps are done again; nothing is copied twice).
  */
+#define COWVOL_MERGE_NEWEST 2
 int cowvol_volume_merge_begin(cowvol_volume *v, cowvol_snapshot *sn);
 int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left);
 int cowvol_volume_merge_end(cowvol_volume *v);
 
 /**
- * In a chain, a restore of @sn first flattens it: the chunks of its content
- * that newer stores hold go into its own store (no content changes), then
- * the merge runs.  merge_step returns COWVOL_MERGE_FLATTENED once, when the
- * flattening is done: the caller records that durably before the next step,
- * and a restore that resumes after that passes @flattened true (a merge
- * already under way must not be flattened again: what left @sn's store is
- * on the origin now, and the newer stores hold the origin's old chunks).
- * merge_begin(v, sn) is merge_begin_at(v, sn, false).
+ * merge_begin_at(v, sn, false) is merge_begin.  With @consume, the restore
+ * consumes @sn's store from its end, as the kernel's snapshot-merge and
+ * older cowvold did (the older ones take @sn's chunks as it goes): only to
+ * resume such a restore (its store then holds every chunk of its
+ * content that differs from the origin's).  merge_progress gives the
+ * chunks to put back in all and those left (-EINVAL: no restore runs).
  */
-#define COWVOL_MERGE_FLATTENED 2
-int cowvol_volume_merge_begin_at(cowvol_volume *v, cowvol_snapshot *sn, bool flattened);
+int cowvol_volume_merge_begin_at(cowvol_volume *v, cowvol_snapshot *sn, bool consume);
+int cowvol_volume_merge_progress(cowvol_volume *v, uint64_t *ret_total, uint64_t *ret_left);
 
 /**
  * The byte ranges of the volume that changed since @sn was taken (or were

@@ -26,14 +26,30 @@
  *    still holds the old chunks until that commit.
  *  - Readers take the read lock, writers the write lock: a reader never sees
  *    an origin chunk between "no exception yet" and its copy.
- *  - A restore (merge) of snapshot M consumes M's exceptions from the end,
- *    as the kernel's snapshot-merge, a step (16 MiB of runs) at a time:
- *    copy the origin chunks into the other snapshots that need them and
- *    commit those copies, copy M's chunks onto the origin, flush the
- *    origin, then clear the entries (flushed).  A crash resumes at the
- *    first entry not cleared; redoing a copy is harmless.
- *    While it runs, volume reads of chunks M still holds come from M, and
- *    writes are refused (-EBUSY).
+ *  - A restore of snapshot M writes M's content onto the origin where it
+ *    may differ: the chunks any store from M to the newest holds (the todo
+ *    list, sorted), a step (16 MiB) at a time: the origin's chunks go to
+ *    the newer snapshots that need them (the walk from the newest; one
+ *    group commit for the step), then M's content, read through the chain
+ *    as any snapshot read, is written onto the origin, which is flushed.
+ *    No store loses anything and M's content does not change (no copy goes
+ *    to M or below it: the walk stops at M at the latest), so every
+ *    snapshot stays exact, and a crash resumes by doing it all again: a
+ *    chunk the newest holds is not copied twice, and the origin takes the
+ *    same bytes.  Then, if M has newer snapshots, the older ones take what
+ *    they read through M (as a removal gives them) and M becomes the
+ *    newest: exact there, since the origin is its content and the newer
+ *    ones hold the origin's old chunks wherever M's store holds one.  The
+ *    caller records that order (COWVOL_MERGE_NEWEST) before M's store
+ *    empties from its end, each clear durable: the newest, M reads the
+ *    origin where it no longer holds a chunk, the same bytes.  A restore
+ *    begun by an older cowvold (merge_begin_at(.., true)) consumed M's
+ *    store from the end instead, as the kernel's snapshot-merge, and
+ *    resumes so: copy the origin chunks into the other snapshots that need
+ *    them, M's chunks into the older ones, commit, copy M's chunks onto
+ *    the origin, flush, then clear the entries.
+ *    While either runs, volume reads come from M, and writes are refused
+ *    (-EBUSY).
  *  - Group commit: the copies a write makes are added as pending exceptions
  *    and the new origin data waits in memory (the "deferred" chunks, which
  *    reads are served from) until a commit: on flush, on snapshot changes,
@@ -105,12 +121,13 @@ struct cowvol_volume {
         /* origin writes refused (-ENOLINK): a lost store would leave the
          * older snapshots without their copies; a new newest ends it */
         bool origin_held;
-        /* a restore of a snapshot with newer ones first gives it every chunk
-         * of its content that a newer store holds (flattening): then it
-         * alone tells what the origin becomes */
-        bool flattening;
-        uint64_t *flat;  /* origin chunks left to flatten, sorted */
-        size_t n_flat;
+        /* the restore: M's store consumed from its end (a restore begun so
+         * by an older cowvold), or the todo list, sorted, done up to
+         * todo_at */
+        bool consume;
+        bool merge_done;
+        uint64_t *todo;
+        size_t n_todo, todo_at;
         bool lost;       /* a store failed and forgot copies: make them again */
         uint8_t *buf; /* one chunk, used under the write lock */
 
@@ -271,7 +288,7 @@ _public_ cowvol_volume *cowvol_volume_close(cowvol_volume *v)
         free(v->copied);
         free(v->need);
         free(v->here);
-        free(v->flat);
+        free(v->todo);
         free(v);
         return NULL;
 }
@@ -1138,13 +1155,13 @@ static int read_window(cowvol_volume *v, struct cowvol_snapshot *top, bool chain
 }
 
 /* Read [off, off+len) through @sn (NULL: the origin, as the volume shows it:
- * deferred chunks from memory, chunks a restore has not reached yet from
- * the merging snapshot: through the chain until it is flattened, then its
- * store alone, since what it gave the origin is no longer in it). */
+ * deferred chunks from memory; while a restore runs, the merging snapshot:
+ * through the chain, or, consuming its store, that store alone, since what
+ * it gave the origin is no longer in it). */
 static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *buf, size_t len, uint64_t off)
 {
         struct cowvol_snapshot *top = sn ? sn : v->merging;
-        bool chain = sn || v->flattening;
+        bool chain = sn || !v->consume;
 
         uint8_t *scratch = NULL; /* where the image's reads around store chunks go */
         size_t read_len = len;
@@ -1925,18 +1942,14 @@ static bool walk_needs(struct cowvol_snapshot *from, uint64_t c)
  * "leaving": it still takes the origin's copies (a removal that fails is
  * undone with rechain, and it is exact) but they no longer count for those
  * below.  Removing the oldest copies nothing.  Write lock held. */
-static int unchain_locked(cowvol_volume *v, struct cowvol_snapshot *sn)
+/* The snapshots older than @sn get, durably, the chunks they read through
+ * @sn's store (each walk from the next older one).  Write lock held. */
+static int give_below(cowvol_volume *v, struct cowvol_snapshot *sn)
 {
         struct chunk_list l = {};
         uint64_t nw;
         int r;
 
-        if (v->merging)
-                return log_err(-EBUSY, "A restore is running on this volume");
-        r = commit_deferred(v);
-        if (r < 0)
-                return r;
-        sn->leaving = true;
         if (!sn->next)
                 return 0;
         r = cowvol_store_foreach_sorted(sn->store, chunk_push, &l);
@@ -1968,11 +1981,25 @@ static int unchain_locked(cowvol_volume *v, struct cowvol_snapshot *sn)
                 v->lost = false; /* a store that failed forgot some: walk again */
         }
         free(l.c);
-        if (r < 0) {
-                sn->leaving = false;
+        if (r < 0)
                 return log_err(r, "Cannot give the older snapshots the chunks they read through this one: %m");
-        }
         return 0;
+}
+
+static int unchain_locked(cowvol_volume *v, struct cowvol_snapshot *sn)
+{
+        int r;
+
+        if (v->merging)
+                return log_err(-EBUSY, "A restore is running on this volume");
+        r = commit_deferred(v);
+        if (r < 0)
+                return r;
+        sn->leaving = true;
+        r = give_below(v, sn);
+        if (r < 0)
+                sn->leaving = false;
+        return r;
 }
 
 /* --- stores from before chains ---------------------------------------------------- */
@@ -1986,7 +2013,28 @@ static int unchain_locked(cowvol_volume *v, struct cowvol_snapshot *sn)
  * Nothing any snapshot shows changes, so a crash at any point is harmless
  * and the next adopt finishes.  Write lock held.
  */
-static int flat_room(cowvol_volume *v, struct cowvol_snapshot *sn, size_t n);
+/* Room in @sn's store for @n more chunks (and their table), growing it. */
+static int store_room(cowvol_volume *v, struct cowvol_snapshot *sn, size_t n)
+{
+        struct cowvol_store_usage u;
+        uint64_t used, want;
+        uint32_t epa = cowvol_store_exceptions_per_area(sn->store);
+        char a[32];
+        int r;
+
+        cowvol_store_usage(sn->store, &u);
+        used = u.allocated_sectors * COWVOL_SECTOR_SIZE / v->chunk;
+        want = (used + n + n / epa + 3) * v->chunk;
+        if (want <= u.total_sectors * COWVOL_SECTOR_SIZE)
+                return 0;
+        r = cowvol_store_grow(sn->store, want);
+        if (r < 0)
+                return log_err(r == -ENOTTY ? -ENOSPC : r,
+                               "The snapshot's store must take %zu chunks (the origin's, which newer snapshots "
+                               "changed) to join the chain, and cannot grow to %s: %m",
+                               n, cowvol_format_size(want, a, sizeof(a)));
+        return 0;
+}
 
 static int adopt_locked(cowvol_volume *v, uint64_t *ret_copied)
 {
@@ -2010,7 +2058,7 @@ static int adopt_locked(cowvol_volume *v, uint64_t *ret_copied)
                 n = 0;
                 for (size_t i = 0; i < newer.n; i++)
                         n += cowvol_store_lookup(t->store, newer.c[i], &nw) == 0;
-                if (n && (r = flat_room(v, t, n)) < 0)
+                if (n && (r = store_room(v, t, n)) < 0)
                         break;
                 for (size_t i = 0; i < newer.n && r >= 0; i++) {
                         if (cowvol_store_lookup(t->store, newer.c[i], &nw) == 1)
@@ -2047,16 +2095,18 @@ _public_ int cowvol_volume_chain_adopt(cowvol_volume *v, uint64_t *ret_copied)
 
 /* --- restore ----------------------------------------------------------------- */
 
-/* The origin chunks that stores newer than @sn hold and @sn lacks, sorted:
- * what flattening gives @sn.  Write lock held. */
-static int flat_list(cowvol_volume *v, struct cowvol_snapshot *sn)
+/* The todo list of a restore of @sn: the origin chunks inside the volume
+ * that a store from @sn to the newest holds, sorted, each once (elsewhere
+ * @sn reads the origin).  Its size is bounded by the stores' own tables.
+ * Write lock held. */
+static int todo_list(cowvol_volume *v, struct cowvol_snapshot *sn)
 {
         struct chunk_list l = {};
+        uint64_t last = (v->size + v->chunk - 1) / v->chunk;
         size_t n = 0;
-        uint64_t nw;
         int r = 0;
 
-        for (struct cowvol_snapshot *t = sn->prev; t && r >= 0; t = t->prev)
+        for (struct cowvol_snapshot *t = sn; t && r >= 0; t = t->prev)
                 r = cowvol_store_foreach_sorted(t->store, chunk_push, &l);
         if (r < 0) {
                 free(l.c);
@@ -2065,37 +2115,16 @@ static int flat_list(cowvol_volume *v, struct cowvol_snapshot *sn)
         if (l.n)
                 qsort(l.c, l.n, sizeof(*l.c), cmp_u64);
         for (size_t i = 0; i < l.n; i++)
-                if ((n == 0 || l.c[n - 1] != l.c[i]) && cowvol_store_lookup(sn->store, l.c[i], &nw) == 0)
+                if ((n == 0 || l.c[n - 1] != l.c[i]) && l.c[i] < last)
                         l.c[n++] = l.c[i];
-        free(v->flat);
-        v->flat = l.c;
-        v->n_flat = n;
+        free(v->todo);
+        v->todo = l.c;
+        v->n_todo = n;
+        v->todo_at = 0;
         return 0;
 }
 
-/* Room in @sn's store for @n more chunks (and their table), growing it. */
-static int flat_room(cowvol_volume *v, struct cowvol_snapshot *sn, size_t n)
-{
-        struct cowvol_store_usage u;
-        uint64_t used, want;
-        uint32_t epa = cowvol_store_exceptions_per_area(sn->store);
-        char a[32];
-        int r;
-
-        cowvol_store_usage(sn->store, &u);
-        used = u.allocated_sectors * COWVOL_SECTOR_SIZE / v->chunk;
-        want = (used + n + n / epa + 3) * v->chunk;
-        if (want <= u.total_sectors * COWVOL_SECTOR_SIZE)
-                return 0;
-        r = cowvol_store_grow(sn->store, want);
-        if (r < 0)
-                return log_err(r == -ENOTTY ? -ENOSPC : r,
-                               "The snapshot's store must take %zu chunks that newer snapshots hold before it can be "
-                               "restored, and cannot grow to %s: %m", n, cowvol_format_size(want, a, sizeof(a)));
-        return 0;
-}
-
-_public_ int cowvol_volume_merge_begin_at(cowvol_volume *v, cowvol_snapshot *sn, bool flattened)
+_public_ int cowvol_volume_merge_begin_at(cowvol_volume *v, cowvol_snapshot *sn, bool consume)
 {
         int r = 0;
 
@@ -2113,13 +2142,14 @@ _public_ int cowvol_volume_merge_begin_at(cowvol_volume *v, cowvol_snapshot *sn,
         else if (sn->leaving)
                 r = -EBUSY;
         else if ((r = commit_deferred(v)) >= 0) {
-                v->n_flat = 0;
-                if (!flattened && sn->prev && (r = flat_list(v, sn)) >= 0)
-                        r = flat_room(v, sn, v->n_flat);
+                v->consume = consume;
+                v->n_todo = v->todo_at = 0;
+                if (!consume)
+                        r = todo_list(v, sn);
                 if (r >= 0) {
                         v->merging = sn;
-                        v->flattening = v->n_flat > 0;
-                        v->merge_total = cowvol_store_count(sn->store) + v->n_flat;
+                        v->merge_done = false;
+                        v->merge_total = cowvol_store_count(sn->store) + v->n_todo;
                 }
         }
         pthread_rwlock_unlock(&v->lock);
@@ -2148,70 +2178,118 @@ static size_t merge_batch_chunks(const cowvol_volume *v)
         return MERGE_BATCH_BYTES / v->chunk ? MERGE_BATCH_BYTES / v->chunk : 1;
 }
 
-/* Flattening: a step's worth of the chunks newer stores hold go into the
- * merging snapshot's store, as its own (its content does not change, nor
- * any other snapshot's: an older one read the same through it), read and
- * written in runs, committed once. */
-static int flatten_step(cowvol_volume *v, struct cowvol_snapshot *m)
+/* The run of consecutive chunks at @c (at most @max of the @n there). */
+static size_t todo_run(const uint64_t *c, size_t n, size_t max)
+{
+        size_t k = 1;
+
+        while (k < n && k < max && c[k] == c[0] + k)
+                k++;
+        return k;
+}
+
+/* A step of a restore by the chain: the next chunks of the todo list.  The
+ * origin's chunks first go to the newer snapshots that lack them (read
+ * only where the top of the chain needs them), committed once; then @m's
+ * content goes onto the origin, which is flushed.  Write lock held. */
+static int view_step(cowvol_volume *v, struct cowvol_snapshot *m)
 {
         size_t step = merge_step_chunks(v), batch = merge_batch_chunks(v);
-        size_t done = v->n_flat < step ? v->n_flat : step;
-        const uint64_t *flat = v->flat + v->n_flat - done;
-        uint64_t nw;
+        size_t done = v->n_todo - v->todo_at < step ? v->n_todo - v->todo_at : step;
+        const uint64_t *c = v->todo + v->todo_at;
         int r = 0;
 
         /* the whole step on its way from the disk before the first run waits */
         for (size_t i = 0, k; i < done; i += k) {
-                for (k = 1; i + k < done && flat[i + k] == flat[i] + k; k++)
-                        ;
-                prefetch_view(v, m->prev, true, flat[i], k);
+                k = todo_run(c + i, done - i, SIZE_MAX);
+                prefetch_view(v, m, true, c[i], k);
+                if (any_copy_needed(v, c[i], k))
+                        (void)posix_fadvise(v->fd, (off_t)(c[i] * v->chunk), (off_t)(k * v->chunk),
+                                            POSIX_FADV_WILLNEED);
         }
-        for (size_t i = 0; i < done && r >= 0;) {
-                uint64_t run_new = 0;
-                size_t k = 1, run_n = 0, run_at = 0;
-
-                if (cowvol_store_lookup(m->store, flat[i], &nw) == 1) {
-                        i++; /* held already: a step that failed after adding it */
+        for (size_t i = 0, k; i < done && r >= 0; i += k) {
+                k = todo_run(c + i, done - i, batch);
+                if (!any_copy_needed(v, c[i], k))
                         continue;
-                }
-                while (i + k < done && k < batch && flat[i + k] == flat[i] + k &&
-                       cowvol_store_lookup(m->store, flat[i + k], &nw) == 0)
-                        k++;
                 r = ensure_big(v, k);
                 if (r >= 0)
-                        r = read_locked(v, m->prev, v->big, k * v->chunk, flat[i] * v->chunk);
-                /* into runs of consecutive store chunks */
-                for (size_t j = 0; j <= k && r >= 0; j++) {
-                        if (j < k) {
-                                r = cowvol_store_allocate(m->store, &nw);
-                                if (r < 0)
-                                        break;
-                                if (run_n && nw == run_new + run_n) {
-                                        run_n++;
-                                        continue;
-                                }
-                        }
-                        if (run_n)
-                                r = cowvol_store_write_chunks(m->store, run_new, run_n, v->big + run_at * v->chunk);
-                        for (size_t q = 0; q < run_n && r >= 0; q++)
-                                r = cowvol_store_add(m->store, flat[i + run_at + q], run_new + q);
-                        run_new = nw;
-                        run_at = j;
-                        run_n = 1;
-                }
-                i += k;
+                        r = origin_read_range(v, c[i], k);
+                if (r >= 0)
+                        preserve_range(v, c[i], k, v->big, v->snaps, false);
         }
-        if (r >= 0)
-                r = cowvol_store_commit(m->store);
         if (r < 0)
-                return log_err(r, "Cannot give the restored snapshot the chunks newer snapshots hold: %m");
-        v->n_flat -= done;
-        if (v->n_flat)
+                return log_err(r, "Cannot read the volume to restore it: %m");
+        commit_all(v);
+        if (v->lost) {
+                /* a store failed and forgot some: this step again */
+                v->lost = false;
                 return 1;
-        v->flattening = false;
-        free(v->flat);
-        v->flat = NULL;
-        return COWVOL_MERGE_FLATTENED;
+        }
+        for (size_t i = 0, k; i < done && r >= 0; i += k) {
+                uint64_t off = c[i] * v->chunk;
+                size_t len;
+
+                k = todo_run(c + i, done - i, batch);
+                len = v->size - off < k * v->chunk ? (size_t)(v->size - off) : k * v->chunk;
+                r = ensure_big(v, k);
+                if (r >= 0)
+                        r = read_locked(v, m, v->big, len, off);
+                if (r >= 0)
+                        r = pwrite_full(v->fd, v->big, len, off);
+                if (r < 0)
+                        return log_err(r, "Cannot restore chunk %" PRIu64 ": %m", c[i]);
+                /* the flush below must write these: start now */
+                if (len >= COWVOL_WRITEBACK_MIN)
+                        (void)sync_file_range(v->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+        }
+        r = sys_fdatasync(v->fd);
+        if (r < 0)
+                return log_err(r, "Cannot flush the volume: %m");
+        v->todo_at += done;
+        return 1;
+}
+
+/* The newest snapshot @m equals the origin now: its store's entries go, a
+ * step at a time from the end, each clear durable (a crash leaves a prefix
+ * of its table, and @m as exact), so that it holds nothing, as a snapshot
+ * just taken.  Write lock held. */
+static int empty_step(cowvol_volume *v, struct cowvol_snapshot *m)
+{
+        size_t step = merge_step_chunks(v);
+        struct exstore_entry *e = malloc(step * sizeof(*e));
+        ssize_t n;
+        int r;
+
+        if (!e)
+                return -ENOMEM;
+        n = exstore_merge_peek(m->store, step, e);
+        free(e);
+        if (n <= 0)
+                return (int)n;
+        r = exstore_merge_clear(m->store, (size_t)n);
+        if (r < 0)
+                return r;
+        return cowvol_store_count(m->store) > 0;
+}
+
+/* A restore by the chain: the todo list; then, the origin being @m's
+ * content, @m becomes the newest (the older ones first take what they read
+ * through it), which the caller records; then its store empties. */
+static int chain_merge_step(cowvol_volume *v, struct cowvol_snapshot *m)
+{
+        int r;
+
+        if (v->todo_at < v->n_todo)
+                return view_step(v, m);
+        if (m->prev) {
+                r = give_below(v, m);
+                if (r < 0)
+                        return r;
+                unlink_snap(v, m);
+                link_newest(v, m);
+                return COWVOL_MERGE_NEWEST;
+        }
+        return empty_step(v, m);
 }
 
 /* The run of entries from @e on (the last first) with consecutive origin
@@ -2227,31 +2305,18 @@ static size_t merge_run(const struct exstore_entry *e, size_t n, size_t max, uin
         return k;
 }
 
-_public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
+/* A step of a restore that consumes @m's store from its end. */
+static int consume_step(cowvol_volume *v, struct cowvol_snapshot *m)
 {
-        struct cowvol_snapshot *m;
-        struct exstore_entry *e = NULL;
+        struct exstore_entry *e;
         uint64_t old, nw;
-        size_t batch;
+        size_t batch = merge_batch_chunks(v);
         ssize_t n;
-        int r;
+        int r = 0;
 
-        pthread_rwlock_wrlock(&v->lock);
-        m = v->merging;
-        if (!m) {
-                r = -EINVAL;
-                goto out;
-        }
-        if (v->flattening) {
-                r = flatten_step(v, m);
-                goto out;
-        }
-        batch = merge_batch_chunks(v);
         e = malloc(merge_step_chunks(v) * sizeof(*e));
-        if (!e) {
-                r = -ENOMEM;
-                goto out;
-        }
+        if (!e)
+                return -ENOMEM;
         n = exstore_merge_peek(m->store, merge_step_chunks(v), e);
         if (n <= 0) {
                 r = (int)n;
@@ -2324,13 +2389,52 @@ _public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
                 goto out;
         }
         r = exstore_merge_clear(m->store, (size_t)n);
-        if (r < 0)
-                goto out;
-        r = cowvol_store_count(m->store) > 0 ? 1 : 0;
+        if (r >= 0)
+                r = cowvol_store_count(m->store) > 0 ? 1 : 0;
 out:
         free(e);
+        return r;
+}
+
+static uint64_t merge_left(const cowvol_volume *v)
+{
+        return cowvol_store_count(v->merging->store) + (v->consume ? 0 : v->n_todo - v->todo_at);
+}
+
+_public_ int cowvol_volume_merge_step(cowvol_volume *v, uint64_t *ret_left)
+{
+        struct cowvol_snapshot *m;
+        int r;
+
+        pthread_rwlock_wrlock(&v->lock);
+        m = v->merging;
+        if (!m)
+                r = -EINVAL;
+        else
+                r = v->consume ? consume_step(v, m) : chain_merge_step(v, m);
+        if (r == 0)
+                v->merge_done = true;
         if (r >= 0 && ret_left && m)
-                *ret_left = cowvol_store_count(m->store) + v->n_flat;
+                *ret_left = merge_left(v);
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ int cowvol_volume_merge_progress(cowvol_volume *v, uint64_t *ret_total, uint64_t *ret_left)
+{
+        int r = 0;
+
+        if (!v)
+                return -EINVAL;
+        pthread_rwlock_rdlock(&v->lock);
+        if (!v->merging)
+                r = -EINVAL;
+        else {
+                if (ret_total)
+                        *ret_total = v->merge_total;
+                if (ret_left)
+                        *ret_left = merge_left(v);
+        }
         pthread_rwlock_unlock(&v->lock);
         return r;
 }
@@ -2344,13 +2448,12 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
         pthread_rwlock_wrlock(&v->lock);
         m = v->merging;
         v->merging = NULL;
-        v->flattening = false;
-        free(v->flat);
-        v->flat = NULL;
-        v->n_flat = 0;
-        /* the merged store is empty: reopen it so it serves as a snapshot
-         * of the restored content (restore --keep) */
-        if (m && cowvol_store_count(m->store) == 0) {
+        free(v->todo);
+        v->todo = NULL;
+        v->n_todo = v->todo_at = 0;
+        /* an emptied store: reopen it so it serves as a snapshot of the
+         * restored content (restore --keep) */
+        if (m && (v->consume || v->merge_done) && cowvol_store_count(m->store) == 0) {
                 m->store = cowvol_store_close(m->store);
                 r = cowvol_store_open(m->path, COWVOL_STORE_PREALLOCATE, &st);
                 if (r >= 0)
@@ -2368,6 +2471,7 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
                         link_newest(v, m);
                 }
         }
+        v->consume = false;
         pthread_rwlock_unlock(&v->lock);
         return r;
 }

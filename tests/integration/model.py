@@ -410,16 +410,15 @@ class Vol:
         del self.snaps[s.name]
 
     def restored(self, s, keep):
-        # flattened first (its store takes what newer ones hold), then the
-        # origin's old chunks go to the newer ones (the walk from the
-        # newest stops at @s at the latest) and @s's chunks to the older
-        # ones; a kept @s is the newest after
-        flat = self.since(s)
-        s.exc = set(flat)
-        self.give(self.chain()[-1], flat)
+        # the origin's old chunks go to the newer ones that lack them (the
+        # walk from the newest stops at @s at the latest); then, if @s was
+        # not the newest, the older ones take what they read through @s
+        # (else they read it on the origin now); @s is the newest, its
+        # store empty (dropped without --keep)
+        self.give(self.chain()[-1], self.since(s))
         o = self.older(s)
-        if o:
-            self.give(o, flat)
+        if o and s is not self.chain()[-1]:
+            self.give(o, s.exc)
         self.data = bytearray(s.data)
         del self.snaps[s.name]
         if keep:

@@ -167,7 +167,8 @@ struct work {
         bool grow; /* autoextend on: stores grow (the small ones often) */
         struct call merge_begin; /* restore of snaps[restore_i] */
         int restore_i;           /* any of the chain: the oldest, a middle one, the newest */
-        size_t flattened_at;     /* operations issued when the flattening was done (SIZE_MAX: never) */
+        bool consume;            /* the restore of the newest consumes its store (as one begun by an older cowvold) */
+        size_t newest_at;        /* operations issued when the restored snapshot became the newest (SIZE_MAX: never) */
         /* what the cuts covered */
         size_t cuts, checks, resumed, small_invalid;
 };
@@ -405,15 +406,21 @@ static void run_workload(struct work *W, unsigned steps)
                 cr_assert_gt(W->n_snaps, 0, "the workload took no snapshot to restore");
                 W->restore_i = pick_valid(W, v, sn, &rng);
                 cr_assert_geq(W->restore_i, 0, "no valid snapshot to restore");
-                W->flattened_at = SIZE_MAX;
+                /* the newest, every other seed: as a restore begun before
+                 * chains resumes (its store holds all it differs in) */
+                W->consume = W->seed % 2;
+                for (int j = W->restore_i + 1; j < W->n_snaps; j++)
+                        if (sn[j])
+                                W->consume = false;
+                W->newest_at = SIZE_MAX;
                 W->merge_begin.start = R.n;
-                cr_assert_eq(cowvol_volume_merge_begin(v, sn[W->restore_i]), 0);
+                cr_assert_eq(cowvol_volume_merge_begin_at(v, sn[W->restore_i], W->consume), 0);
                 W->merge_begin.end = R.n;
-                /* the caller records the end of the flattening (the daemon:
-                 * in its catalogue) before the next step */
+                /* the caller records the new order (the daemon: in its
+                 * catalogue) before the next step */
                 while ((r = cowvol_volume_merge_step(v, &left)) > 0)
-                        if (r == COWVOL_MERGE_FLATTENED)
-                                W->flattened_at = R.n;
+                        if (r == COWVOL_MERGE_NEWEST)
+                                W->newest_at = R.n;
                 cr_assert_eq(r, 0);
                 cr_assert_eq(left, 0);
                 cr_assert_eq(cowvol_volume_merge_end(v), 0);
@@ -650,10 +657,15 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
         }
         img = path_in(P->dir, "vol.img");
         cr_assert_eq(cowvol_volume_open(img, W->chunk, &v), 0);
-        for (int i = 0; i < n; i++) {
+        /* in the order recorded: the restored one last once it became the newest */
+        bool last = resume && k >= W->newest_at;
+        for (int j = 0; j < n + last; j++) {
+                int i = j < n ? j : W->restore_i;
                 char *path;
                 struct cowvol_snapshot_info info;
 
+                if (last && j < n && i == W->restore_i)
+                        continue;
                 if (W->snaps[i].removed && W->snaps[i].unchain.end <= k)
                         continue; /* the catalogue forgot it */
                 path = path_in(P->dir, W->snaps[i].name);
@@ -679,7 +691,7 @@ static void check_cut(struct replay *P, size_t k, enum variant var)
 
                 cr_assert_null(alt, "every write into a snapshot was flushed before the restore");
                 free(want);
-                cr_assert_eq(cowvol_volume_merge_begin_at(v, sn[W->restore_i], k >= W->flattened_at), 0);
+                cr_assert_eq(cowvol_volume_merge_begin_at(v, sn[W->restore_i], W->consume), 0);
                 cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL_BYTES, 0), 0);
                 want = snap_want(W, W->restore_i, k, &alt);
                 if (memcmp(got, want, VOL_BYTES))
@@ -804,7 +816,7 @@ static void run_cuts(struct work *W)
                 W->seed, W->chunk, W->restore ? ", restore" : "", R.n, syncs, W->cuts, W->checks, W->n_snaps,
                 small_snaps(W), W->n_snaps - live_snaps(W), W->n_sw, W->small_invalid, W->resumed,
                 W->restore ? (W->restore_i + 1 == W->n_snaps ? " (of the newest" : " (of an older one") : "",
-                W->restore ? (W->flattened_at == SIZE_MAX ? ")" : ", flattened first)") : "");
+                W->restore ? (W->consume ? ", consuming its store)" : W->newest_at != SIZE_MAX ? ", through the chain, then the newest)" : ", through the chain)") : "");
         cr_assert_gt(W->cuts, syncs, "every flush was cut at");
         for (int f = 0; f < MAX_FILES; f++) {
                 free(P.dur[f].data);
