@@ -523,11 +523,12 @@ static void chain_read_remove(uint64_t size)
 
 /* --- 5: restore ------------------------------------------------------------------- */
 
-static uint64_t exceptions_of(struct vol *c)
+/* the exceptions of snapshots [from, n) */
+static uint64_t exceptions_of(struct vol *c, int from)
 {
         uint64_t n = 0;
 
-        for (int i = 0; i < c->n; i++) {
+        for (int i = from; i < c->n; i++) {
                 struct cowvol_snapshot_info si;
 
                 if (cowvol_snapshot_info(c->v, c->sn[i], &si) < 0)
@@ -591,7 +592,7 @@ static void restore(uint64_t size, int n, uint64_t per)
         unlink(dst);
 
         vol_drop_caches(&c);
-        uint64_t steps = 0, left, before = exceptions_of(&c), copies;
+        uint64_t steps = 0, left, before = exceptions_of(&c, 1), copies;
         t0 = now();
         if ((r = cowvol_volume_merge_begin(c.v, c.sn[0])) < 0)
                 die("merge begin", r);
@@ -604,7 +605,7 @@ static void restore(uint64_t size, int n, uint64_t per)
         if ((r = cowvol_volume_flush(c.v)) < 0)
                 die("flush", r);
         eng = (double)bytes / (now() - t0) / 1048576.0;
-        copies = (exceptions_of(&c) - before) * chunk;
+        copies = (exceptions_of(&c, 1) - before) * chunk; /* the newer ones' */
         vol_pass(&c, NULL, false, 0, &sum2);
         if (n == 1)
                 printf("restore of the only snapshot, %" PRIu64 " MiB volume, %" PRIu64 " x %" PRIu64
