@@ -54,7 +54,8 @@
 #define PAGE 4096u
 #define VOL_BYTES ((uint64_t)(1u << 20) + 12 * 1024) /* not a whole number of 64 KiB chunks */
 #define MAX_FILES 8
-#define MAX_SNAPS 6
+#define WORK_SNAPS 6                /* the workload's snapshots at most */
+#define MAX_SNAPS (WORK_SNAPS + 1) /* and one to restore if none of them is left */
 
 /* --- the recording --------------------------------------------------------- */
 
@@ -257,6 +258,33 @@ static int pick_valid(const struct work *W, cowvol_volume *v, cowvol_snapshot **
         return n ? ok[rng_next(rng) % (uint64_t)n] : -1;
 }
 
+static void add_barrier(struct work *W, struct call c);
+
+/* Take snapshot W->n_snaps of @cur; with @may_be_small, a third of them
+ * get a store of room for 3-5 chunks. */
+static void take_snap(struct work *W, cowvol_volume *v, cowvol_snapshot **sn, const uint8_t *cur, uint64_t *rng,
+                      bool may_be_small)
+{
+        struct snapm *s = &W->snaps[W->n_snaps];
+        char *path;
+
+        snprintf(s->name, sizeof(s->name), "s%d.cow", W->n_snaps);
+        path = path_in(W->dir, s->name);
+        s->content = malloc(VOL_BYTES);
+        cr_assert_not_null(s->content);
+        memcpy(s->content, cur, VOL_BYTES);
+        s->small = may_be_small && rng_next(rng) % 3 == 0;
+        s->c.start = R.n;
+        cr_assert_eq(cowvol_volume_snapshot_create(v, path,
+                                                   s->small ? (3 + rng_next(rng) % 3) * W->chunk : store_bytes(W->chunk),
+                                                   &sn[W->n_snaps]),
+                     0);
+        s->c.end = R.n;
+        add_barrier(W, s->c);
+        W->n_snaps++;
+        free(path);
+}
+
 /* Snapshot @i as the writes into it before cut @k left it: *ret_alt, when
  * not NULL, is the content with the write in flight at @k as well (each
  * sector may be either).  Both malloc'ed. */
@@ -333,26 +361,8 @@ static void run_workload(struct work *W, unsigned steps)
                         cr_assert_eq(cowvol_volume_flush(v), 0);
                         c.end = R.n;
                         add_barrier(W, c);
-                } else if (p < 18 && W->n_snaps < MAX_SNAPS) {
-                        struct snapm *s = &W->snaps[W->n_snaps];
-                        char *path;
-
-                        snprintf(s->name, sizeof(s->name), "s%d.cow", W->n_snaps);
-                        path = path_in(W->dir, s->name);
-                        s->content = malloc(VOL_BYTES);
-                        cr_assert_not_null(s->content);
-                        memcpy(s->content, cur, VOL_BYTES);
-                        s->small = rng_next(&rng) % 3 == 0;
-                        s->c.start = R.n;
-                        cr_assert_eq(cowvol_volume_snapshot_create(v, path,
-                                                                   s->small ? (3 + rng_next(&rng) % 3) * W->chunk
-                                                                            : store_bytes(W->chunk),
-                                                                   &sn[W->n_snaps]),
-                                     0);
-                        s->c.end = R.n;
-                        add_barrier(W, s->c);
-                        W->n_snaps++;
-                        free(path);
+                } else if (p < 18 && W->n_snaps < WORK_SNAPS) {
+                        take_snap(W, v, sn, cur, &rng, true);
                 } else if (p < 24 && pick_valid(W, v, sn, &rng) >= 0) {
                         /* into any valid snapshot of the chain: the older
                          * ones keep what they read through it, at every cut */
@@ -403,7 +413,9 @@ static void run_workload(struct work *W, unsigned steps)
                 uint64_t left = 0;
                 int r;
 
-                cr_assert_gt(W->n_snaps, 0, "the workload took no snapshot to restore");
+                /* every snapshot removed or full: one more to restore */
+                if (pick_valid(W, v, sn, &rng) < 0 && W->n_snaps < MAX_SNAPS)
+                        take_snap(W, v, sn, cur, &rng, false);
                 W->restore_i = pick_valid(W, v, sn, &rng);
                 cr_assert_geq(W->restore_i, 0, "no valid snapshot to restore");
                 /* the newest, every other seed: as a restore begun before
