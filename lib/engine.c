@@ -1518,22 +1518,32 @@ static int view_chunk(cowvol_volume *v, struct cowvol_snapshot *sn, uint64_t c, 
         return origin_read_chunk(v, c, buf);
 }
 
-/* Give the snapshots older than @sn what they read through it at chunks
- * [first, first+n) (in v->big), durably, before @sn changes there.  Write
+/* Read @sn's view of chunks [first, first+n) into v->big, and give the
+ * snapshots older than @sn what they read through it there, durably, before
+ * @sn changes there.  A store that fails on the way forgets copies: they are
+ * made again (recopy_deferred, which reads through v->big) and the view read
+ * again, since a store that held part of it may have forgotten it.  Write
  * lock held. */
 static int preserve_below(cowvol_volume *v, struct cowvol_snapshot *sn, uint64_t first, size_t n)
 {
         int r;
 
-        if (!sn->next)
-                return 0; /* the oldest: nobody reads through it */
-        do {
-                if (v->lost && (r = recopy_deferred(v)) < 0)
-                        return r;
+        for (;;) {
+                r = ensure_big(v, n);
+                for (size_t i = 0; i < n && r >= 0; i++)
+                        r = view_chunk(v, sn, first + i, v->big + i * v->chunk);
+                if (r < 0)
+                        return log_err(r, "Cannot read the snapshot's chunks at %" PRIu64 ": %m", first * v->chunk);
+                if (!sn->next)
+                        return 0; /* the oldest: nobody reads through it */
                 preserve_range(v, first, n, v->big, sn->next, false);
                 commit_all(v);
-        } while (v->lost);
-        return 0;
+                if (!v->lost)
+                        return 0;
+                r = recopy_deferred(v);
+                if (r < 0)
+                        return r;
+        }
 }
 
 /* A write into snapshot @sn: the older snapshots first keep what they read
@@ -1551,11 +1561,6 @@ static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const ui
         r = settle_lost(v);
         if (r < 0)
                 return r;
-        r = ensure_big(v, n);
-        for (size_t i = 0; i < n && r >= 0; i++)
-                r = view_chunk(v, sn, first + i, v->big + i * v->chunk);
-        if (r < 0)
-                return log_err(r, "Cannot read the snapshot's chunks at %" PRIu64 ": %m", off);
         r = preserve_below(v, sn, first, n);
         if (r < 0)
                 return r;

@@ -233,6 +233,33 @@ Test(chain, a_full_store_in_the_middle)
         chain_close(&c);
 }
 
+/* A write into a snapshot whose older neighbour fills under it while origin
+ * writes wait in memory: the full store forgets copies, those of the waiting
+ * chunks are made again from the image, and the snapshot's new chunks must
+ * still start as its view (making them again once read the image into the
+ * buffer that held the view: the snapshot took another chunk's bytes). */
+Test(chain, a_snapshot_write_that_fills_the_older_store)
+{
+        struct chain c;
+        uint8_t b[2 * CH + 100];
+        int small, mid;
+
+        chain_open(&c);
+        cowvol_volume_set_autoextend(c.v, 100, 1); /* no growth */
+        small = snap(&c, 4 * CH); /* header, one area, 2 data chunks */
+        mid = snap(&c, 1 << 20);
+        snap(&c, 1 << 20);
+        owrite(&c, 40, 2); /* waits for a commit; the newest holds its copies */
+        fill_pattern(b, sizeof(b), 4, ++c.seq);
+        cr_assert_eq(cowvol_volume_pwrite(c.v, c.sn[mid], b, sizeof(b), 10 * CH + 10), 0);
+        memcpy(c.want[mid] + 10 * CH + 10, b, sizeof(b));
+        cr_assert(!valid(&c, small), "s0 overflowed");
+        check_all(&c, "after the write into s1");
+        cowvol_volume_flush(c.v);
+        check_all(&c, "after a flush");
+        chain_close(&c);
+}
+
 Test(chain, restores_of_old_and_middle_snapshots)
 {
         for (int target = 0; target < 4; target++) {
