@@ -49,6 +49,8 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
 CLI_OBJS := $(patsubst %.c,$(B)/%.o,$(wildcard cli/*.c))
 DAEMON_OBJS := $(patsubst %.c,$(B)/%.o,$(wildcard daemon/*.c))
 UNIT_OBJS := $(patsubst %.c,$(B)/%.o,$(wildcard tests/unit/*.c))
+# the daemon's pure modules the unit tests link beside libcowvol.a
+UNIT_DAEMON_OBJS := $(B)/daemon/cleanup.o
 BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 HELPER_BINS := $(patsubst tests/helpers/%.c,$(B)/tests/%,$(wildcard tests/helpers/*.c))
 DEPS_STAMP := build/.deps-build
@@ -96,8 +98,8 @@ $(B)/tests/%: tests/helpers/%.c $(B)/libcowvol.a
 
 # test-symbols reads lib/ from the source tree and checks the shared library beside it
 $(B)/tests/unit/test-symbols.o: ALL_CFLAGS += -DCOWVOL_SRCDIR=\"$(CURDIR)\"
-$(B)/unit-tests: $(UNIT_OBJS) $(B)/libcowvol.a $(B)/libcowvol.so
-	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJS) $(B)/libcowvol.a $(PKG_LIBS) -lcriterion
+$(B)/unit-tests: $(UNIT_OBJS) $(UNIT_DAEMON_OBJS) $(B)/libcowvol.a $(B)/libcowvol.so
+	$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJS) $(UNIT_DAEMON_OBJS) $(B)/libcowvol.a $(PKG_LIBS) -lcriterion
 
 $(B)/bench/%: bench/%.c $(B)/libcowvol.a
 	@mkdir -p $(@D)
