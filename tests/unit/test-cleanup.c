@@ -471,7 +471,9 @@ Test(cleanup, pre_post_go_together)
                 pre(nb(9, old + 480)), post(tl(10, old + 540), 9),      /* two classes: both stay */
                 (struct cleanup_snap){ .number = 11, .created = old + 600 }, /* single, no class */
                 post(nb(12, old + 660), 11),                            /* its "pre" stays: stays */
-                pre(nb(13, old + 720)), post(nb(14, old + 780), 13), post(nb(15, old + 840), 13),
+                /* a pre's post is the lowest numbered one: #14, young, keeps
+                 * #13; #15 names a pre that is a candidate: goes alone */
+                pre(nb(13, old + 720)), post(nb(14, now - 60), 13), post(nb(15, old + 840), 13),
         };
         size_t n = sizeof(s) / sizeof(s[0]);
         struct cleanup_policy p = zero_policy();
@@ -482,8 +484,7 @@ Test(cleanup, pre_post_go_together)
         d = plan(s, n, &p, now);
         for (size_t i = 0; i < n; i++) {
                 uint64_t num = s[i].number;
-                bool gone = num == 1 || num == 2 || num == 7 || num == 8 || num == 13 || num == 14 ||
-                            num == 15;
+                bool gone = num == 1 || num == 2 || num == 7 || num == 8 || num == 15;
 
                 cr_assert_eq(d[i].verdict, gone ? CLEANUP_REMOVE : CLEANUP_KEEP, "#%llu: %s",
                              (unsigned long long)num, d[i].why);
@@ -495,6 +496,8 @@ Test(cleanup, pre_post_go_together)
         cr_assert_str_eq(d[10].why, "kept: its pre/post partner stays");
         cr_assert_str_eq(d[11].why, "kept: its pre/post partner stays");
         cr_assert_str_eq(d[13].why, "kept: its pre/post partner stays");
+        cr_assert_str_eq(d[14].why, "kept: its pre/post partner stays");
+        cr_assert_str_eq(d[15].why, "kept: younger than min-age");
         free(d);
 }
 
