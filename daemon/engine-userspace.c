@@ -352,17 +352,23 @@ static void u_volume_drop(struct vol *v)
 
 /* --- restores: a thread of merge steps ----------------------------------------- */
 
+/* Take @s out of @v's list. */
+static void snap_unlist(struct vol *v, struct snap *s)
+{
+        for (struct snap **p = &v->snaps; *p; p = &(*p)->next)
+                if (*p == s) {
+                        *p = s->next;
+                        break;
+                }
+}
+
 /* Move @s to the end of @v's list: the newest of the chain, as the engine
  * now has it. */
 static void snap_to_newest(struct vol *v, struct snap *s)
 {
         struct snap **p;
 
-        for (p = &v->snaps; *p; p = &(*p)->next)
-                if (*p == s) {
-                        *p = s->next;
-                        break;
-                }
+        snap_unlist(v, s);
         for (p = &v->snaps; *p; p = &(*p)->next)
                 ;
         *p = s;
@@ -374,7 +380,7 @@ static void snap_to_newest(struct vol *v, struct snap *s)
  * restored content. */
 static void restore_finish(struct vol *v)
 {
-        struct snap *s = v->restoring, **p;
+        struct snap *s = v->restoring;
         bool keep = v->restore_keep;
         int r;
 
@@ -388,11 +394,7 @@ static void restore_finish(struct vol *v)
                 keep = true;
         }
         if (!keep)
-                for (p = &v->snaps; *p; p = &(*p)->next)
-                        if (*p == s) {
-                                *p = s->next;
-                                break;
-                        }
+                snap_unlist(v, s);
         if (catalogue_save() < 0 && !keep)
                 dlog(LOG_ERR_, "Restore of %s: the catalogue could not be saved; the snapshot %s is "
                      "merged and will be dropped at the next start", v->name, s->name);
