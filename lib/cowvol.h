@@ -506,7 +506,9 @@ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, uint64_t l
  * becomes the newest: that step returns COWVOL_MERGE_NEWEST, and the caller
  * records the new order durably before the next step; then @sn's store
  * empties.  merge_end ends it: @sn is then the newest, empty, a snapshot of
- * the restored content (detach it to consume it).  A crash at any point
+ * the restored content (detach it to consume it); or, when its emptied
+ * store cannot be opened again, merge_end lets it go (detached and freed:
+ * the caller forgets it) and returns < 0.  A crash at any point
  * resumes with merge_begin on the same snapshot, in the order recorded
  * (steps are done again; nothing is copied twice).
  */

@@ -2459,21 +2459,28 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
         /* an emptied store: reopen it so it serves as a snapshot of the
          * restored content (restore --keep) */
         if (m && (v->consume || v->merge_done) && cowvol_store_count(m->store) == 0) {
-                m->store = cowvol_store_close(m->store);
-                r = cowvol_store_open(m->path, COWVOL_STORE_PREALLOCATE, &st);
-                if (r >= 0)
-                        m->store = st;
-                else {
-                        /* keep a placeholder so the list stays whole */
-                        if (cowvol_store_open(m->path, COWVOL_STORE_RDONLY, &st) >= 0)
-                                m->store = st;
-                }
+                bool held = v->origin_held; /* the caller's, kept over link_newest */
+
                 /* empty, it is the volume as restored: the newest of the
                  * chain (in its old place it would read through the newer
                  * ones; the older ones hold what they read through it) */
                 if (m->prev) {
                         unlink_snap(v, m);
                         link_newest(v, m);
+                        v->origin_held = held;
+                }
+                m->store = cowvol_store_close(m->store);
+                r = cowvol_store_open(m->path, COWVOL_STORE_PREALLOCATE, &st);
+                if (r >= 0)
+                        m->store = st;
+                else {
+                        /* no store to take the origin's copies: it goes
+                         * (empty and the newest, nothing reads through
+                         * it), and the caller forgets it */
+                        log_err(r, "Cannot open the store %s again after the restore; the snapshot is let go: %m",
+                                m->path);
+                        unlink_snap(v, m);
+                        snap_free(m);
                 }
         }
         v->consume = false;

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -282,6 +283,47 @@ Test(chain, restores_of_old_and_middle_snapshots)
                 check_all(&c, "after the restore (kept)");
                 owrite(&c, 60, 2); /* the kept one is the newest now */
                 check_all(&c, "after a write after the restore");
+                chain_close(&c);
+        }
+}
+
+/* The restored snapshot's emptied store cannot be opened again at the end
+ * (a folder in its place): merge_end lets the snapshot go and says so; the
+ * others stay exact, and the origin's next writes give their copies to
+ * the newest that is left. */
+Test(chain, a_restored_store_that_cannot_be_opened_again)
+{
+        for (int target = 1; target < 3; target++) {
+                struct chain c;
+                uint64_t left;
+                char name[32], *path, *aside;
+                int r;
+
+                chain_open(&c);
+                for (int i = 0; i < 3; i++) {
+                        snap(&c, 1 << 20);
+                        owrite(&c, (uint64_t)i * 3, 5);
+                }
+                cr_assert_eq(cowvol_volume_merge_begin(c.v, c.sn[target]), 0);
+                while ((r = cowvol_volume_merge_step(c.v, &left)) > 0)
+                        ;
+                cr_assert_eq(r, 0);
+                snprintf(name, sizeof(name), "s%d.cow", target);
+                path = path_in(c.dir, name);
+                aside = path_in(c.dir, "aside.cow");
+                cr_assert_eq(rename(path, aside), 0);
+                cr_assert_eq(mkdir(path, 0700), 0);
+                cr_assert_lt(cowvol_volume_merge_end(c.v), 0, "the store could not be opened again");
+                c.sn[target] = NULL; /* let go */
+                memcpy(c.cur, c.want[target], VOL);
+                check_all(&c, "after the restore whose store is gone");
+                owrite(&c, 0, 20);
+                check_all(&c, "after an origin write");
+                cowvol_volume_flush(c.v);
+                check_all(&c, "after a flush");
+                cr_assert_eq(rmdir(path), 0);
+                free(path);
+                free(aside);
                 chain_close(&c);
         }
 }
