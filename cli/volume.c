@@ -406,6 +406,8 @@ static char *volume_state_cell(json_object *v)
                 json_object *pending;
                 if (json_object_object_get_ex(restore, "pending", &pending) && json_object_get_boolean(pending))
                         return cell("restore from %s waits for activation", from ? from : "?");
+                if (result_string(restore, "stalled"))
+                        return cell("restore from %s held: it cannot resume", from ? from : "?");
                 if (result_double(restore, "percent", &pct))
                         return cell("restoring from %s %.1f%%", from ? from : "?", pct);
                 return cell("restoring from %s", from ? from : "?");

@@ -97,6 +97,7 @@ void vol_free(struct vol *v)
         }
         free(v->path);
         free(v->source);
+        free(v->restore_stalled);
         free(v);
 }
 
@@ -338,9 +339,23 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
                 if (r >= 0)
                         r = flag(restore, at, "keep", &v->restore_keep);
                 if (r >= 0) {
-                        json_object *x;
+                        const char *mode = NULL;
+                        json_object *x = NULL;
+
                         r = member(restore, at, "flattened", json_type_boolean, false, &x);
-                        v->restore_flattened = !x || json_object_get_boolean(x);
+                        if (r >= 0)
+                                r = text(restore, at, "mode", false, &mode);
+                        if (r < 0)
+                                ;
+                        else if (mode && !strcmp(mode, "chain"))
+                                v->restore_mode = RESTORE_CHAIN;
+                        else if (mode && !strcmp(mode, "consume"))
+                                v->restore_mode = RESTORE_CONSUME;
+                        else if (mode)
+                                r = malformed(at, "mode", "is neither \"chain\" nor \"consume\"");
+                        else
+                                v->restore_mode = !x || json_object_get_boolean(x) ? RESTORE_CONSUME
+                                                                                   : RESTORE_UNSURE;
                 }
                 v->restoring = su ? snap_find_uuid(v, su) : NULL;
                 if (r >= 0 && !v->restoring)
@@ -460,7 +475,14 @@ static json_object *vol_json(const struct vol *v)
                 json_object *r = json_object_new_object();
                 json_object_object_add(r, "snapshot", json_object_new_string(v->restoring->uuid));
                 json_object_object_add(r, "keep", json_object_new_boolean(v->restore_keep));
-                json_object_object_add(r, "flattened", json_object_new_boolean(v->restore_flattened));
+                /* "flattened" for the cowvolds before "mode", which read
+                 * false as: through the chain (or flatten, then consume:
+                 * right too); an unsure one is written back as it came */
+                if (v->restore_mode != RESTORE_UNSURE)
+                        json_object_object_add(r, "mode", json_object_new_string(
+                                                       v->restore_mode == RESTORE_CHAIN ? "chain" : "consume"));
+                json_object_object_add(r, "flattened",
+                                       json_object_new_boolean(v->restore_mode == RESTORE_CONSUME));
                 json_object_object_add(o, "restore", r);
         }
         return o;

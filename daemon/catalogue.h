@@ -79,12 +79,19 @@ struct vol {
         /* a restore (persisted: snapshot uuid and keep) */
         struct snap *restoring;
         bool restore_keep;
-        /* the restore consumes the snapshot's store ("flattened" in the
-         * catalogue): one begun by a cowvold that flattened a chain's
-         * snapshot first, or from before chains (no "flattened" there); it
-         * resumes so (merge_begin_at's consume).  A restore begun now reads
-         * through the chain and resumes from its start. */
-        bool restore_flattened;
+        /* how the restore runs, and resumes (catalogue "mode"): through
+         * the chain, from its start (RESTORE_CHAIN: every restore begun
+         * now), or consuming the snapshot's store as dm-snapshot's merge
+         * does (RESTORE_CONSUME: one begun by a cowvold that flattened a
+         * chain's snapshot first, "flattened": true, or from before
+         * chains, no "flattened").  RESTORE_UNSURE: "flattened": false
+         * without "mode", from a cowvold that sometimes consumed without
+         * saying so: either mode is right when the snapshot is the
+         * newest; otherwise the restore cannot resume (restore_stalled). */
+        enum restore_mode { RESTORE_CHAIN, RESTORE_CONSUME, RESTORE_UNSURE } restore_mode;
+        /* userspace: why the recorded restore cannot run now (NULL: it
+         * can); the volume is held meanwhile: writes and exports refused */
+        char *restore_stalled;
         uint64_t restore_total, restore_left;
         bool restore_thread;
         pthread_t restore_tid;

@@ -679,6 +679,7 @@ static int k_restore(struct vol *v, struct snap *s, bool keep, struct failure *f
                             v->name, s->name, v->name, s->name, s->reason ? s->reason : "see cowvol list");
         v->restoring = s;
         v->restore_keep = keep;
+        v->restore_mode = RESTORE_CONSUME; /* snapshot-merge consumes the store */
         v->restore_total = v->restore_left = 0;
         if ((r = catalogue_save()) < 0) {
                 v->restoring = NULL;

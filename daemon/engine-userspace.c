@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/util.h"
@@ -50,7 +51,7 @@ static void on_event(cowvol_volume *ev, cowvol_snapshot *sn, enum cowvol_event e
         }
 }
 
-static int restore_start(struct vol *v);
+static void restore_resume(struct vol *v);
 
 static void u_settings_changed(struct vol *v)
 {
@@ -139,7 +140,8 @@ static void u_hold_check(struct vol *v)
                 return;
         lost = u_newest_lost(v, &newer);
         hold = v->chain && lost && lost != v->snaps && !newer;
-        cowvol_volume_hold_origin(v->eng, hold);
+        /* a restore that cannot run holds it too (restore_stall) */
+        cowvol_volume_hold_origin(v->eng, hold || v->restore_stalled);
         if (hold)
                 dlog(LOG_ERR_, "Volume %s: writes are refused: the store of its newest snapshot %s@%s cannot be "
                      "opened and older snapshots read through it; take a snapshot (cowvol snap %s) to write on, "
@@ -193,15 +195,8 @@ static int u_activate(struct vol *v)
                              "where snapshots had been written into)", v->name, copied);
                 (void)catalogue_save();
         }
-        if (v->restoring) {
-                r = restore_start(v);
-                if (r < 0)
-                        dlog_errno(r, "Volume %s: cannot resume the restore from %s: %m", v->name,
-                                   v->restoring->name);
-                else
-                        dlog(LOG_INFO_, "Volume %s: resuming the restore from %s (%llu chunks left)", v->name,
-                             v->restoring->name, (unsigned long long)v->restore_left);
-        }
+        if (v->restoring)
+                restore_resume(v);
         return 0;
 }
 
@@ -375,29 +370,82 @@ static void snap_to_newest(struct vol *v, struct snap *s)
         s->next = NULL;
 }
 
-/* The end of a restore: the snapshot is the newest, its store empty (the
- * volume is its content); drop it, or keep it as a snapshot of the
- * restored content. */
-static void restore_finish(struct vol *v)
+/* How long a restore waits before it tries again to save the catalogue
+ * (a full disk, say), unless the daemon stops first. */
+#define RESTORE_RETRY_S 5
+
+/* Catalogue lock held. */
+static void restore_backoff(void)
 {
-        struct snap *s = v->restoring;
-        bool keep = v->restore_keep;
+        struct timespec t;
+
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec += RESTORE_RETRY_S;
+        while (!catalogue.stopping && pthread_cond_timedwait(&catalogue.changed, &catalogue.lock, &t) != ETIMEDOUT)
+                ;
+}
+
+/* Save the catalogue, again every RESTORE_RETRY_S until it works or the
+ * daemon stops.  Catalogue lock held; the restore holds the volume's
+ * writes all along (merging, or its origin held). */
+static int restore_save(struct vol *v, const char *what)
+{
         int r;
 
-        cowvol_volume_merge_end(v->eng);
+        while ((r = catalogue_save()) < 0) {
+                if (catalogue.stopping)
+                        return r;
+                dlog(LOG_ERR_, "Restore of %s: %s waits until the catalogue can be saved (tried again every "
+                     "%d s); the volume's writes wait too", v->name, what, RESTORE_RETRY_S);
+                restore_backoff();
+        }
+        return 0;
+}
+
+/* The end of a restore: the snapshot is the newest, its store empty (the
+ * volume is its content); drop it, or keep it as a snapshot of the
+ * restored content.  The catalogue says so before the volume takes writes
+ * again: until then a crash resumes the restore, which would put the
+ * snapshot's content back over them (with --keep, it has their copies).
+ * 0, or < 0 when the daemon stopped first (the next start finishes it). */
+static int restore_finish(struct vol *v)
+{
+        struct snap *s = v->restoring;
+        bool keep = v->restore_keep, lost;
+        int r;
+
+        cowvol_volume_hold_origin(v->eng, true);
+        /* < 0: its emptied store could not be opened again, and the engine
+         * let it go (empty and the newest, nothing reads through it) */
+        lost = cowvol_volume_merge_end(v->eng) < 0;
+        if (lost) {
+                s->eng = NULL;
+                if (keep)
+                        dlog(LOG_ERR_, "Restored %s from %s@%s, but the snapshot cannot be kept: its store cannot "
+                             "be opened again", v->name, v->name, s->name);
+                keep = false;
+        }
         v->restoring = NULL;
-        v->restore_flattened = false;
         snap_to_newest(v, s);
-        if (!keep && (r = cowvol_volume_snapshot_detach(v->eng, s->eng)) < 0) {
+        if (!keep)
+                snap_unlist(v, s);
+        r = restore_save(v, "its end");
+        if (r < 0) {
+                /* still recorded as restoring: the next start finishes it */
+                if (!keep)
+                        snap_to_newest(v, s);
+                v->restoring = s;
+                return r;
+        }
+        v->restore_mode = RESTORE_CHAIN;
+        if (!keep && !lost && (r = cowvol_volume_snapshot_detach(v->eng, s->eng)) < 0) {
+                /* attached, it takes copies the older ones read: listed */
                 dlog_errno(r, "Restored %s from %s@%s, but the snapshot cannot be removed: %m; it is kept",
                            v->name, v->name, s->name);
                 keep = true;
+                snap_to_newest(v, s);
+                (void)catalogue_save();
         }
-        if (!keep)
-                snap_unlist(v, s);
-        if (catalogue_save() < 0 && !keep)
-                dlog(LOG_ERR_, "Restore of %s: the catalogue could not be saved; the snapshot %s is "
-                     "merged and will be dropped at the next start", v->name, s->name);
         if (!keep) {
                 int e = state_remove(s->store);
                 if (e < 0 && e != -ENOENT)
@@ -407,6 +455,9 @@ static void restore_finish(struct vol *v)
         } else {
                 dlog(LOG_INFO_, "Restored %s from %s@%s; the snapshot is kept", v->name, v->name, s->name);
         }
+        cowvol_volume_hold_origin(v->eng, false);
+        u_hold_check(v);
+        return 0;
 }
 
 static void *restore_main(void *arg)
@@ -426,7 +477,7 @@ static void *restore_main(void *arg)
                          * before its store empties (in its old place an
                          * empty store would read through the newer ones) */
                         snap_to_newest(v, v->restoring);
-                        r = catalogue_save();
+                        r = restore_save(v, "its last part");
                         if (r >= 0)
                                 r = 1;
                 }
@@ -437,8 +488,8 @@ static void *restore_main(void *arg)
         }
         pthread_mutex_lock(&catalogue.lock);
         if (r == 0 && !catalogue.stopping)
-                restore_finish(v);
-        else if (r < 0)
+                r = restore_finish(v);
+        else if (r < 0 && !catalogue.stopping)
                 dlog_errno(r, "Restore of %s stopped: %m; it resumes when the daemon restarts", v->name);
         v->restore_thread = false;
         pthread_cond_broadcast(&catalogue.changed);
@@ -450,7 +501,7 @@ static int restore_start(struct vol *v)
 {
         int r;
 
-        r = cowvol_volume_merge_begin_at(v->eng, v->restoring->eng, v->restore_flattened);
+        r = cowvol_volume_merge_begin_at(v->eng, v->restoring->eng, v->restore_mode == RESTORE_CONSUME);
         if (r < 0)
                 return r;
         cowvol_volume_merge_progress(v->eng, &v->restore_total, &v->restore_left);
@@ -462,6 +513,51 @@ static int restore_start(struct vol *v)
         pthread_detach(v->restore_tid);
         v->restore_thread = true;
         return 0;
+}
+
+/* A recorded restore that cannot run: the volume is held (its writes,
+ * reads and exports refused: it is neither what it was nor the snapshot)
+ * until a start can run it. */
+static void restore_stall(struct vol *v, const char *why)
+{
+        free(v->restore_stalled);
+        v->restore_stalled = strdup(why);
+        dlog(LOG_ERR_, "Volume %s: the restore from %s@%s cannot resume: %s; the volume is held (no writes, reads "
+             "or exports) until it can", v->name, v->name, v->restoring->name, why);
+        u_hold_check(v);
+}
+
+/* Resume the restore the catalogue records, at activation. */
+static void restore_resume(struct vol *v)
+{
+        struct snap *m = v->restoring;
+        char why[NAME_MAX_LEN * 2 + 256];
+        int r;
+
+        free(v->restore_stalled);
+        v->restore_stalled = NULL;
+        /* the newest: its content is the chain's top, either mode is right */
+        if (v->restore_mode == RESTORE_UNSURE && !m->next)
+                v->restore_mode = RESTORE_CHAIN;
+        if (v->restore_mode == RESTORE_UNSURE) {
+                restore_stall(v, "it was begun by an older cowvold, which did not record whether it had begun to "
+                              "consume the snapshot's store (\"flattened\": false); finish it with that cowvold");
+                return;
+        }
+        if (!m->eng) {
+                snprintf(why, sizeof(why), "the snapshot's store cannot be used (%s); bring it back and restart "
+                         "cowvold", m->reason ? m->reason : "it cannot be opened");
+                restore_stall(v, why);
+                return;
+        }
+        r = restore_start(v);
+        if (r < 0) {
+                snprintf(why, sizeof(why), "%s; it is tried again at the next start", strerror(-r));
+                restore_stall(v, why);
+                return;
+        }
+        dlog(LOG_INFO_, "Volume %s: resuming the restore from %s (%llu chunks left)", v->name, m->name,
+             (unsigned long long)v->restore_left);
 }
 
 static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f)
@@ -476,7 +572,7 @@ static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f
                 return fail(f, -EBUSY, "volume '%s' is in use by %u transfer(s)", v->name, v->refs);
         v->restoring = s;
         v->restore_keep = keep;
-        v->restore_flattened = false;
+        v->restore_mode = RESTORE_CHAIN;
         /* recorded first: a crash from here on resumes the restore */
         r = catalogue_save();
         if (r < 0) {

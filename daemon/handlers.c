@@ -133,6 +133,8 @@ static json_object *vol_view(const struct vol *v)
                 json_object_object_add(r, "keep", json_object_new_boolean(v->restore_keep));
                 json_object_object_add(r, "percent", json_object_new_double(round(merge_percent(v) * 10) / 10));
                 json_object_object_add(r, "pending", json_object_new_boolean(v->restore_pending));
+                json_object_object_add(r, "stalled", v->restore_stalled ? json_object_new_string(v->restore_stalled)
+                                                                        : NULL);
                 json_object_object_add(o, "restore", r);
         } else {
                 json_object_object_add(o, "restore", NULL);

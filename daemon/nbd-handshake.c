@@ -146,6 +146,10 @@ static int export_find(const char *name, struct vol **ret_v, struct snap **ret_s
                         snprintf(why, len, "snapshot %s@%s is being restored into its volume", v->name, s->name);
                         return -EBUSY;
                 }
+        } else if (v->restore_stalled) {
+                snprintf(why, len, "volume '%s' is held: its restore from %s cannot resume: %s", v->name,
+                         v->restoring->name, v->restore_stalled);
+                return -EBUSY;
         }
         *ret_v = v;
         *ret_s = s;

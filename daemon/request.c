@@ -347,6 +347,9 @@ static int check_data_open(const struct vol *v, const struct snap *s, struct fai
 {
         if (!v->ops->is_active(v) || (s && !v->ops->snapshot_open(v, s)))
                 return fail_unavailable(v, s && !v->ops->snapshot_open(v, s) ? s : NULL, f);
+        if (!s && v->restore_stalled)
+                return fail(f, -EBUSY, "volume '%s' is held: its restore from %s cannot resume: %s", v->name,
+                            v->restoring->name, v->restore_stalled);
         return 0;
 }
 
@@ -697,8 +700,9 @@ static int check_cat(struct request *r, struct failure *f)
         if (find_target(r, f) < 0 || check_data_path(r->v, r->s, f) < 0)
                 return f->err;
         v = r->v;
-        /* the restore drops the snapshot at its end, whoever still reads it */
-        if (r->s && v->restoring == r->s)
+        /* the restore drops the snapshot at its end, whoever still reads
+         * it; one that cannot resume leaves it as it is, to be read */
+        if (r->s && v->restoring == r->s && !v->restore_stalled)
                 return fail(f, -EBUSY, "snapshot %s@%s is being restored into its volume", v->name, r->s->name);
         if (r->peer->fd < 0)
                 return fail(f, -EBADF, "cat needs a file descriptor passed with the request");
@@ -728,9 +732,11 @@ static int check_write(struct request *r, struct failure *f)
         if ((uint64_t)r->offset > v->size || (uint64_t)r->length > v->size - (uint64_t)r->offset)
                 return fail(f, -ENOSPC, "%" PRId64 " bytes at offset %" PRId64 " go past the end of the volume "
                             "(%" PRIu64 " bytes); nothing was written", r->length, r->offset, v->size);
+        if (check_data_open(v, r->s, f) < 0)
+                return f->err;
         if (v->restoring)
                 return fail(f, -EBUSY, "volume '%s' is being restored; writes wait until it ends", v->name);
-        return check_data_open(v, r->s, f);
+        return 0;
 }
 
 static int check_diff(struct request *r, struct failure *f)

@@ -89,6 +89,8 @@ variant("lent-no-ino", lambda c: v(c).update(lent={"uid": 1000, "dev": 1}), 'len
 variant("chain-text", lambda c: v(c).update(chain="yes"), 'volume 1 \\(v\\): "chain" is string, want boolean')
 variant("flattened-number", lambda c: v(c).update(restore={"snapshot": "s", "keep": False, "flattened": 1}),
         'volume 1 \\(v\\), restore: "flattened" is int, want boolean')
+variant("mode-unknown", lambda c: v(c).update(restore={"snapshot": "s", "keep": False, "mode": "sideways"}),
+        'volume 1 \\(v\\), restore: "mode" is neither "chain" nor "consume"')
 PY
 while IFS=$'\t' read -r f says; do
 	id=${f##*/cat-}
@@ -102,7 +104,7 @@ while IFS=$'\t' read -r f says; do
 	cp "$T/cat.good" "$STATE/catalogue.json"
 	check "catalogue $id: every store and image stays, nothing else changed" eval "files | cmp -s - '$T/files.good'"
 done <"$T/variants"
-check "fourteen variants were tried" test "$(wc -l <"$T/variants")" = 14
+check "fifteen variants were tried" test "$(wc -l <"$T/variants")" = 15
 start_daemon || exit 1
 check "the good catalogue back: v@s is served" eval "cv list v | grep -q 'v@s'"
 
