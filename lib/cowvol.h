@@ -373,6 +373,25 @@ cowvol_volume *cowvol_volume_close(cowvol_volume *v);
 
 /** The volume's size in bytes (its image file's). */
 uint64_t cowvol_volume_size(const cowvol_volume *v);
+
+/**
+ * Grow the volume (its image) to @size bytes; the new space reads zero.
+ * Snapshots keep their own size and content: no copy goes past a
+ * snapshot's end, and a read of it stops there.  Shrinking is refused
+ * (-EBUSY) while the volume has snapshots, as LVM refuses to reduce a
+ * snapshot origin, and while a restore runs.  Durable when it returns.
+ */
+int cowvol_volume_resize(cowvol_volume *v, uint64_t size);
+
+/**
+ * A snapshot's size: the volume's when it was taken (create and attach
+ * give it the volume's; set it after attach from what the caller
+ * recorded).  An older snapshot is never larger than a newer one: a size
+ * that would make it so is -EINVAL, and so is one above the volume's.
+ * A restored snapshot takes the volume's size as it becomes the newest.
+ */
+uint64_t cowvol_snapshot_size(cowvol_volume *v, cowvol_snapshot *sn);
+int cowvol_snapshot_set_size(cowvol_volume *v, cowvol_snapshot *sn, uint64_t size);
 /** The volume's chunk size in bytes, which its snapshots share. */
 uint32_t cowvol_volume_chunk_size(const cowvol_volume *v);
 /** fstat() of the image file the volume holds open: which file it is. */

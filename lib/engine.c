@@ -102,6 +102,13 @@ struct cowvol_snapshot {
         cowvol_store *store;
         char *path;
         char reason[128];
+        /* bytes: the volume's when taken.  Older snapshots are never
+         * larger than newer ones (a volume grows, never shrinks under
+         * snapshots; a restored one grows to the volume's as it becomes
+         * the newest), so a chunk past a snapshot's end is past every
+         * older one's: no copy goes there, and the chain's rule holds
+         * below it. */
+        uint64_t size;
         struct cowvol_snapshot *next; /* older */
         struct cowvol_snapshot *prev; /* newer */
         bool leaving;                 /* being removed: unchained, not yet forgotten */
@@ -298,6 +305,60 @@ _public_ uint64_t cowvol_volume_size(const cowvol_volume *v)
         return v->size;
 }
 
+static bool snap_attached(const cowvol_volume *v, const struct cowvol_snapshot *sn);
+
+_public_ int cowvol_volume_resize(cowvol_volume *v, uint64_t size)
+{
+        int r = 0;
+
+        if (!v || size == 0 || size > (uint64_t)INT64_MAX)
+                return -EINVAL;
+        pthread_rwlock_wrlock(&v->lock);
+        if (v->merging)
+                r = -EBUSY; /* a restore runs */
+        else if (size < v->size && v->snaps)
+                r = -EBUSY; /* the snapshots read what would go */
+        else if (size != v->size) {
+                /* the new space reads zero: a sparse extension; durable
+                 * before the caller records the size */
+                r = ftruncate(v->fd, (off_t)size) < 0 ? -errno : 0;
+                if (r == 0)
+                        r = sys_fdatasync(v->fd);
+                if (r == 0)
+                        v->size = size;
+                else
+                        log_err(r, "Cannot resize the volume to %" PRIu64 " bytes: %m", size);
+        }
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
+_public_ uint64_t cowvol_snapshot_size(cowvol_volume *v, cowvol_snapshot *sn)
+{
+        uint64_t size;
+
+        pthread_rwlock_rdlock(&v->lock);
+        size = sn->size;
+        pthread_rwlock_unlock(&v->lock);
+        return size;
+}
+
+_public_ int cowvol_snapshot_set_size(cowvol_volume *v, cowvol_snapshot *sn, uint64_t size)
+{
+        int r = 0;
+
+        pthread_rwlock_wrlock(&v->lock);
+        if (!snap_attached(v, sn))
+                r = -ENOENT;
+        else if (size == 0 || size > v->size || (sn->next && sn->next->size > size) ||
+                 (sn->prev && sn->prev->size < size))
+                r = -EINVAL; /* older ones never larger than newer ones */
+        else
+                sn->size = size;
+        pthread_rwlock_unlock(&v->lock);
+        return r;
+}
+
 _public_ uint32_t cowvol_volume_chunk_size(const cowvol_volume *v)
 {
         return v->chunk;
@@ -381,6 +442,7 @@ static int attach(cowvol_volume *v, cowvol_store *st, const char *path, cowvol_s
                 return -ENOMEM;
         }
         sn->store = st;
+        sn->size = v->size;
         if (!cowvol_store_is_valid(st))
                 snprintf(sn->reason, sizeof(sn->reason), "invalidated (store full or I/O error)");
         link_newest(v, sn);
@@ -592,9 +654,17 @@ static struct cowvol_snapshot *holder(struct cowvol_snapshot *sn, uint64_t c, ui
         return NULL;
 }
 
-static int check_range(const cowvol_volume *v, size_t len, uint64_t off)
+/* The chunks @sn covers (whole or in part). */
+static uint64_t snap_chunks(const cowvol_volume *v, const struct cowvol_snapshot *sn)
 {
-        if (off > v->size || len > v->size - off)
+        return (sn->size + v->chunk - 1) / v->chunk;
+}
+
+static int check_range(const cowvol_volume *v, const struct cowvol_snapshot *sn, size_t len, uint64_t off)
+{
+        uint64_t size = sn ? sn->size : v->size;
+
+        if (off > size || len > size - off)
                 return -EINVAL;
         return 0;
 }
@@ -1184,7 +1254,7 @@ static int read_locked(cowvol_volume *v, struct cowvol_snapshot *sn, uint8_t *bu
 
 _public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snapshot *sn, void *buf, size_t len, uint64_t off)
 {
-        int r = check_range(v, len, off);
+        int r = check_range(v, sn, len, off);
 
         if (r < 0)
                 return r;
@@ -1297,11 +1367,11 @@ static void preserve_range(cowvol_volume *v, uint64_t first, size_t n, const uin
                 left += v->need[i];
         }
         for (struct cowvol_snapshot *t = from; t && left; t = t->next) {
-                uint64_t nw;
+                uint64_t nw, end = snap_chunks(v, t);
 
                 for (size_t i = 0; i < n; i++)
-                        if (v->need[i] && cowvol_store_lookup(t->store, first + i, &nw) == 1) {
-                                v->need[i] = false;
+                        if (v->need[i] && (first + i >= end || cowvol_store_lookup(t->store, first + i, &nw) == 1)) {
+                                v->need[i] = false; /* past its end: past every older one's */
                                 left--;
                         }
                 if (!left || !cowvol_store_is_valid(t->store))
@@ -1358,7 +1428,7 @@ static bool any_copy_needed(cowvol_volume *v, uint64_t first, size_t n)
                 if (v->n_deferred && deferred_find(v, first + i))
                         continue;
                 for (struct cowvol_snapshot *t = v->snaps; t; t = t->next) {
-                        if (cowvol_store_lookup(t->store, first + i, &nw) == 1)
+                        if (first + i >= snap_chunks(v, t) || cowvol_store_lookup(t->store, first + i, &nw) == 1)
                                 break;
                         if (cowvol_store_is_valid(t->store))
                                 return true;
@@ -1607,7 +1677,7 @@ static int write_snapshot(cowvol_volume *v, struct cowvol_snapshot *sn, const ui
 
 _public_ int cowvol_volume_pwrite(cowvol_volume *v, cowvol_snapshot *sn, const void *buf, size_t len, uint64_t off)
 {
-        int r = check_range(v, len, off);
+        int r = check_range(v, sn, len, off);
 
         if (r < 0)
                 return r;
@@ -1751,7 +1821,7 @@ static int zero_origin(cowvol_volume *v, uint64_t len, uint64_t off, bool punch,
 _public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off,
                                         unsigned flags)
 {
-        int r = check_range(v, len, off);
+        int r = check_range(v, sn, len, off);
 
         if (r < 0 || len == 0)
                 return r;
@@ -1765,7 +1835,7 @@ _public_ int cowvol_volume_write_zeroes(cowvol_volume *v, cowvol_snapshot *sn, u
 
 _public_ int cowvol_volume_discard(cowvol_volume *v, cowvol_snapshot *sn, uint64_t len, uint64_t off)
 {
-        int r = check_range(v, len, off);
+        int r = check_range(v, sn, len, off);
 
         if (r < 0 || len == 0)
                 return r;
@@ -1843,7 +1913,7 @@ _public_ int cowvol_volume_block_status(cowvol_volume *v, cowvol_snapshot *sn, u
         size_t n = 0;
         int r = 0;
 
-        if (off > v->size || len > v->size - off || len == 0 || max == 0)
+        if (check_range(v, sn, len, off) < 0 || len == 0 || max == 0)
                 return -EINVAL;
         end = off + len;
         pthread_rwlock_rdlock(&v->lock);
@@ -2107,7 +2177,7 @@ _public_ int cowvol_volume_chain_adopt(cowvol_volume *v, uint64_t *ret_copied)
 static int todo_list(cowvol_volume *v, struct cowvol_snapshot *sn)
 {
         struct chunk_list l = {};
-        uint64_t last = (v->size + v->chunk - 1) / v->chunk;
+        uint64_t last = snap_chunks(v, sn); /* past its end the volume keeps what it holds */
         size_t n = 0;
         int r = 0;
 
@@ -2235,7 +2305,9 @@ static int view_step(cowvol_volume *v, struct cowvol_snapshot *m)
                 size_t len;
 
                 k = todo_run(c + i, done - i, batch);
-                len = v->size - off < k * v->chunk ? (size_t)(v->size - off) : k * v->chunk;
+                if (off >= m->size)
+                        continue; /* the todo list stops at its end */
+                len = m->size - off < k * v->chunk ? (size_t)(m->size - off) : k * v->chunk;
                 r = ensure_big(v, k);
                 if (r >= 0)
                         r = read_locked(v, m, v->big, len, off);
@@ -2292,6 +2364,7 @@ static int chain_merge_step(cowvol_volume *v, struct cowvol_snapshot *m)
                         return r;
                 unlink_snap(v, m);
                 link_newest(v, m);
+                m->size = v->size; /* the newest: of the volume's size, as a new snapshot */
                 return COWVOL_MERGE_NEWEST;
         }
         return empty_step(v, m);
@@ -2371,9 +2444,9 @@ static int consume_step(cowvol_volume *v, struct cowvol_snapshot *m)
                 uint64_t off = old * v->chunk;
 
                 i += k;
-                if (off >= v->size)
-                        continue; /* beyond the volume: nothing to restore */
-                len = v->size - off < k * v->chunk ? (size_t)(v->size - off) : k * v->chunk;
+                if (off >= m->size)
+                        continue; /* beyond the snapshot: nothing to restore */
+                len = m->size - off < k * v->chunk ? (size_t)(m->size - off) : k * v->chunk;
                 r = ensure_big(v, k);
                 if (r >= 0)
                         r = cowvol_store_pread(m->store, nw, v->big, len, 0);
@@ -2469,6 +2542,7 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
                         link_newest(v, m);
                         v->origin_held = held;
                 }
+                m->size = v->size;
                 m->store = cowvol_store_close(m->store);
                 r = cowvol_store_open(m->path, COWVOL_STORE_PREALLOCATE, &st);
                 if (r >= 0)
@@ -2492,6 +2566,7 @@ _public_ int cowvol_volume_merge_end(cowvol_volume *v)
 
 struct diff_ctx {
         const cowvol_volume *v;
+        uint64_t size;        /* the snapshot's */
         uint64_t start, next; /* current run, in chunks; next == 0: none */
         bool have;
         int (*fn)(uint64_t off, uint64_t len, void *userdata);
@@ -2502,8 +2577,8 @@ static int diff_emit(struct diff_ctx *d)
 {
         uint64_t off = d->start * d->v->chunk, end = d->next * d->v->chunk;
 
-        if (end > d->v->size)
-                end = d->v->size;
+        if (end > d->size)
+                end = d->size;
         if (!d->have || off >= end)
                 return 0;
         return d->fn(off, end - off, d->ud);
@@ -2535,6 +2610,7 @@ _public_ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
         int r;
 
         pthread_rwlock_rdlock(&v->lock);
+        d.size = snap_attached(v, sn) ? sn->size : 0;
         if (!snap_attached(v, sn))
                 r = -ENOENT;
         else if (!cowvol_store_is_valid(sn->store))
@@ -2559,6 +2635,9 @@ _public_ int cowvol_snapshot_diff(cowvol_volume *v, cowvol_snapshot *sn,
                         r = diff_emit(&d);
                 free(l.c);
         }
+        /* the volume grew since: all of that is new */
+        if (r == 0 && d.size && v->size > d.size)
+                r = fn(d.size, v->size - d.size, userdata);
         pthread_rwlock_unlock(&v->lock);
         return r;
 }

@@ -383,3 +383,120 @@ Test(chain, adopt_stores_from_before_chains)
                 free(path[i]);
         chain_close(&c);
 }
+
+/* --- a volume that grows ------------------------------------------------------ */
+
+#define SMALL (NCH / 2 * CH)
+
+static int collect_range(uint64_t off, uint64_t len, void *ud)
+{
+        uint64_t *r = ud; /* r[0]: count; then off, len pairs */
+
+        if (r[0] < 8) {
+                r[1 + 2 * r[0]] = off;
+                r[2 + 2 * r[0]] = len;
+        }
+        r[0]++;
+        return 0;
+}
+
+/* s0 taken at 32 chunks, the volume grown to 64, s1 taken: s0 keeps its
+ * size and content, no copy goes past its end (the tail's first writes
+ * copy into s1 only, and none at all before s1), reads past it are
+ * refused, its diff counts the grown space as new; shrinking is refused
+ * under snapshots; a restore of s0 puts back its 32 chunks, leaves the
+ * tail as the volume holds it, and s0 (kept) then covers the whole
+ * volume. */
+Test(chain, a_volume_that_grows)
+{
+        static uint8_t cur[VOL], s0[VOL], s1[VOL], got[VOL];
+        cowvol_snapshot *sn0, *sn1;
+        struct cowvol_snapshot_info si;
+        uint64_t ranges[17] = {}, left;
+        char *dir = tmpdir_make(), *img = path_in(dir, "vol.img"), *p0 = path_in(dir, "s0.cow"),
+             *p1 = path_in(dir, "s1.cow");
+        cowvol_volume *v;
+        int fd, r;
+
+        fill_pattern(cur, SMALL, 1, 0);
+        fd = open(img, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(pwrite(fd, cur, SMALL, 0), (ssize_t)SMALL);
+        close(fd);
+        cr_assert_eq(cowvol_volume_open(img, CH, &v), 0);
+        cr_assert_eq(cowvol_volume_snapshot_create(v, p0, 1 << 20, &sn0), 0);
+        memcpy(s0, cur, SMALL);
+        fill_pattern(cur, 4 * CH, 2, 1);
+        cr_assert_eq(cowvol_volume_pwrite(v, NULL, cur, 4 * CH, 0), 0);
+
+        cr_assert_eq(cowvol_volume_resize(v, VOL), 0);
+        cr_assert_eq(cowvol_volume_size(v), VOL);
+        cr_assert_eq(cowvol_snapshot_size(v, sn0), SMALL, "s0 keeps its size");
+        cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL, 0), 0);
+        cr_assert(memcmp(got, cur, VOL) == 0, "the grown space reads zero");
+        /* the tail's first writes: no snapshot covers them, nothing copied */
+        fill_pattern(cur + SMALL, 8 * CH, 3, 2);
+        cr_assert_eq(cowvol_volume_pwrite(v, NULL, cur + SMALL, 8 * CH, SMALL), 0);
+        cr_assert_eq(cowvol_volume_flush(v), 0);
+        cr_assert_eq(cowvol_snapshot_info(v, sn0, &si), 0);
+        cr_assert_eq(si.exceptions, 4, "s0 holds its 4 chunks only, not the tail's (%" PRIu64 ")", si.exceptions);
+
+        cr_assert_eq(cowvol_volume_snapshot_create(v, p1, 1 << 20, &sn1), 0);
+        cr_assert_eq(cowvol_snapshot_size(v, sn1), VOL);
+        memcpy(s1, cur, VOL);
+        fill_pattern(cur + 2 * CH, 40 * CH, 4, 3); /* head and tail */
+        cr_assert_eq(cowvol_volume_pwrite(v, NULL, cur + 2 * CH, 40 * CH, 2 * CH), 0);
+        fill_pattern(cur + 56 * CH, 4 * CH, 6, 5); /* the tail alone: s1 holds runs past s0's end */
+        cr_assert_eq(cowvol_volume_pwrite(v, NULL, cur + 56 * CH, 4 * CH, 56 * CH), 0);
+        cr_assert_eq(cowvol_volume_flush(v), 0);
+        cr_assert_eq(cowvol_snapshot_info(v, sn0, &si), 0);
+        cr_assert_eq(si.exceptions, 4, "the copies went to s1, the newest");
+
+        cr_assert_eq(cowvol_volume_pread(v, sn0, got, SMALL, 0), 0);
+        cr_assert(memcmp(got, s0, SMALL) == 0, "s0 reads as taken");
+        cr_assert_eq(cowvol_volume_pread(v, sn0, got, CH, SMALL), -EINVAL, "a read past s0's end is refused");
+        cr_assert_eq(cowvol_volume_pwrite(v, sn0, got, CH, SMALL - CH / 2), -EINVAL, "and a write");
+        cr_assert_eq(cowvol_volume_pread(v, sn1, got, VOL, 0), 0);
+        cr_assert(memcmp(got, s1, VOL) == 0, "s1 reads as taken");
+        cr_assert_eq(cowvol_snapshot_set_size(v, sn1, SMALL - CH), -EINVAL, "older never larger than newer");
+        cr_assert_eq(cowvol_snapshot_set_size(v, sn0, VOL + CH), -EINVAL, "nor larger than the volume");
+
+        cr_assert_eq(cowvol_snapshot_diff(v, sn0, collect_range, ranges), 0);
+        cr_assert_geq(ranges[0], 2);
+        cr_assert_eq(ranges[1 + 2 * (ranges[0] - 1)], SMALL, "the last range is the grown space");
+        cr_assert_eq(ranges[2 + 2 * (ranges[0] - 1)], VOL - SMALL);
+
+        cr_assert_eq(cowvol_volume_resize(v, SMALL), -EBUSY, "no shrinking under snapshots");
+        cr_assert_eq(cowvol_volume_size(v), VOL);
+
+        cr_assert_eq(cowvol_volume_merge_begin(v, sn0), 0);
+        cr_assert_eq(cowvol_volume_resize(v, 2 * VOL), -EBUSY, "nor growing during a restore");
+        while ((r = cowvol_volume_merge_step(v, &left)) > 0)
+                ;
+        cr_assert_eq(r, 0);
+        cr_assert_eq(cowvol_volume_merge_end(v), 0);
+        memcpy(cur, s0, SMALL); /* the tail keeps what the volume holds */
+        cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL, 0), 0);
+        cr_assert(memcmp(got, cur, VOL) == 0, "the volume: s0's 32 chunks, then its own tail");
+        cr_assert_eq(cowvol_volume_pread(v, sn1, got, VOL, 0), 0);
+        cr_assert(memcmp(got, s1, VOL) == 0, "s1 reads as taken, after the restore");
+        cr_assert_eq(cowvol_snapshot_size(v, sn0), VOL, "s0, the newest, covers the volume");
+        cr_assert_eq(cowvol_volume_pread(v, sn0, got, VOL, 0), 0);
+        cr_assert(memcmp(got, cur, VOL) == 0, "s0 is the restored volume");
+        memcpy(s0, cur, VOL);
+        fill_pattern(cur + 50 * CH, 4 * CH, 5, 4);
+        cr_assert_eq(cowvol_volume_pwrite(v, NULL, cur + 50 * CH, 4 * CH, 50 * CH), 0);
+        cr_assert_eq(cowvol_volume_pread(v, sn0, got, VOL, 0), 0);
+        cr_assert(memcmp(got, s0, VOL) == 0, "s0 keeps the tail it was restored with");
+        cr_assert_eq(cowvol_volume_pread(v, sn1, got, VOL, 0), 0);
+        cr_assert(memcmp(got, s1, VOL) == 0, "s1 still reads as taken");
+
+        cowvol_volume_close(v);
+        cr_assert_eq(cowvol_volume_open(img, CH, &v), 0);
+        cr_assert_eq(cowvol_volume_size(v), VOL, "the size is on disk");
+        cowvol_volume_close(v);
+        free(img);
+        free(p0);
+        free(p1);
+        tmpdir_remove(dir);
+}
