@@ -61,6 +61,8 @@ static void help(void)
                "  list [VOLUME] [--json]        Volumes and their snapshots, with store use\n"
                "  restore VOLUME@SNAP [--keep] [--no-wait]\n"
                "                                Give the volume the snapshot's content\n"
+               "  resize VOLUME --size [+]SIZE [--force]\n"
+               "                                Grow a volume (its snapshots keep their size)\n"
                "  activate VOLUME               Rebuild a kernel volume's devices; start a waiting restore\n"
                "  rm TARGET [--recursive]       Remove a snapshot, or a volume\n"
                "  cat TARGET [--offset BYTES] [--length BYTES]\n"
@@ -92,7 +94,7 @@ static void help(void)
 }
 
 static const struct cli_command *const commands[] = {
-        &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_activate, &cmd_rm,
+        &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_resize, &cmd_activate, &cmd_rm,
         &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export,
 };
 

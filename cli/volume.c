@@ -719,6 +719,73 @@ const struct cli_command cmd_restore = {
                  "(with a progress bar on a terminal).  Without --keep the snapshot is used up.\n",
 };
 
+/* --- resize ------------------------------------------------------------ */
+
+struct resize_opts {
+        const char *size; /* SIZE or +SIZE; NULL: not given */
+        bool force;
+};
+
+/* --size: SIZE, or +SIZE to grow by it */
+static int check_resize_size(const char *cmd, const struct cli_option *opt, const void *value)
+{
+        const char *s = *(const char *const *)value;
+        uint64_t bytes;
+        int r;
+
+        (void)opt;
+        r = cowvol_parse_size(s + (*s == '+'), &bytes);
+        if (r == -ERANGE || (r >= 0 && bytes > INT64_MAX))
+                return usage_error(cmd, "--size '%s' is too large", s);
+        if (r < 0 || bytes == 0)
+                return usage_error(cmd, "--size '%s' is not a size (SIZE or +SIZE, a number with K, M, G or T, "
+                                   "e.g. 20G or +1G)", s);
+        return 0;
+}
+
+static const struct cli_option resize_options[] = {
+        { "size", .kind = CLI_STRING, .offset = offsetof(struct resize_opts, size), .check = check_resize_size,
+          .arg = "[+]SIZE", .help = "the new size, or +SIZE: what to add" },
+        { "force", .kind = CLI_FLAG, .offset = offsetof(struct resize_opts, force),
+          .help = "shrink, destroying the data past the new end" },
+        {},
+};
+
+static int resize_run(const void *opts, char **pos)
+{
+        const struct resize_opts *o = opts;
+        json_object *args, *res;
+        uint64_t bytes = 0;
+        char a[32];
+        int r;
+
+        if (strchr(pos[0], '@'))
+                return usage_error(cmd_resize.name, "'%s' is a snapshot; a snapshot keeps its size", pos[0]);
+        if (!o->size)
+                return usage_error(cmd_resize.name, "missing --size");
+        (void)cowvol_parse_size(o->size + (*o->size == '+'), &bytes); /* checked */
+        args = json_object_new_object();
+        json_object_object_add(args, "volume", json_object_new_string(pos[0]));
+        json_object_object_add(args, *o->size == '+' ? "add" : "size", json_object_new_int64((int64_t)bytes));
+        if (o->force)
+                json_object_object_add(args, "force", json_object_new_boolean(true));
+        r = daemon_call("resize", args, -1, &res);
+        if (r)
+                return r;
+        printf("Resized volume %s to %s\n", string_field(res, "name"), size_field(res, "size", a, sizeof(a)));
+        json_object_put(res);
+        return EXIT_SUCCESS;
+}
+
+const struct cli_command cmd_resize = {
+        .name = "resize", .args = "VOLUME", .check_arg = check_target, .run = resize_run,
+        .options = resize_options, .opts_size = sizeof(struct resize_opts),
+        .usage = "resize VOLUME --size [+]SIZE [--force]",
+        .about = "Grow VOLUME to SIZE, or by SIZE with +SIZE; the new space reads zero.  Its\n"
+                 "snapshots keep their own size and content.  Shrinking needs --force, and a\n"
+                 "volume without snapshots (as lvreduce's origin).\n",
+};
+
 /* --- activate ------------------------------------------------------------ */
 
 static int activate_run(const void *opts, char **pos)

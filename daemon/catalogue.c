@@ -216,8 +216,9 @@ static int load_snap(struct vol *v, json_object *o, size_t i)
 {
         const char *name = NULL, *uuid = NULL, *store = NULL, *reason = NULL;
         char where[256];
-        struct snap *s;
-        int64_t created = 0;
+        struct snap *s, **p;
+        json_object *x;
+        int64_t created = 0, size;
         bool device = false;
         int r;
 
@@ -235,6 +236,15 @@ static int load_snap(struct vol *v, json_object *o, size_t i)
                 return r;
         if (!*store)
                 return malformed(where, "store", "is empty");
+        /* absent: from before volumes grew, the volume's */
+        if ((r = member(o, where, "size", json_type_int, false, &x)) < 0)
+                return r;
+        size = x ? json_object_get_int64(x) : (int64_t)v->size;
+        if (size <= 0 || (uint64_t)size > v->size)
+                return malformed(where, "size", "is not from 1 byte to the volume's size");
+        for (p = &v->snaps; *p; p = &(*p)->next)
+                if ((*p)->size > (uint64_t)size)
+                        return malformed(where, "size", "is below an older snapshot's");
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
@@ -244,10 +254,8 @@ static int load_snap(struct vol *v, json_object *o, size_t i)
         s->store = strdup(store);
         s->reason = reason ? strdup(reason) : NULL;
         s->store_device = device;
+        s->size = (uint64_t)size;
         /* keep the order of the file: append */
-        struct snap **p = &v->snaps;
-        while (*p)
-                p = &(*p)->next;
         *p = s;
         return 0;
 }
@@ -435,6 +443,7 @@ static json_object *snap_json(const struct snap *s)
         if (s->store_device)
                 json_object_object_add(o, "store_device", json_object_new_boolean(true));
         json_object_object_add(o, "created", json_object_new_int64(s->created));
+        json_object_object_add(o, "size", json_object_new_int64((int64_t)s->size));
         if (s->reason)
                 json_object_object_add(o, "reason", json_object_new_string(s->reason));
         return o;

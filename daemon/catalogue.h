@@ -42,6 +42,9 @@ struct snap {
         bool store_device; /* a block device the user named: rm leaves it */
         bool warned;       /* kernel: its store passed 80 % (logged once) */
         int64_t created;
+        /* bytes: the volume's when taken (a volume grows; its snapshots
+         * keep their size); never above a newer snapshot's */
+        uint64_t size;
         char *reason;  /* why invalid (persisted), or NULL */
         cowvol_snapshot *eng; /* userspace: the library's snapshot */
         unsigned refs; /* I/O in flight through it */

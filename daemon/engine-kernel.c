@@ -1097,6 +1097,13 @@ int engine_move_to_kernel(struct vol *v, const char *spec, const char *dev, stru
                 return fail(f, -EBUSY, "cannot move volume '%s': volume '%s' is %s", v->name, v->name,
                             v->restoring ? "being restored" : "in use (NBD, cat, write)");
         }
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (s->size != v->size) {
+                        free(path), free(ndev), free(nsrc);
+                        return fail(f, -ENOTSUP, "cannot move volume '%s' to the kernel engine: its snapshot %s@%s "
+                                    "was taken before the volume grew, and cowvol builds kernel snapshots of the "
+                                    "volume's size only; remove it first", v->name, v->name, s->name);
+                }
         /* the userspace engine lets go (flushed); the stores are made
          * standalone; the kernel takes the image through the loop device,
          * and every store */

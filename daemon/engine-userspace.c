@@ -174,6 +174,16 @@ static int u_activate(struct vol *v)
                                 s->reason = strdup("its store cannot be opened");
                 }
         }
+        /* each snapshot's own size, oldest first (never above a newer one's) */
+        for (struct snap *s = v->snaps; s; s = s->next) {
+                uint64_t want = s->size;
+
+                if (!s->eng || (r = cowvol_snapshot_set_size(v->eng, s->eng, want)) >= 0)
+                        continue;
+                s->size = cowvol_snapshot_size(v->eng, s->eng);
+                dlog_errno(r, "Snapshot %s@%s: its size (%" PRIu64 " bytes) does not fit the volume's (%" PRIu64
+                           "): it reads as %" PRIu64 " bytes", v->name, s->name, want, v->size, s->size);
+        }
         if (v->chain) {
                 u_unchain_below_lost(v);
                 u_hold_check(v);
@@ -427,6 +437,7 @@ static int restore_finish(struct vol *v)
         }
         v->restoring = NULL;
         snap_to_newest(v, s);
+        s->size = v->size;
         if (!keep)
                 snap_unlist(v, s);
         r = restore_save(v, "its end");
@@ -477,6 +488,7 @@ static void *restore_main(void *arg)
                          * before its store empties (in its old place an
                          * empty store would read through the newer ones) */
                         snap_to_newest(v, v->restoring);
+                        v->restoring->size = v->size; /* the newest: the volume's size */
                         r = restore_save(v, "its last part");
                         if (r >= 0)
                                 r = 1;
@@ -585,6 +597,18 @@ static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f
                 catalogue_save();
                 return fail(f, r, "cannot start the restore: %s", strerror(-r));
         }
+        return 0;
+}
+
+static int u_resize(struct vol *v, uint64_t size, struct failure *f)
+{
+        int r;
+
+        if (!v->eng)
+                return fail(f, -EIO, "volume '%s' is unavailable: its image could not be opened", v->name);
+        r = cowvol_volume_resize(v->eng, size);
+        if (r < 0)
+                return fail(f, r, "cannot resize %s to %" PRIu64 " bytes: %s", v->path, size, strerror(-r));
         return 0;
 }
 
@@ -697,6 +721,7 @@ const struct engine_ops userspace_engine = {
         .volume_drop = u_volume_drop,
         .restore = u_restore,
         .restore_running = u_restore_running,
+        .resize = u_resize,
         .volume_view = u_volume_view,
         .snapshot_view = u_snapshot_view,
         .snapshot_state = u_snapshot_state,

@@ -98,6 +98,10 @@ struct engine_ops {
         int (*restore)(struct vol *v, struct snap *s, bool keep, struct failure *f);
         /* is the restore moving now (not paused, not waiting) */
         bool (*restore_running)(const struct vol *v);
+        /* @v's size becomes @size (checked: no restore, no shrinking under
+         * snapshots), durably; the caller records it.  NULL: the engine
+         * cannot resize its volumes. */
+        int (*resize)(struct vol *v, uint64_t size, struct failure *f);
 
         /* list: the engine's own fields of a volume and a snapshot; a
          * snapshot's state (also: may it be restored, exported) */

@@ -99,6 +99,7 @@ static json_object *snap_view(const struct vol *v, const struct snap *s)
         json_object_object_add(o, "full_name", json_object_new_string(full));
         json_object_object_add(o, "uuid", json_object_new_string(s->uuid));
         json_object_object_add(o, "store", json_object_new_string(s->store));
+        json_object_object_add(o, "size", json_object_new_int64((int64_t)s->size));
         json_object_object_add(o, "store_size", json_object_new_int64((int64_t)st.store_bytes));
         json_object_object_add(o, "allocated",
                                json_object_new_int64((int64_t)(st.usage.allocated_sectors * COWVOL_SECTOR_SIZE)));
@@ -365,6 +366,7 @@ static int do_snap(struct request *r, json_object **ret, struct failure *f)
         snprintf(s->name, sizeof(s->name), "%s", r->name);
         new_uuid(s->uuid);
         s->created = (int64_t)time(NULL);
+        s->size = v->size;
         if (v->ops->snapshot(v, s, &r->snap, f) < 0) {
                 snap_free_meta(s);
                 return f->err;
@@ -382,6 +384,35 @@ static int do_snap(struct request *r, json_object **ret, struct failure *f)
         dlog(LOG_INFO_, "Snapshot %s@%s taken (store %s, %" PRIu64 " bytes)", v->name, s->name, s->store,
              r->snap.store_bytes);
         *ret = snap_view(v, s);
+        return 0;
+}
+
+static int do_resize(struct request *r, json_object **ret, struct failure *f)
+{
+        struct vol *v = r->v;
+        uint64_t old = v->size;
+        char a[32], b[32];
+        int e;
+
+        if (v->ops->resize(v, r->size, f) < 0)
+                return f->err;
+        v->size = r->size;
+        e = catalogue_save();
+        if (e < 0) {
+                struct failure ignored = {};
+
+                /* a grown image's new space holds nothing yet: it goes */
+                if (r->size > old && v->ops->resize(v, old, &ignored) == 0) {
+                        v->size = old;
+                        return fail(f, e, "cannot save the catalogue: %s; volume '%s' keeps its size", strerror(-e),
+                                    v->name);
+                }
+                return fail(f, e, "volume '%s' is now %" PRIu64 " bytes, but the catalogue cannot be saved (%s); "
+                            "the next start reads the size from the image", v->name, r->size, strerror(-e));
+        }
+        dlog(LOG_INFO_, "Volume %s resized from %s to %s (%" PRIu64 " bytes)", v->name,
+             cowvol_format_size(old, a, sizeof(a)), cowvol_format_size(r->size, b, sizeof(b)), r->size);
+        *ret = vol_view(v);
         return 0;
 }
 
@@ -769,7 +800,7 @@ static int (*const act[_OP_MAX])(struct request *r, json_object **ret, struct fa
         [OP_SNAP] = do_snap,       [OP_LIST] = do_list,               [OP_RESTORE] = do_restore,
         [OP_RESTORE_WAIT] = do_restore_wait, [OP_RM] = do_rm,          [OP_ACTIVATE] = do_activate,
         [OP_CAT] = do_cat,         [OP_WRITE] = do_write,             [OP_DIFF] = do_diff,
-        [OP_EXPORT] = do_export,
+        [OP_EXPORT] = do_export,  [OP_RESIZE] = do_resize,
 };
 
 void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result, struct failure *f)

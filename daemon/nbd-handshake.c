@@ -163,7 +163,7 @@ static void conn_hold(struct nbd_conn *c, struct vol *v, struct snap *s)
                 s->refs++;
         c->v = v;
         c->s = s;
-        c->size = v->size;
+        c->size = s ? s->size : v->size;
         c->read_only = settings_export_read_only(s != NULL);
 }
 
@@ -259,7 +259,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
         pthread_mutex_lock(&catalogue.lock);
         r = export_find(name, &v, &s, why, sizeof(why));
         if (r == 0) {
-                size = v->size;
+                size = s ? s->size : v->size;
                 chunk = v->chunk;
                 ro = settings_export_read_only(s != NULL);
                 if (opt == NBD_OPT_GO)

@@ -207,6 +207,31 @@ static int parse_snap(json_object *a, struct request *r, struct failure *f)
         return 0;
 }
 
+static int parse_resize(json_object *a, struct request *r, struct failure *f)
+{
+        int64_t size = 0;
+        bool sized;
+
+        if (check_args(a, "resize", ARGS({ "volume", json_type_string, true }, { "size", json_type_int, false },
+                                         { "add", json_type_int, false }, { "force", json_type_boolean, false }),
+                       f) < 0 ||
+            check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
+                return f->err;
+        sized = arg_int(a, "size", &size);
+        if (sized == arg_int(a, "add", &r->grow_by))
+                return fail(f, -EINVAL, "give the new size ('size') or what to add ('add'), one of them");
+        if (sized && (size <= 0 || (uint64_t)size > SIZE_MAX_BYTES))
+                return fail(f, -EINVAL, "size %" PRId64 " is out of range (1 byte to 1 PiB)", size);
+        if (!sized && (r->grow_by <= 0 || (uint64_t)r->grow_by > SIZE_MAX_BYTES))
+                return fail(f, -EINVAL, "add %" PRId64 " is out of range (1 byte to 1 PiB)", r->grow_by);
+        if ((sized ? size : r->grow_by) % COWVOL_SECTOR_SIZE)
+                return fail(f, -EINVAL, "%s %" PRId64 " is not a multiple of 512 bytes", sized ? "size" : "add",
+                            sized ? size : r->grow_by);
+        r->size = (uint64_t)size;
+        r->force = arg_bool(a, "force");
+        return 0;
+}
+
 static int parse_list(json_object *a, struct request *r, struct failure *f)
 {
         if (check_args(a, "list", ARGS({ "volume", json_type_string, false }), f) < 0)
@@ -650,6 +675,46 @@ static int check_restore(struct request *r, struct failure *f)
         return 0;
 }
 
+static int check_resize(struct request *r, struct failure *f)
+{
+        struct vol *v;
+        char a[32], b[32];
+
+        if (find_volume(r->volume, &r->v, f) < 0)
+                return f->err;
+        v = r->v;
+        if (!v->ops->resize)
+                return fail(f, -ENOTSUP, "volume '%s' is under the %s engine: cowvol cannot resize its device-mapper "
+                            "devices yet", v->name, v->ops->name);
+        if (r->grow_by) {
+                if ((uint64_t)r->grow_by > SIZE_MAX_BYTES - v->size)
+                        return fail(f, -EINVAL, "%" PRIu64 " + %" PRId64 " bytes is past 1 PiB", v->size, r->grow_by);
+                r->size = v->size + (uint64_t)r->grow_by;
+        }
+        if (v->restoring)
+                return fail(f, -EBUSY, "volume '%s' is being restored; resize it when that ends", v->name);
+        if (!v->ops->is_active(v))
+                return fail_unavailable(v, NULL, f);
+        if (r->size == v->size)
+                return fail(f, -EINVAL, "volume '%s' is %s (%" PRIu64 " bytes) already", v->name,
+                            cowvol_format_size(v->size, a, sizeof(a)), v->size);
+        if (r->size < v->size) {
+                if (v->snaps)
+                        return fail(f, -EBUSY, "volume '%s' has snapshots: they read the end that shrinking would "
+                                    "cut off; remove them first (LVM will not reduce a snapshot origin either)",
+                                    v->name);
+                if (v->refs)
+                        return fail(f, -EBUSY, "volume '%s' is in use by %u transfer(s); shrink it when they end",
+                                    v->name, v->refs);
+                if (!r->force)
+                        return fail(f, -EINVAL, "shrinking volume '%s' from %s to %s destroys the data past %s "
+                                    "(a filesystem on it must be shrunk first); give --force to do it", v->name,
+                                    cowvol_format_size(v->size, a, sizeof(a)),
+                                    cowvol_format_size(r->size, b, sizeof(b)), b);
+        }
+        return 0;
+}
+
 static int check_volume(struct request *r, struct failure *f)
 {
         return find_volume(r->volume, &r->v, f);
@@ -696,6 +761,7 @@ static int check_rm(struct request *r, struct failure *f)
 static int check_cat(struct request *r, struct failure *f)
 {
         struct vol *v;
+        uint64_t size;
 
         if (find_target(r, f) < 0 || check_data_path(r->v, r->s, f) < 0)
                 return f->err;
@@ -708,17 +774,19 @@ static int check_cat(struct request *r, struct failure *f)
                 return fail(f, -EBADF, "cat needs a file descriptor passed with the request");
         if (check_not_fuse(r, f) < 0)
                 return f->err;
-        if (r->offset < 0 || (uint64_t)r->offset > v->size)
-                return fail(f, -EINVAL, "offset %" PRId64 " is outside the volume (%" PRIu64 " bytes)", r->offset,
-                            v->size);
-        if (r->length < 0 || (uint64_t)r->length > v->size - (uint64_t)r->offset)
-                r->length = (int64_t)(v->size - (uint64_t)r->offset);
+        size = r->s ? r->s->size : v->size; /* a snapshot keeps its size when the volume grows */
+        if (r->offset < 0 || (uint64_t)r->offset > size)
+                return fail(f, -EINVAL, "offset %" PRId64 " is outside the %s (%" PRIu64 " bytes)", r->offset,
+                            r->s ? "snapshot" : "volume", size);
+        if (r->length < 0 || (uint64_t)r->length > size - (uint64_t)r->offset)
+                r->length = (int64_t)(size - (uint64_t)r->offset);
         return check_data_open(v, r->s, f);
 }
 
 static int check_write(struct request *r, struct failure *f)
 {
         struct vol *v;
+        uint64_t size;
 
         if (find_target(r, f) < 0 || check_data_path(r->v, r->s, f) < 0)
                 return f->err;
@@ -729,9 +797,11 @@ static int check_write(struct request *r, struct failure *f)
                 return f->err;
         if (r->offset < 0 || r->length < 0)
                 return fail(f, -EINVAL, "offset and length must not be negative");
-        if ((uint64_t)r->offset > v->size || (uint64_t)r->length > v->size - (uint64_t)r->offset)
-                return fail(f, -ENOSPC, "%" PRId64 " bytes at offset %" PRId64 " go past the end of the volume "
-                            "(%" PRIu64 " bytes); nothing was written", r->length, r->offset, v->size);
+        size = r->s ? r->s->size : v->size;
+        if ((uint64_t)r->offset > size || (uint64_t)r->length > size - (uint64_t)r->offset)
+                return fail(f, -ENOSPC, "%" PRId64 " bytes at offset %" PRId64 " go past the end of the %s "
+                            "(%" PRIu64 " bytes); nothing was written", r->length, r->offset,
+                            r->s ? "snapshot" : "volume", size);
         if (check_data_open(v, r->s, f) < 0)
                 return f->err;
         if (v->restoring)
@@ -795,6 +865,7 @@ static const struct {
         [OP_WRITE] = { "write", parse_write, check_write, true, false },
         [OP_DIFF] = { "diff", parse_diff, check_diff, true, false },
         [OP_EXPORT] = { "export", parse_export, check_export, true, false },
+        [OP_RESIZE] = { "resize", parse_resize, check_resize, true, false },
 };
 
 int request_parse(const char *op, json_object *args, struct peer *p, struct request *ret, struct failure *f)

@@ -47,6 +47,7 @@ enum op_id {
         OP_WRITE,
         OP_DIFF,
         OP_EXPORT,
+        OP_RESIZE,
         _OP_MAX,
 };
 
@@ -63,7 +64,9 @@ struct request {
         const char *target; /* VOLUME or VOLUME@SNAPSHOT */
         const char *path;   /* add */
         char auto_name[NAME_MAX_LEN + 1]; /* snap, add without a name */
-        uint64_t size;      /* create */
+        uint64_t size;      /* create, resize (checked: the new size) */
+        int64_t grow_by;    /* resize: "add" as given, or 0 */
+        bool force;         /* resize */
         uint32_t chunk;     /* create, add (checked with what it is for) */
         int64_t chunk_given; /* add: as given */
         bool store_size_given;

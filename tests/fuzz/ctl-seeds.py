@@ -54,6 +54,9 @@ seeds = {
     "write-short": lines(req("write", {"target": "vm", "offset": 0, "length": 100000})),
     "diff": lines(req("diff", {"target": "vm@s"})),
     "export": lines(req("export", {"target": "vm@s"}), req("export", {"target": "vm"}, 2)),
+    "resize": lines(req("resize", {"volume": "vm", "add": MIB}), req("cat", {"target": "vm@s", "offset": MIB}, 2),
+                    req("write", {"target": "vm", "offset": 4 * MIB, "length": 65536}, 3),
+                    req("resize", {"volume": "vm", "size": MIB, "force": True}, 4), req("list", None, 5)),
     # names taken already
     "exists": lines(req("snap", {"volume": "vm", "name": "s"}), req("create", {"name": "vm", "size": MIB}, 2),
                     req("add", {"path": "$STATE/spare.img", "name": "sp"}, 3),

@@ -91,6 +91,8 @@ variant("flattened-number", lambda c: v(c).update(restore={"snapshot": "s", "kee
         'volume 1 \\(v\\), restore: "flattened" is int, want boolean')
 variant("mode-unknown", lambda c: v(c).update(restore={"snapshot": "s", "keep": False, "mode": "sideways"}),
         'volume 1 \\(v\\), restore: "mode" is neither "chain" nor "consume"')
+variant("snap-size-big", lambda c: v(c)["snapshots"][0].update(size=v(c)["size"] + 512),
+        'volume v, snapshot 1 \\(s\\): "size" is not from 1 byte to the volume.s size')
 PY
 while IFS=$'\t' read -r f says; do
 	id=${f##*/cat-}
@@ -104,7 +106,7 @@ while IFS=$'\t' read -r f says; do
 	cp "$T/cat.good" "$STATE/catalogue.json"
 	check "catalogue $id: every store and image stays, nothing else changed" eval "files | cmp -s - '$T/files.good'"
 done <"$T/variants"
-check "fifteen variants were tried" test "$(wc -l <"$T/variants")" = 15
+check "sixteen variants were tried" test "$(wc -l <"$T/variants")" = 16
 start_daemon || exit 1
 check "the good catalogue back: v@s is served" eval "cv list v | grep -q 'v@s'"
 
