@@ -878,10 +878,10 @@ static void format_uptime(double seconds, char *buf, size_t len)
 /* @opts: --json (cli_json_options) */
 static int status_run(const void *opts, char **none)
 {
-        int64_t protocol = 0, volumes = 0, snapshots = 0, clients = 0, strays = 0;
-        double uptime = 0;
+        int64_t protocol = 0, volumes = 0, snapshots = 0, clients = 0, strays = 0, uptime = 0, stores = 0,
+                fs_size = 0, fs_free = 0;
         json_object *res;
-        char up[64];
+        char up[64], a[32], b[32], c[32];
         int r;
 
         (void)none;
@@ -894,11 +894,11 @@ static int status_run(const void *opts, char **none)
                 return r;
         }
         result_int(res, "protocol", &protocol);
-        result_double(res, "uptime", &uptime);
+        result_int(res, "uptime", &uptime);
         result_int(res, "volumes", &volumes);
         result_int(res, "snapshots", &snapshots);
         result_int(res, "clients", &clients);
-        format_uptime(uptime, up, sizeof(up));
+        format_uptime((double)uptime, up, sizeof(up));
         {
                 /* "userspace" or "userspace and kernel" */
                 json_object *e;
@@ -911,6 +911,26 @@ static int status_run(const void *opts, char **none)
                        "volumes: %" PRId64 ", snapshots: %" PRId64 ", clients: %" PRId64 "\n",
                        string_field(res, "version"), protocol, up, engines[0] ? engines : "?", volumes, snapshots,
                        clients);
+        }
+        /* where things are: for root and the group only */
+        if (result_string(res, "state_dir")) {
+                const char *nbd = result_string(res, "nbd_socket"), *tcp = result_string(res, "nbd_tcp"),
+                           *creds = result_string(res, "nbd_tls_credentials");
+                printf("state folder: %s", result_string(res, "state_dir"));
+                if (result_int(res, "stores_bytes", &stores))
+                        printf(", stores %s", cowvol_format_size((uint64_t)stores, a, sizeof(a)));
+                if (result_int(res, "state_fs_size", &fs_size) && result_int(res, "state_fs_free", &fs_free) &&
+                    fs_size > 0)
+                        printf("; its filesystem: %s free of %s (%.0f%%)",
+                               cowvol_format_size((uint64_t)fs_free, b, sizeof(b)),
+                               cowvol_format_size((uint64_t)fs_size, c, sizeof(c)),
+                               100.0 * (double)fs_free / (double)fs_size);
+                printf("\ncontrol socket: %s\nNBD: %s%s, TCP %s", string_field(res, "socket"), nbd ? "socket " : "",
+                       nbd ? nbd : "no socket", tcp ? tcp : "off");
+                if (tcp)
+                        printf(", TLS %s%s%s%s", string_field(res, "nbd_tls"), creds ? " (" : "", creds ? creds : "",
+                               creds ? ")" : "");
+                printf("\n");
         }
         if (result_int(res, "strays", &strays) && strays > 0)
                 printf("strays: %" PRId64 " file(s) with data that no volume or snapshot owns, in %s (see the log)\n",

@@ -18,10 +18,12 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "tls.h"
 
 #define IO_BUF (1u << 20)
 
@@ -171,15 +173,57 @@ static size_t heap_in_use(void)
 
 /* Without the catalogue's lock: the health check answers while a snapshot
  * holds it through its stores' flushes; the counts are those last published. */
+static json_object *string_or_null(const char *s)
+{
+        return s ? json_object_new_string(s) : NULL;
+}
+
+/* Where things are, for the peers who may change them: the state folder,
+ * its stores and the room left under it, the sockets, TCP and TLS.  None
+ * of it under the catalogue's lock: set at start, or read whole. */
+static void status_places(json_object *o)
+{
+        struct tls_creds *c = tls_creds_current();
+        struct statvfs fs;
+        uint64_t stores;
+        char what[128];
+
+        json_object_object_add(o, "state_dir", json_object_new_string(settings.state_dir));
+        json_object_object_add(o, "socket", json_object_new_string(settings.socket_path));
+        json_object_object_add(o, "nbd_socket", string_or_null(settings.nbd_socket_path));
+        if (settings.nbd_tcp && settings.nbd_tcp_uri_host) { /* listening: the address bound (IPv6 in []) */
+                bool v6 = strchr(settings.nbd_tcp, ':');
+                char tcp[300];
+                snprintf(tcp, sizeof(tcp), "%s%s%s:%u", v6 ? "[" : "", settings.nbd_tcp, v6 ? "]" : "",
+                         settings.nbd_tcp_port);
+                json_object_object_add(o, "nbd_tcp", json_object_new_string(tcp));
+        } else
+                json_object_object_add(o, "nbd_tcp", NULL);
+        json_object_object_add(o, "nbd_tls",
+                               json_object_new_string(nbd_tls_name(__atomic_load_n(&settings.nbd_tls, __ATOMIC_RELAXED))));
+        json_object_object_add(o, "nbd_tls_credentials", c ? json_object_new_string(tls_creds_describe(c, what, sizeof(what)))
+                                                           : NULL);
+        tls_creds_unref(c);
+        json_object_object_add(o, "stores_bytes",
+                               state_stores_bytes(&stores) == 0 ? json_object_new_int64((int64_t)stores) : NULL);
+        if (fstatvfs(state_fd, &fs) == 0) {
+                json_object_object_add(o, "state_fs_size", json_object_new_int64((int64_t)(fs.f_blocks * fs.f_frsize)));
+                json_object_object_add(o, "state_fs_free", json_object_new_int64((int64_t)(fs.f_bavail * fs.f_frsize)));
+        } else {
+                json_object_object_add(o, "state_fs_size", NULL);
+                json_object_object_add(o, "state_fs_free", NULL);
+        }
+}
+
 static int do_status(struct request *r, json_object **ret, struct failure *f)
 {
         json_object *o = json_object_new_object(), *e = json_object_new_array();
 
-        (void)r;
         (void)f;
         json_object_object_add(o, "version", json_object_new_string(cowvol_version()));
         json_object_object_add(o, "protocol", json_object_new_int(PROTOCOL_VERSION));
-        json_object_object_add(o, "uptime", json_object_new_double(round((now_monotonic() - catalogue.started) * 10) / 10));
+        /* whole seconds, as systemd and ps give it */
+        json_object_object_add(o, "uptime", json_object_new_int64((int64_t)(now_monotonic() - catalogue.started)));
         json_object_object_add(o, "volumes",
                                json_object_new_int((int)__atomic_load_n(&catalogue.n_vols, __ATOMIC_RELAXED)));
         json_object_object_add(o, "snapshots",
@@ -196,6 +240,8 @@ static int do_status(struct request *r, json_object **ret, struct failure *f)
                 json_object_object_add(o, "stray_folder", json_object_new_string(dir));
                 json_object_object_add(o, "strays", json_object_new_int((int)catalogue.n_strays));
         }
+        if (r->peer->admin)
+                status_places(o);
         if (getenv("COWVOL_DEBUG_HEAP"))
                 json_object_object_add(o, "heap_in_use", json_object_new_int64((int64_t)heap_in_use()));
         *ret = o;

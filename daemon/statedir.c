@@ -14,6 +14,7 @@
  * sticky or not, or by a group other than root's and the daemon's own) or
  * that another user owns is refused at start, before anything changes.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -128,4 +129,29 @@ int state_remove(const char *path)
                 r = -errno;
         close(dfd);
         return r;
+}
+
+int state_stores_bytes(uint64_t *ret)
+{
+        struct dirent *e;
+        uint64_t sum = 0;
+        DIR *d;
+        int fd = state_subdir("stores");
+
+        if (fd < 0)
+                return fd;
+        if (!(d = fdopendir(fd))) {
+                close(fd);
+                return -errno;
+        }
+        while ((e = readdir(d))) {
+                struct stat st;
+
+                if (e->d_name[0] != '.' && fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    S_ISREG(st.st_mode))
+                        sum += (uint64_t)st.st_blocks * 512;
+        }
+        closedir(d);
+        *ret = sum;
+        return 0;
 }

@@ -3,6 +3,7 @@
 #ifndef COWVOLD_STATEDIR_H
 #define COWVOLD_STATEDIR_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 /* settings.state_dir, opened at start (state_open); -1 before */
@@ -22,5 +23,9 @@ int state_create(const char *sub, const char *name, int flags);
 /* Remove @path: through the folder's descriptor when it names a file of
  * STATE_DIR/SUB/ (the link itself, never what a link names); 0 or -errno */
 int state_remove(const char *path);
+/* The bytes STATE_DIR/stores/'s files take on disk (allocated blocks);
+ * without the catalogue's lock: a store made or removed meanwhile may
+ * count or not.  0 or -errno */
+int state_stores_bytes(uint64_t *ret);
 
 #endif

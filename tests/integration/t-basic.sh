@@ -7,6 +7,21 @@ start_daemon || exit 1
 
 expect 0 "status" cv status
 expect_in out "engines: userspace" "status names the engines"
+expect_in out "^state folder: $STATE, stores 0 B; its filesystem: .* free of .* \([0-9]+%\)$" \
+	"status names the state folder, its stores and the room under it"
+expect_in out "^control socket: $SOCK$" "status names the control socket"
+expect_in out "^NBD: socket $T/nbd.sock, TCP off$" "status names the NBD socket and TCP"
+expect 0 "status --json" cv status --json
+check "status --json: integers (uptime), the places, and free space that df agrees with (within 64 MiB)" \
+	"$PYTHON" -c 'import json, os, sys
+s = json.load(open(sys.argv[1]))
+ints = all(type(s[k]) is int for k in ("uptime", "volumes", "snapshots", "clients", "stores_bytes",
+                                       "state_fs_size", "state_fs_free"))
+st = os.statvfs(sys.argv[2])
+free = st.f_bavail * st.f_frsize
+sys.exit(not (ints and s["state_dir"] == sys.argv[2] and s["socket"] == sys.argv[3] and s["nbd_tcp"] is None
+              and s["nbd_tls"] == "off" and s["stores_bytes"] == 0 and abs(s["state_fs_free"] - free) < 64 << 20))' \
+	"$T/out" "$STATE" "$SOCK"
 expect 0 "create a 4 MiB volume" cv create vm1 --size 4M
 expect_in out "Created volume vm1: 4.0 MiB" "create says what it made"
 check "the image is a 4 MiB file in the state folder" test "$(stat -c %s "$STATE/volumes/vm1.img")" = 4194304

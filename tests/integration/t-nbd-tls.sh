@@ -62,6 +62,9 @@ printf 'nbd_tls = require\nnbd_tls_psk_file = %s\nnbd_tls_certs = %s\nnbd_handsh
 start_daemon --nbd-tcp="$PORT" --config "$CONF" || exit 1
 check "the log says TLS is required on TCP" grep -q "Serving NBD on TCP 127.0.0.1 port $PORT (TLS required)" "$T/daemon.log"
 check "and does not warn about TCP without TLS" eval "! grep -q 'without TLS' '$T/daemon.log'"
+expect 0 "status" cv status
+expect_in out "^NBD: socket $T/nbd.sock, TCP 127.0.0.1:$PORT, TLS require \([0-9]+ PSK users? and x509 certificates\)$" \
+	"status names TCP and the TLS mode with its credentials"
 
 SIZE=$((8 * 1024 * 1024))
 cv create vm1 --size 8M >/dev/null

@@ -56,6 +56,8 @@ expect 0 "nobody may run status once the socket is 0666" as_nobody "$COWVOL" sta
 expect_in out "^cowvold .*protocol 1" "status answers nobody"
 expect 0 "nobody may run status --json" as_nobody "$COWVOL" status --json
 expect_in out '"volumes": *1' "status --json shows the count of volumes to nobody"
+check "but not where things are (the state folder, the sockets, the free space)" \
+	eval "! grep -qE 'state_dir|socket|state_fs|stores_bytes|nbd_tls' '$T/out'"
 
 # each operation but status: exit 1, "permission denied", names the group
 nobody_write() { as_nobody "$COWVOL" write v1 --offset 0 <"$T/data"; }
