@@ -805,7 +805,8 @@ static int check_write(struct request *r, struct failure *f)
         if (check_data_open(v, r->s, f) < 0)
                 return f->err;
         if (v->restoring)
-                return fail(f, -EBUSY, "volume '%s' is being restored; writes wait until it ends", v->name);
+                return fail(f, -EBUSY, "volume '%s' is being restored: writes are refused until it ends "
+                            "('cowvol list' shows its progress)", v->name);
         return 0;
 }
 
