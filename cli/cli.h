@@ -84,6 +84,8 @@ struct cli_command {
 int cli_run(const struct cli_command *cmd, int argc, char **argv);
 /* Print @cmd's help on stdout. */
 void cli_help(const struct cli_command *cmd);
+/* The help of every command that shares @cmd's table (store --help) */
+void cli_help_all(const struct cli_command *cmd);
 /* The table of a command whose one option is --json ("the daemon's answer, as
  * it is"): its options struct is that bool. */
 extern const struct cli_option cli_json_options[];

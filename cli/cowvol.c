@@ -98,6 +98,59 @@ static const struct cli_command *const commands[] = {
         &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export,
 };
 
+/* Edits (insert, delete, replace, swap two neighbours) from @a to @b, up
+ * to 3 (more: 3); names are short. */
+static unsigned edits(const char *a, const char *b)
+{
+        size_t n = strlen(a), m = strlen(b);
+        unsigned d[16][16];
+
+        if (n > 14 || m > 14)
+                return 3;
+        for (size_t i = 0; i <= n; i++)
+                for (size_t j = 0; j <= m; j++) {
+                        unsigned best;
+                        if (!i || !j) {
+                                d[i][j] = (unsigned)(i + j);
+                                continue;
+                        }
+                        best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+                        if (d[i - 1][j] + 1 < best)
+                                best = d[i - 1][j] + 1;
+                        if (d[i][j - 1] + 1 < best)
+                                best = d[i][j - 1] + 1;
+                        if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+                                best = d[i - 2][j - 2] + 1;
+                        d[i][j] = best;
+                }
+        return d[n][m] < 3 ? d[n][m] : 3;
+}
+
+/* The command a mistyped @name most likely meant, or NULL (git's "did you
+ * mean"): at most two edits away, and the only one that near. */
+static const char *nearest_command(const char *name)
+{
+        static const char *const extra[] = { "store", "help" };
+        const size_t n = sizeof(commands) / sizeof(commands[0]);
+        const char *best = NULL;
+        unsigned best_d = 3;
+        bool tie = false;
+
+        for (size_t k = 0; k < n + 2; k++) {
+                const char *c = k < n ? commands[k]->name : extra[k - n];
+                unsigned d = edits(name, c);
+
+                if (d < best_d) {
+                        best = c;
+                        best_d = d;
+                        tie = false;
+                } else if (d == best_d) {
+                        tie = true;
+                }
+        }
+        return best && !tie && best_d <= (strlen(name) > 3 ? 2u : 1u) ? best : NULL;
+}
+
 int main(int argc, char **argv)
 {
         int i;
@@ -138,5 +191,10 @@ int main(int argc, char **argv)
         for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
                 if (strcmp(argv[i], commands[k]->name) == 0)
                         return cli_run(commands[k], argc - i, argv + i);
+        {
+                const char *near = nearest_command(argv[i]);
+                if (near)
+                        return usage_error(NULL, "unknown command '%s'; did you mean '%s'?", argv[i], near);
+        }
         return usage_error(NULL, "unknown command '%s'", argv[i]);
 }

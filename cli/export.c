@@ -18,7 +18,7 @@ struct export_opts {
 static const struct cli_option export_options[] = {
         { "tcp", .kind = CLI_FLAG, .offset = offsetof(struct export_opts, tcp),
           .help = "the nbd://HOST:PORT/NAME URI (cowvold --nbd-tcp, nbd_tcp =)" },
-        { "json", .kind = CLI_FLAG, .offset = offsetof(struct export_opts, json),
+        { "json", .short_name = 'j', .kind = CLI_FLAG, .offset = offsetof(struct export_opts, json),
           .help = "the daemon's answer (uri, tcp_uri, name, socket, read_only)" },
         {},
 };

@@ -38,28 +38,53 @@ static int option_label(const struct cli_option *o, char *buf, size_t len)
         return snprintf(buf, len, "%s--%s%s%s", letter, o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 }
 
-void cli_help(const struct cli_command *cmd)
+/* Does @o apply to @cmd (a table several commands share, @all: every one)? */
+static bool option_applies(const struct cli_command *cmd, const struct cli_option *o, bool all)
+{
+        return all || !o->only || (o->only & cmd->scope);
+}
+
+/* Does the usage line @line (@len bytes) belong to @cmd (@all: any)?  A
+ * table of several commands has a line for each, starting with its name. */
+static bool usage_applies(const struct cli_command *cmd, const char *line, size_t len, bool all)
+{
+        size_t n = strlen(cmd->name);
+
+        return all || !strchr(cmd->usage, '\n') ||
+               (len >= n && !strncmp(line, cmd->name, n) && (len == n || line[n] == ' '));
+}
+
+static void help(const struct cli_command *cmd, bool all)
 {
         const struct cli_option *o;
         const char *line, *nl;
+        bool first = true;
         int width = 0;
         char label[64];
 
         for (line = cmd->usage; line; line = nl ? nl + 1 : NULL) {
+                size_t len;
+
                 nl = strchr(line, '\n');
-                printf("%s%s %.*s\n", line == cmd->usage ? "Usage: " : "       ", program_name,
-                       nl ? (int)(nl - line) : (int)strlen(line), line);
+                len = nl ? (size_t)(nl - line) : strlen(line);
+                if (!usage_applies(cmd, line, len, all))
+                        continue;
+                printf("%s%s %.*s\n", first ? "Usage: " : "       ", program_name, (int)len, line);
+                first = false;
         }
         printf("\n%s", cmd->about);
         if (!cmd->options || !cmd->options->name)
                 return;
         for (o = cmd->options; o->name; o++) {
                 int n = option_label(o, label, sizeof(label));
-                if (n > width)
+                if (option_applies(cmd, o, all) && n > width)
                         width = n;
         }
-        putchar('\n');
+        if (width)
+                putchar('\n');
         for (o = cmd->options; o->name; o++) {
+                if (!option_applies(cmd, o, all))
+                        continue;
                 option_label(o, label, sizeof(label));
                 printf("  %-*s", width, label);
                 /* the help's further lines in the column of its first */
@@ -69,6 +94,16 @@ void cli_help(const struct cli_command *cmd)
                                nl ? (int)(nl - line) : (int)strlen(line), line);
                 }
         }
+}
+
+void cli_help(const struct cli_command *cmd)
+{
+        help(cmd, false);
+}
+
+void cli_help_all(const struct cli_command *cmd)
+{
+        help(cmd, true);
 }
 
 /* Report getopt_long's '?' or ':' (@c) as a usage error; returns EXIT_USAGE. */
@@ -228,7 +263,7 @@ int cli_run(const struct cli_command *cmd, int argc, char **argv)
 }
 
 const struct cli_option cli_json_options[] = {
-        { "json", .kind = CLI_FLAG, .offset = 0, .help = "the daemon's answer, as it is" },
+        { "json", .short_name = 'j', .kind = CLI_FLAG, .offset = 0, .help = "the daemon's answer, as it is" },
         {},
 };
 

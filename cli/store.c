@@ -27,9 +27,11 @@ static const struct cli_option store_options[] = {
           .help = "4K to 512K, a power of two (default 4K)" },
         { "size", .kind = CLI_SIZE, .offset = offsetof(struct store_opts, size), .check = cli_check_positive,
           .only = STORE_CREATE, .arg = "SIZE", .help = "size of a store file (needed when it does not exist)" },
-        { "force", .kind = CLI_FLAG, .offset = offsetof(struct store_opts, force), .only = STORE_CREATE,
+        { "force", .short_name = 'f', .kind = CLI_FLAG, .offset = offsetof(struct store_opts, force),
+          .only = STORE_CREATE,
           .help = "overwrite a store that is already there" },
-        { "json", .kind = CLI_FLAG, .offset = offsetof(struct store_opts, json), .only = STORE_JSON,
+        { "json", .short_name = 'j', .kind = CLI_FLAG, .offset = offsetof(struct store_opts, json),
+          .only = STORE_JSON,
           .help = "machine-readable output" },
         {},
 };
@@ -333,7 +335,7 @@ int cmd_store(int argc, char **argv)
         if (argc < 2)
                 return usage_error("store", "missing subcommand (create, info, check, dump, view)");
         if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                cli_help(&store_commands[0]);
+                cli_help_all(&store_commands[0]);
                 return EXIT_SUCCESS;
         }
         for (size_t k = 0; k < sizeof(store_commands) / sizeof(store_commands[0]); k++)

@@ -242,7 +242,7 @@ static const struct cli_option snap_options[] = {
         { "store", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, store), .arg = "DEVICE",
           .help = "a kernel volume's store on this block device (or\n"
                   "UUID=..., LABEL=...) instead of a file; its content is lost" },
-        { "force", .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, force),
+        { "force", .short_name = 'f', .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, force),
           .help = "use a --store device that carries a filesystem or\nanother signature anyway" },
         {},
 };
@@ -746,7 +746,7 @@ static int check_resize_size(const char *cmd, const struct cli_option *opt, cons
 static const struct cli_option resize_options[] = {
         { "size", .kind = CLI_STRING, .offset = offsetof(struct resize_opts, size), .check = check_resize_size,
           .arg = "[+]SIZE", .help = "the new size, or +SIZE: what to add" },
-        { "force", .kind = CLI_FLAG, .offset = offsetof(struct resize_opts, force),
+        { "force", .short_name = 'f', .kind = CLI_FLAG, .offset = offsetof(struct resize_opts, force),
           .help = "shrink, destroying the data past the new end" },
         {},
 };

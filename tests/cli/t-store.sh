@@ -38,6 +38,14 @@ expect 2 "unknown subcommand" "$COWVOL" store frobnicate
 expect 2 "unknown command" "$COWVOL" frobnicate
 expect 0 "--help" "$COWVOL" --help
 expect_in out "store view ORIGIN STORE \[NEWER_STORE\.\.\.\] OUTPUT" "help names store view"
+expect 0 "store info --help" "$COWVOL" store info --help
+expect_in out "^Usage: cowvol store info PATH \[--json\]$" "store info's help has its usage line"
+check "and only it, and only its options" eval "! grep -qE 'store (create|check|dump|view)|--force|--chunk-size' out"
+expect_in out "^  -j, --json" "its --json, with -j"
+expect 0 "store --help" "$COWVOL" store --help
+check "store --help has every subcommand and option" eval "[ \$(grep -cE 'cowvol store (create|info|check|dump|view) ' out) = 5 ] && grep -q -- '-f, --force' out"
+expect 0 "store dump -j" "$COWVOL" store dump s.img -j
+expect_in out "\"chunk_size\": *4096" "-j is --json"
 expect 0 "--version" "$COWVOL" --version
 
 # a filled store: dump, view
