@@ -858,6 +858,7 @@ void handle_request(const char *op, json_object *args, struct peer *p, json_obje
                 *ret_result = NULL;
                 return;
         }
+        dlog_peer(p->uid, p->pid); /* what it changes is logged with who asked */
         if (r.unlocked) {
                 if (request_check(&r, f) >= 0)
                         (void)act[r.op](&r, &result, f);
@@ -872,6 +873,7 @@ void handle_request(const char *op, json_object *args, struct peer *p, json_obje
                 json_object_put(result);
                 result = NULL;
         }
+        dlog_peer((uid_t)-1, 0);
         if (f->err == -EMFILE || f->err == -ENFILE)
                 limit_named(f);
         *ret_result = result;

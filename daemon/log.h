@@ -1,18 +1,24 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* cowvold's log: stderr, each line with its syslog priority as "<N>", which
- * journald keeps. */
+ * journald keeps; elsewhere (a file, a terminal) each line starts with its
+ * local time, and the priority is a word.  A line logged while a request
+ * is handled ends with the peer's uid and pid. */
 #ifndef COWVOLD_LOG_H
 #define COWVOLD_LOG_H
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define LOG_ERR_ 3
 #define LOG_WARN_ 4
 #define LOG_INFO_ 6
 
 void dlog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The peer whose request the calling thread handles (its lines name it);
+ * uid (uid_t)-1: none. */
+void dlog_peer(uid_t uid, pid_t pid);
 /* Log at LOG_ERR_ and return @r (a negative errno); %m is strerror(-r). */
 int dlog_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A line that a flood (of clients, of failed thread starts) could repeat:

@@ -98,3 +98,19 @@ expect 0 "rm the adopted volume" cv rm disk
 check "its image stays" test -s "$T/disk.img"
 
 expect 0 "SIGTERM stops the daemon with exit 0" stop_daemon
+
+# the log: on a file, each line its local time and priority word; a change
+# names who asked; on the journal (JOURNAL_STREAM names standard error),
+# journald's "<N>" and no time
+check "each line of the log starts with its time and priority" \
+	eval "! grep -avE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}[+-][0-9]{4} (info|warning|error): ' '$T/daemon.log'"
+check "a change names the peer who asked: create, with root's uid and a pid" \
+	grep -qE "info: Created volume vm1 .* \[uid 0, pid [0-9]+\]$" "$T/daemon.log"
+check "a line of the daemon's own names no peer" grep -qE "info: Stopped cleanly$" "$T/daemon.log"
+: >"$T/daemon.log"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$T/daemon.log") start_daemon || exit 1
+cv create j --size 1M >/dev/null
+stop_daemon
+check "on the journal: '<N>' first, no time (journald stamps)" \
+	eval "grep -q '^<6>Created volume j (1048576 bytes, chunk 4096) \[uid 0, pid [0-9]*\]$' '$T/daemon.log' &&
+	      ! grep -avq '^<[0-9]>' '$T/daemon.log'"
