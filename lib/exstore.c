@@ -694,12 +694,12 @@ int exstore_create_sized_io(const struct store_io *io, void *ctx, uint32_t chunk
                 }
                 memcpy(&magic, hbuf, sizeof(magic));
                 if (le32toh(magic) == COWVOL_STORE_MAGIC) {
-                        r = log_err(-EEXIST, "Already holds a snapshot store (force to overwrite it)");
+                        r = log_err(-EEXIST, "Already holds a snapshot store (--force overwrites it)");
                         goto fail;
                 }
                 /* anything else that is not zeros may be someone's data */
                 if (!mem_is_zero(hbuf, sizeof(hbuf))) {
-                        r = log_err(-EEXIST, "Holds data that is not a snapshot store (force to overwrite it)");
+                        r = log_err(-EEXIST, "Holds data that is not a snapshot store (--force overwrites it)");
                         goto fail;
                 }
         }
