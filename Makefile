@@ -15,6 +15,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 DESTDIR ?=
 
@@ -168,13 +169,15 @@ install: all
 	install -m 0644 systemd/cowvold.socket $(DESTDIR)$(UNITDIR)/cowvold.socket
 	install -m 0644 systemd/cowvold-nbd.socket $(DESTDIR)$(UNITDIR)/cowvold-nbd.socket
 	install -m 0644 systemd/cowvol-sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/cowvol.conf
+	install -d $(DESTDIR)$(COMPLETIONDIR)
+	install -m 0644 completion/cowvol.bash $(DESTDIR)$(COMPLETIONDIR)/cowvol
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cowvol $(DESTDIR)$(SBINDIR)/cowvold $(DESTDIR)$(LIBDIR)/libcowvol.so* \
 	  $(DESTDIR)$(INCLUDEDIR)/cowvol.h $(DESTDIR)$(PKGCONFIGDIR)/cowvol.pc $(DESTDIR)$(MANDIR)/man8/cowvol.8 \
 	  $(DESTDIR)$(MANDIR)/man8/cowvold.8 $(DESTDIR)$(UNITDIR)/cowvold.service $(DESTDIR)$(UNITDIR)/cowvold.socket \
 	  $(DESTDIR)$(UNITDIR)/cowvold-nbd.socket \
-	  $(DESTDIR)$(SYSUSERSDIR)/cowvol.conf
+	  $(DESTDIR)$(SYSUSERSDIR)/cowvol.conf $(DESTDIR)$(COMPLETIONDIR)/cowvol
 
 clean:
 	rm -rf build/*.o build/lib build/cli build/daemon build/tests build/san build/bench build/fuzz \

@@ -43,6 +43,13 @@ expect_in out "total: 12288 bytes in 1 range" "diff sums it up"
 expect 0 "diff --json" cv diff vm1@s1 --json
 expect_in out '"bytes":12288' "diff --json has the total"
 expect 0 "list" cv list
+# bash completion of names, from the daemon
+names() { bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _cowvol
+	[ ${#COMPREPLY[@]} = 0 ] || printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' _ "$REPO/completion/cowvol.bash" "$COWVOL" "$@"; }
+check "completion: 'cowvol cat vm' gives the volume and its snapshot" test "$(names cat vm)" = "vm1 vm1@s1 "
+check "completion: 'cowvol rm vm1@' gives the snapshot" test "$(names rm vm1@)" = "vm1@s1 "
+check "completion: without the daemon, no names and no error" \
+	test "$(names --socket "$T/none.sock" cat vm 2>&1)" = ""
 expect_in out "vm1@s1 +vm1" "list shows the snapshot under its volume"
 expect 0 "list --json" cv list --json
 expect_in out '"exceptions":3' "list --json counts the 3 chunks copied"
