@@ -101,6 +101,74 @@ void vol_free(struct vol *v)
         free(v);
 }
 
+struct vol_user *vol_user_add(struct vol *v, struct snap *s, const char *what, const char *who)
+{
+        struct vol_user *u = calloc(1, sizeof(*u));
+
+        v->refs++;
+        if (s)
+                s->refs++;
+        if (!u)
+                return NULL;
+        u->s = s;
+        snprintf(u->what, sizeof(u->what), "%s", what);
+        snprintf(u->who, sizeof(u->who), "%s", who);
+        u->next = v->users;
+        v->users = u;
+        return u;
+}
+
+void vol_user_remove(struct vol *v, struct snap *s, struct vol_user *u)
+{
+        v->refs--;
+        if (s)
+                s->refs--;
+        for (struct vol_user **p = &v->users; *p; p = &(*p)->next)
+                if (*p == u) {
+                        *p = u->next;
+                        free(u);
+                        break;
+                }
+}
+
+const char *vol_users_describe(const struct vol *v, const struct snap *s, char *buf, size_t len)
+{
+        static const char *const kinds[] = { "NBD", "cat", "write" };
+        static const char *const nouns[][2] = { { "an NBD connection", "NBD connections" }, { "a cat", "cats" },
+                                                { "a write", "writes" } };
+        unsigned total = s ? s->refs : v->refs, named = 0;
+        size_t n = 0;
+        int k;
+
+        buf[0] = '\0';
+        for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+                unsigned count = 0, shown = 0;
+
+                for (const struct vol_user *u = v->users; u; u = u->next)
+                        count += (!s || u->s == s) && !strcmp(u->what, kinds[i]);
+                if (!count)
+                        continue;
+                named += count;
+                if (count == 1)
+                        k = snprintf(buf + n, len - n, "%s%s (", n ? ", " : "", nouns[i][0]);
+                else
+                        k = snprintf(buf + n, len - n, "%s%u %s (", n ? ", " : "", count, nouns[i][1]);
+                n += k > 0 && (size_t)k < len - n ? (size_t)k : 0;
+                for (const struct vol_user *u = v->users; u && shown < 3; u = u->next)
+                        if ((!s || u->s == s) && !strcmp(u->what, kinds[i])) {
+                                k = snprintf(buf + n, len - n, "%s%s", shown++ ? "; " : "", u->who);
+                                n += k > 0 && (size_t)k < len - n ? (size_t)k : 0;
+                        }
+                k = snprintf(buf + n, len - n, "%s)", count > shown ? "; ..." : "");
+                n += k > 0 && (size_t)k < len - n ? (size_t)k : 0;
+        }
+        if (total > named) {
+                k = snprintf(buf + n, len - n, "%s%u more", n ? " and " : "", total - named);
+                n += k > 0 && (size_t)k < len - n ? (size_t)k : 0;
+        }
+        return buf;
+}
+
 bool name_valid(const char *s, char *why, size_t len)
 {
         size_t n = strlen(s);

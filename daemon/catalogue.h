@@ -51,6 +51,15 @@ struct snap {
         struct snap *next;
 };
 
+/* Who holds a volume (or one of its snapshots) open: an NBD connection,
+ * a cat or a write; what "in use" messages name. */
+struct vol_user {
+        struct vol_user *next;
+        struct snap *s; /* the snapshot it reads or writes, or NULL */
+        char what[8];   /* "NBD", "cat", "write" */
+        char who[64];   /* "uid 1000 pid 4242", "192.0.2.7 port 50012" */
+};
+
 struct vol {
         char name[NAME_MAX_LEN + 1];
         char uuid[UUID_LEN + 1];
@@ -78,6 +87,7 @@ struct vol {
         struct snap *snaps;
         cowvol_volume *eng; /* userspace: the library's volume */
         unsigned refs;
+        struct vol_user *users; /* the refs, each named (one may lack a name: out of memory) */
 
         /* a restore (persisted: snapshot uuid and keep) */
         struct snap *restoring;
@@ -136,6 +146,15 @@ struct snap *snap_find(const struct vol *v, const char *name);
 struct snap *snap_find_uuid(const struct vol *v, const char *uuid);
 void vol_free(struct vol *v);
 void snap_free_meta(struct snap *s);
+
+/* A user of @v (and @s) comes and goes: the references counted, and named
+ * for messages.  Catalogue lock held.  add never fails: without memory the
+ * user counts but is not named (NULL, which remove takes too). */
+struct vol_user *vol_user_add(struct vol *v, struct snap *s, const char *what, const char *who);
+void vol_user_remove(struct vol *v, struct snap *s, struct vol_user *u);
+/* "2 NBD connections (uid 1000 pid 4242; 192.0.2.7 port 50012) and a cat
+ * (uid 0 pid 77)": who holds @v (@s: only those of that snapshot) */
+const char *vol_users_describe(const struct vol *v, const struct snap *s, char *buf, size_t len);
 void new_uuid(char out[UUID_LEN + 1]);
 /* name, uuid, path, size, chunk_size of @v into @o (the catalogue, list) */
 void vol_json_identity(const struct vol *v, json_object *o);

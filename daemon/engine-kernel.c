@@ -1093,9 +1093,11 @@ int engine_move_to_kernel(struct vol *v, const char *spec, const char *dev, stru
                 return fail(f, -ENOMEM, "out of memory");
         }
         if (v->refs || v->restoring) {
+                char users[256];
                 free(path), free(ndev), free(nsrc);
-                return fail(f, -EBUSY, "cannot move volume '%s': volume '%s' is %s", v->name, v->name,
-                            v->restoring ? "being restored" : "in use (NBD, cat, write)");
+                return fail(f, -EBUSY, "cannot move volume '%s': volume '%s' is %s%s", v->name, v->name,
+                            v->restoring ? "being restored" : "in use by ",
+                            v->restoring ? "" : vol_users_describe(v, NULL, users, sizeof(users)));
         }
         for (struct snap *s = v->snaps; s; s = s->next)
                 if (s->size != v->size) {

@@ -580,8 +580,11 @@ static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f
         if (!s->eng || cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || !si.valid)
                 return fail(f, -ESTALE, "snapshot %s@%s is invalid (%s): it cannot be restored", v->name, s->name,
                             s->reason ? s->reason : "store unusable");
-        if (v->refs)
-                return fail(f, -EBUSY, "volume '%s' is in use by %u transfer(s)", v->name, v->refs);
+        if (v->refs) {
+                char users[256];
+                return fail(f, -EBUSY, "volume '%s' is in use by %s", v->name,
+                            vol_users_describe(v, NULL, users, sizeof(users)));
+        }
         v->restoring = s;
         v->restore_keep = keep;
         v->restore_mode = RESTORE_CHAIN;

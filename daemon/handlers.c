@@ -608,13 +608,6 @@ static int do_rm(struct request *r, json_object **ret, struct failure *f)
 
 /* --- data: cat and write run without the lock, holding references ------------- */
 
-static void hold(struct vol *v, struct snap *s, int d)
-{
-        v->refs += (unsigned)d;
-        if (s)
-                s->refs += (unsigned)d;
-}
-
 /* The descriptor the client passed, opened for @out (cat) or not (write),
  * a buffer, references on the volume and snapshot, and the lock let go. */
 static uint8_t *transfer_begin(struct request *r, struct peer_fd *p, bool out, struct failure *f)
@@ -635,7 +628,11 @@ static uint8_t *transfer_begin(struct request *r, struct peer_fd *p, bool out, s
                 fail(f, -ENOMEM, "out of memory");
                 return NULL;
         }
-        hold(r->v, r->s, 1);
+        {
+                char who[64];
+                snprintf(who, sizeof(who), "uid %u pid %d", (unsigned)r->peer->uid, (int)r->peer->pid);
+                r->user = vol_user_add(r->v, r->s, r->op_name, who);
+        }
         pthread_mutex_unlock(&catalogue.lock);
         return buf;
 }
@@ -644,7 +641,8 @@ static void transfer_end(struct request *r, struct peer_fd *p, uint8_t *buf)
 {
         peer_fd_close(p);
         pthread_mutex_lock(&catalogue.lock);
-        hold(r->v, r->s, -1);
+        vol_user_remove(r->v, r->s, r->user);
+        r->user = NULL;
         free(buf);
 }
 

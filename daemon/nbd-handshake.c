@@ -158,9 +158,7 @@ static int export_find(const char *name, struct vol **ret_v, struct snap **ret_s
 
 static void conn_hold(struct nbd_conn *c, struct vol *v, struct snap *s)
 {
-        v->refs++;
-        if (s)
-                s->refs++;
+        c->user = vol_user_add(v, s, "NBD", c->peer);
         c->v = v;
         c->s = s;
         c->size = s ? s->size : v->size;

@@ -94,9 +94,8 @@ static void conn_release(struct nbd_conn *c)
         if (!c->v)
                 return;
         pthread_mutex_lock(&catalogue.lock);
-        c->v->refs--;
-        if (c->s)
-                c->s->refs--;
+        vol_user_remove(c->v, c->s, c->user);
+        c->user = NULL;
         pthread_cond_broadcast(&catalogue.changed);
         pthread_mutex_unlock(&catalogue.lock);
         c->v = NULL;
@@ -132,6 +131,14 @@ void nbd_session_run(int fd, bool tcp, bool admin)
 
         if (tcp)
                 peer_name(fd, c.peer, sizeof(c.peer));
+        else {
+                struct ucred cred;
+                socklen_t len = sizeof(cred);
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+                        snprintf(c.peer, sizeof(c.peer), "uid %u pid %d", (unsigned)cred.uid, (int)cred.pid);
+                else
+                        snprintf(c.peer, sizeof(c.peer), "a local client");
+        }
         if ((r = nbd_handshake(&c)) == 1) {
                 r = nbd_transmit(&c);
                 if (r < 0 && r != -ECONNRESET && r != -EPIPE)

@@ -59,7 +59,8 @@ struct nbd_conn {
         bool admin;
         bool tcp;
         enum nbd_tls tls_mode; /* TCP: settings.nbd_tls when it connected; else NBD_TLS_OFF */
-        char peer[64];         /* TCP: "ADDRESS port N", for the log */
+        char peer[64];         /* "ADDRESS port N" (TCP) or "uid U pid P", for the log and "in use" */
+        struct vol_user *user; /* its hold on v, named */
 
         /* set by the handshake, fixed during transmission (read without a lock) */
         bool no_zeroes;

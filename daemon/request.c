@@ -677,8 +677,8 @@ static int check_restore(struct request *r, struct failure *f)
 
 static int check_resize(struct request *r, struct failure *f)
 {
+        char a[32], b[32], users[256];
         struct vol *v;
-        char a[32], b[32];
 
         if (find_volume(r->volume, &r->v, f) < 0)
                 return f->err;
@@ -704,8 +704,8 @@ static int check_resize(struct request *r, struct failure *f)
                                     "cut off; remove them first (LVM will not reduce a snapshot origin either)",
                                     v->name);
                 if (v->refs)
-                        return fail(f, -EBUSY, "volume '%s' is in use by %u transfer(s); shrink it when they end",
-                                    v->name, v->refs);
+                        return fail(f, -EBUSY, "volume '%s' is in use by %s; shrink it when they end", v->name,
+                                    vol_users_describe(v, NULL, users, sizeof(users)));
                 if (!r->force)
                         return fail(f, -EINVAL, "shrinking volume '%s' from %s to %s destroys the data past %s "
                                     "(a filesystem on it must be shrunk first); give --force to do it", v->name,
@@ -732,6 +732,7 @@ static int check_activate(struct request *r, struct failure *f)
 
 static int check_rm(struct request *r, struct failure *f)
 {
+        char users[256];
         struct vol *v;
         unsigned n = 0;
 
@@ -742,7 +743,8 @@ static int check_rm(struct request *r, struct failure *f)
                 return fail(f, -EBUSY, "volume '%s' is being restored; wait for it to end", v->name);
         if (r->s) {
                 if (r->s->refs)
-                        return fail(f, -EBUSY, "snapshot %s@%s is in use", v->name, r->s->name);
+                        return fail(f, -EBUSY, "snapshot %s@%s is in use by %s", v->name, r->s->name,
+                                    vol_users_describe(v, r->s, users, sizeof(users)));
                 return 0;
         }
         for (struct snap *x = v->snaps; x; x = x->next)
@@ -751,10 +753,8 @@ static int check_rm(struct request *r, struct failure *f)
                 return fail(f, -EBUSY, "volume '%s' has %u snapshot%s; remove them first or use --recursive", v->name,
                             n, n == 1 ? "" : "s");
         if (v->refs)
-                return fail(f, -EBUSY, "volume '%s' is in use", v->name);
-        for (struct snap *x = v->snaps; x; x = x->next)
-                if (x->refs)
-                        return fail(f, -EBUSY, "snapshot %s@%s is in use", v->name, x->name);
+                return fail(f, -EBUSY, "volume '%s' is in use by %s", v->name,
+                            vol_users_describe(v, NULL, users, sizeof(users)));
         return v->ops->volume_busy(v, f);
 }
 

@@ -80,6 +80,7 @@ struct request {
         struct vol *v;
         struct snap *s;
         struct vol *moving; /* add: a volume that moves between the engines */
+        struct vol_user *user; /* cat, write: its hold on v while the lock is let go */
         char device[4096];  /* add, snap --store: the block device a spec names, resolved */
 };
 

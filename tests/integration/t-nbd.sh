@@ -181,9 +181,10 @@ expect 0 "and NBD: nbdinfo" nbdinfo "$URI_VM1"
 "$PYTHON" "$RAW" "$NBD" hold vm1@s1 "$T/release" & hp=$!
 for _ in $(seq 1 100); do [ -e "$T/release.ready" ] && break; sleep 0.05; done
 expect 1 "rm vm1@s1 while it is served over NBD" cv rm vm1@s1
-expect_in err "in use" "rm says it is in use"
+expect_in err "snapshot vm1@s1 is in use by an NBD connection \(uid 0 pid [0-9]+\)$" \
+	"rm says it is in use, and by whom"
 expect 1 "restore vm1@s1 while it is served over NBD" cv restore vm1@s1
-expect_in err "in use" "restore says it is in use"
+expect_in err "volume 'vm1' is in use by an NBD connection \(uid 0 pid [0-9]+\)$" "restore says it is in use, and by whom"
 touch "$T/release"
 wait $hp
 restore_when_free() { # the daemon lets go once it read NBD_CMD_DISC

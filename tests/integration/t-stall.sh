@@ -36,7 +36,7 @@ READER=$!
 CAT=$!
 sleep 1
 expect 1 "while the cat is stalled, rm v1 is refused (in use)" cv rm v1
-expect_in err "in use" "rm says the volume is in use"
+expect_in err "volume 'v1' is in use by a cat \(uid 0 pid $CAT\)" "rm says the volume is in use, by the cat and its pid"
 if wait_gone "$CAT" 30; then
 	ok "the stalled cat ends (client_timeout 3 s)"
 else
