@@ -404,8 +404,11 @@ static char *volume_state_cell(json_object *v)
         if (json_object_object_get_ex(v, "restore", &restore) && json_object_is_type(restore, json_type_object)) {
                 const char *from = result_string(restore, "snapshot");
                 json_object *pending;
-                if (json_object_object_get_ex(restore, "pending", &pending) && json_object_get_boolean(pending))
-                        return cell("restore from %s waits for activation", from ? from : "?");
+                if (json_object_object_get_ex(restore, "pending", &pending) && json_object_get_boolean(pending)) {
+                        const char *waits = result_string(restore, "waits_for");
+                        return cell("restore from %s waits for %s", from ? from : "?",
+                                    waits && !strcmp(waits, "users") ? "its users" : "activation");
+                }
                 if (result_string(restore, "stalled"))
                         return cell("restore from %s held: it cannot resume", from ? from : "?");
                 if (result_double(restore, "percent", &pct))
@@ -688,11 +691,18 @@ static int restore_run(const void *opts, char **pos)
         {
                 json_object *pending;
                 if (json_object_object_get_ex(res, "pending", &pending) && json_object_get_boolean(pending)) {
-                        /* LVM's way: the merge starts when the volume is next activated */
-                        printf("Restore of %s from %s recorded: %s.\n"
-                               "It starts at the next activation: unmount it and run 'cowvol activate %s'\n"
-                               "(or at cowvold's next start); 'cowvol list' shows it.\n",
-                               volume, snapshot, string_field(res, "why"), volume);
+                        const char *waits = result_string(res, "waits_for");
+                        if (waits && !strcmp(waits, "users"))
+                                /* an image-file volume: when its NBD clients, cats and writes are gone */
+                                printf("Restore of %s from %s recorded: %s.\n"
+                                       "It starts when they leave (or at cowvold's next start); 'cowvol list' shows "
+                                       "it.\n", volume, snapshot, string_field(res, "why"));
+                        else
+                                /* LVM's way: the merge starts when the volume is next activated */
+                                printf("Restore of %s from %s recorded: %s.\n"
+                                       "It starts at the next activation: unmount it and run 'cowvol activate %s'\n"
+                                       "(or at cowvold's next start); 'cowvol list' shows it.\n",
+                                       volume, snapshot, string_field(res, "why"), volume);
                         json_object_put(res);
                         r = EXIT_SUCCESS;
                         goto out;

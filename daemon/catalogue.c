@@ -129,6 +129,8 @@ void vol_user_remove(struct vol *v, struct snap *s, struct vol_user *u)
                         free(u);
                         break;
                 }
+        if (!v->refs && v->restoring && v->restore_pending && v->ops->users_gone)
+                v->ops->users_gone(v);
 }
 
 const char *vol_users_describe(const struct vol *v, const struct snap *s, char *buf, size_t len)

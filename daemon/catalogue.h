@@ -108,7 +108,9 @@ struct vol {
         uint64_t restore_total, restore_left;
         bool restore_thread;
         pthread_t restore_tid;
-        bool restore_pending; /* kernel: the merge waits for the next activation */
+        /* the restore waits: kernel, for the next activation; userspace, for
+         * its users to leave (users_gone), or the next start */
+        bool restore_pending;
 
         struct vol *next;
 };

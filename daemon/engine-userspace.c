@@ -580,14 +580,23 @@ static int u_restore(struct vol *v, struct snap *s, bool keep, struct failure *f
         if (!s->eng || cowvol_snapshot_info(v->eng, s->eng, &si) < 0 || !si.valid)
                 return fail(f, -ESTALE, "snapshot %s@%s is invalid (%s): it cannot be restored", v->name, s->name,
                             s->reason ? s->reason : "store unusable");
-        if (v->refs) {
-                char users[256];
-                return fail(f, -EBUSY, "volume '%s' is in use by %s", v->name,
-                            vol_users_describe(v, NULL, users, sizeof(users)));
-        }
         v->restoring = s;
         v->restore_keep = keep;
         v->restore_mode = RESTORE_CHAIN;
+        if (v->refs) {
+                /* as lvconvert --merge of an open volume: recorded, and
+                 * started when its last user leaves (or at the next start) */
+                char users[256];
+                v->restore_pending = true;
+                r = catalogue_save();
+                if (r < 0) {
+                        v->restoring = NULL;
+                        v->restore_pending = false;
+                        return fail(f, r, "cannot save the catalogue: %s", strerror(-r));
+                }
+                fail(f, 0, "volume '%s' is in use by %s", v->name, vol_users_describe(v, NULL, users, sizeof(users)));
+                return 1;
+        }
         /* recorded first: a crash from here on resumes the restore */
         r = catalogue_save();
         if (r < 0) {
@@ -618,6 +627,24 @@ static int u_resize(struct vol *v, uint64_t size, struct failure *f)
 static bool u_restore_running(const struct vol *v)
 {
         return v->restore_thread;
+}
+
+/* The last user left a volume whose restore waited for it. */
+static void u_users_gone(struct vol *v)
+{
+        char why[96];
+        int r;
+
+        v->restore_pending = false;
+        r = restore_start(v);
+        if (r < 0) {
+                snprintf(why, sizeof(why), "%s; it is tried again at the next start", strerror(-r));
+                restore_stall(v, why);
+                return;
+        }
+        dlog(LOG_INFO_, "Volume %s: its last user left; restoring from %s@%s (%" PRIu64 " chunks)", v->name, v->name,
+             v->restoring->name, v->restore_total);
+        pthread_cond_broadcast(&catalogue.changed);
 }
 
 void engine_restore_join_all(void)
@@ -725,6 +752,7 @@ const struct engine_ops userspace_engine = {
         .restore = u_restore,
         .restore_running = u_restore_running,
         .resize = u_resize,
+        .users_gone = u_users_gone,
         .volume_view = u_volume_view,
         .snapshot_view = u_snapshot_view,
         .snapshot_state = u_snapshot_state,

@@ -102,6 +102,9 @@ struct engine_ops {
          * snapshots), durably; the caller records it.  NULL: the engine
          * cannot resize its volumes. */
         int (*resize)(struct vol *v, uint64_t size, struct failure *f);
+        /* @v's last user (vol_user_remove) let go: a restore that waited
+         * for it starts.  NULL: the engine's restores wait for activation. */
+        void (*users_gone)(struct vol *v);
 
         /* list: the engine's own fields of a volume and a snapshot; a
          * snapshot's state (also: may it be restored, exported) */

@@ -136,6 +136,9 @@ static json_object *vol_view(const struct vol *v)
                 json_object_object_add(r, "keep", json_object_new_boolean(v->restore_keep));
                 json_object_object_add(r, "percent", json_object_new_double(round(merge_percent(v) * 10) / 10));
                 json_object_object_add(r, "pending", json_object_new_boolean(v->restore_pending));
+                json_object_object_add(r, "waits_for", !v->restore_pending ? NULL
+                                                       : json_object_new_string(v->ops->users_gone ? "users"
+                                                                                                   : "activation"));
                 json_object_object_add(r, "stalled", v->restore_stalled ? json_object_new_string(v->restore_stalled)
                                                                         : NULL);
                 json_object_object_add(o, "restore", r);
@@ -486,7 +489,10 @@ static int do_restore(struct request *r, json_object **ret, struct failure *f)
         if (e < 0)
                 return e;
         monitor_wake(); /* a kernel merge is the monitor's to follow */
-        if (e > 0)
+        if (e > 0 && v->ops->users_gone)
+                dlog(LOG_INFO_, "Restore of %s from %s@%s recorded: %s; it starts when they leave (or at the "
+                     "daemon's start)", v->name, v->name, s->name, f->msg);
+        else if (e > 0)
                 dlog(LOG_INFO_, "Restore of %s from %s@%s recorded: %s; it starts at the next activation "
                      "(cowvol activate %s, or the daemon's start)", v->name, v->name, s->name, f->msg, v->name);
         else
@@ -495,8 +501,11 @@ static int do_restore(struct request *r, json_object **ret, struct failure *f)
         o = json_object_new_object();
         json_object_object_add(o, "started", json_object_new_boolean(e == 0));
         json_object_object_add(o, "pending", json_object_new_boolean(e > 0));
-        if (e > 0)
+        if (e > 0) {
                 json_object_object_add(o, "why", json_object_new_string(f->msg));
+                json_object_object_add(o, "waits_for", json_object_new_string(v->ops->users_gone ? "users"
+                                                                                                : "activation"));
+        }
         json_object_object_add(o, "chunks", json_object_new_int64((int64_t)v->restore_total));
         f->err = 0; /* a restore that waits is no failure */
         *ret = o;

@@ -804,7 +804,7 @@ static int check_write(struct request *r, struct failure *f)
                             r->s ? "snapshot" : "volume", size);
         if (check_data_open(v, r->s, f) < 0)
                 return f->err;
-        if (v->restoring)
+        if (v->restoring && !v->restore_pending) /* a restore that waits: the volume is as it was */
                 return fail(f, -EBUSY, "volume '%s' is being restored: writes are refused until it ends "
                             "('cowvol list' shows its progress)", v->name);
         return 0;

@@ -177,24 +177,33 @@ check "vm1@s1 still as it was" eval "cv cat vm1@s1 | cmp -s - '$T/s1.cat'"
 expect 0 "the daemon keeps serving: status" cv status
 expect 0 "and NBD: nbdinfo" nbdinfo "$URI_VM1"
 
-# an open NBD connection holds its export: rm and restore refuse
+# an open NBD connection holds its export: rm refuses; a restore is
+# recorded and starts when the connection ends, as lvconvert --merge of an
+# open volume waits
 "$PYTHON" "$RAW" "$NBD" hold vm1@s1 "$T/release" & hp=$!
 for _ in $(seq 1 100); do [ -e "$T/release.ready" ] && break; sleep 0.05; done
 expect 1 "rm vm1@s1 while it is served over NBD" cv rm vm1@s1
 expect_in err "snapshot vm1@s1 is in use by an NBD connection \(uid 0 pid [0-9]+\)$" \
 	"rm says it is in use, and by whom"
-expect 1 "restore vm1@s1 while it is served over NBD" cv restore vm1@s1
-expect_in err "volume 'vm1' is in use by an NBD connection \(uid 0 pid [0-9]+\)$" "restore says it is in use, and by whom"
+expect 0 "restore vm1@s1 --keep while it is served over NBD: recorded" cv restore vm1@s1 --keep
+expect_in out "^Restore of vm1 from vm1@s1 recorded: volume 'vm1' is in use by an NBD connection \(uid 0 pid [0-9]+\)\.$" \
+	"it says by whom"
+expect_in out "^It starts when they leave \(or at cowvold's next start\)" "and when it starts"
+expect 0 "list" cv list vm1
+expect_in out "restore from s1 waits for its users" "list shows it waiting"
+check "vm1 still reads as before meanwhile" eval "cv cat vm1 | cmp -s - '$T/model'"
+check "the log names who asked" grep -qE "Restore of vm1 from vm1@s1 recorded: .* \[uid 0, pid [0-9]+\]$" "$T/daemon.log"
 touch "$T/release"
 wait $hp
-restore_when_free() { # the daemon lets go once it read NBD_CMD_DISC
-	for _ in $(seq 1 100); do
-		cv restore vm1@s1 --keep >/dev/null 2>&1 && return 0
+restore_done() { # the daemon lets go once it read NBD_CMD_DISC
+	for _ in $(seq 1 200); do
+		cv list vm1 --json | "$PYTHON" -c 'import json,sys
+sys.exit(json.load(sys.stdin)["volumes"][0]["restore"] is not None)' && return 0
 		sleep 0.05
 	done
 	return 1
 }
-check "once the connection closed, restore works" restore_when_free
+check "once the connection closed, the restore ran to its end" restore_done
 check "the volume is the snapshot's content" eval "cv cat vm1 | cmp -s - '$T/s1.cat'"
 expect 0 "nbdinfo --list after the restore" nbdinfo --list "nbd+unix:///?socket=$NBD"
 expect_in out '^export="vm1@s1":' "the kept snapshot is still listed"
