@@ -243,7 +243,7 @@ static const struct cli_option snap_options[] = {
           .help = "a kernel volume's store on this block device (or\n"
                   "UUID=..., LABEL=...) instead of a file; its content is lost" },
         { "force", .short_name = 'f', .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, force),
-          .help = "use a --store device that carries a filesystem or\nanother signature anyway" },
+          .help = "use a --store device that carries a filesystem or\nanother signature anyway; make a store file larger than\nthe free space" },
         {},
 };
 
@@ -257,8 +257,6 @@ static int snap_run(const void *opts, char **pos)
 
         if (o->store && o->store_size)
                 return usage_error(cmd_snap.name, "give --store-size or --store, not both");
-        if (o->force && !o->store)
-                return usage_error(cmd_snap.name, "--force goes with --store");
 
         args = json_object_new_object();
         at = strchr(pos[0], '@');
@@ -293,7 +291,7 @@ static int snap_run(const void *opts, char **pos)
 const struct cli_command cmd_snap = {
         .name = "snap", .args = "VOLUME[@NAME]", .check_arg = check_target, .run = snap_run,
         .options = snap_options, .opts_size = sizeof(struct snap_opts),
-        .usage = "snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]]",
+        .usage = "snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE] [--force]",
         .about = "Take a snapshot of VOLUME.  Without NAME, the snapshot is named after the\n"
                  "time, in UTC (YYYYMMDDTHHMMSSZ).\n",
 };

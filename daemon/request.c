@@ -15,6 +15,7 @@
 #include <linux/magic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include "config.h"
 #include "engine.h"
 #include "request.h"
+#include "statedir.h"
 
 #define SIZE_MAX_BYTES (1ull << 50) /* 1 PiB: anything larger is a typo */
 
@@ -629,6 +631,26 @@ static int check_store_device(struct request *r, struct failure *f)
         return f->err;
 }
 
+/* A store file may not promise more than its filesystem has free, as
+ * lvcreate refuses more than the VG's free extents: it would fill, and
+ * invalidate its snapshot, with the space gone.  --force takes the risk.
+ * (A store on a device the user named is that device's size.) */
+static int check_store_room(struct request *r, struct failure *f)
+{
+        char a[32], b[32];
+        struct statvfs fs;
+        uint64_t avail;
+
+        if (r->snap.store_device || r->snap.force || fstatvfs(state_fd, &fs) < 0)
+                return 0;
+        avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+        if (r->snap.store_bytes <= avail)
+                return 0;
+        return fail(f, -ENOSPC, "a store of %s is more than the %s free in the state folder's filesystem: it could "
+                    "fill up and invalidate its snapshot; give a smaller --store-size, or --force to make it anyway",
+                    cowvol_format_size(r->snap.store_bytes, a, sizeof(a)), cowvol_format_size(avail, b, sizeof(b)));
+}
+
 static int check_snap(struct request *r, struct failure *f)
 {
         struct vol *v;
@@ -654,7 +676,7 @@ static int check_snap(struct request *r, struct failure *f)
                 return fail(f, -EINVAL, "store size %" PRId64 " is out of range (%u chunks of %" PRIu32
                             " bytes to 1 PiB)", store, COWVOL_STORE_MIN_CHUNKS, v->chunk);
         r->snap.store_bytes = ((uint64_t)store + v->chunk - 1) / v->chunk * v->chunk;
-        return 0;
+        return check_store_room(r, f);
 }
 
 static int check_list(struct request *r, struct failure *f)

@@ -241,7 +241,9 @@ full_case() { # PATTERN DESC CMD...
 		cmp -s "$T/files2.before" "$T/files2.after"
 	check "full disk: $d: cowvold still serves" eval "c2 status >/dev/null"
 }
-full_case "No space left" "snap w@second (its store is preallocated)" c2 snap w@second --store-size 1M
+full_case "a store of 1.0 MiB is more than the 0 B free in the state folder's filesystem.*--force" \
+	"snap w@second (more than the free space, as lvcreate refuses)" c2 snap w@second --store-size 1M
+full_case "No space left" "snap w@second --force (its store is preallocated)" c2 snap w@second --store-size 1M --force
 full_case "catalogue.*No space left" "create w2 (the catalogue cannot be saved)" c2 create w2 --size 1M
 full_case "catalogue.*No space left" "rm w@first (the catalogue cannot be saved)" c2 rm w@first
 check "w@first's store is still there" eval "[ \$(ls '$S2STATE/stores' | wc -l) = 1 ]"

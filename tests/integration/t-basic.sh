@@ -86,6 +86,14 @@ expect 0 "list after" cv list --json
 check "the consumed snapshot is gone" sh -c "! grep -q '\"name\":\"s2\"' '$T/out'"
 check "its store file is gone" sh -c "[ \$(ls '$STATE/stores' | wc -l) = 1 ]"
 
+# a store larger than the free space: refused, as lvcreate refuses more
+# than the free extents; --force makes it (sparse, it takes what it copies)
+big=$(($(df --output=avail -B1 "$STATE" | tail -1) + (1 << 30)))
+refuse "a store larger than the free space is refused" "is more than the .* free in the state folder's filesystem.*--force" \
+	cv snap vm1@big --store-size "$big"
+expect 0 "with --force it is made" cv snap vm1@big --store-size "$big" --force
+expect 0 "rm it" cv rm vm1@big
+
 # rm
 expect 1 "rm of a volume with snapshots is refused" cv rm vm1
 expect_in err "recursive" "the refusal says --recursive"
