@@ -61,6 +61,7 @@ static void help(void)
                "  list [VOLUME] [--json]        Volumes and their snapshots, with store use\n"
                "  restore VOLUME@SNAP [--keep] [--no-wait]\n"
                "                                Give the volume the snapshot's content\n"
+               "  rename VOLUME[@SNAP] NEW      Give a volume or a snapshot another name\n"
                "  resize VOLUME --size [+]SIZE [--force]\n"
                "                                Grow a volume (its snapshots keep their size)\n"
                "  activate VOLUME               Rebuild a kernel volume's devices; start a waiting restore\n"
@@ -94,7 +95,7 @@ static void help(void)
 }
 
 static const struct cli_command *const commands[] = {
-        &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_resize, &cmd_activate, &cmd_rm,
+        &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_resize, &cmd_rename, &cmd_activate, &cmd_rm,
         &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export,
 };
 

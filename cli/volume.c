@@ -794,6 +794,38 @@ const struct cli_command cmd_resize = {
                  "volume without snapshots (as lvreduce's origin).\n",
 };
 
+/* --- rename ------------------------------------------------------------ */
+
+static int rename_run(const void *opts, char **pos)
+{
+        const char *at = strchr(pos[0], '@');
+        json_object *args, *res;
+        int r;
+
+        (void)opts;
+        if (strchr(pos[1], '@'))
+                return usage_error(cmd_rename.name, "the new name '%s' is a name alone, without '@'", pos[1]);
+        args = json_object_new_object();
+        json_object_object_add(args, "target", json_object_new_string(pos[0]));
+        json_object_object_add(args, "name", json_object_new_string(pos[1]));
+        r = daemon_call("rename", args, -1, &res);
+        if (r)
+                return r;
+        if (at)
+                printf("Renamed snapshot %s to %.*s@%s\n", pos[0], (int)(at - pos[0]), pos[0], pos[1]);
+        else
+                printf("Renamed volume %s to %s, image %s\n", pos[0], pos[1], string_field(res, "path"));
+        json_object_put(res);
+        return EXIT_SUCCESS;
+}
+
+const struct cli_command cmd_rename = {
+        .name = "rename", .args = "TARGET NEW", .check_arg = check_target, .run = rename_run,
+        .usage = "rename VOLUME[@SNAP] NEW",
+        .about = "Give a volume, or a snapshot, the name NEW (as lvrename).  An image the daemon\n"
+                 "made is renamed with its volume; NBD exports follow the new name.\n",
+};
+
 /* --- activate ------------------------------------------------------------ */
 
 static int activate_run(const void *opts, char **pos)

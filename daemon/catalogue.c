@@ -763,6 +763,22 @@ static bool image_owned(const char *name)
         return false;
 }
 
+/* Is @name a second name of an image a volume owns (a rename cut short)? */
+static bool image_second_name(int dfd, const char *name)
+{
+        struct stat st, o;
+
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_nlink < 2)
+                return false;
+        for (struct vol *v = catalogue.vols; v; v = v->next) {
+                const char *b = v->path ? strrchr(v->path, '/') : NULL;
+                if (b && fstatat(dfd, b + 1, &o, AT_SYMLINK_NOFOLLOW) == 0 && o.st_dev == st.st_dev &&
+                    o.st_ino == st.st_ino)
+                        return true;
+        }
+        return false;
+}
+
 static bool sweep_image(int dfd, const char *path, const char *name)
 {
         size_t len = strlen(name);
@@ -772,6 +788,8 @@ static bool sweep_image(int dfd, const char *path, const char *name)
         /* only names create gives its images: NAME.img */
         if (len <= 4 || strcmp(name + len - 4, ".img") != 0 || image_owned(name))
                 return false;
+        if (image_second_name(dfd, name))
+                return remove_logged(dfd, path, name, "a second name of a volume's image (a rename cut short)");
         fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return false;

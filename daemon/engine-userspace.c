@@ -629,6 +629,61 @@ static bool u_restore_running(const struct vol *v)
         return v->restore_thread;
 }
 
+/* A volume's new name; an image that create made (STATE_DIR/volumes/
+ * NAME.img) takes it too: a second name first, then the catalogue, then
+ * the old name goes.  A crash between leaves two names of one file, and
+ * the start's sweep removes the one the catalogue does not name. */
+static int u_rename(struct vol *v, const char *name, struct failure *f)
+{
+        char made[4096], oldbase[NAME_MAX_LEN + 8], newbase[NAME_MAX_LEN + 8], oldname[NAME_MAX_LEN + 1];
+        char *old_path = v->path, *new_path = NULL;
+        int dfd = -1, r;
+
+        snprintf(made, sizeof(made), "%s/volumes/%s.img", settings.state_dir, v->name);
+        if (v->owned && !strcmp(v->path, made)) {
+                snprintf(oldbase, sizeof(oldbase), "%s.img", v->name);
+                snprintf(newbase, sizeof(newbase), "%s.img", name);
+                if ((dfd = state_subdir("volumes")) < 0)
+                        return fail(f, dfd, "cannot open %s/volumes: %s", settings.state_dir, strerror(-dfd));
+                if (linkat(dfd, oldbase, dfd, newbase, 0) < 0 || fsync(dfd) < 0) {
+                        r = -errno;
+                        if (r != -EEXIST)
+                                (void)unlinkat(dfd, newbase, 0);
+                        close(dfd);
+                        return fail(f, r, r == -EEXIST ? "%s/volumes/%s is in the way (a file no volume names?)"
+                                                       : "cannot give %s/volumes/%s its new name: %s",
+                                    settings.state_dir, newbase, strerror(-r));
+                }
+                if (asprintf(&new_path, "%s/volumes/%s", settings.state_dir, newbase) < 0) {
+                        (void)unlinkat(dfd, newbase, 0);
+                        close(dfd);
+                        return fail(f, -ENOMEM, "out of memory");
+                }
+                v->path = new_path;
+        }
+        snprintf(oldname, sizeof(oldname), "%s", v->name);
+        snprintf(v->name, sizeof(v->name), "%s", name);
+        r = catalogue_save();
+        if (r < 0) {
+                snprintf(v->name, sizeof(v->name), "%s", oldname);
+                v->path = old_path;
+                if (new_path) {
+                        (void)unlinkat(dfd, newbase, 0);
+                        free(new_path);
+                        close(dfd);
+                }
+                return fail(f, r, "cannot save the catalogue: %s", strerror(-r));
+        }
+        if (new_path) {
+                if (unlinkat(dfd, oldbase, 0) < 0 || fsync(dfd) < 0)
+                        dlog_errno(-errno, "Volume %s: cannot remove the image's old name %s/volumes/%s: %m (the "
+                                   "next start does)", name, settings.state_dir, oldbase);
+                free(old_path);
+                close(dfd);
+        }
+        return 0;
+}
+
 /* The last user left a volume whose restore waited for it. */
 static void u_users_gone(struct vol *v)
 {
@@ -753,6 +808,7 @@ const struct engine_ops userspace_engine = {
         .restore_running = u_restore_running,
         .resize = u_resize,
         .users_gone = u_users_gone,
+        .rename = u_rename,
         .volume_view = u_volume_view,
         .snapshot_view = u_snapshot_view,
         .snapshot_state = u_snapshot_state,

@@ -105,6 +105,10 @@ struct engine_ops {
         /* @v's last user (vol_user_remove) let go: a restore that waited
          * for it starts.  NULL: the engine's restores wait for activation. */
         void (*users_gone)(struct vol *v);
+        /* @v takes the name @name (its image too when the state folder
+         * holds it), durably with the catalogue; a snapshot's name is the
+         * catalogue's alone.  NULL: the engine's devices carry the names. */
+        int (*rename)(struct vol *v, const char *name, struct failure *f);
 
         /* list: the engine's own fields of a volume and a snapshot; a
          * snapshot's state (also: may it be restored, exported) */

@@ -465,6 +465,34 @@ static int do_resize(struct request *r, json_object **ret, struct failure *f)
         return 0;
 }
 
+static int do_rename(struct request *r, json_object **ret, struct failure *f)
+{
+        char old[NAME_MAX_LEN + 1];
+        struct vol *v = r->v;
+        struct snap *s = r->s;
+        int e;
+
+        snprintf(old, sizeof(old), "%s", s ? s->name : v->name);
+        if (s) {
+                /* a snapshot's name is the catalogue's alone (its store is
+                 * named by its uuid) */
+                snprintf(s->name, sizeof(s->name), "%s", r->name);
+                e = catalogue_save();
+                if (e < 0) {
+                        snprintf(s->name, sizeof(s->name), "%s", old);
+                        return fail(f, e, "cannot save the catalogue: %s", strerror(-e));
+                }
+                dlog(LOG_INFO_, "Renamed snapshot %s@%s to %s@%s", v->name, old, v->name, s->name);
+                *ret = snap_view(v, s);
+                return 0;
+        }
+        if (v->ops->rename(v, r->name, f) < 0)
+                return f->err;
+        dlog(LOG_INFO_, "Renamed volume %s to %s (image %s)", old, v->name, v->path);
+        *ret = vol_view(v);
+        return 0;
+}
+
 static int do_list(struct request *r, json_object **ret, struct failure *f)
 {
         json_object *o = json_object_new_object(), *a = json_object_new_array();
@@ -853,7 +881,7 @@ static int (*const act[_OP_MAX])(struct request *r, json_object **ret, struct fa
         [OP_SNAP] = do_snap,       [OP_LIST] = do_list,               [OP_RESTORE] = do_restore,
         [OP_RESTORE_WAIT] = do_restore_wait, [OP_RM] = do_rm,          [OP_ACTIVATE] = do_activate,
         [OP_CAT] = do_cat,         [OP_WRITE] = do_write,             [OP_DIFF] = do_diff,
-        [OP_EXPORT] = do_export,  [OP_RESIZE] = do_resize,
+        [OP_EXPORT] = do_export,  [OP_RESIZE] = do_resize,          [OP_RENAME] = do_rename,
 };
 
 void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result, struct failure *f)

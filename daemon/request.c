@@ -234,6 +234,16 @@ static int parse_resize(json_object *a, struct request *r, struct failure *f)
         return 0;
 }
 
+static int parse_rename(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "rename", ARGS({ "target", json_type_string, true }, { "name", json_type_string, true }),
+                       f) < 0 ||
+            check_target((r->target = arg_str(a, "target")), false, f) < 0)
+                return f->err;
+        r->name = arg_str(a, "name");
+        return check_name(strchr(r->target, '@') ? "snapshot" : "volume", r->name, f);
+}
+
 static int parse_list(json_object *a, struct request *r, struct failure *f)
 {
         if (check_args(a, "list", ARGS({ "volume", json_type_string, false }), f) < 0)
@@ -737,6 +747,27 @@ static int check_resize(struct request *r, struct failure *f)
         return 0;
 }
 
+static int check_rename(struct request *r, struct failure *f)
+{
+        struct vol *v;
+
+        if (find_target(r, f) < 0)
+                return f->err;
+        v = r->v;
+        if (!v->ops->rename)
+                return fail(f, -ENOTSUP, "volume '%s' is under the %s engine: cowvol cannot rename its device-mapper "
+                            "devices yet", v->name, v->ops->name);
+        if (v->restoring)
+                return fail(f, -EBUSY, "volume '%s' is being restored; rename it when that ends", v->name);
+        if (r->s ? !strcmp(r->s->name, r->name) : !strcmp(v->name, r->name))
+                return fail(f, -EINVAL, "'%s' is its name already", r->name);
+        if (r->s && snap_find(v, r->name))
+                return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
+        if (!r->s && vol_find(r->name))
+                return fail(f, -EEXIST, "a volume named '%s' exists already", r->name);
+        return 0;
+}
+
 static int check_volume(struct request *r, struct failure *f)
 {
         return find_volume(r->volume, &r->v, f);
@@ -889,6 +920,7 @@ static const struct {
         [OP_DIFF] = { "diff", parse_diff, check_diff, true, false },
         [OP_EXPORT] = { "export", parse_export, check_export, true, false },
         [OP_RESIZE] = { "resize", parse_resize, check_resize, true, false },
+        [OP_RENAME] = { "rename", parse_rename, check_rename, true, false },
 };
 
 int request_parse(const char *op, json_object *args, struct peer *p, struct request *ret, struct failure *f)

@@ -48,6 +48,7 @@ enum op_id {
         OP_DIFF,
         OP_EXPORT,
         OP_RESIZE,
+        OP_RENAME,
         _OP_MAX,
 };
 
@@ -59,7 +60,7 @@ struct request {
         struct peer *peer;
 
         /* strings point into the request's JSON, alive until the answer */
-        const char *name;   /* create, add, snap (or auto_name) */
+        const char *name;   /* create, add, snap (or auto_name), rename (the new name) */
         const char *volume; /* snap, list, restore-wait, activate */
         const char *target; /* VOLUME or VOLUME@SNAPSHOT */
         const char *path;   /* add */
