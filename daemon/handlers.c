@@ -105,6 +105,7 @@ static json_object *snap_view(const struct vol *v, const struct snap *s)
         json_object_object_add(o, "exceptions", json_object_new_int64((int64_t)st.exceptions));
         json_object_object_add(o, "data_percent", json_object_new_double(round(pct * 100) / 100));
         json_object_object_add(o, "created", json_object_new_int64(s->created));
+        snap_json_meta(s, o);
         json_object_object_add(o, "state", json_object_new_string(state));
         json_object_object_add(o, "reason",
                                strcmp(state, "invalid") == 0
@@ -214,6 +215,7 @@ static struct vol *vol_new(const char *name, const char *path, uint64_t size, ui
         v->owned = owned;
         v->ops = &userspace_engine;
         v->created = (int64_t)time(NULL);
+        v->next_number = 1;
         return v;
 }
 
@@ -363,16 +365,28 @@ static int do_snap(struct request *r, json_object **ret, struct failure *f)
         snprintf(s->name, sizeof(s->name), "%s", r->name);
         new_uuid(s->uuid);
         s->created = (int64_t)time(NULL);
+        s->cleanup = r->cleanup;
+        s->type = r->kind;
+        s->pre_number = r->pre_number;
+        if ((r->description && !(s->description = strdup(r->description))) ||
+            (r->userdata && !(s->userdata = strdup(r->userdata)))) {
+                snap_free_meta(s);
+                return fail(f, -ENOMEM, "out of memory");
+        }
         if (v->ops->snapshot(v, s, &r->snap, f) < 0) {
                 snap_free_meta(s);
                 return f->err;
         }
+        if (!v->next_number) /* a volume made elsewhere (engine_kernel_add) */
+                v->next_number = 1;
+        s->number = v->next_number++;
         for (p = &v->snaps; *p; p = &(*p)->next)
                 ;
         *p = s;
         e = catalogue_save();
         if (e < 0) {
                 *p = NULL;
+                v->next_number--; /* nobody saw it */
                 v->ops->snapshot_undo(v, s);
                 snap_free_meta(s);
                 return fail(f, e, "cannot save the catalogue: %s", strerror(-e));

@@ -182,11 +182,44 @@ static int parse_add(json_object *a, struct request *r, struct failure *f)
         return 0;
 }
 
+/* snap's description, cleanup, type, pre, userdata */
+static int parse_snap_meta(json_object *a, struct request *r, struct failure *f)
+{
+        const char *cls = arg_str(a, "cleanup"), *kind = arg_str(a, "type");
+        char why[160], safe[48];
+
+        r->description = arg_str(a, "description");
+        r->userdata = arg_str(a, "userdata");
+        r->pre_name = arg_str(a, "pre");
+        if (cls && cleanup_class_parse(cls, &r->cleanup) < 0)
+                return fail(f, -EINVAL, "bad cleanup class '%s': give none, number or timeline",
+                            ascii_safe(cls, safe, sizeof(safe)));
+        if (kind && snap_kind_parse(kind, &r->kind) < 0)
+                return fail(f, -EINVAL, "bad snapshot type '%s': give single, pre or post",
+                            ascii_safe(kind, safe, sizeof(safe)));
+        if (r->pre_name && !kind)
+                r->kind = SNAP_POST;
+        if (r->kind == SNAP_POST && !r->pre_name)
+                return fail(f, -EINVAL, "a post snapshot needs --pre, its pre snapshot");
+        if (r->kind != SNAP_POST && r->pre_name)
+                return fail(f, -EINVAL, "--pre goes with a post snapshot, not a %s one", snap_kind_name(r->kind));
+        if (r->pre_name && check_name("pre snapshot", r->pre_name, f) < 0)
+                return f->err;
+        if (r->description && !description_valid(r->description, why, sizeof(why)))
+                return fail(f, -EINVAL, "bad --description: %s", why);
+        if (r->userdata && !userdata_valid(r->userdata, why, sizeof(why)))
+                return fail(f, -EINVAL, "bad --userdata: %s", why);
+        return 0;
+}
+
 static int parse_snap(json_object *a, struct request *r, struct failure *f)
 {
         if (check_args(a, "snap", ARGS({ "volume", json_type_string, true }, { "name", json_type_string, false },
                                        { "store_size", json_type_int, false }, { "store", json_type_string, false },
-                                       { "force", json_type_boolean, false }), f) < 0 ||
+                                       { "force", json_type_boolean, false }, { "description", json_type_string, false },
+                                       { "cleanup", json_type_string, false }, { "type", json_type_string, false },
+                                       { "pre", json_type_string, false }, { "userdata", json_type_string, false }),
+                       f) < 0 ||
             check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
                 return f->err;
         r->name = arg_str(a, "name");
@@ -204,7 +237,7 @@ static int parse_snap(json_object *a, struct request *r, struct failure *f)
         r->store_size_given = arg_int(a, "store_size", &r->store_size);
         if (r->snap.store_device && r->store_size_given)
                 return fail(f, -EINVAL, "give --store-size or --store, not both");
-        return 0;
+        return parse_snap_meta(a, r, f);
 }
 
 static int parse_list(json_object *a, struct request *r, struct failure *f)
@@ -611,6 +644,16 @@ static int check_snap(struct request *r, struct failure *f)
         v = r->v;
         if (snap_find(v, r->name))
                 return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
+        if (r->pre_name) {
+                struct snap *pre = snap_find(v, r->pre_name);
+                if (!pre)
+                        return fail(f, -ENOENT, "volume '%s' has no snapshot named '%s' (--pre)", v->name,
+                                    r->pre_name);
+                if (pre->type != SNAP_PRE)
+                        return fail(f, -EINVAL, "%s@%s is a %s snapshot, not a pre snapshot (--pre)", v->name,
+                                    pre->name, snap_kind_name(pre->type));
+                r->pre_number = pre->number;
+        }
         if (v->ops->snapshot_check(v, r->name, &r->snap, f) < 0 || check_store_device(r, f) < 0)
                 return f->err;
         if (v->restoring)
