@@ -148,5 +148,9 @@ int check_target(const char *cmd, const char *target);
 /* volume.c, content.c, export.c: one table each */
 extern const struct cli_command cmd_create, cmd_add, cmd_snap, cmd_list, cmd_restore, cmd_activate, cmd_rm,
         cmd_status, cmd_cat, cmd_write, cmd_diff, cmd_export;
+/* schedule.c */
+extern const struct cli_command cmd_cleanup, cmd_schedule;
+/* schedule.c */
+extern const struct cli_command cmd_cleanup, cmd_schedule;
 
 #endif

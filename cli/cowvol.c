@@ -58,6 +58,8 @@ static void help(void)
                "                                UUID=..., LABEL=...: the kernel engine)\n"
                "  snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]]\n"
                "                                Take a snapshot (NAME: a UTC timestamp if not given)\n"
+               "      [--description TEXT] [--cleanup number|timeline] [--type pre|post] [--pre SNAP]\n"
+               "      [--userdata KEY=VALUE,...]  What it is for (snapper's create options)\n"
                "  list [VOLUME] [--json]        Volumes and their snapshots, with store use\n"
                "  restore VOLUME@SNAP [--keep] [--no-wait]\n"
                "                                Give the volume the snapshot's content\n"
@@ -69,6 +71,10 @@ static void help(void)
                "  diff VOLUME@SNAP [--json]     Byte ranges changed since the snapshot\n"
                "  export TARGET [--json]        The NBD URI serving a volume or snapshot\n"
                "  status [--json]               The daemon's version, uptime and counts\n"
+               "  cleanup VOLUME [--dry-run] [--json]\n"
+               "                                Remove what snapper's cleanup rules remove now\n"
+               "  schedule VOLUME... [--hourly N] [--daily N] ... [--min-age DURATION] [--off]\n"
+               "                                Hourly timeline snapshots and cleanup by cowvold\n"
                "\n"
                "Offline store commands (no daemon needed; PATH is a file or a block device):\n"
                "  store create PATH [--chunk-size SIZE] [--size SIZE] [--force]\n"
@@ -93,7 +99,7 @@ static void help(void)
 
 static const struct cli_command *const commands[] = {
         &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_activate, &cmd_rm,
-        &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export,
+        &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export, &cmd_cleanup, &cmd_schedule,
 };
 
 int main(int argc, char **argv)

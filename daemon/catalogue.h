@@ -71,6 +71,7 @@ struct schedule {
         bool on;
         struct cleanup_policy policy; /* the limits and min-ages */
         unsigned free_limit;          /* percent of free space kept; 0: none */
+        unsigned long changes;        /* in memory: counts the changes (the clock's cue) */
 };
 
 struct vol {

@@ -486,7 +486,7 @@ static int do_activate(struct request *r, json_object **ret, struct failure *f)
         return 0;
 }
 
-static int rm_snapshot(struct vol *v, struct snap *s, struct failure *f)
+int snapshot_remove(struct vol *v, struct snap *s, struct failure *f)
 {
         struct snap **p;
         int e;
@@ -533,7 +533,7 @@ static int do_rm(struct request *r, json_object **ret, struct failure *f)
 {
         json_object *o;
 
-        if ((r->s ? rm_snapshot(r->v, r->s, f) : rm_volume(r->v, f)) < 0)
+        if ((r->s ? snapshot_remove(r->v, r->s, f) : rm_volume(r->v, f)) < 0)
                 return f->err;
         o = json_object_new_object();
         json_object_object_add(o, "removed", json_object_new_boolean(true));
@@ -776,12 +776,119 @@ static int do_export(struct request *r, json_object **ret, struct failure *f)
         return 0;
 }
 
+static int do_cleanup(struct request *r, json_object **ret, struct failure *f)
+{
+        json_object *o, *a = json_object_new_array();
+        char by[64];
+        int n;
+
+        if (r->peer->pid == getpid())
+                snprintf(by, sizeof(by), "the clock");
+        else
+                snprintf(by, sizeof(by), "cowvol cleanup%s, pid %d", r->dry_run ? " --dry-run" : "",
+                         (int)r->peer->pid);
+        n = schedule_cleanup(r->v, (int64_t)time(NULL), r->dry_run, by, a);
+        if (n < 0) {
+                json_object_put(a);
+                return fail(f, n, "cleanup of %s failed: %s", r->v->name, strerror(-n));
+        }
+        o = json_object_new_object();
+        json_object_object_add(o, "volume", json_object_new_string(r->v->name));
+        json_object_object_add(o, "dry_run", json_object_new_boolean(r->dry_run));
+        json_object_object_add(o, "removed", json_object_new_int(n));
+        json_object_object_add(o, "snapshots", a);
+        *ret = o;
+        return 0;
+}
+
+static json_object *schedule_view(const struct vol *v)
+{
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "volume", json_object_new_string(v->name));
+        json_object_object_add(o, "on", json_object_new_boolean(v->schedule.on));
+        if (v->schedule.on) {
+                schedule_json(&v->schedule, o);
+                json_object_object_add(o, "timeline", json_object_new_boolean(schedule_timeline(&v->schedule)));
+        }
+        /* what the clock last read: tests wait for it to pass a time */
+        json_object_object_add(o, "clock", json_object_new_int64(schedule_clock_seen()));
+        return o;
+}
+
+static int do_schedule(struct request *r, json_object **ret, struct failure *f)
+{
+        size_t n = json_object_array_length(r->volumes);
+        bool change = r->off;
+        struct schedule *old;
+        json_object *o, *a;
+        int e;
+
+        for (unsigned k = 0; k < 10; k++)
+                change |= r->sched_given[k];
+        if (change) {
+                if (!(old = calloc(n, sizeof(*old))))
+                        return fail(f, -ENOMEM, "out of memory");
+                for (size_t i = 0; i < n; i++) {
+                        struct vol *v = vol_find(json_object_get_string(json_object_array_get_idx(r->volumes, i)));
+                        int64_t x[10];
+                        old[i] = v->schedule;
+                        if (r->off) {
+                                v->schedule.on = false;
+                                continue;
+                        }
+                        /* on top of the schedule it has, else snapper's defaults */
+                        if (!v->schedule.on)
+                                cleanup_policy_default(&v->schedule.policy);
+                        x[0] = v->schedule.policy.hourly.max, x[1] = v->schedule.policy.daily.max;
+                        x[2] = v->schedule.policy.weekly.max, x[3] = v->schedule.policy.monthly.max;
+                        x[4] = v->schedule.policy.quarterly.max, x[5] = v->schedule.policy.yearly.max;
+                        x[6] = v->schedule.policy.number.max, x[7] = v->schedule.policy.number_important.max;
+                        x[8] = v->schedule.policy.timeline_min_age, x[9] = v->schedule.on ? v->schedule.free_limit : 0;
+                        for (unsigned k = 0; k < 10; k++)
+                                if (r->sched_given[k])
+                                        x[k] = r->sched[k];
+                        schedule_set(&v->schedule, x);
+                        v->schedule.changes = old[i].changes + 1;
+                }
+                e = catalogue_save();
+                for (size_t i = 0; i < n; i++) {
+                        struct vol *v = vol_find(json_object_get_string(json_object_array_get_idx(r->volumes, i)));
+                        if (e < 0) {
+                                v->schedule = old[i];
+                        } else if (r->off) {
+                                if (old[i].on)
+                                        dlog(LOG_INFO_, "Schedule of %s stopped", v->name);
+                        } else {
+                                const struct cleanup_policy *p = &v->schedule.policy;
+                                dlog(LOG_INFO_, "Schedule of %s: hourly %u daily %u weekly %u monthly %u "
+                                     "quarterly %u yearly %u number %u number-important %u min-age %" PRId64
+                                     " s free-limit %u %%", v->name, p->hourly.max, p->daily.max, p->weekly.max,
+                                     p->monthly.max, p->quarterly.max, p->yearly.max, p->number.max,
+                                     p->number_important.max, p->timeline_min_age, v->schedule.free_limit);
+                        }
+                }
+                free(old);
+                if (e < 0)
+                        return fail(f, e, "cannot save the catalogue: %s", strerror(-e));
+                schedule_wake();
+        }
+        o = json_object_new_object();
+        a = json_object_new_array();
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(a, schedule_view(vol_find(json_object_get_string(
+                                                 json_object_array_get_idx(r->volumes, i)))));
+        json_object_object_add(o, "schedules", a);
+        *ret = o;
+        return 0;
+}
+
 static int (*const act[_OP_MAX])(struct request *r, json_object **ret, struct failure *f) = {
         [OP_STATUS] = do_status,   [OP_CREATE] = do_create,           [OP_ADD] = do_add,
         [OP_SNAP] = do_snap,       [OP_LIST] = do_list,               [OP_RESTORE] = do_restore,
         [OP_RESTORE_WAIT] = do_restore_wait, [OP_RM] = do_rm,          [OP_ACTIVATE] = do_activate,
         [OP_CAT] = do_cat,         [OP_WRITE] = do_write,             [OP_DIFF] = do_diff,
-        [OP_EXPORT] = do_export,
+        [OP_EXPORT] = do_export,   [OP_CLEANUP] = do_cleanup,         [OP_SCHEDULE] = do_schedule,
 };
 
 void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result, struct failure *f)

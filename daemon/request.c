@@ -329,6 +329,64 @@ static int parse_export(json_object *a, struct request *r, struct failure *f)
         return 0;
 }
 
+static int parse_cleanup(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "cleanup", ARGS({ "volume", json_type_string, true }, { "dry_run", json_type_boolean, false }),
+                       f) < 0)
+                return f->err;
+        r->volume = arg_str(a, "volume");
+        if (strchr(r->volume, '@'))
+                return fail(f, -EINVAL, "'%s' is a snapshot; cleanup takes a volume", r->volume);
+        if (check_name("volume", r->volume, f) < 0)
+                return f->err;
+        r->dry_run = arg_bool(a, "dry_run");
+        return 0;
+}
+
+static int parse_schedule(json_object *a, struct request *r, struct failure *f)
+{
+        size_t n;
+
+        if (check_args(a, "schedule", ARGS({ "volumes", json_type_array, true }, { "off", json_type_boolean, false },
+                                           { "hourly", json_type_int, false }, { "daily", json_type_int, false },
+                                           { "weekly", json_type_int, false }, { "monthly", json_type_int, false },
+                                           { "quarterly", json_type_int, false }, { "yearly", json_type_int, false },
+                                           { "number", json_type_int, false },
+                                           { "number_important", json_type_int, false },
+                                           { "min_age", json_type_int, false }, { "free_limit", json_type_int, false }),
+                       f) < 0)
+                return f->err;
+        r->volumes = json_object_object_get(a, "volumes");
+        n = json_object_array_length(r->volumes);
+        if (n == 0 || n > 256)
+                return fail(f, -EINVAL, "schedule: give 1 to 256 volumes, not %zu", n);
+        for (size_t i = 0; i < n; i++) {
+                json_object *x = json_object_array_get_idx(r->volumes, i);
+                const char *name;
+                char safe[72];
+                if (!json_object_is_type(x, json_type_string) || json_string_has_nul(x))
+                        return fail(f, -EINVAL, "schedule: 'volumes' must hold names (strings)");
+                name = json_object_get_string(x);
+                if (strchr(name, '@'))
+                        return fail(f, -EINVAL, "'%s' is a snapshot; a schedule is a volume's",
+                                    ascii_safe(name, safe, sizeof(safe)));
+                if (check_name("volume", name, f) < 0)
+                        return f->err;
+        }
+        r->off = arg_bool(a, "off");
+        for (unsigned k = 0; k < 10; k++) {
+                int64_t max = k == 8 ? SCHEDULE_MIN_AGE_MAX : k == 9 ? 99 : SCHEDULE_LIMIT_MAX;
+                if (!(r->sched_given[k] = arg_int(a, schedule_keys[k], &r->sched[k])))
+                        continue;
+                if (r->off)
+                        return fail(f, -EINVAL, "give --off alone: it stops the schedule");
+                if (r->sched[k] < 0 || r->sched[k] > max)
+                        return fail(f, -EINVAL, "%s %" PRId64 " is out of range (0 to %" PRId64 "%s)", schedule_keys[k],
+                                    r->sched[k], max, k == 8 ? " seconds" : k == 9 ? " %" : "");
+        }
+        return 0;
+}
+
 /* --- checking against the catalogue ---------------------------------------------------- */
 
 static int find_volume(const char *name, struct vol **ret, struct failure *f)
@@ -805,6 +863,16 @@ static int check_export(struct request *r, struct failure *f)
         return 0;
 }
 
+static int check_schedule(struct request *r, struct failure *f)
+{
+        for (size_t i = 0; i < json_object_array_length(r->volumes); i++) {
+                struct vol *v;
+                if (find_volume(json_object_get_string(json_object_array_get_idx(r->volumes, i)), &v, f) < 0)
+                        return f->err;
+        }
+        return 0;
+}
+
 static int check_nothing(struct request *r, struct failure *f)
 {
         (void)r;
@@ -832,6 +900,8 @@ static const struct {
         [OP_WRITE] = { "write", parse_write, check_write, true, false },
         [OP_DIFF] = { "diff", parse_diff, check_diff, true, false },
         [OP_EXPORT] = { "export", parse_export, check_export, true, false },
+        [OP_CLEANUP] = { "cleanup", parse_cleanup, check_volume, true, false },
+        [OP_SCHEDULE] = { "schedule", parse_schedule, check_schedule, true, false },
 };
 
 int request_parse(const char *op, json_object *args, struct peer *p, struct request *ret, struct failure *f)

@@ -47,6 +47,8 @@ enum op_id {
         OP_WRITE,
         OP_DIFF,
         OP_EXPORT,
+        OP_CLEANUP,
+        OP_SCHEDULE,
         _OP_MAX,
 };
 
@@ -75,6 +77,12 @@ struct request {
         enum cleanup_class cleanup;
         enum snap_kind kind;
         uint64_t pre_number;
+        bool dry_run;       /* cleanup */
+        /* schedule: the volumes (an array of checked names), --off, and
+         * the numbers given (schedule_keys' order) */
+        json_object *volumes;
+        bool off, sched_given[10];
+        int64_t sched[10];
         bool keep, recursive, progress;
         int64_t offset, length; /* cat (length -1: to the end), write */
         bool add_block_device;  /* add: a block device (or UUID=, LABEL=) */
