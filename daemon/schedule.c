@@ -17,6 +17,11 @@
  * the post holds an exception: the content of a snapshot differs from the
  * next newer one's only where its store holds one (DESIGN.md, chains; the
  * stores of the kernel engine, independent, satisfy the same equation).
+ * --free-limit: while the free space of the state folder's filesystem is
+ * under it, the limits' minimum applies (space_short) and, that reached,
+ * the oldest snapshot that only a count keeps (a single one of class
+ * number or timeline, not busy, not younger than min-age) goes, one at a
+ * time, oldest first, until there is room (snapper's FREE_LIMIT loop).
  * Hours, days and weeks are local time: cleanup_plan gets each time moved
  * by its UTC offset (localtime's tm_gmtoff), as snapper's local times.
  *
@@ -265,12 +270,21 @@ int schedule_cleanup(struct vol *v, int64_t now, bool dry_run, const char *by, j
                 for (size_t i = 0; i < n && !gone; i++)
                         if (out[i].verdict == CLEANUP_REMOVE)
                                 gone = ss[i], d = &out[i];
+                /* the limits' minimum reached: the oldest that only a
+                 * count keeps (not busy, young, a pair's half or of no
+                 * class): cleanup-eligible, going oldest first */
+                for (size_t i = 0; i < n && !gone; i++)
+                        if (out[i].verdict == CLEANUP_KEEP && out[i].kept_as && ss[i]->type == SNAP_SINGLE)
+                                gone = ss[i], d = &out[i];
                 if (gone) {
+                        char why[120];
                         snprintf(full, sizeof(full), "%s@%s", v->name, gone->name);
-                        report_add(report, gone, "removed: free space under the free limit", NULL, true, NULL);
-                        dlog(LOG_INFO_, "Cleanup (%s) removes snapshot %s, number %" PRIu64 ": %s, and the "
-                             "free space (%d %%) is under the free limit (%u %%)", by, full, gone->number, d->why,
-                             pct, v->schedule.free_limit);
+                        snprintf(why, sizeof(why), "removed: free space %d%% under the free limit %u%%", pct,
+                                 v->schedule.free_limit);
+                        report_add(report, gone, why, NULL, true, NULL);
+                        dlog(LOG_INFO_, "Cleanup (%s) removes snapshot %s, number %" PRIu64 ": the free space of "
+                             "%s (%d %%) is under the free limit (%u %%); the rules said \"%s\"", by, full,
+                             gone->number, settings.state_dir, pct, v->schedule.free_limit, d->why);
                         if (snapshot_remove(v, gone, &f) < 0) {
                                 json_object *last = json_object_array_get_idx(report,
                                                                               json_object_array_length(report) - 1);
