@@ -340,7 +340,7 @@ const struct cli_command cmd_snap = {
         .usage = "snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]] [--description TEXT]\n"
                  "snap VOLUME[@NAME] ... [--cleanup CLASS] [--type TYPE] [--pre SNAP] [--userdata KEY=VALUE,...]",
         .about = "Take a snapshot of VOLUME.  Without NAME, the snapshot is named after the\n"
-                 "time, in UTC (YYYYMMDDTHHMMSSZ).\n",
+                 "time, in UTC (YYYYMMDDTHHMMSSZ; and .N, its number, when that second has one).\n",
 };
 
 /* --- list --------------------------------------------------------------- */

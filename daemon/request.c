@@ -700,6 +700,13 @@ static int check_snap(struct request *r, struct failure *f)
         if (find_volume(r->volume, &r->v, f) < 0)
                 return f->err;
         v = r->v;
+        /* no name given, and one taken this second: the time and ".N",
+         * the number it gets (never used again, so never taken) */
+        if (r->name == r->auto_name && snap_find(v, r->name)) {
+                size_t n = strlen(r->auto_name);
+                snprintf(r->auto_name + n, sizeof(r->auto_name) - n, ".%" PRIu64,
+                         v->next_number ? v->next_number : 1);
+        }
         if (snap_find(v, r->name))
                 return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
         if (r->pre_name) {

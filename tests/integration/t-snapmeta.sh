@@ -7,7 +7,7 @@
 # them; a catalogue of before these fields loads unchanged, its snapshots
 # numbered in the order they were taken.
 . "$(dirname "$0")/../lib.sh"
-requires "$PYTHON"
+requires "$PYTHON" faketime
 start_daemon || exit 1
 
 field() { # TARGET KEY: the snapshot's KEY in list --json, as JSON
@@ -76,3 +76,11 @@ check "an old catalogue opens: a u w numbered 1 2 3 ... in order" \
 check "its snapshots are single, cleanup none" test "$(field v@post1 type) $(field v@post1 cleanup)" = '"single" "none"'
 expect 0 "snap after the old catalogue" cv snap v@x
 check "the next is 6" test "$(field v@x number)" = 6
+
+# snapshots without a name in one second (the clock frozen by libfaketime):
+# the time, then the time and ".N", N its number; none refused
+stop_daemon
+faketime_daemon "2027-05-01 12:00:00" || exit 1
+for i in 1 2 3; do expect 0 "snap v without a name ($i) in one second" cv snap v; done
+check "named after the time, then with their numbers: 20270501T120000Z, .8, .9" \
+	eval "[ \"\$(cv list v --json | sed -n 's/^ *\"full_name\":\"v@\(2027.*\)\",$/\1/p' | tr '\n' ' ')\" = '20270501T120000Z 20270501T120000Z.8 20270501T120000Z.9 ' ]"
