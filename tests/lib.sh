@@ -243,9 +243,10 @@ setup_v1_v64() {
 
 # A daemon under an accelerated clock (libfaketime, Debian's faketime):
 #   faketime_daemon TIME [ARGS...]   start_daemon with its wall clock frozen
-#                                    at TIME (UTC, "2027-01-04 00:30:00"),
-#                                    TZ=UTC, the monotonic clock real, and
-#                                    its clock thread waking every 100 ms
+#                                    at TIME ("2027-01-04 00:30:00", in its
+#                                    TZ: $FAKE_TZ, default UTC), the
+#                                    monotonic clock real, and its clock
+#                                    thread waking every 100 ms
 #   fake_now TIME                    move that wall clock to TIME
 #   wait_clock VOLUME TIME           wait (30 s at most) until the daemon's
 #                                    clock has done a whole round at TIME
@@ -263,7 +264,7 @@ faketime_daemon() {
 	cat >"$T/cowvold-faked" <<EOS
 #!/bin/sh
 LD_PRELOAD=$lib FAKETIME_TIMESTAMP_FILE=$T/faketime FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
-TZ=UTC COWVOLD_CLOCK_TICK_MS=100 ASAN_OPTIONS=\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}verify_asan_link_order=0 \
+TZ=${FAKE_TZ:-UTC} COWVOLD_CLOCK_TICK_MS=100 ASAN_OPTIONS=\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}verify_asan_link_order=0 \
 exec "$COWVOLD" "\$@"
 EOS
 	chmod +x "$T/cowvold-faked"
@@ -272,7 +273,7 @@ EOS
 fake_now() { echo "$1" >"$T/faketime.new" && mv "$T/faketime.new" "$T/faketime"; }
 wait_clock() {
 	local want seen end=$((SECONDS + 30))
-	want=$(TZ=UTC date -d "$2" +%s)
+	want=$(TZ=${FAKE_TZ:-UTC} date -d "$2" +%s)
 	while [ "$SECONDS" -lt "$end" ]; do
 		seen=$("$COWVOL" schedule "$1" --json 2>/dev/null | sed -n 's/^ *"clock":\([0-9]*\).*/\1/p' | head -1)
 		[ -n "$seen" ] && [ "$seen" -ge "$want" ] && return 0

@@ -122,3 +122,32 @@ for t in "2027-01-04 05:00:00" "2027-01-04 06:00:00" "2027-01-04 09:00:00" "2027
 	step_to "$t"
 done
 check "v after --off: no snapshot taken, none removed" eval "names v | cmp -s - '$T/v.off'"
+
+# Local time (TZ=Asia/Kolkata, UTC+05:30, as snapper's local hours and
+# days): the clock's hours begin at :30 UTC and its days at 18:30 UTC.
+# Times below are the daemon's local time; names are UTC.
+stop_daemon
+FAKE_TZ=Asia/Kolkata
+faketime_daemon "2027-01-10 05:40:00" || exit 1
+must "create x" cv create x --size 1M
+expect 0 "schedule x --hourly 0 --daily 2 (local days) --min-age 0s" \
+	cv schedule x --hourly 0 --daily 2 --weekly 0 --monthly 0 --yearly 0 --min-age 0s
+xnames() { cv list x --json | sed -n 's/^ *"full_name":"x@\(.*\)",$/\1/p' | tr '\n' ' '; }
+for _ in $(seq 600); do [ -n "$(xnames)" ] && break; sleep 0.05; done
+check "05:40 IST: the first snapshot (00:10 UTC)" test "$(xnames)" = "20270110T001000Z "
+fake_now "2027-01-10 05:59:59"
+wait_clock x "2027-01-10 05:59:59" || exit 1
+check "05:59:59 IST: none, the local hour goes on" test "$(xnames)" = "20270110T001000Z "
+fake_now "2027-01-10 06:00:00"
+wait_clock x "2027-01-10 06:00:00" || exit 1
+check "06:00 IST (00:30 UTC, mid-hour in UTC): a new local hour, a snapshot, cleaned as not first of its day" \
+	test "$(xnames)" = "20270110T001000Z "
+grep -q "removes snapshot x@20270110T003000Z" "$T/daemon.log" && ok "the log has the 00:30 UTC snapshot taken and removed" ||
+	notok "the log has the 00:30 UTC snapshot taken and removed"
+fake_now "2027-01-10 23:30:00"
+wait_clock x "2027-01-10 23:30:00" || exit 1
+check "23:30 IST (18:00 UTC): still the day's first alone" test "$(xnames)" = "20270110T001000Z "
+fake_now "2027-01-11 00:00:00"
+wait_clock x "2027-01-11 00:00:00" || exit 1
+check "00:00 IST (18:30 UTC, the same UTC day): a new local day, its first kept beside the day before's" \
+	test "$(xnames)" = "20270110T001000Z 20270110T183000Z "
