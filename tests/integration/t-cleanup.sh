@@ -85,3 +85,21 @@ check "the log has each removal with its reason" eval \
 check "the log has no removal by the dry run" eval "! grep -q 'Cleanup (cowvol cleanup --dry-run' '$T/daemon.log'"
 expect 0 "cleanup again: nothing" cv cleanup v
 expect_in out "^Nothing to remove from v\.$" "a second cleanup has nothing to remove"
+
+# an NBD connection to n4 (what map is too): at 12:00 the clock's hourly
+# cleanup would remove it (old enough now, beyond --number 2); busy, it
+# stays until the connection ends
+"$PYTHON" "$REPO/tests/integration/nbd-stall.py" "$T/nbd.sock" 1 --go v@n4 >"$T/stall.out" 2>&1 &
+STALL=$!
+on_exit "kill $STALL 2>/dev/null"
+for _ in $(seq 600); do grep -q "^connected 1 alive 1" "$T/stall.out" && break; sleep 0.05; done
+check "an NBD client holds v@n4" grep -q "^connected 1 alive 1" "$T/stall.out"
+fake_now "2027-03-10 12:00:00"
+wait_clock v "2027-03-10 12:00:00" || exit 1
+check "12:00, the clock's cleanup: n4 stays, busy (its NBD connection)" test "$(names)" = "n2 p2 q2 s n4 n5 n6 "
+check "cleanup --dry-run says n4 is busy" eval "why n4 | grep -qx 'kept: busy'"
+kill "$STALL"
+wait "$STALL" 2>/dev/null
+for _ in $(seq 600); do why n4 | grep -q 'kept: busy' || break; sleep 0.05; done
+expect 0 "cleanup once the NBD client is gone" cv cleanup v
+expect_in out "^Removed v@n4 \(number 9\): number, beyond the limits" "n4 goes now"
