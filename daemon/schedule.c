@@ -220,6 +220,13 @@ int schedule_cleanup(struct vol *v, int64_t now, bool dry_run, const char *by, j
                 struct snap *s = ss[i];
                 char full[NAME_MAX_LEN * 2 + 2], why[200];
 
+                /* the plan saw it busy already (the same hold of the lock);
+                 * rm's own check, kept: a removal under a reader is the
+                 * one mistake that must never happen */
+                if (out[i].verdict == CLEANUP_REMOVE && snap_busy(v, s)) {
+                        report_add(report, s, "kept: busy", NULL, false, snap_busy(v, s));
+                        continue;
+                }
                 if (out[i].verdict != CLEANUP_REMOVE) {
                         const char *busy = snap_busy(v, s);
                         if (busy && strcmp(out[i].why, "kept: busy") == 0)
