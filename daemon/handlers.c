@@ -813,6 +813,7 @@ static json_object *schedule_view(const struct vol *v)
         }
         /* what the clock last read: tests wait for it to pass a time */
         json_object_object_add(o, "clock", json_object_new_int64(schedule_clock_seen()));
+        json_object_object_add(o, "clock_rounds", json_object_new_int64((int64_t)schedule_clock_rounds()));
         return o;
 }
 

@@ -319,6 +319,7 @@ static pthread_t tid;
 static bool running;
 static int wake_fd = -1;
 static int64_t clock_seen; /* the wall clock of the last round done (__atomic) */
+static uint64_t clock_rounds; /* rounds done (__atomic) */
 
 /* in memory, by volume uuid: the hour a timeline snapshot was last tried and
  * the hour the cleanup last ran, so each happens once an hour */
@@ -467,6 +468,12 @@ static void clock_round(void)
         }
         free(jobs);
         __atomic_store_n(&clock_seen, now, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&clock_rounds, 1, __ATOMIC_RELEASE);
+}
+
+uint64_t schedule_clock_rounds(void)
+{
+        return __atomic_load_n(&clock_rounds, __ATOMIC_ACQUIRE);
 }
 
 int64_t schedule_clock_seen(void)

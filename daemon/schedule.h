@@ -29,5 +29,8 @@ void schedule_stop(void);
 /* the wall clock (seconds) as the clock's last whole round read it; 0
  * before the first */
 int64_t schedule_clock_seen(void);
+/* how many rounds the clock has done: one that began after a moment is
+ * done once this passes its value then by 2 */
+uint64_t schedule_clock_rounds(void);
 
 #endif

@@ -249,8 +249,10 @@ setup_v1_v64() {
 #                                    thread waking every 100 ms
 #   fake_now TIME                    move that wall clock to TIME
 #   wait_clock VOLUME TIME           wait (30 s at most) until the daemon's
-#                                    clock has done a whole round at TIME
-#                                    or later (schedule --json's "clock")
+#                                    clock has done a whole round, begun
+#                                    after the call, at TIME or later
+#                                    (schedule --json's "clock" and
+#                                    "clock_rounds")
 # A missing libfaketime fails the test (tools/deps.sh test installs it).
 faketime_daemon() {
 	local lib
@@ -272,11 +274,15 @@ EOS
 }
 fake_now() { echo "$1" >"$T/faketime.new" && mv "$T/faketime.new" "$T/faketime"; }
 wait_clock() {
-	local want seen end=$((SECONDS + 30))
+	local want seen rounds r0 end=$((SECONDS + 30))
 	want=$(TZ=${FAKE_TZ:-UTC} date -d "$2" +%s)
+	r0=$("$COWVOL" schedule "$1" --json 2>/dev/null | sed -n 's/^ *"clock_rounds":\([0-9]*\).*/\1/p' | head -1)
 	while [ "$SECONDS" -lt "$end" ]; do
-		seen=$("$COWVOL" schedule "$1" --json 2>/dev/null | sed -n 's/^ *"clock":\([0-9]*\).*/\1/p' | head -1)
-		[ -n "$seen" ] && [ "$seen" -ge "$want" ] && return 0
+		"$COWVOL" schedule "$1" --json >"$T/clock.json" 2>/dev/null
+		seen=$(sed -n 's/^ *"clock":\([0-9]*\).*/\1/p' "$T/clock.json" | head -1)
+		rounds=$(sed -n 's/^ *"clock_rounds":\([0-9]*\).*/\1/p' "$T/clock.json" | head -1)
+		# a whole round that began after the call: r0 + 2
+		[ -n "$seen" ] && [ -n "$r0" ] && [ "$seen" -ge "$want" ] && [ "$rounds" -ge $((r0 + 2)) ] && return 0
 		sleep 0.05
 	done
 	notok "the daemon's clock reached $2 (it is at ${seen:-?})"

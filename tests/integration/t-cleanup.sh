@@ -36,6 +36,7 @@ must "snap v@q2 --pre p2 (a chunk changed between)" cv snap v@q2 --pre p2
 must "snap v@s (no cleanup class)" cv snap v@s
 expect 0 "schedule v: no timeline, --number 2 --number-important 1 --min-age 30m" \
 	cv schedule v --hourly 0 --daily 0 --monthly 0 --yearly 0 --number 2 --number-important 1 --min-age 30m
+wait_clock v "2027-03-10 10:00:00" || exit 1 # its cleanup at 10:00, all young
 fake_now "2027-03-10 10:30:00"
 wait_clock v "2027-03-10 10:30:00" || exit 1
 for s in n4 n5 n6; do must "snap v@$s --cleanup number (10:30)" cv snap "v@$s" --cleanup number; done

@@ -80,6 +80,7 @@ for s in a b c d; do must "snap n@$s --cleanup number" cv snap "n@$s" --cleanup 
 expect 0 "schedule n --hourly 0 --daily 0 --monthly 0 --yearly 0 --number 2" \
 	cv schedule n --hourly 0 --daily 0 --monthly 0 --yearly 0 --number 2
 expect_in out "^n: timeline snapshots off; " "schedule n says it takes no timeline snapshots"
+wait_clock n "$T0" || exit 1 # its first cleanup at 21:30, all young
 step_to "2027-01-02 22:00:00"
 check "22:00: n keeps all four, younger than min-age (1h)" eval "[ \"\$(names n | tr '\n' ' ')\" = 'a b c d ' ]"
 step_to "2027-01-02 22:40:00"
