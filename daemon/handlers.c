@@ -853,11 +853,11 @@ static int do_schedule(struct request *r, json_object **ret, struct failure *f)
                         v->schedule.changes = old[i].changes + 1;
                 }
                 e = catalogue_save();
-                for (size_t i = 0; i < n; i++) {
+                for (size_t i = n; e < 0 && i-- > 0;) /* undone newest first: a volume named twice */
+                        vol_find(json_object_get_string(json_object_array_get_idx(r->volumes, i)))->schedule = old[i];
+                for (size_t i = 0; e >= 0 && i < n; i++) {
                         struct vol *v = vol_find(json_object_get_string(json_object_array_get_idx(r->volumes, i)));
-                        if (e < 0) {
-                                v->schedule = old[i];
-                        } else if (r->off) {
+                        if (r->off) {
                                 if (old[i].on)
                                         dlog(LOG_INFO_, "Schedule of %s stopped", v->name);
                         } else {
