@@ -116,7 +116,7 @@ build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard lib/*.h) | $(DEPS_STAMP)
 	  -DCOWVOL_VERSION=\"$(VERSION)\" -Ilib -o $@ $< $(LIB_SRCS) $(LIB_LIBS)
 # the daemon's targets link the daemon itself (its main renamed away)
 DAEMON_SRCS := $(wildcard daemon/*.c)
-DAEMON_FUZZ := build/fuzz/fuzz-nbd build/fuzz/fuzz-ctl
+DAEMON_FUZZ := build/fuzz/fuzz-nbd build/fuzz/fuzz-ctl build/fuzz/fuzz-catalogue
 $(DAEMON_FUZZ): build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h common/*.h tests/fuzz/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(call say,FUZZ,$@)clang -std=gnu11 -g -O1 -fno-omit-frame-pointer $(WARN) -Wno-unused-command-line-argument \

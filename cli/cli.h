@@ -151,5 +151,9 @@ int check_target(const char *cmd, const char *target);
 extern const struct cli_command cmd_resize, cmd_rename;
 extern const struct cli_command cmd_create, cmd_add, cmd_snap, cmd_list, cmd_restore, cmd_activate, cmd_rm,
         cmd_status, cmd_cat, cmd_write, cmd_diff, cmd_export;
+/* schedule.c */
+extern const struct cli_command cmd_cleanup, cmd_schedule;
+/* schedule.c */
+extern const struct cli_command cmd_cleanup, cmd_schedule;
 
 #endif

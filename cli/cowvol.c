@@ -57,7 +57,10 @@ static void help(void)
                "                                Adopt an image file, or a block device (also\n"
                "                                UUID=..., LABEL=...: the kernel engine)\n"
                "  snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE [--force]]\n"
-               "                                Take a snapshot (NAME: a UTC timestamp if not given)\n"
+               "      [--description TEXT] [--cleanup number|timeline] [--type pre|post]\n"
+               "      [--pre SNAP] [--userdata KEY=VALUE,...]\n"
+               "                                Take a snapshot (NAME: a UTC timestamp if not given;\n"
+               "                                the rest says what it is, as snapper's create)\n"
                "  list [VOLUME] [--json]        Volumes and their snapshots, with store use\n"
                "  restore VOLUME@SNAP [--keep] [--no-wait]\n"
                "                                Give the volume the snapshot's content\n"
@@ -72,6 +75,10 @@ static void help(void)
                "  diff VOLUME@SNAP [--json]     Byte ranges changed since the snapshot\n"
                "  export TARGET [--json]        The NBD URI serving a volume or snapshot\n"
                "  status [--json]               The daemon's version, uptime and counts\n"
+               "  cleanup VOLUME [--dry-run] [--json]\n"
+               "                                Remove what snapper's cleanup rules remove now\n"
+               "  schedule VOLUME... [--hourly N] [--daily N] ... [--min-age DURATION] [--off]\n"
+               "                                Hourly timeline snapshots and cleanup by cowvold\n"
                "\n"
                "Offline store commands (no daemon needed; PATH is a file or a block device):\n"
                "  store create PATH [--chunk-size SIZE] [--size SIZE] [--force]\n"
@@ -96,7 +103,7 @@ static void help(void)
 
 static const struct cli_command *const commands[] = {
         &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_resize, &cmd_rename, &cmd_activate, &cmd_rm,
-        &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export,
+        &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export, &cmd_cleanup, &cmd_schedule,
 };
 
 /* Edits (insert, delete, replace, swap two neighbours) from @a to @b, up

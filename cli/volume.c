@@ -232,7 +232,29 @@ struct snap_opts {
         uint64_t store_size; /* 0: not given */
         const char *store;
         bool force;
+        const char *description, *cleanup, *type, *pre, *userdata; /* NULL: not given */
 };
+
+/* --cleanup, --type: one of a few words (the daemon checks the rest) */
+static int check_word(const char *cmd, const struct cli_option *opt, const char *v, const char *const *words)
+{
+        for (const char *const *w = words; *w; w++)
+                if (strcmp(v, *w) == 0)
+                        return 0;
+        return usage_error(cmd, "--%s '%s' is not one of %s, %s or %s", opt->name, v, words[0], words[1], words[2]);
+}
+
+static int check_cleanup_class(const char *cmd, const struct cli_option *opt, const void *value)
+{
+        static const char *const w[] = { "none", "number", "timeline", NULL };
+        return check_word(cmd, opt, *(const char *const *)value, w);
+}
+
+static int check_snap_type(const char *cmd, const struct cli_option *opt, const void *value)
+{
+        static const char *const w[] = { "single", "pre", "post", NULL };
+        return check_word(cmd, opt, *(const char *const *)value, w);
+}
 
 static const struct cli_option snap_options[] = {
         { "store-size", .kind = CLI_BYTES, .offset = offsetof(struct snap_opts, store_size),
@@ -244,6 +266,16 @@ static const struct cli_option snap_options[] = {
                   "UUID=..., LABEL=...) instead of a file; its content is lost" },
         { "force", .short_name = 'f', .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, force),
           .help = "use a --store device that carries a filesystem or\nanother signature anyway; make a store file larger than\nthe free space" },
+        { "description", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, description), .arg = "TEXT",
+          .help = "what the snapshot is for (at most 1 KiB, no control\ncharacters)" },
+        { "cleanup", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, cleanup), .check = check_cleanup_class,
+          .arg = "CLASS", .help = "the cleanup that may remove it: none (default), number\nor timeline" },
+        { "type", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, type), .check = check_snap_type,
+          .arg = "TYPE", .help = "single (default), pre (before a change) or post (after\nit, with --pre)" },
+        { "pre", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, pre), .arg = "SNAP",
+          .help = "the pre snapshot of this post snapshot (implies --type\npost)" },
+        { "userdata", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, userdata),
+          .arg = "KEY=VALUE[,...]", .help = "its userdata; important=yes counts under\n--number-important" },
         {},
 };
 
@@ -253,6 +285,7 @@ static int snap_run(const void *opts, char **pos)
         json_object *args, *res;
         const char *at;
         char a[32];
+        int64_t number = 0;
         int r, fd = -1;
 
         if (o->store && o->store_size)
@@ -273,6 +306,16 @@ static int snap_run(const void *opts, char **pos)
                 json_object_object_add(args, "store", json_object_new_string(o->store));
         if (o->force)
                 json_object_object_add(args, "force", json_object_new_boolean(true));
+        if (o->description)
+                json_object_object_add(args, "description", json_object_new_string(o->description));
+        if (o->cleanup)
+                json_object_object_add(args, "cleanup", json_object_new_string(o->cleanup));
+        if (o->type)
+                json_object_object_add(args, "type", json_object_new_string(o->type));
+        if (o->pre)
+                json_object_object_add(args, "pre", json_object_new_string(o->pre));
+        if (o->userdata)
+                json_object_object_add(args, "userdata", json_object_new_string(o->userdata));
         if (o->store && (r = open_as_caller(o->store, &fd))) {
                 json_object_put(args);
                 return r;
@@ -282,8 +325,9 @@ static int snap_run(const void *opts, char **pos)
                 close(fd);
         if (r)
                 return r;
-        printf("Created snapshot %s (store %s)\n", string_field(res, "full_name"),
-               size_field(res, "store_size", a, sizeof(a)));
+        result_int(res, "number", &number);
+        printf("Created snapshot %s (store %s), number %" PRId64 "\n", string_field(res, "full_name"),
+               size_field(res, "store_size", a, sizeof(a)), number);
         json_object_put(res);
         return EXIT_SUCCESS;
 }
@@ -291,9 +335,10 @@ static int snap_run(const void *opts, char **pos)
 const struct cli_command cmd_snap = {
         .name = "snap", .args = "VOLUME[@NAME]", .check_arg = check_target, .run = snap_run,
         .options = snap_options, .opts_size = sizeof(struct snap_opts),
-        .usage = "snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE] [--force]",
+        .usage = "snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE] [--force] [--description TEXT]\n"
+                 "snap VOLUME[@NAME] ... [--cleanup CLASS] [--type TYPE] [--pre SNAP] [--userdata KEY=VALUE,...]",
         .about = "Take a snapshot of VOLUME.  Without NAME, the snapshot is named after the\n"
-                 "time, in UTC (YYYYMMDDTHHMMSSZ).\n",
+                 "time, in UTC (YYYYMMDDTHHMMSSZ; and .N, its number, when that second has one).\n",
 };
 
 /* --- list --------------------------------------------------------------- */
@@ -302,12 +347,14 @@ const struct cli_command cmd_snap = {
  * The table: one row per volume, its snapshots indented below it.  Column
  * widths come from the data; sizes and DATA% are aligned right.
  */
-enum { COL_NAME, COL_ORIGIN, COL_SIZE, COL_USED, COL_CHUNK, COL_DATA, COL_FS, COL_LABEL, COL_STATE, COL_CREATED, N_COLS };
+enum { COL_NAME, COL_ORIGIN, COL_SIZE, COL_USED, COL_CHUNK, COL_DATA, COL_FS, COL_LABEL, COL_STATE, COL_CREATED,
+       COL_NUMBER, COL_TYPE, COL_CLEANUP, COL_DESCRIPTION, COL_USERDATA, N_COLS };
 
-static const char *const col_title[N_COLS] = { "NAME", "ORIGIN", "SIZE", "USED",  "CHUNK",
-                                               "DATA%", "FS",    "LABEL", "STATE", "CREATED" };
+static const char *const col_title[N_COLS] = { "NAME",  "ORIGIN",  "SIZE", "USED", "CHUNK",   "DATA%",
+                                               "FS",    "LABEL",   "STATE", "CREATED", "#", "TYPE",
+                                               "CLEANUP", "DESCRIPTION", "USERDATA" };
 static const bool col_right[N_COLS] = { [COL_SIZE] = true, [COL_USED] = true, [COL_CHUNK] = true,
-                                        [COL_DATA] = true };
+                                        [COL_DATA] = true, [COL_NUMBER] = true };
 
 struct table {
         char **cells; /* rows * N_COLS strings */
@@ -430,6 +477,37 @@ static char *snapshot_state_cell(json_object *s)
         return cell("%s", state);
 }
 
+/* number, type (a post with its pre's number), cleanup, description,
+ * userdata as KEY=VALUE,... */
+static void snapshot_meta_cells(json_object *s, char **row)
+{
+        const char *type = result_string(s, "type"), *d = result_string(s, "description");
+        json_object *u;
+        int64_t n = 0, pre = 0;
+        char *ud = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&ud, &len);
+
+        row[COL_NUMBER] = result_int(s, "number", &n) ? cell("%" PRId64, n) : strdup("");
+        if (type && strcmp(type, "post") == 0 && result_int(s, "pre", &pre))
+                row[COL_TYPE] = cell("post of %" PRId64, pre);
+        else
+                row[COL_TYPE] = cell("%s", type ? type : "");
+        row[COL_CLEANUP] = cell("%s", result_string(s, "cleanup") ? result_string(s, "cleanup") : "");
+        row[COL_DESCRIPTION] = cell("%s", d ? d : "");
+        if (m && json_object_object_get_ex(s, "userdata", &u) && json_object_is_type(u, json_type_object)) {
+                bool first = true;
+                json_object_object_foreach(u, key, val) {
+                        fprintf(m, "%s%s=%s", first ? "" : ",", key, json_object_get_string(val));
+                        first = false;
+                }
+        }
+        if (m)
+                fclose(m);
+        row[COL_USERDATA] = cell("%s", ud ? ud : "");
+        free(ud);
+}
+
 static int table_fill(struct table *t, json_object *volumes)
 {
         size_t nv = json_object_array_length(volumes);
@@ -453,6 +531,8 @@ static int table_fill(struct table *t, json_object *volumes)
                 row[COL_LABEL] = cell("%s", result_string(v, "label") ? result_string(v, "label") : "");
                 row[COL_STATE] = volume_state_cell(v);
                 row[COL_CREATED] = created_cell(v);
+                for (int c = COL_NUMBER; c < N_COLS; c++)
+                        row[c] = strdup("");
 
                 if (!json_object_object_get_ex(v, "snapshots", &snaps) || !json_object_is_type(snaps, json_type_array))
                         continue;
@@ -478,6 +558,7 @@ static int table_fill(struct table *t, json_object *volumes)
                         row[COL_LABEL] = strdup("");
                         row[COL_STATE] = snapshot_state_cell(s);
                         row[COL_CREATED] = created_cell(s);
+                        snapshot_meta_cells(s, row);
                 }
         }
         for (size_t i = 0; i < t->rows * N_COLS; i++)

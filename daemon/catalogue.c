@@ -20,6 +20,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,13 +78,142 @@ struct snap *snap_find_uuid(const struct vol *v, const char *uuid)
         return NULL;
 }
 
+struct snap *snap_find_number(const struct vol *v, uint64_t number)
+{
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (s->number == number)
+                        return s;
+        return NULL;
+}
+
 void snap_free_meta(struct snap *s)
 {
         if (!s)
                 return;
         free(s->store);
         free(s->reason);
+        free(s->description);
+        free(s->userdata);
         free(s);
+}
+
+static const char *const class_names[] = { [CLEANUP_NONE] = "none", [CLEANUP_NUMBER] = "number",
+                                           [CLEANUP_TIMELINE] = "timeline" };
+static const char *const kind_names[] = { [SNAP_SINGLE] = "single", [SNAP_PRE] = "pre", [SNAP_POST] = "post" };
+
+const char *cleanup_class_name(enum cleanup_class c)
+{
+        return (unsigned)c < 3 ? class_names[c] : "?";
+}
+
+const char *snap_kind_name(enum snap_kind k)
+{
+        return (unsigned)k < 3 ? kind_names[k] : "?";
+}
+
+int cleanup_class_parse(const char *s, enum cleanup_class *ret)
+{
+        for (unsigned i = 0; i < 3; i++)
+                if (strcmp(s, class_names[i]) == 0) {
+                        *ret = (enum cleanup_class)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+int snap_kind_parse(const char *s, enum snap_kind *ret)
+{
+        for (unsigned i = 0; i < 3; i++)
+                if (strcmp(s, kind_names[i]) == 0) {
+                        *ret = (enum snap_kind)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+bool description_valid(const char *s, char *why, size_t len)
+{
+        size_t n = strlen(s);
+
+        if (n > DESCRIPTION_MAX) {
+                snprintf(why, len, "it is %zu bytes long; at most %d", n, DESCRIPTION_MAX);
+                return false;
+        }
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f) {
+                        snprintf(why, len, "it contains the control character 0x%02x", *p);
+                        return false;
+                }
+        return true;
+}
+
+/* printable ASCII but @stop */
+static bool userdata_text(const char *s, size_t n, const char *stop)
+{
+        for (size_t i = 0; i < n; i++)
+                if (s[i] < 0x20 || s[i] >= 0x7f || strchr(stop, s[i]))
+                        return false;
+        return true;
+}
+
+bool userdata_valid(const char *s, char *why, size_t len)
+{
+        const char *keys[USERDATA_PAIRS];
+        size_t klen[USERDATA_PAIRS];
+        unsigned n = 0;
+
+        if (!*s) {
+                snprintf(why, len, "it is empty; give KEY=VALUE[,KEY=VALUE...]");
+                return false;
+        }
+        for (const char *p = s;;) {
+                const char *end = strchrnul(p, ','), *eq = memchr(p, '=', (size_t)(end - p));
+                size_t kl = eq ? (size_t)(eq - p) : 0, vl = eq ? (size_t)(end - eq - 1) : 0;
+
+                if (!eq) {
+                        snprintf(why, len, "pair %u is not KEY=VALUE", n + 1);
+                        return false;
+                }
+                if (kl == 0 || kl > USERDATA_KEY_MAX || !userdata_text(p, kl, "=,")) {
+                        snprintf(why, len, "key %u must be 1 to %d printable ASCII characters without "
+                                 "'=' or ','", n + 1, USERDATA_KEY_MAX);
+                        return false;
+                }
+                if (vl > USERDATA_VALUE_MAX || !userdata_text(eq + 1, vl, ",")) {
+                        snprintf(why, len, "value %u must be at most %d printable ASCII characters "
+                                 "without ','", n + 1, USERDATA_VALUE_MAX);
+                        return false;
+                }
+                if (n == USERDATA_PAIRS) {
+                        snprintf(why, len, "more than %d pairs", USERDATA_PAIRS);
+                        return false;
+                }
+                for (unsigned i = 0; i < n; i++)
+                        if (klen[i] == kl && memcmp(keys[i], p, kl) == 0) {
+                                snprintf(why, len, "key '%.*s' is given twice", (int)kl, p);
+                                return false;
+                        }
+                keys[n] = p;
+                klen[n++] = kl;
+                if (!*end)
+                        return true;
+                p = end + 1;
+        }
+}
+
+bool userdata_get(const char *ud, const char *key, char *buf, size_t len)
+{
+        size_t kl = strlen(key);
+
+        for (const char *p = ud; p && *p;) {
+                const char *end = strchrnul(p, ',');
+                if ((size_t)(end - p) > kl && memcmp(p, key, kl) == 0 && p[kl] == '=') {
+                        snprintf(buf, len, "%.*s", (int)(end - p - (ptrdiff_t)kl - 1), p + kl + 1);
+                        return true;
+                }
+                p = *end ? end + 1 : end;
+        }
+        return false;
 }
 
 void vol_free(struct vol *v)
@@ -282,6 +412,79 @@ static int identity_check(const char *where, const char *name, const char *uuid)
         return 0;
 }
 
+/* an optional integer member, 0 when absent; in [1, max] when present */
+static int counter(json_object *o, const char *where, const char *key, int64_t max, int64_t *ret)
+{
+        json_object *x;
+        int r = member(o, where, key, json_type_int, false, &x);
+
+        *ret = 0;
+        if (r < 0 || !x)
+                return r;
+        *ret = json_object_get_int64(x);
+        if (*ret < 1 || *ret > max)
+                return malformed(where, key, "is out of range");
+        return 0;
+}
+
+/* "userdata": an object of strings, into "KEY=VALUE,..." (checked) */
+static int load_userdata(json_object *o, const char *where, char **ret)
+{
+        char buf[USERDATA_PAIRS * (USERDATA_KEY_MAX + USERDATA_VALUE_MAX + 2) + 1], why[160];
+        json_object *u;
+        size_t n = 0;
+        int r = member(o, where, "userdata", json_type_object, false, &u);
+
+        *ret = NULL;
+        if (r < 0 || !u)
+                return r;
+        if (json_object_object_length(u) == 0)
+                return 0;
+        json_object_object_foreach(u, key, val) {
+                int m;
+                if (!json_object_is_type(val, json_type_string))
+                        return malformed(where, "userdata", "has a value that is not a string");
+                if (strpbrk(key, "=,") || strchr(json_object_get_string(val), ','))
+                        return malformed(where, "userdata", "has a key with '=' or ',' or a value with ','");
+                m = snprintf(buf + n, sizeof(buf) - n, "%s%s=%s", n ? "," : "", key, json_object_get_string(val));
+                if (m < 0 || (size_t)m >= sizeof(buf) - n)
+                        return malformed(where, "userdata", "is too long");
+                n += (size_t)m;
+        }
+        if (!userdata_valid(buf, why, sizeof(why)))
+                return malformed(where, "userdata", why);
+        *ret = strdup(buf);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* number, cleanup, type, pre, description, userdata: all optional */
+static int load_snap_meta(struct snap *s, json_object *o, const char *where)
+{
+        const char *cls = NULL, *kind = NULL, *desc = NULL;
+        char why[160];
+        int64_t number = 0, pre = 0;
+        int r;
+
+        if ((r = counter(o, where, "number", INT64_MAX, &number)) < 0 ||
+            (r = counter(o, where, "pre", INT64_MAX, &pre)) < 0 || (r = text(o, where, "cleanup", false, &cls)) < 0 ||
+            (r = text(o, where, "type", false, &kind)) < 0 || (r = text(o, where, "description", false, &desc)) < 0)
+                return r;
+        if (cls && cleanup_class_parse(cls, &s->cleanup) < 0)
+                return malformed(where, "cleanup", "is not none, number or timeline");
+        if (kind && snap_kind_parse(kind, &s->type) < 0)
+                return malformed(where, "type", "is not single, pre or post");
+        if ((s->type == SNAP_POST) != (pre != 0))
+                return malformed(where, "pre", s->type == SNAP_POST ? "is missing for a post snapshot"
+                                                                    : "is given for a snapshot that is not a post");
+        if (desc && !description_valid(desc, why, sizeof(why)))
+                return malformed(where, "description", why);
+        s->number = (uint64_t)number;
+        s->pre_number = (uint64_t)pre;
+        if (desc && !(s->description = strdup(desc)))
+                return -ENOMEM;
+        return load_userdata(o, where, &s->userdata);
+}
+
 static int load_snap(struct vol *v, json_object *o, size_t i)
 {
         const char *name = NULL, *uuid = NULL, *store = NULL, *reason = NULL;
@@ -325,8 +528,78 @@ static int load_snap(struct vol *v, json_object *o, size_t i)
         s->reason = reason ? strdup(reason) : NULL;
         s->store_device = device;
         s->size = (uint64_t)size;
+        if ((r = load_snap_meta(s, o, where)) < 0) {
+                snap_free_meta(s);
+                return r;
+        }
+        if (s->number && snap_find_number(v, s->number)) {
+                snap_free_meta(s);
+                return malformed(where, "number", "is another snapshot's of the volume");
+        }
         /* keep the order of the file: append */
         *p = s;
+        return 0;
+}
+
+/* Snapshots of a catalogue of before numbers get them in the order they
+ * were taken, after the highest number any has: the file's order, which is
+ * the order of the snaps (each appended as taken; a chain's order), where
+ * "created" can go back with the clock; "next_number" is above every number. */
+static int load_numbers(struct vol *v, json_object *o, const char *where)
+{
+        uint64_t max = 0;
+        int64_t next = 0;
+        int r = counter(o, where, "next_number", INT64_MAX, &next);
+
+        if (r < 0)
+                return r;
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (s->number > max)
+                        max = s->number;
+        for (struct snap *s = v->snaps; s; s = s->next)
+                if (!s->number)
+                        s->number = ++max;
+        if (next && (uint64_t)next <= max)
+                return malformed(where, "next_number", "is not above every snapshot's number");
+        v->next_number = next ? (uint64_t)next : max + 1;
+        return 0;
+}
+
+static int limit_member(json_object *o, const char *where, const char *key, int64_t max, int64_t *ret)
+{
+        json_object *x;
+        int r = member(o, where, key, json_type_int, false, &x);
+
+        if (r < 0 || !x)
+                return r;
+        *ret = json_object_get_int64(x);
+        if (*ret < 0 || *ret > max)
+                return malformed(where, key, "is out of range");
+        return 0;
+}
+
+/* "schedule": absent (none), or every limit (an absent one: snapper's
+ * default), the min-age and the free limit */
+static int load_schedule(struct vol *v, json_object *o, const char *where)
+{
+        struct cleanup_policy *p = &v->schedule.policy;
+        char at[300];
+        json_object *sc;
+        int64_t x[10];
+        int r = member(o, where, "schedule", json_type_object, false, &sc);
+
+        cleanup_policy_default(p);
+        if (r < 0 || !sc)
+                return r;
+        snprintf(at, sizeof(at), "%s, schedule", where);
+        x[0] = p->hourly.max, x[1] = p->daily.max, x[2] = p->weekly.max, x[3] = p->monthly.max;
+        x[4] = p->quarterly.max, x[5] = p->yearly.max, x[6] = p->number.max, x[7] = p->number_important.max;
+        x[8] = p->timeline_min_age, x[9] = 0;
+        for (unsigned k = 0; k < 10; k++)
+                if ((r = limit_member(sc, at, schedule_keys[k], k == 8 ? SCHEDULE_MIN_AGE_MAX
+                                                                : k == 9 ? 99 : SCHEDULE_LIMIT_MAX, &x[k])) < 0)
+                        return r;
+        schedule_set(&v->schedule, x);
         return 0;
 }
 
@@ -407,6 +680,10 @@ static int load_vol(json_object *o, size_t i, const struct engine_ops *const *en
                         vol_free(v);
                         return r;
                 }
+        }
+        if ((r = load_numbers(v, o, where)) < 0 || (r = load_schedule(v, o, where)) < 0) {
+                vol_free(v);
+                return r;
         }
         if (restore) {
                 const char *su = NULL;
@@ -503,6 +780,8 @@ int catalogue_load(const struct engine_ops *const *engines)
 
 /* --- writing ---------------------------------------------------------------- */
 
+static void snap_json_meta_saved(const struct snap *s, json_object *o);
+
 static json_object *snap_json(const struct snap *s)
 {
         json_object *o = json_object_new_object();
@@ -516,7 +795,66 @@ static json_object *snap_json(const struct snap *s)
         json_object_object_add(o, "size", json_object_new_int64((int64_t)s->size));
         if (s->reason)
                 json_object_object_add(o, "reason", json_object_new_string(s->reason));
+        snap_json_meta_saved(s, o);
         return o;
+}
+
+void snap_json_meta(const struct snap *s, json_object *o)
+{
+        json_object *u = json_object_new_object();
+
+        /* the catalogue's snap_json names userdata only when there is some */
+        json_object_object_add(o, "number", json_object_new_int64((int64_t)s->number));
+        json_object_object_add(o, "cleanup", json_object_new_string(cleanup_class_name(s->cleanup)));
+        json_object_object_add(o, "type", json_object_new_string(snap_kind_name(s->type)));
+        if (s->type == SNAP_POST)
+                json_object_object_add(o, "pre", json_object_new_int64((int64_t)s->pre_number));
+        if (s->description)
+                json_object_object_add(o, "description", json_object_new_string(s->description));
+        for (const char *p = s->userdata; p && *p;) {
+                const char *end = strchrnul(p, ','), *eq = memchr(p, '=', (size_t)(end - p));
+                char key[USERDATA_KEY_MAX + 1];
+                snprintf(key, sizeof(key), "%.*s", (int)(eq - p), p);
+                json_object_object_add(u, key, json_object_new_string_len(eq + 1, (int)(end - eq - 1)));
+                p = *end ? end + 1 : end;
+        }
+        json_object_object_add(o, "userdata", u);
+}
+
+static void snap_json_meta_saved(const struct snap *s, json_object *o)
+{
+        json_object *u;
+
+        snap_json_meta(s, o);
+        if (json_object_object_get_ex(o, "userdata", &u) && json_object_object_length(u) == 0)
+                json_object_object_del(o, "userdata");
+}
+
+void schedule_json(const struct schedule *sc, json_object *o)
+{
+        const struct cleanup_policy *p = &sc->policy;
+        int64_t x[10] = { p->hourly.max, p->daily.max,  p->weekly.max,       p->monthly.max,   p->quarterly.max,
+                          p->yearly.max, p->number.max, p->number_important.max, p->timeline_min_age, sc->free_limit };
+
+        for (unsigned k = 0; k < 10; k++)
+                json_object_object_add(o, schedule_keys[k], json_object_new_int64(x[k]));
+}
+
+const char *const schedule_keys[10] = { "hourly", "daily",  "weekly",           "monthly", "quarterly",
+                                        "yearly", "number", "number_important", "min_age", "free_limit" };
+
+void schedule_set(struct schedule *sc, const int64_t x[10])
+{
+        struct cleanup_policy *p = &sc->policy;
+        struct cleanup_limit *l[8] = { &p->hourly, &p->daily,  &p->weekly, &p->monthly,
+                                       &p->quarterly, &p->yearly, &p->number, &p->number_important };
+
+        cleanup_policy_default(p);
+        for (unsigned k = 0; k < 8; k++)
+                l[k]->min = l[k]->max = (unsigned)x[k];
+        p->number_min_age = p->timeline_min_age = p->empty_pre_post_min_age = x[8];
+        sc->free_limit = (unsigned)x[9];
+        sc->on = true;
 }
 
 void vol_json_identity(const struct vol *v, json_object *o)
@@ -547,6 +885,12 @@ static json_object *vol_json(const struct vol *v)
                 json_object_object_add(o, "lent", l);
         }
         json_object_object_add(o, "created", json_object_new_int64(v->created));
+        json_object_object_add(o, "next_number", json_object_new_int64((int64_t)v->next_number));
+        if (v->schedule.on) {
+                json_object *sc = json_object_new_object();
+                schedule_json(&v->schedule, sc);
+                json_object_object_add(o, "schedule", sc);
+        }
         for (struct snap *s = v->snaps; s; s = s->next)
                 json_object_array_add(a, snap_json(s));
         json_object_object_add(o, "snapshots", a);

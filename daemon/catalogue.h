@@ -28,9 +28,17 @@
 
 #include <json-c/json.h>
 
+#include "cleanup.h"
 #include "cowvol.h"
 
 #define NAME_MAX_LEN 64
+/* a snapshot's description: bytes, printable (no control characters) */
+#define DESCRIPTION_MAX 1024
+/* a snapshot's userdata, "KEY=VALUE[,KEY=VALUE...]": at most USERDATA_PAIRS
+ * pairs, a key 1..USERDATA_KEY_MAX bytes, a value 0..USERDATA_VALUE_MAX */
+#define USERDATA_PAIRS 16
+#define USERDATA_KEY_MAX 64
+#define USERDATA_VALUE_MAX 256
 #define UUID_LEN 36
 
 struct engine_ops;
@@ -48,6 +56,15 @@ struct snap {
         char *reason;  /* why invalid (persisted), or NULL */
         cowvol_snapshot *eng; /* userspace: the library's snapshot */
         unsigned refs; /* I/O in flight through it */
+        /* what the snapshot is, as snapper's (catalogue "number",
+         * "cleanup", "type", "pre", "description", "userdata"; a catalogue
+         * of before them: numbered by creation at load, the rest absent) */
+        uint64_t number;        /* its volume's, from 1, never reused */
+        enum cleanup_class cleanup;
+        enum snap_kind type;
+        uint64_t pre_number;    /* SNAP_POST: its pre's number */
+        char *description;      /* or NULL */
+        char *userdata;         /* "KEY=VALUE,..." as checked, or NULL */
         struct snap *next;
 };
 
@@ -58,6 +75,15 @@ struct vol_user {
         struct snap *s; /* the snapshot it reads or writes, or NULL */
         char what[8];   /* "NBD", "cat", "write" */
         char who[64];   /* "uid 1000 pid 4242", "192.0.2.7 port 50012" */
+};
+
+/* A volume's schedule (catalogue "schedule"): the clock's timeline
+ * snapshots and cleanups (schedule.c) */
+struct schedule {
+        bool on;
+        struct cleanup_policy policy; /* the limits and min-ages */
+        unsigned free_limit;          /* percent of free space kept; 0: none */
+        unsigned long changes;        /* in memory: counts the changes (the clock's cue) */
 };
 
 struct vol {
@@ -85,6 +111,8 @@ struct vol {
         uint64_t lent_dev, lent_ino;
         int64_t created;
         struct snap *snaps;
+        uint64_t next_number; /* the next snapshot's number (catalogue "next_number") */
+        struct schedule schedule;
         cowvol_volume *eng; /* userspace: the library's volume */
         unsigned refs;
         struct vol_user *users; /* the refs, each named (one may lack a name: out of memory) */
@@ -163,5 +191,30 @@ void vol_json_identity(const struct vol *v, json_object *o);
 /* A volume or snapshot name: [A-Za-z0-9_.+-], 1 to NAME_MAX_LEN, not
  * starting with '.' or '-'; else false and @why says what is wrong. */
 bool name_valid(const char *s, char *why, size_t len);
+/* A description: at most DESCRIPTION_MAX bytes, no control character. */
+bool description_valid(const char *s, char *why, size_t len);
+/* Userdata "KEY=VALUE[,KEY=VALUE...]" (USERDATA_*: keys not empty, no '='
+ * or ',' in a key, no ',' in a value, printable ASCII, no key twice). */
+bool userdata_valid(const char *s, char *why, size_t len);
+/* The value of @key in userdata @ud (NULL: none) into @buf; false if absent. */
+bool userdata_get(const char *ud, const char *key, char *buf, size_t len);
+const char *cleanup_class_name(enum cleanup_class c);
+const char *snap_kind_name(enum snap_kind k);
+/* "none", "number", "timeline" / "single", "pre", "post": 0 or -EINVAL */
+int cleanup_class_parse(const char *s, enum cleanup_class *ret);
+int snap_kind_parse(const char *s, enum snap_kind *ret);
+struct snap *snap_find_number(const struct vol *v, uint64_t number);
+/* a snapshot's number, cleanup, type, pre, description, userdata into @o */
+void snap_json_meta(const struct snap *s, json_object *o);
+
+/* A schedule as ten numbers, in the order of schedule_keys (the catalogue's
+ * and the protocol's names): hourly daily weekly monthly quarterly yearly
+ * number number_important (limits), min_age (seconds), free_limit (%). */
+extern const char *const schedule_keys[10];
+#define SCHEDULE_LIMIT_MAX 100000
+#define SCHEDULE_MIN_AGE_MAX (366LL * 86400)
+/* @sc from @x (checked), on */
+void schedule_set(struct schedule *sc, const int64_t x[10]);
+void schedule_json(const struct schedule *sc, json_object *o);
 
 #endif

@@ -232,6 +232,9 @@ int main(int argc, char **argv)
         r = monitor_start();
         if (r < 0)
                 dlog_errno(r, "Cannot start the monitor of kernel snapshots: %m");
+        r = schedule_start();
+        if (r < 0)
+                dlog_errno(r, "Cannot start the clock of timeline snapshots: %m");
         r = listeners_serve(&l, sfd, reload);
         sd_notify(0, "STOPPING=1");
 
@@ -242,6 +245,7 @@ int main(int argc, char **argv)
         pthread_cond_broadcast(&catalogue.changed);
         pthread_mutex_unlock(&catalogue.lock);
         clients_stop();
+        schedule_stop();
         monitor_stop();
         volumes_stop();
         settings_free();

@@ -41,6 +41,7 @@
 #include "engine.h"
 #include "log.h"
 #include "request.h"
+#include "schedule.h"
 #include "statedir.h"
 
 #define PROTOCOL_VERSION 1
@@ -52,6 +53,9 @@ int monitor_start(void);
 void monitor_wake(void);
 void monitor_stop(void); /* after catalogue.stopping is set, without its lock */
 
+/* handlers.c: remove snapshot @s of @v, as `cowvol rm` (checked by the
+ * caller: not in use, no restore on @v); 0 or -errno with @f */
+int snapshot_remove(struct vol *v, struct snap *s, struct failure *f);
 /* handlers.c: act on one request: *ret_result, or @f says why not */
 void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result,
                     struct failure *f);

@@ -108,6 +108,7 @@ static json_object *snap_view(const struct vol *v, const struct snap *s)
         json_object_object_add(o, "exceptions", json_object_new_int64((int64_t)st.exceptions));
         json_object_object_add(o, "data_percent", json_object_new_double(round(pct * 100) / 100));
         json_object_object_add(o, "created", json_object_new_int64(s->created));
+        snap_json_meta(s, o);
         json_object_object_add(o, "state", json_object_new_string(state));
         json_object_object_add(o, "reason",
                                strcmp(state, "invalid") == 0
@@ -266,6 +267,7 @@ static struct vol *vol_new(const char *name, const char *path, uint64_t size, ui
         v->owned = owned;
         v->ops = &userspace_engine;
         v->created = (int64_t)time(NULL);
+        v->next_number = 1;
         return v;
 }
 
@@ -416,16 +418,28 @@ static int do_snap(struct request *r, json_object **ret, struct failure *f)
         new_uuid(s->uuid);
         s->created = (int64_t)time(NULL);
         s->size = v->size;
+        s->cleanup = r->cleanup;
+        s->type = r->kind;
+        s->pre_number = r->pre_number;
+        if ((r->description && !(s->description = strdup(r->description))) ||
+            (r->userdata && !(s->userdata = strdup(r->userdata)))) {
+                snap_free_meta(s);
+                return fail(f, -ENOMEM, "out of memory");
+        }
         if (v->ops->snapshot(v, s, &r->snap, f) < 0) {
                 snap_free_meta(s);
                 return f->err;
         }
+        if (!v->next_number) /* a volume made elsewhere (engine_kernel_add) */
+                v->next_number = 1;
+        s->number = v->next_number++;
         for (p = &v->snaps; *p; p = &(*p)->next)
                 ;
         *p = s;
         e = catalogue_save();
         if (e < 0) {
                 *p = NULL;
+                v->next_number--; /* nobody saw it */
                 v->ops->snapshot_undo(v, s);
                 snap_free_meta(s);
                 return fail(f, e, "cannot save the catalogue: %s", strerror(-e));
@@ -588,7 +602,7 @@ static int do_activate(struct request *r, json_object **ret, struct failure *f)
         return 0;
 }
 
-static int rm_snapshot(struct vol *v, struct snap *s, struct failure *f)
+int snapshot_remove(struct vol *v, struct snap *s, struct failure *f)
 {
         struct snap **p;
         int e;
@@ -635,7 +649,7 @@ static int do_rm(struct request *r, json_object **ret, struct failure *f)
 {
         json_object *o;
 
-        if ((r->s ? rm_snapshot(r->v, r->s, f) : rm_volume(r->v, f)) < 0)
+        if ((r->s ? snapshot_remove(r->v, r->s, f) : rm_volume(r->v, f)) < 0)
                 return f->err;
         o = json_object_new_object();
         json_object_object_add(o, "removed", json_object_new_boolean(true));
@@ -876,12 +890,121 @@ static int do_export(struct request *r, json_object **ret, struct failure *f)
         return 0;
 }
 
+static int do_cleanup(struct request *r, json_object **ret, struct failure *f)
+{
+        json_object *o, *a = json_object_new_array();
+        char by[64];
+        int n;
+
+        if (r->peer->pid == getpid())
+                snprintf(by, sizeof(by), "the clock");
+        else
+                snprintf(by, sizeof(by), "cowvol cleanup%s, pid %d", r->dry_run ? " --dry-run" : "",
+                         (int)r->peer->pid);
+        n = schedule_cleanup(r->v, (int64_t)time(NULL), r->dry_run, by, a);
+        if (n < 0) {
+                json_object_put(a);
+                return fail(f, n, "cleanup of %s failed: %s", r->v->name, strerror(-n));
+        }
+        o = json_object_new_object();
+        json_object_object_add(o, "volume", json_object_new_string(r->v->name));
+        json_object_object_add(o, "dry_run", json_object_new_boolean(r->dry_run));
+        json_object_object_add(o, "removed", json_object_new_int(n));
+        json_object_object_add(o, "snapshots", a);
+        *ret = o;
+        return 0;
+}
+
+static json_object *schedule_view(const struct vol *v)
+{
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "volume", json_object_new_string(v->name));
+        json_object_object_add(o, "on", json_object_new_boolean(v->schedule.on));
+        if (v->schedule.on) {
+                schedule_json(&v->schedule, o);
+                json_object_object_add(o, "timeline", json_object_new_boolean(schedule_timeline(&v->schedule)));
+        }
+        /* what the clock last read: tests wait for it to pass a time */
+        json_object_object_add(o, "clock", json_object_new_int64(schedule_clock_seen()));
+        json_object_object_add(o, "clock_rounds", json_object_new_int64((int64_t)schedule_clock_rounds()));
+        return o;
+}
+
+static int do_schedule(struct request *r, json_object **ret, struct failure *f)
+{
+        size_t n = json_object_array_length(r->volumes);
+        bool change = r->off;
+        struct schedule *old;
+        json_object *o, *a;
+        int e;
+
+        for (unsigned k = 0; k < 10; k++)
+                change |= r->sched_given[k];
+        if (change) {
+                if (!(old = calloc(n, sizeof(*old))))
+                        return fail(f, -ENOMEM, "out of memory");
+                for (size_t i = 0; i < n; i++) {
+                        struct vol *v = vol_find(json_object_get_string(json_object_array_get_idx(r->volumes, i)));
+                        int64_t x[10];
+                        old[i] = v->schedule;
+                        if (r->off) {
+                                v->schedule.on = false;
+                                continue;
+                        }
+                        /* on top of the schedule it has, else snapper's defaults */
+                        if (!v->schedule.on)
+                                cleanup_policy_default(&v->schedule.policy);
+                        x[0] = v->schedule.policy.hourly.max, x[1] = v->schedule.policy.daily.max;
+                        x[2] = v->schedule.policy.weekly.max, x[3] = v->schedule.policy.monthly.max;
+                        x[4] = v->schedule.policy.quarterly.max, x[5] = v->schedule.policy.yearly.max;
+                        x[6] = v->schedule.policy.number.max, x[7] = v->schedule.policy.number_important.max;
+                        x[8] = v->schedule.policy.timeline_min_age, x[9] = v->schedule.on ? v->schedule.free_limit : 0;
+                        for (unsigned k = 0; k < 10; k++)
+                                if (r->sched_given[k])
+                                        x[k] = r->sched[k];
+                        schedule_set(&v->schedule, x);
+                        v->schedule.changes = old[i].changes + 1;
+                }
+                e = catalogue_save();
+                for (size_t i = n; e < 0 && i-- > 0;) /* undone newest first: a volume named twice */
+                        vol_find(json_object_get_string(json_object_array_get_idx(r->volumes, i)))->schedule = old[i];
+                for (size_t i = 0; e >= 0 && i < n; i++) {
+                        struct vol *v = vol_find(json_object_get_string(json_object_array_get_idx(r->volumes, i)));
+                        if (r->off) {
+                                if (old[i].on)
+                                        dlog(LOG_INFO_, "Schedule of %s stopped", v->name);
+                        } else {
+                                const struct cleanup_policy *p = &v->schedule.policy;
+                                dlog(LOG_INFO_, "Schedule of %s: hourly %u daily %u weekly %u monthly %u "
+                                     "quarterly %u yearly %u number %u number-important %u min-age %" PRId64
+                                     " s free-limit %u %%", v->name, p->hourly.max, p->daily.max, p->weekly.max,
+                                     p->monthly.max, p->quarterly.max, p->yearly.max, p->number.max,
+                                     p->number_important.max, p->timeline_min_age, v->schedule.free_limit);
+                        }
+                }
+                free(old);
+                if (e < 0)
+                        return fail(f, e, "cannot save the catalogue: %s", strerror(-e));
+                schedule_wake();
+        }
+        o = json_object_new_object();
+        a = json_object_new_array();
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(a, schedule_view(vol_find(json_object_get_string(
+                                                 json_object_array_get_idx(r->volumes, i)))));
+        json_object_object_add(o, "schedules", a);
+        *ret = o;
+        return 0;
+}
+
 static int (*const act[_OP_MAX])(struct request *r, json_object **ret, struct failure *f) = {
         [OP_STATUS] = do_status,   [OP_CREATE] = do_create,           [OP_ADD] = do_add,
         [OP_SNAP] = do_snap,       [OP_LIST] = do_list,               [OP_RESTORE] = do_restore,
         [OP_RESTORE_WAIT] = do_restore_wait, [OP_RM] = do_rm,          [OP_ACTIVATE] = do_activate,
         [OP_CAT] = do_cat,         [OP_WRITE] = do_write,             [OP_DIFF] = do_diff,
-        [OP_EXPORT] = do_export,  [OP_RESIZE] = do_resize,          [OP_RENAME] = do_rename,
+        [OP_EXPORT] = do_export,   [OP_CLEANUP] = do_cleanup,         [OP_SCHEDULE] = do_schedule,
+        [OP_RESIZE] = do_resize,   [OP_RENAME] = do_rename,
 };
 
 void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result, struct failure *f)

@@ -184,11 +184,44 @@ static int parse_add(json_object *a, struct request *r, struct failure *f)
         return 0;
 }
 
+/* snap's description, cleanup, type, pre, userdata */
+static int parse_snap_meta(json_object *a, struct request *r, struct failure *f)
+{
+        const char *cls = arg_str(a, "cleanup"), *kind = arg_str(a, "type");
+        char why[160], safe[48];
+
+        r->description = arg_str(a, "description");
+        r->userdata = arg_str(a, "userdata");
+        r->pre_name = arg_str(a, "pre");
+        if (cls && cleanup_class_parse(cls, &r->cleanup) < 0)
+                return fail(f, -EINVAL, "bad cleanup class '%s': give none, number or timeline",
+                            ascii_safe(cls, safe, sizeof(safe)));
+        if (kind && snap_kind_parse(kind, &r->kind) < 0)
+                return fail(f, -EINVAL, "bad snapshot type '%s': give single, pre or post",
+                            ascii_safe(kind, safe, sizeof(safe)));
+        if (r->pre_name && !kind)
+                r->kind = SNAP_POST;
+        if (r->kind == SNAP_POST && !r->pre_name)
+                return fail(f, -EINVAL, "a post snapshot needs --pre, its pre snapshot");
+        if (r->kind != SNAP_POST && r->pre_name)
+                return fail(f, -EINVAL, "--pre goes with a post snapshot, not a %s one", snap_kind_name(r->kind));
+        if (r->pre_name && check_name("pre snapshot", r->pre_name, f) < 0)
+                return f->err;
+        if (r->description && !description_valid(r->description, why, sizeof(why)))
+                return fail(f, -EINVAL, "bad --description: %s", why);
+        if (r->userdata && !userdata_valid(r->userdata, why, sizeof(why)))
+                return fail(f, -EINVAL, "bad --userdata: %s", why);
+        return 0;
+}
+
 static int parse_snap(json_object *a, struct request *r, struct failure *f)
 {
         if (check_args(a, "snap", ARGS({ "volume", json_type_string, true }, { "name", json_type_string, false },
                                        { "store_size", json_type_int, false }, { "store", json_type_string, false },
-                                       { "force", json_type_boolean, false }), f) < 0 ||
+                                       { "force", json_type_boolean, false }, { "description", json_type_string, false },
+                                       { "cleanup", json_type_string, false }, { "type", json_type_string, false },
+                                       { "pre", json_type_string, false }, { "userdata", json_type_string, false }),
+                       f) < 0 ||
             check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
                 return f->err;
         r->name = arg_str(a, "name");
@@ -206,7 +239,7 @@ static int parse_snap(json_object *a, struct request *r, struct failure *f)
         r->store_size_given = arg_int(a, "store_size", &r->store_size);
         if (r->snap.store_device && r->store_size_given)
                 return fail(f, -EINVAL, "give --store-size or --store, not both");
-        return 0;
+        return parse_snap_meta(a, r, f);
 }
 
 static int parse_resize(json_object *a, struct request *r, struct failure *f)
@@ -330,6 +363,64 @@ static int parse_export(json_object *a, struct request *r, struct failure *f)
         if (check_args(a, "export", ARGS({ "target", json_type_string, true }), f) < 0 ||
             check_target((r->target = arg_str(a, "target")), false, f) < 0)
                 return f->err;
+        return 0;
+}
+
+static int parse_cleanup(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "cleanup", ARGS({ "volume", json_type_string, true }, { "dry_run", json_type_boolean, false }),
+                       f) < 0)
+                return f->err;
+        r->volume = arg_str(a, "volume");
+        if (strchr(r->volume, '@'))
+                return fail(f, -EINVAL, "'%s' is a snapshot; cleanup takes a volume", r->volume);
+        if (check_name("volume", r->volume, f) < 0)
+                return f->err;
+        r->dry_run = arg_bool(a, "dry_run");
+        return 0;
+}
+
+static int parse_schedule(json_object *a, struct request *r, struct failure *f)
+{
+        size_t n;
+
+        if (check_args(a, "schedule", ARGS({ "volumes", json_type_array, true }, { "off", json_type_boolean, false },
+                                           { "hourly", json_type_int, false }, { "daily", json_type_int, false },
+                                           { "weekly", json_type_int, false }, { "monthly", json_type_int, false },
+                                           { "quarterly", json_type_int, false }, { "yearly", json_type_int, false },
+                                           { "number", json_type_int, false },
+                                           { "number_important", json_type_int, false },
+                                           { "min_age", json_type_int, false }, { "free_limit", json_type_int, false }),
+                       f) < 0)
+                return f->err;
+        r->volumes = json_object_object_get(a, "volumes");
+        n = json_object_array_length(r->volumes);
+        if (n == 0 || n > 256)
+                return fail(f, -EINVAL, "schedule: give 1 to 256 volumes, not %zu", n);
+        for (size_t i = 0; i < n; i++) {
+                json_object *x = json_object_array_get_idx(r->volumes, i);
+                const char *name;
+                char safe[72];
+                if (!json_object_is_type(x, json_type_string) || json_string_has_nul(x))
+                        return fail(f, -EINVAL, "schedule: 'volumes' must hold names (strings)");
+                name = json_object_get_string(x);
+                if (strchr(name, '@'))
+                        return fail(f, -EINVAL, "'%s' is a snapshot; a schedule is a volume's",
+                                    ascii_safe(name, safe, sizeof(safe)));
+                if (check_name("volume", name, f) < 0)
+                        return f->err;
+        }
+        r->off = arg_bool(a, "off");
+        for (unsigned k = 0; k < 10; k++) {
+                int64_t max = k == 8 ? SCHEDULE_MIN_AGE_MAX : k == 9 ? 99 : SCHEDULE_LIMIT_MAX;
+                if (!(r->sched_given[k] = arg_int(a, schedule_keys[k], &r->sched[k])))
+                        continue;
+                if (r->off)
+                        return fail(f, -EINVAL, "give --off alone: it stops the schedule");
+                if (r->sched[k] < 0 || r->sched[k] > max)
+                        return fail(f, -EINVAL, "%s %" PRId64 " is out of range (0 to %" PRId64 "%s)", schedule_keys[k],
+                                    r->sched[k], max, k == 8 ? " seconds" : k == 9 ? " %" : "");
+        }
         return 0;
 }
 
@@ -669,8 +760,25 @@ static int check_snap(struct request *r, struct failure *f)
         if (find_volume(r->volume, &r->v, f) < 0)
                 return f->err;
         v = r->v;
+        /* no name given, and one taken this second: the time and ".N",
+         * the number it gets (never used again, so never taken) */
+        if (r->name == r->auto_name && snap_find(v, r->name)) {
+                size_t n = strlen(r->auto_name);
+                snprintf(r->auto_name + n, sizeof(r->auto_name) - n, ".%" PRIu64,
+                         v->next_number ? v->next_number : 1);
+        }
         if (snap_find(v, r->name))
                 return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
+        if (r->pre_name) {
+                struct snap *pre = snap_find(v, r->pre_name);
+                if (!pre)
+                        return fail(f, -ENOENT, "volume '%s' has no snapshot named '%s' (--pre)", v->name,
+                                    r->pre_name);
+                if (pre->type != SNAP_PRE)
+                        return fail(f, -EINVAL, "%s@%s is a %s snapshot, not a pre snapshot (--pre)", v->name,
+                                    pre->name, snap_kind_name(pre->type));
+                r->pre_number = pre->number;
+        }
         if (v->ops->snapshot_check(v, r->name, &r->snap, f) < 0 || check_store_device(r, f) < 0)
                 return f->err;
         if (v->restoring)
@@ -892,6 +1000,16 @@ static int check_export(struct request *r, struct failure *f)
         return 0;
 }
 
+static int check_schedule(struct request *r, struct failure *f)
+{
+        for (size_t i = 0; i < json_object_array_length(r->volumes); i++) {
+                struct vol *v;
+                if (find_volume(json_object_get_string(json_object_array_get_idx(r->volumes, i)), &v, f) < 0)
+                        return f->err;
+        }
+        return 0;
+}
+
 static int check_nothing(struct request *r, struct failure *f)
 {
         (void)r;
@@ -921,6 +1039,8 @@ static const struct {
         [OP_EXPORT] = { "export", parse_export, check_export, true, false },
         [OP_RESIZE] = { "resize", parse_resize, check_resize, true, false },
         [OP_RENAME] = { "rename", parse_rename, check_rename, true, false },
+        [OP_CLEANUP] = { "cleanup", parse_cleanup, check_volume, true, false },
+        [OP_SCHEDULE] = { "schedule", parse_schedule, check_schedule, true, false },
 };
 
 int request_parse(const char *op, json_object *args, struct peer *p, struct request *ret, struct failure *f)

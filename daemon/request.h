@@ -49,6 +49,8 @@ enum op_id {
         OP_EXPORT,
         OP_RESIZE,
         OP_RENAME,
+        OP_CLEANUP,
+        OP_SCHEDULE,
         _OP_MAX,
 };
 
@@ -73,6 +75,18 @@ struct request {
         bool store_size_given;
         int64_t store_size; /* snap: as given */
         struct snap_options snap; /* snap */
+        /* snap: what the snapshot is (checked); pre_name: a post's pre,
+         * found by request_check (pre_number) */
+        const char *description, *userdata, *pre_name;
+        enum cleanup_class cleanup;
+        enum snap_kind kind;
+        uint64_t pre_number;
+        bool dry_run;       /* cleanup */
+        /* schedule: the volumes (an array of checked names), --off, and
+         * the numbers given (schedule_keys' order) */
+        json_object *volumes;
+        bool off, sched_given[10];
+        int64_t sched[10];
         bool keep, recursive, progress;
         int64_t offset, length; /* cat (length -1: to the end), write */
         bool add_block_device;  /* add: a block device (or UUID=, LABEL=) */

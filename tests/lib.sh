@@ -240,3 +240,51 @@ setup_v1_v64() {
 	} >/dev/null
 	check "setup: v1 with s1 s2 s3, and v64" eval "[ \$(cv list --json | grep -c '\"full_name\"') = 3 ]"
 }
+
+# A daemon under an accelerated clock (libfaketime, Debian's faketime):
+#   faketime_daemon TIME [ARGS...]   start_daemon with its wall clock frozen
+#                                    at TIME ("2027-01-04 00:30:00", in its
+#                                    TZ: $FAKE_TZ, default UTC), the
+#                                    monotonic clock real, and its clock
+#                                    thread waking every 100 ms
+#   fake_now TIME                    move that wall clock to TIME
+#   wait_clock VOLUME TIME           wait (30 s at most) until the daemon's
+#                                    clock has done a whole round, begun
+#                                    after the call, at TIME or later
+#                                    (schedule --json's "clock" and
+#                                    "clock_rounds")
+# A missing libfaketime fails the test (tools/deps.sh test installs it).
+faketime_daemon() {
+	local lib
+	lib=$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 2>/dev/null | head -1)
+	if [ -z "$lib" ]; then
+		notok "libfaketime is installed (tools/deps.sh test installs faketime)"
+		exit 1
+	fi
+	fake_now "$1"
+	shift
+	cat >"$T/cowvold-faked" <<EOS
+#!/bin/sh
+LD_PRELOAD=$lib FAKETIME_TIMESTAMP_FILE=$T/faketime FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
+TZ=${FAKE_TZ:-UTC} COWVOLD_CLOCK_TICK_MS=100 ASAN_OPTIONS=\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}verify_asan_link_order=0 \
+exec "$COWVOLD" "\$@"
+EOS
+	chmod +x "$T/cowvold-faked"
+	COWVOLD=$T/cowvold-faked start_daemon "$@"
+}
+fake_now() { echo "$1" >"$T/faketime.new" && mv "$T/faketime.new" "$T/faketime"; }
+wait_clock() {
+	local want seen rounds r0 end=$((SECONDS + 30))
+	want=$(TZ=${FAKE_TZ:-UTC} date -d "$2" +%s)
+	r0=$("$COWVOL" schedule "$1" --json 2>/dev/null | sed -n 's/^ *"clock_rounds":\([0-9]*\).*/\1/p' | head -1)
+	while [ "$SECONDS" -lt "$end" ]; do
+		"$COWVOL" schedule "$1" --json >"$T/clock.json" 2>/dev/null
+		seen=$(sed -n 's/^ *"clock":\([0-9]*\).*/\1/p' "$T/clock.json" | head -1)
+		rounds=$(sed -n 's/^ *"clock_rounds":\([0-9]*\).*/\1/p' "$T/clock.json" | head -1)
+		# a whole round that began after the call: r0 + 2
+		[ -n "$seen" ] && [ -n "$r0" ] && [ "$seen" -ge "$want" ] && [ "$rounds" -ge $((r0 + 2)) ] && return 0
+		sleep 0.05
+	done
+	notok "the daemon's clock reached $2 (it is at ${seen:-?})"
+	return 1
+}

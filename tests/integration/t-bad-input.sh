@@ -247,9 +247,15 @@ full_case "No space left" "snap w@second --force (its store is preallocated)" c2
 full_case "catalogue.*No space left" "create w2 (the catalogue cannot be saved)" c2 create w2 --size 1M
 full_case "catalogue.*No space left" "rm w@first (the catalogue cannot be saved)" c2 rm w@first
 check "w@first's store is still there" eval "[ \$(ls '$S2STATE/stores' | wc -l) = 1 ]"
+full_case "catalogue.*No space left" "schedule w w (named twice; the catalogue cannot be saved)" \
+	c2 schedule w w --hourly 3
+check "full disk: w has no schedule after the refused one" eval "c2 schedule w | grep -qx 'w: no schedule'"
+full_case "No space left" "snap w@third with a description (no room: nothing of it stays)" \
+	c2 snap w@third --description "what it is" --store-size 1M --force
 rm -f "$SMALL/filler"
 expect 0 "with the filler gone, the same snap succeeds" c2 snap w@second --store-size 1M
 expect 0 "and the same create" c2 create w2 --size 1M
+expect 0 "and the same schedule" c2 schedule w --hourly 3 --daily 0 --monthly 0 --yearly 0
 kill -TERM "$D2_PID"
 wait "$D2_PID"
 check "the second cowvold stops cleanly (exit 0)" test $? = 0

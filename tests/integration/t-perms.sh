@@ -91,6 +91,11 @@ denied "write (stdin a pipe)" nobody_write_stdin_pipe
 denied "diff" as_nobody "$COWVOL" diff v1@s1
 denied "restore" as_nobody "$COWVOL" restore v1@s1
 denied "restore --keep --no-wait" as_nobody "$COWVOL" restore v1@s1 --keep --no-wait
+denied "cleanup" as_nobody "$COWVOL" cleanup v1
+denied "cleanup --dry-run" as_nobody "$COWVOL" cleanup v1 --dry-run
+denied "schedule (set)" as_nobody "$COWVOL" schedule v1 --hourly 1
+denied "schedule --off" as_nobody "$COWVOL" schedule v1 --off
+denied "schedule (show)" as_nobody "$COWVOL" schedule v1
 
 cv list --json >"$T/list.after"
 state_sum >"$T/sum.after"

@@ -93,6 +93,28 @@ variant("mode-unknown", lambda c: v(c).update(restore={"snapshot": "s", "keep": 
         'volume 1 \\(v\\), restore: "mode" is neither "chain" nor "consume"')
 variant("snap-size-big", lambda c: v(c)["snapshots"][0].update(size=v(c)["size"] + 512),
         'volume v, snapshot 1 \\(s\\): "size" is not from 1 byte to the volume.s size')
+# what a snapshot says it is, the volume's next number and schedule (issue 13)
+sn = lambda c: v(c)["snapshots"][0]
+def dup(c):
+    t = dict(sn(c)); t["name"] = "s2"; t["uuid"] = "0" * 8 + t["uuid"][8:]; v(c)["snapshots"].append(t)
+variant("number-zero", lambda c: sn(c).update(number=0), 'snapshot 1 \\(s\\): "number" is out of range')
+variant("number-text", lambda c: sn(c).update(number="1"), '"number" is string, want int')
+variant("number-twice", dup, 'snapshot 2 \\(s2\\): "number" is another snapshot')
+variant("cleanup-bad", lambda c: sn(c).update(cleanup="weekly"), '"cleanup" is not none, number or timeline')
+variant("type-bad", lambda c: sn(c).update(type="middle"), '"type" is not single, pre or post')
+variant("post-no-pre", lambda c: sn(c).update(type="post"), '"pre" is missing for a post snapshot')
+variant("pre-on-single", lambda c: sn(c).update(pre=1), '"pre" is given for a snapshot that is not a post')
+variant("description-control", lambda c: sn(c).update(description="a\x1bb"), '"description" it contains the control character 0x1b')
+variant("description-long", lambda c: sn(c).update(description="d" * 1025), '"description" it is 1025 bytes long')
+variant("userdata-text", lambda c: sn(c).update(userdata="important=yes"), '"userdata" is string, want object')
+variant("userdata-number", lambda c: sn(c).update(userdata={"important": 1}), '"userdata" has a value that is not a string')
+variant("userdata-key-comma", lambda c: sn(c).update(userdata={"a,b": "c"}), '"userdata" has a key with .=. or .,.')
+variant("userdata-key-empty", lambda c: sn(c).update(userdata={"": "c"}), '"userdata" key 1 must be 1 to 64')
+variant("next-number-low", lambda c: v(c).update(next_number=1), '"next_number" is not above every snapshot')
+variant("schedule-text", lambda c: v(c).update(schedule="hourly"), '"schedule" is string, want object')
+variant("schedule-negative", lambda c: v(c).update(schedule={"hourly": -1}), 'schedule: "hourly" is out of range')
+variant("schedule-min-age-text", lambda c: v(c).update(schedule={"min_age": "1h"}), 'schedule: "min_age" is string, want int')
+variant("schedule-free-limit-100", lambda c: v(c).update(schedule={"free_limit": 100}), 'schedule: "free_limit" is out of range')
 PY
 while IFS=$'\t' read -r f says; do
 	id=${f##*/cat-}
@@ -106,7 +128,7 @@ while IFS=$'\t' read -r f says; do
 	cp "$T/cat.good" "$STATE/catalogue.json"
 	check "catalogue $id: every store and image stays, nothing else changed" eval "files | cmp -s - '$T/files.good'"
 done <"$T/variants"
-check "sixteen variants were tried" test "$(wc -l <"$T/variants")" = 16
+check "34 variants were tried" test "$(wc -l <"$T/variants")" = 34
 start_daemon || exit 1
 check "the good catalogue back: v@s is served" eval "cv list v | grep -q 'v@s'"
 

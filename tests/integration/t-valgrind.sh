@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # cowvold under valgrind (plain build: the sanitizer build cannot run under
-# it) through the main job (t-basic), overflow (t-overflow) and NBD (t-nbd): every check
+# it) through the main job (t-basic), overflow (t-overflow), NBD (t-nbd), and
+# cleanup and the clock of timeline snapshots (t-cleanup, t-timeline, under
+# libfaketime, which valgrind passes on to cowvold): every check
 # passes, and valgrind reports no error and no leak.
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,7 +21,7 @@ exec valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definit
 WRAP
 chmod +x "$W/cowvold"
 rc=0
-for t in t-basic.sh t-overflow.sh t-nbd.sh; do
+for t in t-basic.sh t-overflow.sh t-nbd.sh t-cleanup.sh t-timeline.sh; do
 	COWVOL_BUILD=$W bash "$REPO/tests/integration/$t" | sed "s/^\(not \)\{0,1\}ok - /&valgrind $t: /" || rc=1
 done
 n=0
