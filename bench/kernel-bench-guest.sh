@@ -123,7 +123,7 @@ start_daemon
 mem "after a restart, $made snapshots"
 say "memory: cowvol rm --recursive"
 t0=$(now)
-if "$COWVOL" rm m --recursive >"$T/rm.out" 2>&1; then
+if "$COWVOL" rm m --recursive --yes >"$T/rm.out" 2>&1; then
 	info mem_rm_seconds "$(elapsed "$t0" "$(now)")"
 else
 	err "cowvol rm m --recursive failed: $(tr '\n' ' ' <"$T/rm.out")"
@@ -238,7 +238,7 @@ pass writer 0.25
 stop_writer
 check_alive "the snapshot creation passes"
 umount "$T/mnt"
-"$COWVOL" rm lat --recursive >/dev/null || err "cowvol rm lat --recursive failed"
+"$COWVOL" rm lat --recursive --yes >/dev/null || err "cowvol rm lat --recursive failed"
 stop_daemon
 echo 0 >"$TR/events/kprobes/cvb_dm/enable"
 echo 0 >"$TR/events/kprobes/cvb_dm_ret/enable"

@@ -83,6 +83,9 @@ struct cli_command {
  */
 int cli_run(const struct cli_command *cmd, int argc, char **argv);
 /* Print @cmd's help on stdout. */
+/* A duration, "90s", "30m", "1h", "2d", "1w": seconds in *ret, 0; -EINVAL,
+ * or -ERANGE past @max_days days (cli/schedule.c) */
+int cli_parse_duration(const char *s, int64_t max_days, int64_t *ret);
 void cli_help(const struct cli_command *cmd);
 /* The help of every command that shares @cmd's table (store --help) */
 void cli_help_all(const struct cli_command *cmd);

@@ -122,8 +122,9 @@ static int parse_count(const char *s, int64_t max, int64_t *ret)
         return 0;
 }
 
-/* a duration: digits and one unit of s, m, h, d, w; seconds */
-static int parse_duration(const char *s, int64_t *ret)
+/* a duration: digits and one unit of s, m, h, d, w; seconds, at most
+ * @max_days days (-ERANGE) */
+int cli_parse_duration(const char *s, int64_t max_days, int64_t *ret)
 {
         static const struct { char unit; int64_t secs; } units[] = {
                 { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 }, { 'w', 604800 },
@@ -140,7 +141,7 @@ static int parse_duration(const char *s, int64_t *ret)
                                 return -ERANGE;
                         memcpy(num, s, digits);
                         num[digits] = 0;
-                        if (parse_count(num, 366LL * 86400 / units[i].secs, &v) < 0)
+                        if (parse_count(num, max_days * 86400 / units[i].secs, &v) < 0)
                                 return -ERANGE;
                         *ret = v * units[i].secs;
                         return 0;
@@ -175,7 +176,7 @@ static int check_duration(const char *cmd, const struct cli_option *opt, const v
 {
         const char *s = *(const char *const *)value;
         int64_t v;
-        int r = parse_duration(s, &v);
+        int r = cli_parse_duration(s, 366, &v);
 
         if (r == -ERANGE)
                 return usage_error(cmd, "--%s '%s' is out of range (at most 366 days)", opt->name, s);
@@ -275,7 +276,7 @@ static int schedule_run(const void *opts, char **pos)
                         continue;
                 given = true;
                 if (k == S_MIN_AGE)
-                        (void)parse_duration(o->value[k], &v); /* checked */
+                        (void)cli_parse_duration(o->value[k], 366, &v); /* checked */
                 else
                         (void)parse_count(o->value[k], LIMIT_MAX, &v);
                 json_object_object_add(args, keys[k], json_object_new_int64(v));

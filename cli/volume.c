@@ -947,35 +947,131 @@ const struct cli_command cmd_activate = {
 
 /* --- rm ----------------------------------------------------------------- */
 
-/* @opts: --recursive, a bool */
+struct rm_opts {
+        bool recursive, yes;
+        const char *older_than; /* DURATION, or NULL */
+};
+
+static int check_older_than(const char *cmd, const struct cli_option *opt, const void *value)
+{
+        const char *s = *(const char *const *)value;
+        int64_t v;
+        int r = cli_parse_duration(s, 100 * 366, &v);
+
+        (void)opt;
+        if (r == -ERANGE)
+                return usage_error(cmd, "--older-than '%s' is out of range (at most 100 years)", s);
+        if (r < 0)
+                return usage_error(cmd, "--older-than '%s' is not a duration: a number and one unit of s, m, h, d, "
+                                   "w (e.g. 2w, 36h)", s);
+        return 0;
+}
+
 static const struct cli_option rm_options[] = {
-        { "recursive", .kind = CLI_FLAG, .offset = 0, .help = "remove a volume together with its snapshots" },
+        { "recursive", .kind = CLI_FLAG, .offset = offsetof(struct rm_opts, recursive),
+          .help = "remove a volume together with its snapshots" },
+        { "older-than", .kind = CLI_STRING, .offset = offsetof(struct rm_opts, older_than),
+          .check = check_older_than, .arg = "DURATION",
+          .help = "the snapshots of VOLUME taken longer ago than that\n(s, m, h, d, w: 2w, 36h)" },
+        { "yes", .short_name = 'y', .kind = CLI_FLAG, .offset = offsetof(struct rm_opts, yes),
+          .help = "remove volumes that hold data without asking" },
         {},
 };
 
+/* On a terminal, a volume whose image rm deletes (and that holds data) is
+ * confirmed first, as lvremove asks; elsewhere the daemon refuses it
+ * without --yes.  true: go on (and say yes). */
+static bool rm_confirmed(char **target, size_t n)
+{
+        json_object *res, *vols, *x;
+        bool ask = false, yes = true;
+        char a[32], answer[16];
+
+        if (!isatty(STDIN_FILENO))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                ask = ask || !strchr(target[i], '@');
+        if (!ask || daemon_call("list", NULL, -1, &res))
+                return false;
+        if (json_object_object_get_ex(res, "volumes", &vols) && json_object_is_type(vols, json_type_array))
+                for (size_t i = 0; i < n && yes; i++)
+                        for (size_t k = 0; k < json_object_array_length(vols) && yes; k++) {
+                                int64_t bytes = 0;
+                                x = json_object_array_get_idx(vols, k);
+                                if (strcmp(target[i], string_field(x, "name")) || !result_int(x, "rm_deletes", &bytes) ||
+                                    bytes <= 0)
+                                        continue;
+                                fprintf(stderr, "Do you really want to remove volume %s? Its image %s holds %s of data, "
+                                        "and goes with it. [y/n]: ", target[i], string_field(x, "path"),
+                                        cowvol_format_size((uint64_t)bytes, a, sizeof(a)));
+                                yes = fgets(answer, sizeof(answer), stdin) && (answer[0] == 'y' || answer[0] == 'Y');
+                                if (!yes)
+                                        fprintf(stderr, "  Volume %s not removed.\n", target[i]);
+                        }
+        json_object_put(res);
+        return yes;
+}
+
 static int rm_run(const void *opts, char **target)
 {
-        json_object *args, *res;
+        const struct rm_opts *o = opts;
+        json_object *args, *res, *gone;
+        size_t n = 0;
+        int64_t secs = 0;
+        bool yes = o->yes;
         int r;
 
+        while (target[n])
+                n++;
+        if (o->older_than && (n != 1 || strchr(target[0], '@')))
+                return usage_error(cmd_rm.name, "--older-than takes one VOLUME, whose snapshots go");
+        if (o->older_than && o->recursive)
+                return usage_error(cmd_rm.name, "--older-than removes snapshots; not with --recursive");
+        if (!yes && !o->older_than && isatty(STDIN_FILENO)) {
+                if (!rm_confirmed(target, n))
+                        return EXIT_FAILURE;
+                yes = true;
+        }
         args = json_object_new_object();
-        json_object_object_add(args, "target", json_object_new_string(target[0]));
-        if (*(const bool *)opts)
+        if (n == 1) {
+                json_object_object_add(args, "target", json_object_new_string(target[0]));
+        } else {
+                json_object *t = json_object_new_array();
+                for (size_t i = 0; i < n; i++)
+                        json_object_array_add(t, json_object_new_string(target[i]));
+                json_object_object_add(args, "targets", t);
+        }
+        if (o->recursive)
                 json_object_object_add(args, "recursive", json_object_new_boolean(true));
+        if (yes)
+                json_object_object_add(args, "yes", json_object_new_boolean(true));
+        if (o->older_than) {
+                (void)cli_parse_duration(o->older_than, 100 * 366, &secs); /* checked */
+                json_object_object_add(args, "older_than", json_object_new_int64(secs));
+        }
         r = daemon_call("rm", args, -1, &res);
         if (r)
                 return r;
+        if (json_object_object_get_ex(res, "removed", &gone) && json_object_is_type(gone, json_type_array)) {
+                for (size_t i = 0; i < json_object_array_length(gone); i++)
+                        printf("Removed %s\n", json_object_get_string(json_object_array_get_idx(gone, i)));
+                if (o->older_than && !json_object_array_length(gone))
+                        printf("No snapshot of %s is older than %s\n", target[0], o->older_than);
+        }
         json_object_put(res);
-        printf("Removed %s\n", target[0]);
         return EXIT_SUCCESS;
 }
 
 const struct cli_command cmd_rm = {
-        .name = "rm", .args = "TARGET", .check_arg = check_target, .run = rm_run,
-        .options = rm_options, .opts_size = sizeof(bool),
-        .usage = "rm TARGET [--recursive]",
-        .about = "Remove the snapshot VOLUME@SNAP, or the volume VOLUME.  A volume made by\n"
-                 "'create' loses its image file; one adopted by 'add' keeps it.\n",
+        .name = "rm", .args = "TARGET [TARGET...]", .check_arg = check_target, .run = rm_run,
+        .options = rm_options, .opts_size = sizeof(struct rm_opts),
+        .usage = "rm TARGET... [--recursive] [-y|--yes]\n"
+                 "rm VOLUME --older-than DURATION",
+        .about = "Remove the snapshots VOLUME@SNAP, or the volumes VOLUME, named: each checked\n"
+                 "first, all or none.  A volume made by 'create' loses its image file, and when\n"
+                 "it holds data rm asks first on a terminal (elsewhere it needs --yes); one\n"
+                 "adopted by 'add' keeps it.  --older-than removes VOLUME's snapshots taken\n"
+                 "longer ago than DURATION, oldest first.\n",
 };
 
 /* --- status ------------------------------------------------------------- */

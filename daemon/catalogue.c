@@ -263,6 +263,20 @@ void vol_user_remove(struct vol *v, struct snap *s, struct vol_user *u)
                 v->ops->users_gone(v);
 }
 
+uint64_t vol_rm_deletes(const struct vol *v)
+{
+        struct stat st;
+        uint64_t bytes = 0;
+        int fd;
+
+        if (!v->owned || (fd = open(v->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+                return 0;
+        if (lseek(fd, 0, SEEK_DATA) >= 0 && fstat(fd, &st) == 0)
+                bytes = st.st_blocks ? (uint64_t)st.st_blocks * 512 : 1;
+        close(fd);
+        return bytes;
+}
+
 const char *vol_users_describe(const struct vol *v, const struct snap *s, char *buf, size_t len)
 {
         static const char *const kinds[] = { "NBD", "cat", "write" };

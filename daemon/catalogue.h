@@ -182,6 +182,10 @@ void snap_free_meta(struct snap *s);
  * user counts but is not named (NULL, which remove takes too). */
 struct vol_user *vol_user_add(struct vol *v, struct snap *s, const char *what, const char *who);
 void vol_user_remove(struct vol *v, struct snap *s, struct vol_user *u);
+/* What rm of @v deletes: the bytes its image holds on disk when create made
+ * it (rm deletes it) and it holds data; 0 for an image added where it was,
+ * a block device, or an image of holes only. */
+uint64_t vol_rm_deletes(const struct vol *v);
 /* "2 NBD connections (uid 1000 pid 4242; 192.0.2.7 port 50012) and a cat
  * (uid 0 pid 77)": who holds @v (@s: only those of that snapshot) */
 const char *vol_users_describe(const struct vol *v, const struct snap *s, char *buf, size_t len);

@@ -130,6 +130,8 @@ static json_object *vol_view(const struct vol *v)
         json_object_object_add(o, "created", json_object_new_int64(v->created));
         json_object_object_add(o, "engine", json_object_new_string(v->ops->name));
         json_object_object_add(o, "state", json_object_new_string(v->ops->is_active(v) ? "active" : "unavailable"));
+        /* what rm deletes (rm asks for --yes then) */
+        json_object_object_add(o, "rm_deletes", json_object_new_int64((int64_t)vol_rm_deletes(v)));
         v->ops->volume_view(v, o);
         if (v->restoring) {
                 json_object *r = json_object_new_object();
@@ -645,14 +647,34 @@ static int rm_volume(struct vol *v, struct failure *f)
         return 0;
 }
 
+/* What check_rm found, in order; each durable before the next.  Checked
+ * first, all of them, so only the engine or the disk can fail one: what
+ * went before it stays gone, and the error says so. */
 static int do_rm(struct request *r, json_object **ret, struct failure *f)
 {
-        json_object *o;
+        json_object *o = json_object_new_object(), *gone = json_object_new_array();
+        char name[NAME_MAX_LEN * 2 + 2];
 
-        if ((r->s ? snapshot_remove(r->v, r->s, f) : rm_volume(r->v, f)) < 0)
-                return f->err;
-        o = json_object_new_object();
-        json_object_object_add(o, "removed", json_object_new_boolean(true));
+        for (size_t i = 0; i < r->n_items; i++) {
+                struct vol *v = r->items[i].v;
+                struct snap *s = r->items[i].s;
+
+                snprintf(name, sizeof(name), "%s%s%s", v->name, s ? "@" : "", s ? s->name : "");
+                if ((s ? snapshot_remove(v, s, f) : rm_volume(v, f)) < 0) {
+                        if (json_object_array_length(gone)) {
+                                char why[sizeof(f->msg)];
+                                snprintf(why, sizeof(why), "%s", f->msg);
+                                fail(f, f->err, "%s (%zu of %zu removed before it, the first %s)", why,
+                                     json_object_array_length(gone), r->n_items,
+                                     json_object_get_string(json_object_array_get_idx(gone, 0)));
+                        }
+                        json_object_put(o);
+                        json_object_put(gone);
+                        return f->err;
+                }
+                json_object_array_add(gone, json_object_new_string(name));
+        }
+        json_object_object_add(o, "removed", gone);
         *ret = o;
         return 0;
 }
@@ -1032,6 +1054,7 @@ void handle_request(const char *op, json_object *args, struct peer *p, json_obje
                 result = NULL;
         }
         dlog_peer((uid_t)-1, 0);
+        free(r.items);
         if (f->err == -EMFILE || f->err == -ENFILE)
                 limit_named(f);
         *ret_result = result;

@@ -68,6 +68,7 @@ static int check_args(json_object *args, const char *op, const struct argspec *s
                         return fail(f, -EINVAL, "%s: argument '%s' must be %s", op, key,
                                     a->type == json_type_int       ? "an integer"
                                     : a->type == json_type_boolean ? "true or false"
+                                    : a->type == json_type_array   ? "an array"
                                                                    : "a string");
                 if (a->type == json_type_string && json_string_has_nul(val))
                         return fail(f, -EINVAL, "%s: argument '%s' contains the control character 0x00", op, key);
@@ -307,13 +308,47 @@ static int parse_restore_wait(json_object *a, struct request *r, struct failure 
         return 0;
 }
 
+#define RM_TARGETS_MAX 256
+#define OLDER_THAN_MAX (100 * 366 * 86400LL)
+
 static int parse_rm(json_object *a, struct request *r, struct failure *f)
 {
-        if (check_args(a, "rm", ARGS({ "target", json_type_string, true }, { "recursive", json_type_boolean, false }),
-                       f) < 0 ||
-            check_target((r->target = arg_str(a, "target")), false, f) < 0)
+        json_object *t = NULL;
+
+        if (check_args(a, "rm", ARGS({ "target", json_type_string, false }, { "targets", json_type_array, false },
+                                     { "recursive", json_type_boolean, false }, { "older_than", json_type_int, false },
+                                     { "yes", json_type_boolean, false }), f) < 0)
                 return f->err;
+        r->target = arg_str(a, "target");
+        (void)json_object_object_get_ex(a, "targets", &t);
+        if (!r->target == !t)
+                return fail(f, -EINVAL, "rm: give 'target' or 'targets', one of them");
+        if (r->target && check_target(r->target, false, f) < 0)
+                return f->err;
+        if (t) {
+                size_t n = json_object_array_length(t);
+                if (n == 0 || n > RM_TARGETS_MAX)
+                        return fail(f, -EINVAL, "rm: 'targets' holds 1 to %d names, not %zu", RM_TARGETS_MAX, n);
+                for (size_t i = 0; i < n; i++) {
+                        json_object *x = json_object_array_get_idx(t, i);
+                        if (!json_object_is_type(x, json_type_string) || json_string_has_nul(x))
+                                return fail(f, -EINVAL, "rm: 'targets' holds something that is not a name");
+                        if (check_target(json_object_get_string(x), false, f) < 0)
+                                return f->err;
+                }
+                r->targets = t;
+        }
         r->recursive = arg_bool(a, "recursive");
+        r->yes = arg_bool(a, "yes");
+        r->older_than = -1;
+        if (arg_int(a, "older_than", &r->older_than)) {
+                if (r->older_than < 0 || r->older_than > OLDER_THAN_MAX)
+                        return fail(f, -EINVAL, "rm: 'older_than' is out of range (0 to 100 years in seconds)");
+                if (!r->target || strchr(r->target, '@'))
+                        return fail(f, -EINVAL, "rm: 'older_than' takes one volume ('target'), whose snapshots go");
+                if (r->recursive)
+                        return fail(f, -EINVAL, "rm: 'older_than' removes snapshots only; not with 'recursive'");
+        }
         return 0;
 }
 
@@ -891,21 +926,18 @@ static int check_activate(struct request *r, struct failure *f)
         return 0;
 }
 
-static int check_rm(struct request *r, struct failure *f)
+/* May @v (@s NULL) or its snapshot @s go? */
+static int check_rm_one(const struct request *r, struct vol *v, struct snap *s, struct failure *f)
 {
         char users[256];
-        struct vol *v;
         unsigned n = 0;
 
-        if (find_target(r, f) < 0)
-                return f->err;
-        v = r->v;
         if (v->restoring)
                 return fail(f, -EBUSY, "volume '%s' is being restored; wait for it to end", v->name);
-        if (r->s) {
-                if (r->s->refs)
-                        return fail(f, -EBUSY, "snapshot %s@%s is in use by %s", v->name, r->s->name,
-                                    vol_users_describe(v, r->s, users, sizeof(users)));
+        if (s) {
+                if (s->refs)
+                        return fail(f, -EBUSY, "snapshot %s@%s is in use by %s", v->name, s->name,
+                                    vol_users_describe(v, s, users, sizeof(users)));
                 return 0;
         }
         for (struct snap *x = v->snaps; x; x = x->next)
@@ -916,7 +948,61 @@ static int check_rm(struct request *r, struct failure *f)
         if (v->refs)
                 return fail(f, -EBUSY, "volume '%s' is in use by %s", v->name,
                             vol_users_describe(v, NULL, users, sizeof(users)));
+        if (!r->yes) {
+                uint64_t bytes = vol_rm_deletes(v);
+                char a[32];
+                if (bytes)
+                        return fail(f, -EPERM, "volume '%s' holds data (%s in its image %s, which rm deletes): "
+                                    "removing it needs --yes (or a yes on a terminal)", v->name,
+                                    cowvol_format_size(bytes, a, sizeof(a)), v->path);
+        }
         return v->ops->volume_busy(v, f);
+}
+
+static int rm_item_add(struct request *r, struct vol *v, struct snap *s, struct failure *f)
+{
+        struct rm_item *n;
+
+        for (size_t i = 0; i < r->n_items; i++)
+                if (r->items[i].v == v && (r->items[i].s == s || !r->items[i].s || !s))
+                        return fail(f, -EINVAL, "rm: %s%s%s is named twice (or with its volume)", v->name,
+                                    s ? "@" : "", s ? s->name : "");
+        n = realloc(r->items, (r->n_items + 1) * sizeof(*n));
+        if (!n)
+                return fail(f, -ENOMEM, "out of memory");
+        r->items = n;
+        r->items[r->n_items++] = (struct rm_item){ v, s };
+        return 0;
+}
+
+/* Every target checked before anything goes: all or nothing. */
+static int check_rm(struct request *r, struct failure *f)
+{
+        if (r->targets) {
+                for (size_t i = 0; i < json_object_array_length(r->targets); i++) {
+                        r->target = json_object_get_string(json_object_array_get_idx(r->targets, i));
+                        if (find_target(r, f) < 0 || check_rm_one(r, r->v, r->s, f) < 0 ||
+                            rm_item_add(r, r->v, r->s, f) < 0)
+                                return f->err;
+                }
+                return 0;
+        }
+        if (r->older_than >= 0) {
+                int64_t before = (int64_t)time(NULL) - r->older_than;
+                if (find_target(r, f) < 0)
+                        return f->err;
+                /* oldest first: removing the oldest of a chain copies nothing */
+                for (struct snap *s = r->v->snaps; s; s = s->next) {
+                        if (s->created >= before)
+                                continue;
+                        if (check_rm_one(r, r->v, s, f) < 0 || rm_item_add(r, r->v, s, f) < 0)
+                                return f->err;
+                }
+                return 0;
+        }
+        if (find_target(r, f) < 0 || check_rm_one(r, r->v, r->s, f) < 0)
+                return f->err;
+        return rm_item_add(r, r->v, r->s, f);
 }
 
 static int check_cat(struct request *r, struct failure *f)

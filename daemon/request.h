@@ -96,6 +96,16 @@ struct request {
         struct snap *s;
         struct vol *moving; /* add: a volume that moves between the engines */
         struct vol_user *user; /* cat, write: its hold on v while the lock is let go */
+        /* rm: "targets" (an array of names) or NULL; "older_than" (seconds,
+         * -1: not given); "yes"; what check_rm found, in the order to go */
+        json_object *targets;
+        int64_t older_than;
+        bool yes;
+        struct rm_item {
+                struct vol *v;
+                struct snap *s;
+        } *items;
+        size_t n_items;
         char device[4096];  /* add, snap --store: the block device a spec names, resolved */
 };
 

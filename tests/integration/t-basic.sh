@@ -98,7 +98,7 @@ expect 0 "rm it" cv rm vm1@big
 expect 1 "rm of a volume with snapshots is refused" cv rm vm1
 expect_in err "recursive" "the refusal says --recursive"
 expect 0 "rm a snapshot" cv rm vm1@s1
-expect 0 "rm the volume" cv rm vm1
+expect 0 "rm the volume (it holds data: --yes)" cv rm vm1 --yes
 check "the image is gone" test ! -e "$STATE/volumes/vm1.img"
 expect 0 "list of nothing" cv list
 expect_in out "No volumes" "list says there are none"

@@ -178,8 +178,8 @@ expect_in out "volumes: 2, snapshots: 3" "status counts 2 volumes and 3 snapshot
 cv write ra --offset 4000 <"$T/d5" && apply "$M/ra" 4000 "$T/d5"
 cv write rb --offset 0 <"$T/d5" && apply "$M/rb" 0 "$T/d5"
 for t in ra ra@one ra@two rb rb@x; do same "after the restarts, a new write: $t as the model" "$t" "$M/$t"; done
-cv rm ra --recursive >/dev/null
-cv rm rb --recursive >/dev/null
+cv rm ra --recursive --yes >/dev/null
+cv rm rb --recursive --yes >/dev/null
 check "the adopted image keeps the content written through the daemon" cmp -s "$T/rb.img" "$M/rb"
 
 # --- (b) kill -9 during writes --------------------------------------------------
@@ -319,8 +319,8 @@ for f in sys.argv[2:]:
 	fi
 done
 echo "# (b) outcomes: $n_acked acknowledged before the kill, $n_mixed cut in the middle, $n_old with nothing of it on disk, $n_new done but not acknowledged"
-cv rm k4 --recursive >/dev/null
-cv rm k64 --recursive >/dev/null
+cv rm k4 --recursive --yes >/dev/null
+cv rm k64 --recursive --yes >/dev/null
 
 # --- (c) kill -9 during a restore ------------------------------------------------
 echo "# (c) kill -9 during a restore"
@@ -420,7 +420,7 @@ for round in 1 2 3 4 5 6 7; do
 	fi
 	check "round $round: one store file a snapshot ($n_want)" \
 		test "$(ls "$STATE/stores" | wc -l)" = $n_want
-	cv rm $v --recursive >/dev/null || notok "round $round: rm $v --recursive"
+	cv rm $v --recursive --yes >/dev/null || notok "round $round: rm $v --recursive"
 done
 echo "# (c) $n_mid of 7 restarts found the restore still running"
 

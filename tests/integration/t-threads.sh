@@ -47,7 +47,7 @@ check "the log says the connection's thread served the requests" \
 	grep -q "NBD: cannot start a worker thread (.*): the connection's own thread serves its requests" "$T/daemon.log"
 check "said once, not per request" test "$(grep -c 'cannot start a worker thread' "$T/daemon.log")" = 1
 check "the write is in v" eval "cv --socket '$CSOCK' cat v --offset 2097152 --length 65536 | cmp -s - <(head -c 65536 /dev/zero | tr '\\0' '\\132')"
-check "the volume is not busy: rm v" cv --socket "$CSOCK" rm v
+check "the volume is not busy: rm v" cv --socket "$CSOCK" rm v --yes
 kill -TERM "$PID"
 for _ in $(seq 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 kill -9 "$PID" 2>/dev/null && notok "cowvold stops within 30 s of SIGTERM (killed)"

@@ -36,7 +36,7 @@ check "udev made /dev/mapper/cowvol-u-s, with its link" eval "[ -b /dev/mapper/c
 check "the hidden -cow layer has no by-id link" test ! -e /dev/disk/by-id/dm-name-cowvol-u-s-cow
 # dmsetup must answer (a header line at least): an empty output proves nothing
 check "no udev cookie is left waiting (dmsetup udevcookies)" eval "dmsetup udevcookies >\"\$T/cookies\" && [ -s \"\$T/cookies\" ] && [ -z \"\$(tail -n +2 \"\$T/cookies\")\" ]"
-step "rm u --recursive" "$COWVOL" rm u --recursive
+step "rm u --recursive" "$COWVOL" rm u --recursive --yes
 udevadm settle
 check "the nodes are gone" eval "[ ! -e /dev/mapper/cowvol-u ] && [ ! -e /dev/mapper/cowvol-u-s ]"
 stop_daemon || notok "cowvold exits 0"

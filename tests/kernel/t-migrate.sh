@@ -59,7 +59,7 @@ step "create w, 8 MiB" "$COWVOL" create w --size 8M
 "$COWVOL" write w --offset 0 <"$T/p2"
 LOOP=$(losetup -f --show "$T/state/volumes/w.img")
 step "cowvol add $LOOP (the image of w): w moves to the kernel engine" "$COWVOL" add "$LOOP"
-step "cowvol rm w" "$COWVOL" rm w
+step "cowvol rm w" "$COWVOL" rm w --yes
 check "no cowvol-w device is left" eval "! dmsetup info cowvol-w >/dev/null 2>&1"
 check "rm left $LOOP, the loop device under w, in place" test -b "$LOOP"
 check "rm left w's image, now the loop device's, in place" test -s "$T/state/volumes/w.img"
