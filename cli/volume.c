@@ -344,47 +344,128 @@ const struct cli_command cmd_snap = {
 /* --- list --------------------------------------------------------------- */
 
 /*
- * The table: one row per volume, its snapshots indented below it.  Column
- * widths come from the data; sizes and DATA% are aligned right.
+ * The table, as lvs prints it: one row per volume, its snapshots indented
+ * below it; the fields of -o (the default set, +FIELD to add), sorted by
+ * -O within each level, sizes in --units, with or without headings, padded
+ * columns or --separator.  Each field is a cell of text and a sort key.
  */
-enum { COL_NAME, COL_ORIGIN, COL_SIZE, COL_USED, COL_CHUNK, COL_DATA, COL_FS, COL_LABEL, COL_STATE, COL_CREATED,
-       COL_NUMBER, COL_TYPE, COL_CLEANUP, COL_DESCRIPTION, COL_USERDATA, N_COLS };
+enum field_kind { F_TEXT, F_SIZE, F_NUMBER, F_TIME };
 
-static const char *const col_title[N_COLS] = { "NAME",  "ORIGIN",  "SIZE", "USED", "CHUNK",   "DATA%",
-                                               "FS",    "LABEL",   "STATE", "CREATED", "#", "TYPE",
-                                               "CLEANUP", "DESCRIPTION", "USERDATA" };
-static const bool col_right[N_COLS] = { [COL_SIZE] = true, [COL_USED] = true, [COL_CHUNK] = true,
-                                        [COL_DATA] = true, [COL_NUMBER] = true };
-
-struct table {
-        char **cells; /* rows * N_COLS strings */
-        size_t rows, alloc;
+struct field {
+        const char *name, *title, *help;
+        enum field_kind kind;
+        bool right;
+        /* the JSON keys of a volume's and a snapshot's value (NULL: empty) */
+        const char *vol_key, *snap_key;
 };
 
-static void table_free(struct table *t)
+static const struct field fields[] = {
+        { "name", "NAME", "a volume's name; a snapshot's VOLUME@SNAP, indented", F_TEXT, false, "name", "full_name" },
+        { "origin", "ORIGIN", "a snapshot's volume", F_TEXT, false, NULL, NULL },
+        { "size", "SIZE", "a volume's size; a snapshot's store size (as lvs's LSize)", F_SIZE, true, "size",
+          "store_size" },
+        { "used", "USED", "what a snapshot's store holds; a volume's: all its stores", F_SIZE, true,
+          "snapshots_allocated", "allocated" },
+        { "chunk_size", "CHUNK", "the chunk size", F_SIZE, true, "chunk_size", NULL },
+        { "data_percent", "DATA%", "how full a snapshot's store is", F_NUMBER, true, NULL, "data_percent" },
+        { "fstype", "FS", "a volume's filesystem, as blkid sees it", F_TEXT, false, "fstype", NULL },
+        { "label", "LABEL", "its label", F_TEXT, false, "label", NULL },
+        { "state", "STATE", "active, unavailable, restoring, invalid: REASON, merging", F_TEXT, false, NULL, NULL },
+        { "created", "CREATED", "when it was made (UTC; --time-format iso)", F_TIME, false, "created", "created" },
+        { "number", "#", "a snapshot's number in its volume", F_NUMBER, true, NULL, "number" },
+        { "type", "TYPE", "single, pre, post of N", F_TEXT, false, NULL, NULL },
+        { "cleanup", "CLEANUP", "the cleanup that may remove it", F_TEXT, false, NULL, "cleanup" },
+        { "description", "DESCRIPTION", "what it is for", F_TEXT, false, NULL, "description" },
+        { "userdata", "USERDATA", "KEY=VALUE,...", F_TEXT, false, NULL, NULL },
+        /* not shown unless asked for */
+        { "origin_size", "OSIZE", "a snapshot's size: its volume's when taken", F_SIZE, true, "size", "size" },
+        { "store_size", "STORE", "a snapshot's store size", F_SIZE, true, NULL, "store_size" },
+        { "allocated", "ALLOC", "a snapshot's store's allocated bytes; a volume's: all", F_SIZE, true,
+          "snapshots_allocated", "allocated" },
+        { "exceptions", "EXC", "the chunks a snapshot's store holds", F_NUMBER, true, NULL, "exceptions" },
+        { "engine", "ENGINE", "userspace or kernel", F_TEXT, false, "engine", NULL },
+        { "path", "PATH", "a volume's image or device; a snapshot's store", F_TEXT, false, "path", "store" },
+        { "dm_path", "DEVICE", "a kernel volume's or snapshot's /dev/mapper device", F_TEXT, false, "dm_path",
+          "dm_path" },
+        { "uuid", "UUID", "its uuid", F_TEXT, false, "uuid", "uuid" },
+        { "rm_deletes", "RMDATA", "the bytes of data rm deletes with a volume", F_SIZE, true, "rm_deletes", NULL },
+};
+#define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
+#define FIELDS_DEFAULT "name,origin,size,used,chunk_size,data_percent,fstype,label,state,created,number,type," \
+                       "cleanup,description,userdata"
+#define FIELDS_MAX 32
+
+struct list_opts {
+        bool json, noheadings, nosuffix;
+        const char *fields, *sort, *units, *separator, *time_format;
+};
+
+struct list_cfg {
+        size_t cols[FIELDS_MAX], n_cols;
+        int sort[FIELDS_MAX]; /* field index + 1, negative: descending */
+        size_t n_sort;
+        char units; /* 'h', or b k m g t */
+        bool nosuffix, noheadings, iso;
+        const char *separator;
+};
+
+static int field_find(const char *name, size_t len)
 {
-        for (size_t i = 0; i < t->rows * N_COLS; i++)
-                free(t->cells[i]);
-        free(t->cells);
+        for (size_t i = 0; i < N_FIELDS; i++)
+                if (strlen(fields[i].name) == len && !strncmp(fields[i].name, name, len))
+                        return (int)i;
+        return -1;
 }
 
-/* Add an empty row; returns its cells, or NULL when out of memory. */
-static char **table_add_row(struct table *t)
+/* "a,b,c" into field indexes; a usage error for an unknown one */
+static int fields_parse(const char *opt, const char *list, bool signs, int *out, size_t *n)
 {
-        char **row;
+        for (const char *p = list; *p;) {
+                size_t len = strcspn(p, ",");
+                bool minus = signs && *p == '-';
+                int f = field_find(p + minus, len - minus);
 
-        if (t->rows == t->alloc) {
-                size_t n = t->alloc ? t->alloc * 2 : 16;
-                char **p = reallocarray(t->cells, n * N_COLS, sizeof(char *));
-                if (!p)
-                        return NULL;
-                t->cells = p;
-                t->alloc = n;
+                if (f < 0)
+                        return usage_error(cmd_list.name, "%s: unknown field '%.*s' ('-o help' lists them)", opt,
+                                           (int)(len - minus), p + minus);
+                if (*n == FIELDS_MAX)
+                        return usage_error(cmd_list.name, "%s: more than %d fields", opt, FIELDS_MAX);
+                out[(*n)++] = minus ? -(f + 1) : f + 1;
+                p += len + (p[len] == ',');
         }
-        row = t->cells + t->rows * N_COLS;
-        memset(row, 0, N_COLS * sizeof(char *));
-        t->rows++;
-        return row;
+        return 0;
+}
+
+static void fields_help(void)
+{
+        printf("Fields for -o and -O (default: %s):\n", FIELDS_DEFAULT);
+        for (size_t i = 0; i < N_FIELDS; i++)
+                printf("  %-14s %-12s %s\n", fields[i].name, fields[i].title, fields[i].help);
+}
+
+static int list_cfg_make(const struct list_opts *o, struct list_cfg *c)
+{
+        int idx[FIELDS_MAX];
+        size_t n = 0;
+        int r;
+
+        memset(c, 0, sizeof(*c));
+        c->units = o->units ? o->units[0] : 'h';
+        c->nosuffix = o->nosuffix;
+        c->noheadings = o->noheadings;
+        c->separator = o->separator;
+        c->iso = o->time_format && !strcmp(o->time_format, "iso");
+        /* -o FIELDS replaces the default; -o +FIELDS adds to it */
+        if (!o->fields || o->fields[0] == '+')
+                if ((r = fields_parse("-o", FIELDS_DEFAULT, false, idx, &n)))
+                        return r;
+        if (o->fields && (r = fields_parse("-o", o->fields + (o->fields[0] == '+'), false, idx, &n)))
+                return r;
+        for (size_t i = 0; i < n; i++)
+                c->cols[c->n_cols++] = (size_t)(idx[i] - 1);
+        if (o->sort && (r = fields_parse("-O", o->sort, true, c->sort, &c->n_sort)))
+                return r;
+        return 0;
 }
 
 /* A copy of @s fit for one cell: control characters (from the daemon) become '?'. */
@@ -415,30 +496,40 @@ static size_t text_width(const char *s)
         return w;
 }
 
-static char *created_cell(json_object *o)
+static char *time_cell(const struct list_cfg *c, double t)
 {
-        double t;
         time_t tt;
         struct tm tm;
         char buf[32];
 
         /* seconds since the epoch; a fraction, if any, is dropped */
-        if (!result_double(o, "created", &t) || t < 0 || t > 253402300799.0)
+        if (t < 0 || t > 253402300799.0)
                 return strdup("");
         tt = (time_t)t;
-        if (!gmtime_r(&tt, &tm) || strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M", &tm) == 0)
+        if (!gmtime_r(&tt, &tm) ||
+            strftime(buf, sizeof(buf), c->iso ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S", &tm) == 0)
                 return strdup("");
         return strdup(buf);
 }
 
-static char *size_cell(json_object *o, const char *key)
+/* A size in --units: h as cowvol prints sizes (1.5 GiB); b bytes; k m g t
+ * in units of 1024^n with two decimals, as lvs (1.50g); --nosuffix drops
+ * the unit. */
+static char *size_text(const struct list_cfg *c, uint64_t v)
 {
-        char buf[32];
-        int64_t v;
+        static const char units[] = "bkmgt";
+        const char *u = strchr(units, c->units);
+        char buf[48];
 
-        if (!result_int(o, key, &v) || v < 0)
-                return strdup("");
-        return strdup(cowvol_format_size((uint64_t)v, buf, sizeof(buf)));
+        if (c->units == 'h' || !u) {
+                cowvol_format_size(v, buf, sizeof(buf));
+                if (c->nosuffix)
+                        buf[strcspn(buf, " ")] = '\0';
+                return strdup(buf);
+        }
+        if (c->units == 'b')
+                return cell("%" PRIu64 "%s", v, c->nosuffix ? "" : "B");
+        return cell("%.2f%s", (double)v / (double)(1ull << (10 * (u - units))), c->nosuffix ? "" : (char[2]){ c->units, 0 });
 }
 
 static char *volume_state_cell(json_object *v)
@@ -477,26 +568,15 @@ static char *snapshot_state_cell(json_object *s)
         return cell("%s", state);
 }
 
-/* number, type (a post with its pre's number), cleanup, description,
- * userdata as KEY=VALUE,... */
-static void snapshot_meta_cells(json_object *s, char **row)
+static char *userdata_cell(json_object *s)
 {
-        const char *type = result_string(s, "type"), *d = result_string(s, "description");
         json_object *u;
-        int64_t n = 0, pre = 0;
-        char *ud = NULL;
+        char *ud = NULL, *r;
         size_t len = 0;
         FILE *m = open_memstream(&ud, &len);
+        bool first = true;
 
-        row[COL_NUMBER] = result_int(s, "number", &n) ? cell("%" PRId64, n) : strdup("");
-        if (type && strcmp(type, "post") == 0 && result_int(s, "pre", &pre))
-                row[COL_TYPE] = cell("post of %" PRId64, pre);
-        else
-                row[COL_TYPE] = cell("%s", type ? type : "");
-        row[COL_CLEANUP] = cell("%s", result_string(s, "cleanup") ? result_string(s, "cleanup") : "");
-        row[COL_DESCRIPTION] = cell("%s", d ? d : "");
         if (m && json_object_object_get_ex(s, "userdata", &u) && json_object_is_type(u, json_type_object)) {
-                bool first = true;
                 json_object_object_foreach(u, key, val) {
                         fprintf(m, "%s%s=%s", first ? "" : ",", key, json_object_get_string(val));
                         first = false;
@@ -504,133 +584,286 @@ static void snapshot_meta_cells(json_object *s, char **row)
         }
         if (m)
                 fclose(m);
-        row[COL_USERDATA] = cell("%s", ud ? ud : "");
+        r = cell("%s", ud ? ud : "");
         free(ud);
+        return r;
 }
 
-static int table_fill(struct table *t, json_object *volumes)
+/* One cell of field @f for the volume @v, or its snapshot @s; *key gets
+ * its sort value (numbers; text sorts by the cell) */
+static char *field_cell(const struct list_cfg *c, const struct field *f, json_object *v, json_object *s,
+                        double *key)
 {
-        size_t nv = json_object_array_length(volumes);
+        const char *k = s ? f->snap_key : f->vol_key;
+        json_object *o = s ? s : v;
+        double d;
+        int64_t n;
 
-        for (size_t i = 0; i < nv; i++) {
-                json_object *v = json_object_array_get_idx(volumes, i), *snaps;
-                const char *vname = string_field(v, "name");
-                char **row = table_add_row(t);
-                size_t ns;
-
-                if (!row)
-                        return -ENOMEM;
-                row[COL_NAME] = cell("%s", vname);
-                row[COL_ORIGIN] = strdup("");
-                row[COL_SIZE] = size_cell(v, "size");
-                /* what all its snapshots' stores use */
-                row[COL_USED] = size_cell(v, "snapshots_allocated");
-                row[COL_CHUNK] = size_cell(v, "chunk_size");
-                row[COL_DATA] = strdup("");
-                row[COL_FS] = cell("%s", result_string(v, "fstype") ? result_string(v, "fstype") : "");
-                row[COL_LABEL] = cell("%s", result_string(v, "label") ? result_string(v, "label") : "");
-                row[COL_STATE] = volume_state_cell(v);
-                row[COL_CREATED] = created_cell(v);
-                for (int c = COL_NUMBER; c < N_COLS; c++)
-                        row[c] = strdup("");
-
-                if (!json_object_object_get_ex(v, "snapshots", &snaps) || !json_object_is_type(snaps, json_type_array))
-                        continue;
-                ns = json_object_array_length(snaps);
-                for (size_t k = 0; k < ns; k++) {
-                        json_object *s = json_object_array_get_idx(snaps, k);
-                        const char *full = result_string(s, "full_name");
-                        double pct;
-
-                        row = table_add_row(t);
-                        if (!row)
-                                return -ENOMEM;
-                        row[COL_NAME] = full ? cell("  %s", full) : cell("  %s@%s", vname, string_field(s, "name"));
-                        row[COL_ORIGIN] = cell("%s", vname);
-                        row[COL_SIZE] = size_cell(s, "store_size");
-                        /* its own store's: a chain's older stores hold only
-                         * what changed before the next snapshot */
-                        row[COL_USED] = size_cell(s, "allocated");
-                        /* a store's chunk size is its volume's */
-                        row[COL_CHUNK] = size_cell(v, "chunk_size");
-                        row[COL_DATA] = result_double(s, "data_percent", &pct) ? cell("%.1f", pct) : strdup("");
-                        row[COL_FS] = strdup("");
-                        row[COL_LABEL] = strdup("");
-                        row[COL_STATE] = snapshot_state_cell(s);
-                        row[COL_CREATED] = created_cell(s);
-                        snapshot_meta_cells(s, row);
-                }
+        *key = 0;
+        if (!strcmp(f->name, "state"))
+                return s ? snapshot_state_cell(s) : volume_state_cell(v);
+        if (!strcmp(f->name, "origin"))
+                return cell("%s", s ? string_field(v, "name") : "");
+        if (!strcmp(f->name, "type")) {
+                const char *type = s ? result_string(s, "type") : NULL;
+                if (type && !strcmp(type, "post") && result_int(s, "pre", &n))
+                        return cell("post of %" PRId64, n);
+                return cell("%s", type ? type : "");
         }
-        for (size_t i = 0; i < t->rows * N_COLS; i++)
-                if (!t->cells[i])
+        if (!strcmp(f->name, "userdata"))
+                return s ? userdata_cell(s) : strdup("");
+        if (!strcmp(f->name, "name") && s)
+                return cell("  %s", result_string(s, "full_name") ? result_string(s, "full_name") : "?");
+        if (!strcmp(f->name, "chunk_size"))
+                o = v; /* a store's chunk size is its volume's */
+        if (!k && strcmp(f->name, "chunk_size"))
+                return strdup("");
+        if (!k)
+                k = "chunk_size";
+        switch (f->kind) {
+        case F_SIZE:
+                if (!result_int(o, k, &n) || n < 0)
+                        return strdup("");
+                *key = (double)n;
+                return size_text(c, (uint64_t)n);
+        case F_NUMBER:
+                if (!result_double(o, k, &d))
+                        return strdup("");
+                *key = d;
+                return result_int(o, k, &n) ? cell("%" PRId64, n) : cell("%.1f", d);
+        case F_TIME:
+                if (!result_double(o, k, &d))
+                        return strdup("");
+                *key = d;
+                return time_cell(c, d);
+        case F_TEXT:
+        default:
+                return cell("%s", result_string(o, k) ? result_string(o, k) : "");
+        }
+}
+
+struct row {
+        char *cell[FIELDS_MAX];      /* by column */
+        double key[FIELDS_MAX];      /* (the columns' values; unused) */
+        char *skey_text[FIELDS_MAX]; /* by -O field: its cell ... */
+        double skey[FIELDS_MAX];     /* ... and its value */
+};
+
+static void row_free(struct row *r)
+{
+        for (size_t i = 0; i < FIELDS_MAX; i++) {
+                free(r->cell[i]);
+                free(r->skey_text[i]);
+        }
+}
+
+static int row_fill(const struct list_cfg *c, struct row *r, json_object *v, json_object *s)
+{
+        memset(r, 0, sizeof(*r));
+        for (size_t i = 0; i < c->n_cols; i++)
+                if (!(r->cell[i] = field_cell(c, &fields[c->cols[i]], v, s, &r->key[i])))
                         return -ENOMEM;
+        for (size_t i = 0; i < c->n_sort; i++) {
+                int f = abs(c->sort[i]) - 1;
+                if (!(r->skey_text[i] = field_cell(c, &fields[f], v, s, &r->skey[i])))
+                        return -ENOMEM;
+        }
         return 0;
 }
 
-static void table_print_row(char *const *row, const size_t *width)
+static const struct list_cfg *sort_cfg;
+
+static int row_cmp(const void *pa, const void *pb)
 {
-        char line[4096];
+        const struct row *a = pa, *b = pb;
+
+        for (size_t i = 0; i < sort_cfg->n_sort; i++) {
+                int f = abs(sort_cfg->sort[i]) - 1, d;
+                if (fields[f].kind == F_TEXT)
+                        d = strcmp(a->skey_text[i], b->skey_text[i]);
+                else
+                        d = (a->skey[i] > b->skey[i]) - (a->skey[i] < b->skey[i]);
+                if (d)
+                        return sort_cfg->sort[i] < 0 ? -d : d;
+        }
+        return 0;
+}
+
+static void row_print(const struct list_cfg *c, char *const *cells, const size_t *width)
+{
+        char line[8192];
         size_t n = 0;
 
         /* built in a buffer so that trailing blanks can be cut */
-        for (int c = 0; c < N_COLS; c++) {
-                size_t w = text_width(row[c]), pad = width[c] - w;
+        for (size_t i = 0; i < c->n_cols; i++) {
+                const struct field *f = &fields[c->cols[i]];
+                size_t w = text_width(cells[i]), pad = c->separator ? 0 : width[i] - w;
                 int m;
 
-                m = snprintf(line + n, sizeof(line) - n, "%s%*s%s%*s", c ? "  " : "", col_right[c] ? (int)pad : 0,
-                             "", row[c], col_right[c] ? 0 : (int)pad, "");
+                m = snprintf(line + n, sizeof(line) - n, "%s%*s%s%*s", i ? (c->separator ? c->separator : "  ") : "",
+                             f->right ? (int)pad : 0, "", cells[i], f->right ? 0 : (int)pad, "");
                 if (m < 0 || (size_t)m >= sizeof(line) - n) {
                         n = sizeof(line) - 1;
                         break;
                 }
                 n += (size_t)m;
         }
-        while (n > 0 && line[n - 1] == ' ')
+        while (!c->separator && n > 0 && line[n - 1] == ' ')
                 n--;
         printf("%.*s\n", (int)n, line);
 }
 
-static int list_print(json_object *res)
+/* The volumes' rows, each followed by its snapshots' (each level sorted by
+ * -O, stably: the daemon's order, oldest snapshot first, otherwise). */
+static int list_rows(const struct list_cfg *c, json_object *volumes, struct row **ret, size_t *ret_n)
+{
+        size_t nv = json_object_array_length(volumes), n = 0, cap = 0;
+        struct row *rows = NULL, *vr = calloc(nv ? nv : 1, sizeof(*vr));
+        size_t *order = calloc(nv ? nv : 1, sizeof(*order));
+        int r = vr && order ? 0 : -ENOMEM;
+
+        for (size_t i = 0; i < nv && r == 0; i++)
+                r = row_fill(c, &vr[i], json_object_array_get_idx(volumes, i), NULL);
+        /* stable: ties keep the daemon's order */
+        for (size_t i = 0; i < nv; i++)
+                order[i] = i;
+        sort_cfg = c;
+        for (size_t i = 1; r == 0 && c->n_sort && i < nv; i++)
+                for (size_t k = i; k > 0 && row_cmp(&vr[order[k - 1]], &vr[order[k]]) > 0; k--) {
+                        size_t t = order[k];
+                        order[k] = order[k - 1];
+                        order[k - 1] = t;
+                }
+        for (size_t i = 0; i < nv && r == 0; i++) {
+                json_object *v = json_object_array_get_idx(volumes, order[i]), *snaps;
+                size_t ns = json_object_object_get_ex(v, "snapshots", &snaps) &&
+                                            json_object_is_type(snaps, json_type_array)
+                                    ? json_object_array_length(snaps)
+                                    : 0;
+                size_t first;
+
+                if (n + 1 + ns > cap) {
+                        struct row *p = reallocarray(rows, cap = (n + 1 + ns) * 2, sizeof(*rows));
+                        if (!p) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        rows = p;
+                }
+                rows[n++] = vr[order[i]];
+                memset(&vr[order[i]], 0, sizeof(vr[0]));
+                first = n;
+                for (size_t k = 0; k < ns && r == 0; k++)
+                        if ((r = row_fill(c, &rows[n], v, json_object_array_get_idx(snaps, k))) == 0)
+                                n++;
+                for (size_t a = first + 1; r == 0 && c->n_sort && a < n; a++)
+                        for (size_t k = a; k > first && row_cmp(&rows[k - 1], &rows[k]) > 0; k--) {
+                                struct row t = rows[k];
+                                rows[k] = rows[k - 1];
+                                rows[k - 1] = t;
+                        }
+        }
+        for (size_t i = 0; vr && i < nv; i++)
+                row_free(&vr[i]);
+        free(vr);
+        free(order);
+        *ret = rows;
+        *ret_n = n;
+        return r;
+}
+
+static int list_print(const struct list_cfg *c, json_object *res)
 {
         json_object *volumes;
-        struct table t = {};
-        size_t width[N_COLS];
+        struct row *rows = NULL;
+        size_t n = 0, width[FIELDS_MAX];
+        const char *titles[FIELDS_MAX];
         int r;
 
         if (!json_object_object_get_ex(res, "volumes", &volumes) || !json_object_is_type(volumes, json_type_array))
                 return log_error("cowvold's list has no \"volumes\" array");
         if (json_object_array_length(volumes) == 0) {
-                printf("No volumes.\n");
+                if (!c->noheadings)
+                        printf("No volumes.\n");
                 return EXIT_SUCCESS;
         }
-        r = table_fill(&t, volumes);
-        if (r < 0) {
-                table_free(&t);
+        r = list_rows(c, volumes, &rows, &n);
+        for (size_t i = 0; i < c->n_cols; i++) {
+                titles[i] = fields[c->cols[i]].title;
+                width[i] = c->noheadings ? 0 : strlen(titles[i]);
+                for (size_t k = 0; r == 0 && k < n; k++)
+                        if (text_width(rows[k].cell[i]) > width[i])
+                                width[i] = text_width(rows[k].cell[i]);
+        }
+        if (r == 0) {
+                if (!c->noheadings)
+                        row_print(c, (char *const *)titles, width);
+                for (size_t k = 0; k < n; k++)
+                        row_print(c, rows[k].cell, width);
+        }
+        for (size_t k = 0; k < n; k++)
+                row_free(&rows[k]);
+        free(rows);
+        if (r < 0)
                 return log_error("out of memory");
-        }
-        for (int c = 0; c < N_COLS; c++) {
-                width[c] = strlen(col_title[c]);
-                for (size_t i = 0; i < t.rows; i++) {
-                        size_t w = text_width(t.cells[i * N_COLS + c]);
-                        if (w > width[c])
-                                width[c] = w;
-                }
-        }
-        table_print_row((char *const *)col_title, width);
-        for (size_t i = 0; i < t.rows; i++)
-                table_print_row(t.cells + i * N_COLS, width);
-        table_free(&t);
         if (fflush(stdout) != 0)
                 return log_error("cannot write the output: %s", strerror(errno));
         return EXIT_SUCCESS;
 }
 
-/* @opts: --json (cli_json_options) */
+static int check_units(const char *cmd, const struct cli_option *opt, const void *value)
+{
+        const char *s = *(const char *const *)value;
+
+        (void)opt;
+        if (strlen(s) != 1 || !strchr("hbkmgt", s[0]))
+                return usage_error(cmd, "--units '%s' is not one of h, b, k, m, g, t", s);
+        return 0;
+}
+
+static int check_time_format(const char *cmd, const struct cli_option *opt, const void *value)
+{
+        const char *s = *(const char *const *)value;
+
+        (void)opt;
+        if (strcmp(s, "iso") && strcmp(s, "default"))
+                return usage_error(cmd, "--time-format '%s' is not iso or default", s);
+        return 0;
+}
+
+static const struct cli_option list_options[] = {
+        { "options", .short_name = 'o', .kind = CLI_STRING, .offset = offsetof(struct list_opts, fields),
+          .arg = "FIELD,...", .help = "the columns (+FIELD,...: added to the default; help: list\nthem)" },
+        { "sort", .short_name = 'O', .kind = CLI_STRING, .offset = offsetof(struct list_opts, sort),
+          .arg = "[-]FIELD,...", .help = "sort volumes, and each one's snapshots, by these\n(-: descending)" },
+        { "units", .kind = CLI_STRING, .offset = offsetof(struct list_opts, units), .check = check_units,
+          .arg = "h|b|k|m|g|t", .help = "sizes: h readable (default), b bytes, k m g t in\n1024^n with two decimals" },
+        { "nosuffix", .kind = CLI_FLAG, .offset = offsetof(struct list_opts, nosuffix),
+          .help = "sizes without their unit" },
+        { "noheadings", .kind = CLI_FLAG, .offset = offsetof(struct list_opts, noheadings),
+          .help = "no heading line" },
+        { "separator", .kind = CLI_STRING, .offset = offsetof(struct list_opts, separator), .arg = "S",
+          .help = "S between columns, unpadded" },
+        { "time-format", .kind = CLI_STRING, .offset = offsetof(struct list_opts, time_format),
+          .check = check_time_format, .arg = "iso", .help = "CREATED as ISO 8601 (2026-12-03T14:09:27Z)" },
+        { "json", .short_name = 'j', .kind = CLI_FLAG, .offset = offsetof(struct list_opts, json),
+          .help = "the daemon's answer, as it is" },
+        {},
+};
+
 static int list_run(const void *opts, char **pos)
 {
+        const struct list_opts *o = opts;
         json_object *args = NULL, *res;
+        struct list_cfg c;
         int r;
 
+        if (o->fields && !strcmp(o->fields, "help")) {
+                fields_help();
+                return EXIT_SUCCESS;
+        }
+        if ((r = list_cfg_make(o, &c)))
+                return r;
         if (pos[0]) {
                 if (strchr(pos[0], '@'))
                         return usage_error(cmd_list.name, "'%s' is a snapshot; list takes a volume", pos[0]);
@@ -640,19 +873,21 @@ static int list_run(const void *opts, char **pos)
         r = daemon_call("list", args, -1, &res);
         if (r)
                 return r;
-        r = *(const bool *)opts ? print_json_result(res) : list_print(res);
+        r = o->json ? print_json_result(res) : list_print(&c, res);
         json_object_put(res);
         return r;
 }
 
 const struct cli_command cmd_list = {
         .name = "list", .args = "[VOLUME]", .check_arg = check_target, .run = list_run,
-        .options = cli_json_options, .opts_size = sizeof(bool),
-        .usage = "list [VOLUME] [--json]",
-        .about = "List the volumes (or only VOLUME) and their snapshots: NAME, ORIGIN (a\n"
-                 "snapshot's volume), SIZE (a snapshot's: its store), CHUNK, DATA% (how full a\n"
-                 "snapshot's store is), FS and LABEL (the volume's filesystem, as blkid sees\n"
-                 "it), STATE and CREATED (UTC).\n",
+        .options = list_options, .opts_size = sizeof(struct list_opts),
+        .usage = "list [VOLUME] [-o [+]FIELD,...] [-O [-]FIELD,...] [--units h|b|k|m|g|t] [--nosuffix]\n"
+                 "list [VOLUME] ... [--noheadings] [--separator S] [--time-format iso] [--json]",
+        .about = "List the volumes (or only VOLUME) and their snapshots, as lvs: NAME, ORIGIN (a\n"
+                 "snapshot's volume), SIZE (a snapshot's: its store), USED, CHUNK, DATA% (how full\n"
+                 "a snapshot's store is), FS and LABEL (the volume's filesystem, as blkid sees\n"
+                 "it), STATE, CREATED (UTC), and a snapshot's #, TYPE, CLEANUP, DESCRIPTION and\n"
+                 "USERDATA.  '-o help' lists every field.\n",
 };
 
 /* --- restore ------------------------------------------------------------ */
