@@ -10,7 +10,7 @@ what=${1:-build}
 build_pkgs="libdevmapper-dev:devmapper libblkid-dev:blkid uuid-dev:uuid libjson-c-dev:json-c libsystemd-dev:libsystemd libcriterion-dev:criterion libgnutls28-dev:gnutls"
 # command -> Debian package (test tools); the tests run Debian's python3
 # ($PYTHON in tests/lib.sh), not whichever one the PATH finds first
-test_cmds="faketime:faketime qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux /usr/bin/python3:python3 systemd-analyze:systemd setpriv:util-linux nbdinfo:libnbd-bin nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-io:qemu-utils nbd-client:nbd-client mkfs.ext4:e2fsprogs e2fsck:e2fsprogs fsfreeze:util-linux udevadm:udev psktool:gnutls-bin certtool:gnutls-bin"
+test_cmds="faketime:faketime qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio dmsetup:dmsetup losetup:mount valgrind:valgrind clang:clang flock:util-linux /usr/bin/python3:python3 systemd-analyze:systemd setpriv:util-linux nbdinfo:libnbd-bin nbdcopy:libnbd-bin qemu-img:qemu-utils qemu-io:qemu-utils nbd-client:nbd-client mkfs.ext4:e2fsprogs e2fsck:e2fsprogs fsfreeze:util-linux udevadm:udev psktool:gnutls-bin certtool:gnutls-bin man:man-db col:bsdextrautils script:bsdutils"
 # command -> Debian package (bench/nbd-bench.sh: fio with its nbd engine,
 # which Debian's fio has through libnbd, and qemu-nbd as the baseline)
 bench_cmds="fio:fio qemu-nbd:qemu-utils qemu-img:qemu-utils nbdinfo:libnbd-bin"
