@@ -151,7 +151,7 @@ int check_target(const char *cmd, const char *target);
 /* --- commands that talk to cowvold ---------------------------------------- */
 
 /* volume.c, content.c, export.c: one table each */
-extern const struct cli_command cmd_resize, cmd_rename;
+extern const struct cli_command cmd_resize, cmd_rename, cmd_set;
 extern const struct cli_command cmd_create, cmd_add, cmd_snap, cmd_list, cmd_restore, cmd_activate, cmd_rm,
         cmd_status, cmd_cat, cmd_write, cmd_diff, cmd_export;
 /* schedule.c */

@@ -65,6 +65,8 @@ static void help(void)
                "  restore VOLUME@SNAP [--keep] [--no-wait]\n"
                "                                Give the volume the snapshot's content\n"
                "  rename VOLUME[@SNAP] NEW      Give a volume or a snapshot another name\n"
+               "  set VOLUME@SNAP read-only=on|off\n"
+               "                                Make a snapshot read-only, or writable\n"
                "  resize VOLUME --size [+]SIZE [--force]\n"
                "                                Grow a volume (its snapshots keep their size)\n"
                "  activate VOLUME               Rebuild a kernel volume's devices; start a waiting restore\n"
@@ -102,8 +104,9 @@ static void help(void)
 }
 
 static const struct cli_command *const commands[] = {
-        &cmd_create, &cmd_add, &cmd_snap, &cmd_list, &cmd_restore, &cmd_resize, &cmd_rename, &cmd_activate, &cmd_rm,
-        &cmd_cat,    &cmd_write, &cmd_diff, &cmd_status, &cmd_export, &cmd_cleanup, &cmd_schedule,
+        &cmd_create, &cmd_add,   &cmd_snap, &cmd_list,   &cmd_restore, &cmd_resize,  &cmd_rename, &cmd_set,
+        &cmd_activate, &cmd_rm,  &cmd_cat,  &cmd_write,  &cmd_diff,    &cmd_status,  &cmd_export, &cmd_cleanup,
+        &cmd_schedule,
 };
 
 /* Edits (insert, delete, replace, swap two neighbours) from @a to @b, up

@@ -231,7 +231,7 @@ const struct cli_command cmd_add = {
 struct snap_opts {
         uint64_t store_size; /* 0: not given */
         const char *store;
-        bool force;
+        bool force, read_only, writable;
         const char *description, *cleanup, *type, *pre, *userdata; /* NULL: not given */
 };
 
@@ -274,6 +274,10 @@ static const struct cli_option snap_options[] = {
           .arg = "TYPE", .help = "single (default), pre (before a change) or post (after\nit, with --pre)" },
         { "pre", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, pre), .arg = "SNAP",
           .help = "the pre snapshot of this post snapshot (implies --type\npost)" },
+        { "read-only", .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, read_only),
+          .help = "no writes into it (the default for --cleanup number and\ntimeline)" },
+        { "writable", .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, writable),
+          .help = "writes into it allowed (the default otherwise)" },
         { "userdata", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, userdata),
           .arg = "KEY=VALUE[,...]", .help = "its userdata; important=yes counts under\n--number-important" },
         {},
@@ -316,6 +320,12 @@ static int snap_run(const void *opts, char **pos)
                 json_object_object_add(args, "pre", json_object_new_string(o->pre));
         if (o->userdata)
                 json_object_object_add(args, "userdata", json_object_new_string(o->userdata));
+        if (o->read_only && o->writable) {
+                json_object_put(args);
+                return usage_error(cmd_snap.name, "give --read-only or --writable, not both");
+        }
+        if (o->read_only || o->writable)
+                json_object_object_add(args, "read_only", json_object_new_boolean(o->read_only));
         if (o->store && (r = open_as_caller(o->store, &fd))) {
                 json_object_put(args);
                 return r;
@@ -383,6 +393,7 @@ static const struct field fields[] = {
         { "allocated", "ALLOC", "a snapshot's store's allocated bytes; a volume's: all", F_SIZE, true,
           "snapshots_allocated", "allocated" },
         { "exceptions", "EXC", "the chunks a snapshot's store holds", F_NUMBER, true, NULL, "exceptions" },
+        { "read_only", "RO", "a snapshot that takes no writes: ro", F_TEXT, false, NULL, "read_only" },
         { "engine", "ENGINE", "userspace or kernel", F_TEXT, false, "engine", NULL },
         { "path", "PATH", "a volume's image or device; a snapshot's store", F_TEXT, false, "path", "store" },
         { "dm_path", "DEVICE", "a kernel volume's or snapshot's /dev/mapper device", F_TEXT, false, "dm_path",
@@ -612,6 +623,11 @@ static char *field_cell(const struct list_cfg *c, const struct field *f, json_ob
         }
         if (!strcmp(f->name, "userdata"))
                 return s ? userdata_cell(s) : strdup("");
+        if (!strcmp(f->name, "read_only")) {
+                json_object *x;
+                return strdup(s && json_object_object_get_ex(s, "read_only", &x) && json_object_get_boolean(x) ? "ro"
+                                                                                                             : "");
+        }
         if (!strcmp(f->name, "name") && s)
                 return cell("  %s", result_string(s, "full_name") ? result_string(s, "full_name") : "?");
         if (!strcmp(f->name, "chunk_size"))
@@ -1108,6 +1124,43 @@ const struct cli_command cmd_resize = {
         .about = "Grow VOLUME to SIZE, or by SIZE with +SIZE; the new space reads zero.  Its\n"
                  "snapshots keep their own size and content.  Shrinking needs --force, and a\n"
                  "volume without snapshots (as lvreduce's origin).\n",
+};
+
+/* --- set --------------------------------------------------------------- */
+
+static int set_run(const void *opts, char **pos)
+{
+        json_object *args, *res;
+        const char *kv = pos[1];
+        bool on;
+        int r;
+
+        (void)opts;
+        if (!strchr(pos[0], '@'))
+                return usage_error(cmd_set.name, "'%s' is a volume; set takes VOLUME@SNAP", pos[0]);
+        if (!strcmp(kv, "read-only=on") || !strcmp(kv, "read-only=yes"))
+                on = true;
+        else if (!strcmp(kv, "read-only=off") || !strcmp(kv, "read-only=no"))
+                on = false;
+        else
+                return usage_error(cmd_set.name, "'%s' is not read-only=on or read-only=off", kv);
+        args = json_object_new_object();
+        json_object_object_add(args, "target", json_object_new_string(pos[0]));
+        json_object_object_add(args, "read_only", json_object_new_boolean(on));
+        r = daemon_call("set", args, -1, &res);
+        if (r)
+                return r;
+        printf("Snapshot %s is %s\n", pos[0], on ? "read-only" : "writable");
+        json_object_put(res);
+        return EXIT_SUCCESS;
+}
+
+const struct cli_command cmd_set = {
+        .name = "set", .args = "VOLUME@SNAP PROPERTY=VALUE", .check_arg = NULL, .run = set_run,
+        .usage = "set VOLUME@SNAP read-only=on|off",
+        .about = "Make a snapshot read-only (cowvol write and NBD refuse writes into it; its\n"
+                 "exports say so) or writable again, as lvchange -p r|rw.  Refused while an\n"
+                 "NBD connection or a transfer holds it.\n",
 };
 
 /* --- rename ------------------------------------------------------------ */

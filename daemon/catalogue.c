@@ -492,6 +492,8 @@ static int load_snap_meta(struct snap *s, json_object *o, const char *where)
                                                                     : "is given for a snapshot that is not a post");
         if (desc && !description_valid(desc, why, sizeof(why)))
                 return malformed(where, "description", why);
+        if ((r = flag(o, where, "read_only", &s->read_only)) < 0)
+                return r;
         s->number = (uint64_t)number;
         s->pre_number = (uint64_t)pre;
         if (desc && !(s->description = strdup(desc)))
@@ -825,6 +827,7 @@ void snap_json_meta(const struct snap *s, json_object *o)
                 json_object_object_add(o, "pre", json_object_new_int64((int64_t)s->pre_number));
         if (s->description)
                 json_object_object_add(o, "description", json_object_new_string(s->description));
+        json_object_object_add(o, "read_only", json_object_new_boolean(s->read_only));
         for (const char *p = s->userdata; p && *p;) {
                 const char *end = strchrnul(p, ','), *eq = memchr(p, '=', (size_t)(end - p));
                 char key[USERDATA_KEY_MAX + 1];

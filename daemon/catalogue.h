@@ -65,6 +65,9 @@ struct snap {
         uint64_t pre_number;    /* SNAP_POST: its pre's number */
         char *description;      /* or NULL */
         char *userdata;         /* "KEY=VALUE,..." as checked, or NULL */
+        /* no writes into it (catalogue "read_only"; cowvol set): cowvol
+         * write and NBD refuse them, its exports say so */
+        bool read_only;
         struct snap *next;
 };
 

@@ -423,6 +423,7 @@ static int do_snap(struct request *r, json_object **ret, struct failure *f)
         s->cleanup = r->cleanup;
         s->type = r->kind;
         s->pre_number = r->pre_number;
+        s->read_only = r->read_only;
         if ((r->description && !(s->description = strdup(r->description))) ||
             (r->userdata && !(s->userdata = strdup(r->userdata)))) {
                 snap_free_meta(s);
@@ -478,6 +479,23 @@ static int do_resize(struct request *r, json_object **ret, struct failure *f)
         dlog(LOG_INFO_, "Volume %s resized from %s to %s (%" PRIu64 " bytes)", v->name,
              cowvol_format_size(old, a, sizeof(a)), cowvol_format_size(r->size, b, sizeof(b)), r->size);
         *ret = vol_view(v);
+        return 0;
+}
+
+static int do_set(struct request *r, json_object **ret, struct failure *f)
+{
+        struct snap *s = r->s;
+        bool was = s->read_only;
+        int e;
+
+        s->read_only = r->read_only;
+        if (was != s->read_only && (e = catalogue_save()) < 0) {
+                s->read_only = was;
+                return fail(f, e, "cannot save the catalogue: %s", strerror(-e));
+        }
+        if (was != s->read_only)
+                dlog(LOG_INFO_, "Snapshot %s@%s is now %s", r->v->name, s->name, s->read_only ? "read-only" : "writable");
+        *ret = snap_view(r->v, s);
         return 0;
 }
 
@@ -1026,7 +1044,7 @@ static int (*const act[_OP_MAX])(struct request *r, json_object **ret, struct fa
         [OP_RESTORE_WAIT] = do_restore_wait, [OP_RM] = do_rm,          [OP_ACTIVATE] = do_activate,
         [OP_CAT] = do_cat,         [OP_WRITE] = do_write,             [OP_DIFF] = do_diff,
         [OP_EXPORT] = do_export,   [OP_CLEANUP] = do_cleanup,         [OP_SCHEDULE] = do_schedule,
-        [OP_RESIZE] = do_resize,   [OP_RENAME] = do_rename,
+        [OP_RESIZE] = do_resize,   [OP_RENAME] = do_rename,           [OP_SET] = do_set,
 };
 
 void handle_request(const char *op, json_object *args, struct peer *p, json_object **ret_result, struct failure *f)

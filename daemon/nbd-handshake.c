@@ -162,7 +162,7 @@ static void conn_hold(struct nbd_conn *c, struct vol *v, struct snap *s)
         c->v = v;
         c->s = s;
         c->size = s ? s->size : v->size;
-        c->read_only = settings_export_read_only(s != NULL);
+        c->read_only = settings_export_read_only(s != NULL) || (s && s->read_only);
 }
 
 struct name_list {
@@ -259,7 +259,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data, ui
         if (r == 0) {
                 size = s ? s->size : v->size;
                 chunk = v->chunk;
-                ro = settings_export_read_only(s != NULL);
+                ro = settings_export_read_only(s != NULL) || (s && s->read_only);
                 if (opt == NBD_OPT_GO)
                         conn_hold(c, v, s);
         }

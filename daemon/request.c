@@ -194,6 +194,8 @@ static int parse_snap_meta(json_object *a, struct request *r, struct failure *f)
         r->description = arg_str(a, "description");
         r->userdata = arg_str(a, "userdata");
         r->pre_name = arg_str(a, "pre");
+        r->read_only_given = json_object_object_get_ex(a, "read_only", NULL);
+        r->read_only = arg_bool(a, "read_only");
         if (cls && cleanup_class_parse(cls, &r->cleanup) < 0)
                 return fail(f, -EINVAL, "bad cleanup class '%s': give none, number or timeline",
                             ascii_safe(cls, safe, sizeof(safe)));
@@ -221,7 +223,8 @@ static int parse_snap(json_object *a, struct request *r, struct failure *f)
                                        { "store_size", json_type_int, false }, { "store", json_type_string, false },
                                        { "force", json_type_boolean, false }, { "description", json_type_string, false },
                                        { "cleanup", json_type_string, false }, { "type", json_type_string, false },
-                                       { "pre", json_type_string, false }, { "userdata", json_type_string, false }),
+                                       { "pre", json_type_string, false }, { "userdata", json_type_string, false },
+                                       { "read_only", json_type_boolean, false }),
                        f) < 0 ||
             check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
                 return f->err;
@@ -276,6 +279,19 @@ static int parse_rename(json_object *a, struct request *r, struct failure *f)
                 return f->err;
         r->name = arg_str(a, "name");
         return check_name(strchr(r->target, '@') ? "snapshot" : "volume", r->name, f);
+}
+
+static int parse_set(json_object *a, struct request *r, struct failure *f)
+{
+        if (check_args(a, "set", ARGS({ "target", json_type_string, true }, { "read_only", json_type_boolean, false }),
+                       f) < 0 ||
+            check_target((r->target = arg_str(a, "target")), true, f) < 0)
+                return f->err;
+        r->read_only_given = json_object_object_get_ex(a, "read_only", NULL);
+        r->read_only = arg_bool(a, "read_only");
+        if (!r->read_only_given)
+                return fail(f, -EINVAL, "set: nothing to set (read_only)");
+        return 0;
 }
 
 static int parse_list(json_object *a, struct request *r, struct failure *f)
@@ -818,6 +834,12 @@ static int check_snap(struct request *r, struct failure *f)
                 return f->err;
         if (v->restoring)
                 return fail(f, -EBUSY, "volume '%s' is being restored; snapshot it when that ends", v->name);
+        /* the kernel's snapshot devices are writable: not promised otherwise */
+        if (!r->read_only_given)
+                r->read_only = v->ops->pread && (r->cleanup == CLEANUP_NUMBER || r->cleanup == CLEANUP_TIMELINE);
+        else if (r->read_only && !v->ops->pread)
+                return fail(f, -ENOTSUP, "volume '%s' is under the kernel engine: its snapshots cannot be made "
+                            "read-only yet", v->name);
         if (!r->store_size_given) {
                 /* default: 20 % of the volume, at least 1 MiB */
                 store = (int64_t)(v->size / 5);
@@ -908,6 +930,22 @@ static int check_rename(struct request *r, struct failure *f)
                 return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
         if (!r->s && vol_find(r->name))
                 return fail(f, -EEXIST, "a volume named '%s' exists already", r->name);
+        return 0;
+}
+
+static int check_set(struct request *r, struct failure *f)
+{
+        char users[256];
+
+        if (find_target(r, f) < 0)
+                return f->err;
+        if (r->read_only && !r->v->ops->pread)
+                return fail(f, -ENOTSUP, "volume '%s' is under the kernel engine: its snapshots cannot be made "
+                            "read-only yet", r->v->name);
+        /* an NBD connection keeps the flags it was given: not under it */
+        if (r->read_only != r->s->read_only && r->s->refs)
+                return fail(f, -EBUSY, "snapshot %s@%s is in use by %s; change it when they end", r->v->name,
+                            r->s->name, vol_users_describe(r->v, r->s, users, sizeof(users)));
         return 0;
 }
 
@@ -1044,6 +1082,9 @@ static int check_write(struct request *r, struct failure *f)
                 return f->err;
         if (r->offset < 0 || r->length < 0)
                 return fail(f, -EINVAL, "offset and length must not be negative");
+        if (r->s && r->s->read_only)
+                return fail(f, -EROFS, "snapshot %s@%s is read-only ('cowvol set %s@%s read-only=off' makes it "
+                            "writable)", v->name, r->s->name, v->name, r->s->name);
         size = r->s ? r->s->size : v->size;
         if ((uint64_t)r->offset > size || (uint64_t)r->length > size - (uint64_t)r->offset)
                 return fail(f, -ENOSPC, "%" PRId64 " bytes at offset %" PRId64 " go past the end of the %s "
@@ -1125,6 +1166,7 @@ static const struct {
         [OP_EXPORT] = { "export", parse_export, check_export, true, false },
         [OP_RESIZE] = { "resize", parse_resize, check_resize, true, false },
         [OP_RENAME] = { "rename", parse_rename, check_rename, true, false },
+        [OP_SET] = { "set", parse_set, check_set, true, false },
         [OP_CLEANUP] = { "cleanup", parse_cleanup, check_volume, true, false },
         [OP_SCHEDULE] = { "schedule", parse_schedule, check_schedule, true, false },
 };

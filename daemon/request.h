@@ -49,6 +49,7 @@ enum op_id {
         OP_EXPORT,
         OP_RESIZE,
         OP_RENAME,
+        OP_SET,
         OP_CLEANUP,
         OP_SCHEDULE,
         _OP_MAX,
@@ -81,6 +82,9 @@ struct request {
         enum cleanup_class cleanup;
         enum snap_kind kind;
         uint64_t pre_number;
+        /* snap, set: "read_only" as given (read_only_given), else snap's
+         * default: read-only for the cleanup classes number and timeline */
+        bool read_only, read_only_given;
         bool dry_run;       /* cleanup */
         /* schedule: the volumes (an array of checked names), --off, and
          * the numbers given (schedule_keys' order) */
