@@ -231,8 +231,8 @@ const struct cli_command cmd_add = {
 struct snap_opts {
         uint64_t store_size; /* 0: not given */
         const char *store;
-        bool force, read_only, writable;
-        const char *description, *cleanup, *type, *pre, *userdata; /* NULL: not given */
+        bool force, read_only, writable, pre;
+        const char *description, *cleanup, *type, *post, *userdata; /* NULL: not given */
 };
 
 /* --cleanup, --type: one of a few words (the daemon checks the rest) */
@@ -271,9 +271,11 @@ static const struct cli_option snap_options[] = {
         { "cleanup", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, cleanup), .check = check_cleanup_class,
           .arg = "CLASS", .help = "the cleanup that may remove it: none (default), number\nor timeline" },
         { "type", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, type), .check = check_snap_type,
-          .arg = "TYPE", .help = "single (default), pre (before a change) or post (after\nit, with --pre)" },
-        { "pre", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, pre), .arg = "SNAP",
-          .help = "the pre snapshot of this post snapshot (implies --type\npost)" },
+          .arg = "TYPE", .help = "single (default), pre or post (as --pre, --post)" },
+        { "pre", .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, pre),
+          .help = "a pre snapshot, before a change (it prints its number)" },
+        { "post", .kind = CLI_STRING, .offset = offsetof(struct snap_opts, post), .arg = "PRE",
+          .help = "a post snapshot, after the change, paired with its pre\nsnapshot PRE: a number or a name" },
         { "read-only", .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, read_only),
           .help = "no writes into it (the default for --cleanup number and\ntimeline)" },
         { "writable", .kind = CLI_FLAG, .offset = offsetof(struct snap_opts, writable),
@@ -314,10 +316,20 @@ static int snap_run(const void *opts, char **pos)
                 json_object_object_add(args, "description", json_object_new_string(o->description));
         if (o->cleanup)
                 json_object_object_add(args, "cleanup", json_object_new_string(o->cleanup));
-        if (o->type)
-                json_object_object_add(args, "type", json_object_new_string(o->type));
-        if (o->pre)
-                json_object_object_add(args, "pre", json_object_new_string(o->pre));
+        if (o->pre && (o->post || (o->type && strcmp(o->type, "pre")))) {
+                json_object_put(args);
+                return usage_error(cmd_snap.name, "--pre makes a pre snapshot: not with --post or another --type");
+        }
+        if (o->type || o->pre)
+                json_object_object_add(args, "type", json_object_new_string(o->pre ? "pre" : o->type));
+        if (o->post) {
+                char *end;
+                long long n = strtoll(o->post, &end, 10);
+                if (o->post[0] >= '0' && o->post[0] <= '9' && !*end && n > 0)
+                        json_object_object_add(args, "pre_number", json_object_new_int64(n));
+                else
+                        json_object_object_add(args, "pre", json_object_new_string(o->post));
+        }
         if (o->userdata)
                 json_object_object_add(args, "userdata", json_object_new_string(o->userdata));
         if (o->read_only && o->writable) {
@@ -346,7 +358,8 @@ const struct cli_command cmd_snap = {
         .name = "snap", .args = "VOLUME[@NAME]", .check_arg = check_target, .run = snap_run,
         .options = snap_options, .opts_size = sizeof(struct snap_opts),
         .usage = "snap VOLUME[@NAME] [--store-size SIZE | --store DEVICE] [--force] [--description TEXT]\n"
-                 "snap VOLUME[@NAME] ... [--cleanup CLASS] [--type TYPE] [--pre SNAP] [--userdata KEY=VALUE,...]",
+                 "snap VOLUME[@NAME] ... [--cleanup CLASS] [--pre | --post PRE] [--userdata KEY=VALUE,...]\n"
+                 "snap VOLUME[@NAME] ... [--read-only | --writable]",
         .about = "Take a snapshot of VOLUME.  Without NAME, the snapshot is named after the\n"
                  "time, in UTC (YYYYMMDDTHHMMSSZ; and .N, its number, when that second has one).\n",
 };

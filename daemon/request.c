@@ -194,6 +194,10 @@ static int parse_snap_meta(json_object *a, struct request *r, struct failure *f)
         r->description = arg_str(a, "description");
         r->userdata = arg_str(a, "userdata");
         r->pre_name = arg_str(a, "pre");
+        if (arg_int(a, "pre_number", &r->pre_number_given) && (r->pre_number_given <= 0 || r->pre_name))
+                return fail(f, -EINVAL, r->pre_name ? "give the pre snapshot's name ('pre') or number ('pre_number'), "
+                                                      "one of them"
+                                                    : "'pre_number' is not a snapshot's number (1 or more)");
         r->read_only_given = json_object_object_get_ex(a, "read_only", NULL);
         r->read_only = arg_bool(a, "read_only");
         if (cls && cleanup_class_parse(cls, &r->cleanup) < 0)
@@ -202,12 +206,12 @@ static int parse_snap_meta(json_object *a, struct request *r, struct failure *f)
         if (kind && snap_kind_parse(kind, &r->kind) < 0)
                 return fail(f, -EINVAL, "bad snapshot type '%s': give single, pre or post",
                             ascii_safe(kind, safe, sizeof(safe)));
-        if (r->pre_name && !kind)
+        if ((r->pre_name || r->pre_number_given) && !kind)
                 r->kind = SNAP_POST;
-        if (r->kind == SNAP_POST && !r->pre_name)
-                return fail(f, -EINVAL, "a post snapshot needs --pre, its pre snapshot");
-        if (r->kind != SNAP_POST && r->pre_name)
-                return fail(f, -EINVAL, "--pre goes with a post snapshot, not a %s one", snap_kind_name(r->kind));
+        if (r->kind == SNAP_POST && !r->pre_name && !r->pre_number_given)
+                return fail(f, -EINVAL, "a post snapshot needs --post PRE, its pre snapshot");
+        if (r->kind != SNAP_POST && (r->pre_name || r->pre_number_given))
+                return fail(f, -EINVAL, "--post goes with a post snapshot, not a %s one", snap_kind_name(r->kind));
         if (r->pre_name && check_name("pre snapshot", r->pre_name, f) < 0)
                 return f->err;
         if (r->description && !description_valid(r->description, why, sizeof(why)))
@@ -224,7 +228,8 @@ static int parse_snap(json_object *a, struct request *r, struct failure *f)
                                        { "force", json_type_boolean, false }, { "description", json_type_string, false },
                                        { "cleanup", json_type_string, false }, { "type", json_type_string, false },
                                        { "pre", json_type_string, false }, { "userdata", json_type_string, false },
-                                       { "read_only", json_type_boolean, false }),
+                                       { "read_only", json_type_boolean, false },
+                                       { "pre_number", json_type_int, false }),
                        f) < 0 ||
             check_name("volume", (r->volume = arg_str(a, "volume")), f) < 0)
                 return f->err;
@@ -820,13 +825,17 @@ static int check_snap(struct request *r, struct failure *f)
         }
         if (snap_find(v, r->name))
                 return fail(f, -EEXIST, "volume '%s' has a snapshot named '%s' already", v->name, r->name);
-        if (r->pre_name) {
-                struct snap *pre = snap_find(v, r->pre_name);
-                if (!pre)
-                        return fail(f, -ENOENT, "volume '%s' has no snapshot named '%s' (--pre)", v->name,
+        if (r->pre_name || r->pre_number_given) {
+                struct snap *pre = r->pre_name ? snap_find(v, r->pre_name)
+                                               : snap_find_number(v, (uint64_t)r->pre_number_given);
+                if (!pre && r->pre_name)
+                        return fail(f, -ENOENT, "volume '%s' has no snapshot named '%s' (--post)", v->name,
                                     r->pre_name);
+                if (!pre)
+                        return fail(f, -ENOENT, "volume '%s' has no snapshot numbered %" PRId64 " (--post)", v->name,
+                                    r->pre_number_given);
                 if (pre->type != SNAP_PRE)
-                        return fail(f, -EINVAL, "%s@%s is a %s snapshot, not a pre snapshot (--pre)", v->name,
+                        return fail(f, -EINVAL, "%s@%s is a %s snapshot, not a pre snapshot (--post)", v->name,
                                     pre->name, snap_kind_name(pre->type));
                 r->pre_number = pre->number;
         }

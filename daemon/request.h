@@ -82,6 +82,7 @@ struct request {
         enum cleanup_class cleanup;
         enum snap_kind kind;
         uint64_t pre_number;
+        int64_t pre_number_given; /* snap: "pre_number", or 0 */
         /* snap, set: "read_only" as given (read_only_given), else snap's
          * default: read-only for the cleanup classes number and timeline */
         bool read_only, read_only_given;

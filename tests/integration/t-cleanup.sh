@@ -28,11 +28,12 @@ must "write v" sh -c "head -c 1M /dev/urandom | $COWVOL write v"
 for s in n1 n2 n3; do
 	must "snap v@$s --cleanup number" cv snap "v@$s" --cleanup number $([ $s = n2 ] && echo --userdata important=yes)
 done
-must "snap v@p1 --type pre" cv snap v@p1 --type pre
-must "snap v@q1 --pre p1 (nothing written between)" cv snap v@q1 --pre p1
-must "snap v@p2 --type pre" cv snap v@p2 --type pre
+must "snap v@p1 --pre" cv snap v@p1 --pre
+must "snap v@q1 --post p1 (nothing written between)" cv snap v@q1 --post p1
+must "snap v@p2 --pre" cv snap v@p2 --pre
 must "write 4 KiB into v" sh -c "head -c 4096 /dev/urandom | $COWVOL write v --offset 8192"
-must "snap v@q2 --pre p2 (a chunk changed between)" cv snap v@q2 --pre p2
+must "snap v@q2 --post 8 (p2's number; a chunk changed between)" cv snap v@q2 --post "$(cv list v --json | "$PYTHON" -c 'import json,sys
+print([s["number"] for s in json.load(sys.stdin)["volumes"][0]["snapshots"] if s["name"] == "p2"][0])')"
 must "snap v@s (no cleanup class)" cv snap v@s
 expect 0 "schedule v: no timeline, --number 2 --number-important 1 --min-age 30m" \
 	cv schedule v --hourly 0 --daily 0 --monthly 0 --yearly 0 --number 2 --number-important 1 --min-age 30m

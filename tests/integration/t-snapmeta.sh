@@ -24,10 +24,10 @@ must "create v" cv create v --size 4M
 expect 0 "snap v@a (no options)" cv snap v@a
 expect_in out "Created snapshot v@a \(store .*\), number 1$" "snap says the number, 1 for the first"
 expect 0 "snap a pre snapshot with a description and the number class" \
-	cv snap v@pre1 --type pre --cleanup number --description "before: apt upgrade"
+	cv snap v@pre1 --pre --cleanup number --description "before: apt upgrade"
 expect_in out "number 2$" "the pre is number 2"
-expect 0 "snap its post (--pre implies --type post), with userdata" \
-	cv snap v@post1 --pre pre1 --cleanup number --userdata important=yes,by=apt
+expect 0 "snap its post (--post NUMBER), with userdata" \
+	cv snap v@post1 --post 2 --cleanup number --userdata important=yes,by=apt
 expect 0 "snap a timeline one" cv snap v@t --cleanup timeline
 check "a: number 1, single, cleanup none, no description, no userdata" \
 	test "$(field v@a number) $(field v@a type) $(field v@a cleanup) $(field v@a description) $(field v@a userdata)" = \
