@@ -909,9 +909,10 @@ static json_object *vol_json(const struct vol *v)
                 json_object_object_add(o, "schedule", sc);
         }
         for (struct snap *s = v->snaps; s; s = s->next)
-                json_object_array_add(a, snap_json(s));
+                if (!(v->restore_ending && v->restore_drop && s == v->restoring))
+                        json_object_array_add(a, snap_json(s));
         json_object_object_add(o, "snapshots", a);
-        if (v->restoring) {
+        if (v->restoring && !v->restore_ending) {
                 json_object *r = json_object_new_object();
                 json_object_object_add(r, "snapshot", json_object_new_string(v->restoring->uuid));
                 json_object_object_add(r, "keep", json_object_new_boolean(v->restore_keep));

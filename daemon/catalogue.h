@@ -136,6 +136,9 @@ struct vol {
         /* userspace: why the recorded restore cannot run now (NULL: it
          * can); the volume is held meanwhile: writes and exports refused */
         char *restore_stalled;
+        /* restore_finish is saving the restore's end: catalogue_save writes
+         * no restore, and without the snapshot when restore_drop */
+        bool restore_ending, restore_drop;
         uint64_t restore_total, restore_left;
         bool restore_thread;
         pthread_t restore_tid;

@@ -435,19 +435,21 @@ static int restore_finish(struct vol *v)
                              "be opened again", v->name, v->name, s->name);
                 keep = false;
         }
-        v->restoring = NULL;
         snap_to_newest(v, s);
         s->size = v->size;
+        /* the catalogue is saved as after the end (restore_ending: no
+         * restore, the snapshot kept or dropped) while the volume still
+         * shows a restore: the lock goes between tries, and every check
+         * refuses what a restore refuses (rm, snap, restore, writes) */
+        v->restore_ending = true;
+        v->restore_drop = !keep;
+        r = restore_save(v, "its end");
+        v->restore_ending = false;
+        if (r < 0)
+                return r; /* still recorded as restoring: the next start finishes it */
+        v->restoring = NULL;
         if (!keep)
                 snap_unlist(v, s);
-        r = restore_save(v, "its end");
-        if (r < 0) {
-                /* still recorded as restoring: the next start finishes it */
-                if (!keep)
-                        snap_to_newest(v, s);
-                v->restoring = s;
-                return r;
-        }
         v->restore_mode = RESTORE_CHAIN;
         if (!keep && !lost && (r = cowvol_volume_snapshot_detach(v->eng, s->eng)) < 0) {
                 /* attached, it takes copies the older ones read: listed */
@@ -668,7 +670,9 @@ static int u_rename(struct vol *v, const char *name, struct failure *f)
                 snprintf(v->name, sizeof(v->name), "%s", oldname);
                 v->path = old_path;
                 if (new_path) {
-                        (void)unlinkat(dfd, newbase, 0);
+                        /* both names stay: the save may have replaced the
+                         * catalogue and failed after (its folder's fsync);
+                         * the next start keeps the name it records */
                         free(new_path);
                         close(dfd);
                 }
@@ -687,10 +691,25 @@ static int u_rename(struct vol *v, const char *name, struct failure *f)
 /* The last user left a volume whose restore waited for it. */
 static void u_users_gone(struct vol *v)
 {
+        struct cowvol_snapshot_info si;
+        struct snap *m = v->restoring;
         char why[96];
         int r;
 
         v->restore_pending = false;
+        if (!m->eng || cowvol_snapshot_info(v->eng, m->eng, &si) < 0 || !si.valid) {
+                /* it went invalid while it waited (a store that filled):
+                 * nothing was restored yet, the volume is as it was */
+                dlog(LOG_ERR_, "Volume %s: the restore from %s@%s is cancelled: the snapshot became invalid (%s) "
+                     "before it could start; the volume is as it was", v->name, v->name, m->name,
+                     m->reason ? m->reason : si.reason[0] ? si.reason : "its store cannot be used");
+                v->restoring = NULL;
+                if ((r = catalogue_save()) < 0)
+                        dlog_errno(r, "Volume %s: the cancelled restore stays recorded until the catalogue can be "
+                                   "saved: %m", v->name);
+                pthread_cond_broadcast(&catalogue.changed);
+                return;
+        }
         r = restore_start(v);
         if (r < 0) {
                 snprintf(why, sizeof(why), "%s; it is tried again at the next start", strerror(-r));

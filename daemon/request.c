@@ -904,6 +904,10 @@ static int check_resize(struct request *r, struct failure *f)
         if (r->size == v->size)
                 return fail(f, -EINVAL, "volume '%s' is %s (%" PRIu64 " bytes) already", v->name,
                             cowvol_format_size(v->size, a, sizeof(a)), v->size);
+        if (v->snaps && (v->size % v->chunk || r->size % v->chunk))
+                return fail(f, -EINVAL, "volume '%s' has snapshots: it grows from and to whole chunks of %s "
+                            "(%" PRIu64 " bytes is not)", v->name, cowvol_format_size(v->chunk, a, sizeof(a)),
+                            v->size % v->chunk ? v->size : r->size);
         if (r->size < v->size) {
                 if (v->snaps)
                         return fail(f, -EBUSY, "volume '%s' has snapshots: they read the end that shrinking would "
@@ -1091,6 +1095,9 @@ static int check_write(struct request *r, struct failure *f)
                 return f->err;
         if (r->offset < 0 || r->length < 0)
                 return fail(f, -EINVAL, "offset and length must not be negative");
+        if (r->s && v->restoring == r->s)
+                return fail(f, -EBUSY, "snapshot %s@%s is to be restored into its volume; it takes no writes",
+                            v->name, r->s->name);
         if (r->s && r->s->read_only)
                 return fail(f, -EROFS, "snapshot %s@%s is read-only ('cowvol set %s@%s read-only=off' makes it "
                             "writable)", v->name, r->s->name, v->name, r->s->name);

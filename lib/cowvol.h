@@ -379,7 +379,8 @@ uint64_t cowvol_volume_size(const cowvol_volume *v);
  * Snapshots keep their own size and content: no copy goes past a
  * snapshot's end, and a read of it stops there.  Shrinking is refused
  * (-EBUSY) while the volume has snapshots, as LVM refuses to reduce a
- * snapshot origin, and while a restore runs.  Durable when it returns.
+ * snapshot origin, and while a restore runs; with snapshots, the old size
+ * and the new one must be whole chunks (-EINVAL).  Durable when it returns.
  */
 int cowvol_volume_resize(cowvol_volume *v, uint64_t size);
 

@@ -318,6 +318,8 @@ _public_ int cowvol_volume_resize(cowvol_volume *v, uint64_t size)
                 r = -EBUSY; /* a restore runs */
         else if (size < v->size && v->snaps)
                 r = -EBUSY; /* the snapshots read what would go */
+        else if (v->snaps && (size % v->chunk || v->size % v->chunk))
+                r = -EINVAL; /* a snapshot's end is a chunk's: no copy holds part of the grown space */
         else if (size != v->size) {
                 /* the new space reads zero: a sparse extension; durable
                  * before the caller records the size */
@@ -1263,7 +1265,16 @@ _public_ int cowvol_volume_pread(cowvol_volume *v, cowvol_snapshot *sn, void *bu
                 r = -ENOENT;
         else if (sn && !cowvol_store_is_valid(sn->store))
                 r = -ESTALE;
-        else
+        else if (!sn && v->merging && off + len > v->merging->size) {
+                /* a restore shows the snapshot, up to its end; past it the
+                 * volume keeps what it holds (whole chunks: resize) */
+                uint64_t end = v->merging->size;
+                size_t head = off < end ? (size_t)(end - off) : 0;
+
+                r = head ? read_locked(v, NULL, buf, head, off) : 0;
+                if (r >= 0)
+                        r = pread_full(v->fd, (uint8_t *)buf + head, len - head, off + head);
+        } else
                 r = read_locked(v, sn, buf, len, off);
         pthread_rwlock_unlock(&v->lock);
         return r;

@@ -170,6 +170,24 @@ expect 0 "m reads" cv cat v@m
 check "m still is m's content" cmp -s "$T/out" "$T/ref.m"
 stop_daemon
 
+# the newest (no step before the end): while the end waits for the
+# catalogue, the restore still shows, and what a restore refuses is refused
+restore_as n keep '{"mode": "chain"}'
+mkdir "$STATE/.catalogue.json.tmp"
+start_daemon || exit 1
+check "the end of n's restore waits for the catalogue" log_says "Restore of v: its end waits until the catalogue can be saved"
+refuse "rm of the restored snapshot meanwhile" "being restored" cv rm v@n
+refuse "a snapshot meanwhile" "being restored" cv snap v@x
+refuse "another restore meanwhile" "being restored" cv restore v@m
+refuse "a write meanwhile" "being restored" cv write v <"$T/B"
+rmdir "$STATE/.catalogue.json.tmp"
+check "then it ends" restore_done
+expect 0 "v reads" cv cat v
+check "v is n's content" cmp -s "$T/out" "$T/ref.n"
+expect 0 "n is kept and reads" cv cat v@n
+check "n is n's content" cmp -s "$T/out" "$T/ref.n"
+stop_daemon
+
 restore_as m drop '{"mode": "chain"}'
 mkdir "$STATE/.catalogue.json.tmp"
 start_daemon || exit 1

@@ -467,10 +467,14 @@ Test(chain, a_volume_that_grows)
         cr_assert_eq(ranges[2 + 2 * (ranges[0] - 1)], VOL - SMALL);
 
         cr_assert_eq(cowvol_volume_resize(v, SMALL), -EBUSY, "no shrinking under snapshots");
+        cr_assert_eq(cowvol_volume_resize(v, VOL + 512), -EINVAL, "with snapshots, whole chunks only");
         cr_assert_eq(cowvol_volume_size(v), VOL);
 
         cr_assert_eq(cowvol_volume_merge_begin(v, sn0), 0);
         cr_assert_eq(cowvol_volume_resize(v, 2 * VOL), -EBUSY, "nor growing during a restore");
+        cr_assert_eq(cowvol_volume_pread(v, NULL, got, VOL - SMALL, SMALL), 0);
+        cr_assert(memcmp(got, cur + SMALL, VOL - SMALL) == 0,
+                  "during the restore, the volume past s0's end reads what it holds, not s1's copies");
         while ((r = cowvol_volume_merge_step(v, &left)) > 0)
                 ;
         cr_assert_eq(r, 0);
