@@ -194,8 +194,8 @@ static void status_places(json_object *o)
         uint64_t stores;
         char what[128];
 
-        json_object_object_add(o, "state_dir", json_object_new_string(settings.state_dir));
-        json_object_object_add(o, "socket", json_object_new_string(settings.socket_path));
+        json_object_object_add(o, "state_dir", string_or_null(settings.state_dir));
+        json_object_object_add(o, "socket", string_or_null(settings.socket_path));
         json_object_object_add(o, "nbd_socket", string_or_null(settings.nbd_socket_path));
         if (settings.nbd_tcp && settings.nbd_tcp_uri_host) { /* listening: the address bound (IPv6 in []) */
                 bool v6 = strchr(settings.nbd_tcp, ':');
