@@ -673,7 +673,6 @@ static char *field_cell(const struct list_cfg *c, const struct field *f, json_ob
 
 struct row {
         char *cell[FIELDS_MAX];      /* by column */
-        double key[FIELDS_MAX];      /* (the columns' values; unused) */
         char *skey_text[FIELDS_MAX]; /* by -O field: its cell ... */
         double skey[FIELDS_MAX];     /* ... and its value */
 };
@@ -689,9 +688,11 @@ static void row_free(struct row *r)
 static int row_fill(const struct list_cfg *c, struct row *r, json_object *v, json_object *s)
 {
         memset(r, 0, sizeof(*r));
-        for (size_t i = 0; i < c->n_cols; i++)
-                if (!(r->cell[i] = field_cell(c, &fields[c->cols[i]], v, s, &r->key[i])))
+        for (size_t i = 0; i < c->n_cols; i++) {
+                double unused;
+                if (!(r->cell[i] = field_cell(c, &fields[c->cols[i]], v, s, &unused)))
                         return -ENOMEM;
+        }
         for (size_t i = 0; i < c->n_sort; i++) {
                 int f = abs(c->sort[i]) - 1;
                 if (!(r->skey_text[i] = field_cell(c, &fields[f], v, s, &r->skey[i])))

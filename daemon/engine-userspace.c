@@ -541,12 +541,24 @@ static void restore_stall(struct vol *v, const char *why)
         u_hold_check(v);
 }
 
+/* Start the recorded restore's thread, or hold the volume saying why. */
+static int restore_start_or_stall(struct vol *v)
+{
+        char why[96];
+        int r = restore_start(v);
+
+        if (r < 0) {
+                snprintf(why, sizeof(why), "%s; it is tried again at the next start", strerror(-r));
+                restore_stall(v, why);
+        }
+        return r;
+}
+
 /* Resume the restore the catalogue records, at activation. */
 static void restore_resume(struct vol *v)
 {
         struct snap *m = v->restoring;
         char why[NAME_MAX_LEN * 2 + 256];
-        int r;
 
         free(v->restore_stalled);
         v->restore_stalled = NULL;
@@ -564,12 +576,8 @@ static void restore_resume(struct vol *v)
                 restore_stall(v, why);
                 return;
         }
-        r = restore_start(v);
-        if (r < 0) {
-                snprintf(why, sizeof(why), "%s; it is tried again at the next start", strerror(-r));
-                restore_stall(v, why);
+        if (restore_start_or_stall(v) < 0)
                 return;
-        }
         dlog(LOG_INFO_, "Volume %s: resuming the restore from %s (%llu chunks left)", v->name, m->name,
              (unsigned long long)v->restore_left);
 }
@@ -691,9 +699,8 @@ static int u_rename(struct vol *v, const char *name, struct failure *f)
 /* The last user left a volume whose restore waited for it. */
 static void u_users_gone(struct vol *v)
 {
-        struct cowvol_snapshot_info si;
+        struct cowvol_snapshot_info si = {};
         struct snap *m = v->restoring;
-        char why[96];
         int r;
 
         v->restore_pending = false;
@@ -710,12 +717,8 @@ static void u_users_gone(struct vol *v)
                 pthread_cond_broadcast(&catalogue.changed);
                 return;
         }
-        r = restore_start(v);
-        if (r < 0) {
-                snprintf(why, sizeof(why), "%s; it is tried again at the next start", strerror(-r));
-                restore_stall(v, why);
+        if (restore_start_or_stall(v) < 0)
                 return;
-        }
         dlog(LOG_INFO_, "Volume %s: its last user left; restoring from %s@%s (%" PRIu64 " chunks)", v->name, v->name,
              v->restoring->name, v->restore_total);
         pthread_cond_broadcast(&catalogue.changed);
